@@ -1,0 +1,4 @@
+//! Measuring a model: likelihood of text, and generation.
+
+pub mod generate;
+pub mod perplexity;

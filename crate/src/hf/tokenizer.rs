@@ -1,0 +1,64 @@
+//! `tokenizer.json` through the Hugging Face `tokenizers` crate.
+
+use super::HfError;
+
+/// A loaded tokenizer plus the end-of-sequence id if the vocabulary has a known EOS token.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    file: String,
+    /// Id of the end-of-sequence token, if one of the usual names is in the vocabulary.
+    pub eos_id: Option<u32>,
+}
+
+/// EOS spellings of the families we load, tried in order.
+const EOS_NAMES: &[&str] = &[
+    "<|endoftext|>",
+    "</s>",
+    "<|im_end|>",
+    "<|end_of_text|>",
+    "<eos>",
+];
+
+impl Tokenizer {
+    /// Parse `tokenizer.json` bytes; `file` is used in messages.
+    pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Self, HfError> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| HfError::Tokenizer {
+            file: file.to_string(),
+            message: format!("cannot parse tokenizer: {e}"),
+        })?;
+        let eos_id = EOS_NAMES.iter().find_map(|t| inner.token_to_id(t));
+        Ok(Tokenizer {
+            inner,
+            file: file.to_string(),
+            eos_id,
+        })
+    }
+
+    /// Token ids of `text`, with the special tokens the tokenizer's post-processor adds (as
+    /// `tokenizer(text)` does in Python).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, HfError> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| HfError::Tokenizer {
+                file: self.file.clone(),
+                message: format!("cannot encode text: {e}"),
+            })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, skipping special tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, HfError> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| HfError::Tokenizer {
+                file: self.file.clone(),
+                message: format!("cannot decode ids: {e}"),
+            })
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}

@@ -1,0 +1,85 @@
+//! What a checkpoint holds, read from `config.json` and the safetensors headers alone (no
+//! weights are loaded).
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::hf::checkpoint;
+use crate::hf::{Fetch, ModelConfig};
+
+/// Parameter count of one kind of tensor.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct KindCount {
+    pub tensors: usize,
+    pub parameters: u64,
+}
+
+/// Summary printed by `tunelab info`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    pub source: String,
+    pub config: ModelConfig,
+    /// attention / mlp / embedding / norm / other → counts.
+    pub parameters_by_kind: BTreeMap<String, KindCount>,
+    pub total_parameters: u64,
+    /// dtype → number of tensors stored in it.
+    pub dtypes: BTreeMap<String, usize>,
+    pub shards: Vec<checkpoint::ShardSummary>,
+    pub sharded: bool,
+}
+
+/// The kind of a tensor, from its Hugging Face name.
+pub fn kind_of(name: &str) -> &'static str {
+    let has = |s: &str| name.contains(s);
+    if has("norm") || has(".ln_") || name.starts_with("ln_") || has("ln_f") {
+        "norm"
+    } else if has("attn") || has("attention") {
+        "attention"
+    } else if has("mlp") {
+        "mlp"
+    } else if has("embed") || has("wte") || has("wpe") || has("lm_head") {
+        "embedding"
+    } else {
+        "other"
+    }
+}
+
+/// Inspect the model at `fetch`.
+pub async fn inspect(fetch: &impl Fetch) -> Result<ModelInfo> {
+    let config_text = fetch.read_string("config.json").await?;
+    let config = ModelConfig::parse(&config_text, &fetch.locate("config.json"))?;
+    let layout = checkpoint::layout(fetch).await?;
+    let headers = checkpoint::headers(fetch, &layout).await?;
+    let mut by_kind: BTreeMap<String, KindCount> = BTreeMap::new();
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut shards = Vec::new();
+    let mut total = 0u64;
+    for (file, len, header) in &headers {
+        for t in &header.tensors {
+            // GPT-2's causal-mask buffers are not parameters.
+            if t.name.ends_with(".attn.bias") || t.name.ends_with(".attn.masked_bias") {
+                continue;
+            }
+            let n = t.numel() as u64;
+            let entry = by_kind.entry(kind_of(&t.name).to_string()).or_default();
+            entry.tensors += 1;
+            entry.parameters += n;
+            total += n;
+            *dtypes.entry(t.dtype.name().to_string()).or_default() += 1;
+        }
+        shards.push(checkpoint::ShardSummary {
+            file: file.clone(),
+            bytes: len.unwrap_or(0),
+            tensors: header.tensors.len(),
+        });
+    }
+    Ok(ModelInfo {
+        source: fetch.locate(""),
+        config,
+        parameters_by_kind: by_kind,
+        total_parameters: total,
+        dtypes,
+        shards,
+        sharded: layout.weight_map.is_some(),
+    })
+}

@@ -1,0 +1,20 @@
+//! tunelab: a fine-tuning lab for small causal language models, native (wgpu or CPU) and in the
+//! browser (WebGPU), from one crate.
+//!
+//! Data flows one way: a source (directory or URL) → [`hf`] parsing → [`model`] building →
+//! [`eval`] → results; [`session::Session`] is the API both shells (CLI, web) use.
+
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod event;
+pub mod hf;
+pub mod info;
+pub mod model;
+pub mod session;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+pub use error::{Error, Result};
+pub use event::Event;
+pub use session::Session;

@@ -1,0 +1,179 @@
+//! GPT-2: learned positions, LayerNorm, `gelu_new`, fused `c_attn` Conv1D weights (stored
+//! `[in, out]`, i.e. transposed relative to `nn.Linear`). Field names follow `modeling_gpt2.py`.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Int, Tensor};
+
+use super::layers::{Embedding, LayerNorm, Linear, activation, attention};
+use super::weights::WeightStore;
+use crate::hf::{Gpt2Config, HfError};
+
+/// `GPT2Attention`: fused q/k/v projection `c_attn` and output `c_proj`.
+#[derive(Module, Debug)]
+pub struct Gpt2Attention {
+    pub c_attn: Linear,
+    pub c_proj: Linear,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    pub scale: f64,
+}
+
+/// `GPT2MLP`: `c_proj(act(c_fc(x)))`.
+#[derive(Module, Debug)]
+pub struct Gpt2Mlp {
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+    pub act: String,
+}
+
+/// `GPT2Block`.
+#[derive(Module, Debug)]
+pub struct Gpt2Block {
+    pub ln_1: LayerNorm,
+    pub attn: Gpt2Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Gpt2Mlp,
+}
+
+/// `GPT2LMHeadModel`: `transformer.{wte, wpe, h, ln_f}` + `lm_head` (tied by default).
+#[derive(Module, Debug)]
+pub struct Gpt2LmHeadModel {
+    pub wte: Embedding,
+    pub wpe: Embedding,
+    pub h: Vec<Gpt2Block>,
+    pub ln_f: LayerNorm,
+    pub lm_head: Option<Linear>,
+}
+
+/// Prefix of the body's tensor names in `GPT2LMHeadModel` checkpoints.
+pub const PREFIX: &str = "transformer.";
+
+impl Gpt2LmHeadModel {
+    /// Build from loaded tensors, checking every shape against `cfg`.
+    pub fn load(cfg: &Gpt2Config, w: &mut WeightStore) -> Result<Self, HfError> {
+        let (d, v) = (cfg.n_embd, cfg.vocab_size);
+        let hint = format!("n_embd {d}, n_head {}, n_inner {}", cfg.n_head, cfg.n_inner);
+        let emb = |w: &mut WeightStore, name: &str, n: usize, hint: &str| {
+            Ok::<_, HfError>(Embedding {
+                weight: w.param(name, [n, d], hint)?,
+            })
+        };
+        let wte = emb(w, "wte.weight", v, &format!("vocab_size {v}, n_embd {d}"))?;
+        let wpe = emb(
+            w,
+            "wpe.weight",
+            cfg.n_positions,
+            &format!("n_positions {}, n_embd {d}", cfg.n_positions),
+        )?;
+        let head_dim = d / cfg.n_head;
+        let mut h = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("h.{i}");
+            let mut scale = 1.0;
+            if cfg.scale_attn_weights {
+                scale /= (head_dim as f64).sqrt();
+            }
+            if cfg.scale_attn_by_inverse_layer_idx {
+                scale /= (i + 1) as f64;
+            }
+            h.push(Gpt2Block {
+                ln_1: layer_norm(w, &format!("{p}.ln_1"), cfg)?,
+                attn: Gpt2Attention {
+                    c_attn: Linear::load_conv1d(w, &format!("{p}.attn.c_attn"), d, 3 * d, &hint)?,
+                    c_proj: Linear::load_conv1d(w, &format!("{p}.attn.c_proj"), d, d, &hint)?,
+                    num_heads: cfg.n_head,
+                    head_dim,
+                    scale,
+                },
+                ln_2: layer_norm(w, &format!("{p}.ln_2"), cfg)?,
+                mlp: Gpt2Mlp {
+                    c_fc: Linear::load_conv1d(w, &format!("{p}.mlp.c_fc"), d, cfg.n_inner, &hint)?,
+                    c_proj: Linear::load_conv1d(
+                        w,
+                        &format!("{p}.mlp.c_proj"),
+                        cfg.n_inner,
+                        d,
+                        &hint,
+                    )?,
+                    act: cfg.activation_function.clone(),
+                },
+            });
+        }
+        let ln_f = layer_norm(w, "ln_f", cfg)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            let lm = w.take_exact(
+                "lm_head.weight",
+                [v, d],
+                &format!("vocab_size {v}, n_embd {d}"),
+            )?;
+            Some(Linear {
+                weight: Param::from_tensor(lm.transpose()),
+                bias: None,
+            })
+        };
+        Ok(Gpt2LmHeadModel {
+            wte,
+            wpe,
+            h,
+            ln_f,
+            lm_head,
+        })
+    }
+
+    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under an additive `mask`.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<4>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let positions = Tensor::<1, Int>::arange(0..t as i64, &ids.device())
+            .unsqueeze::<2>()
+            .expand([b, t]);
+        let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
+        for block in &self.h {
+            x = block.forward(x, mask.clone());
+        }
+        let x = self.ln_f.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => self.wte.attend(x),
+        }
+    }
+}
+
+impl Gpt2Block {
+    fn forward(&self, x: Tensor<3>, mask: Tensor<4>) -> Tensor<3> {
+        let h = x.clone() + self.attn.forward(self.ln_1.forward(x), mask);
+        h.clone() + self.mlp.forward(self.ln_2.forward(h))
+    }
+}
+
+impl Gpt2Attention {
+    fn forward(&self, x: Tensor<3>, mask: Tensor<4>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let qkv = self.c_attn.forward(x);
+        let split = |i: usize| {
+            qkv.clone()
+                .slice_dim(2, i * d..(i + 1) * d)
+                .reshape([b, t, self.num_heads, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let out = attention(split(0), split(1), split(2), mask, self.scale);
+        self.c_proj.forward(out)
+    }
+}
+
+impl Gpt2Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.c_proj
+            .forward(activation(&self.act, self.c_fc.forward(x)))
+    }
+}
+
+fn layer_norm(w: &mut WeightStore, name: &str, cfg: &Gpt2Config) -> Result<LayerNorm, HfError> {
+    let hint = format!("n_embd {}", cfg.n_embd);
+    Ok(LayerNorm {
+        weight: w.param(&format!("{name}.weight"), [cfg.n_embd], &hint)?,
+        bias: w.param(&format!("{name}.bias"), [cfg.n_embd], &hint)?,
+        eps: cfg.layer_norm_epsilon,
+    })
+}

@@ -1,0 +1,243 @@
+//! Building blocks shared by the model families, named and laid out as in Hugging Face.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use super::weights::WeightStore;
+use crate::hf::HfError;
+
+/// A dense layer. `weight` is stored `[in, out]` (burn's matmul layout); HF `nn.Linear`
+/// checkpoints (`[out, in]`) are transposed on load, GPT-2's `Conv1D` (`[in, out]`) is not.
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    /// Load an `nn.Linear` (`weight` `[out, in]`).
+    pub fn load(
+        w: &mut WeightStore,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        hint: &str,
+    ) -> Result<Self, HfError> {
+        let weight = w.take(&format!("{name}.weight"), [d_out, d_in], hint)?;
+        Self::finish(w, name, weight.transpose(), d_out, bias, hint)
+    }
+
+    /// Load a GPT-2 `Conv1D` (`weight` `[in, out]`, always with bias).
+    pub fn load_conv1d(
+        w: &mut WeightStore,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        hint: &str,
+    ) -> Result<Self, HfError> {
+        let weight = w.take(&format!("{name}.weight"), [d_in, d_out], hint)?;
+        Self::finish(w, name, weight, d_out, true, hint)
+    }
+
+    fn finish(
+        w: &mut WeightStore,
+        name: &str,
+        weight: Tensor<2>,
+        d_out: usize,
+        bias: bool,
+        hint: &str,
+    ) -> Result<Self, HfError> {
+        let bias = if bias {
+            Some(w.param(&format!("{name}.bias"), [d_out], hint)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// `x @ W + b` over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// Token (or position) embedding table `[num, dim]`.
+#[derive(Module, Debug)]
+pub struct Embedding {
+    pub weight: Param<Tensor<2>>,
+}
+
+impl Embedding {
+    /// Look up `ids` `[batch, seq]` → `[batch, seq, dim]`.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        burn::tensor::module::embedding(self.weight.val(), ids)
+    }
+
+    /// Use the table as an output projection (tied LM head): `x @ Wᵀ`.
+    pub fn attend(&self, x: Tensor<3>) -> Tensor<3> {
+        burn::tensor::module::linear(x, self.weight.val().transpose(), None)
+    }
+}
+
+/// Llama's RMSNorm: `x / sqrt(mean(x²) + eps) * weight`.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalize over the last dimension.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// GPT-2's LayerNorm with affine weight and bias.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Normalize over the last dimension (biased variance, as PyTorch).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let (var, mean) = x.clone().var_mean_bias(2);
+        let x = (x - mean) / (var + self.eps).sqrt();
+        x * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
+    }
+}
+
+/// Activation functions by their Hugging Face names.
+pub fn activation(name: &str, x: Tensor<3>) -> Tensor<3> {
+    match name {
+        "gelu_new" | "gelu_pytorch_tanh" => gelu_approximate(x),
+        "gelu" => gelu(x),
+        "relu" => relu(x),
+        _ => silu(x),
+    }
+}
+
+/// Additive attention mask `[batch, 1, q_len, kv_len]`: 0 where a query may attend, a large
+/// negative number where the key is in the future or is padding.
+///
+/// `padding` is `[batch, kv_len]` with true for real tokens; queries are the last `q_len`
+/// positions of the `kv_len` keys (so a KV cache can reuse it).
+pub fn attention_mask(
+    padding: Option<Tensor<2, Bool>>,
+    batch: usize,
+    q_len: usize,
+    kv_len: usize,
+    device: &Device,
+) -> Tensor<4> {
+    let offset = (kv_len - q_len) as i64;
+    // true where the key lies after the query (outside the shifted lower triangle)
+    let future = Tensor::<2, Bool>::tril_mask([q_len, kv_len], offset, device);
+    let mut masked = future.unsqueeze::<4>().expand([batch, 1, q_len, kv_len]);
+    if let Some(p) = padding {
+        let pad = p
+            .bool_not()
+            .reshape([batch, 1, 1, kv_len])
+            .expand([batch, 1, q_len, kv_len]);
+        masked = masked.bool_or(pad);
+    }
+    Tensor::<4>::zeros([batch, 1, q_len, kv_len], device).mask_fill(masked, MASKED)
+}
+
+/// Score given to masked positions (exp underflows to exactly 0 in f32).
+const MASKED: f32 = -1.0e9;
+
+/// Scaled dot-product attention with grouped-query heads.
+///
+/// `q`: `[batch, heads, q_len, head_dim]`, `k`/`v`: `[batch, kv_heads, kv_len, head_dim]`,
+/// `mask`: additive `[batch, 1, q_len, kv_len]`. Returns `[batch, q_len, heads * head_dim]`.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4>,
+    scale: f64,
+) -> Tensor<3> {
+    let [b, h, t, d] = q.dims();
+    let kvh = k.dims()[1];
+    let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask;
+    let probs = softmax(scores, 3);
+    probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d])
+}
+
+/// Repeat each key/value head `n_rep` times, as HF's `repeat_kv` (head `i` serves query heads
+/// `i*n_rep .. (i+1)*n_rep`).
+fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, kvh, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kvh, n_rep, s, d])
+        .reshape([b, kvh * n_rep, s, d])
+}
+
+/// Rotary position embedding tables (`cos`, `sin`, each `[max_positions, head_dim]`), computed
+/// as HF's default RoPE: `inv_freq = 1 / theta^(2i/d)`, angles duplicated over both halves.
+#[derive(Module, Debug)]
+pub struct Rope {
+    pub cos: Tensor<2>,
+    pub sin: Tensor<2>,
+}
+
+impl Rope {
+    /// Precompute tables for `max_positions` positions.
+    pub fn new(head_dim: usize, theta: f64, max_positions: usize, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+            .collect();
+        let mut cos = Vec::with_capacity(max_positions * head_dim);
+        let mut sin = Vec::with_capacity(max_positions * head_dim);
+        for p in 0..max_positions {
+            // HF concatenates the angles with themselves: [f_0..f_{d/2}, f_0..f_{d/2}]
+            for _half in 0..2 {
+                for f in &inv_freq {
+                    // f32 product as in HF, which computes the angles in float32
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        }
+        let shape = [max_positions, head_dim];
+        Rope {
+            cos: Tensor::from_data(burn::tensor::TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(burn::tensor::TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// Rotate `x` `[batch, heads, seq, head_dim]` whose first position is `start`.
+    pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        let [_, _, t, d] = x.dims();
+        let cos = self
+            .cos
+            .clone()
+            .slice([start..start + t, 0..d])
+            .unsqueeze::<4>();
+        let sin = self
+            .sin
+            .clone()
+            .slice([start..start + t, 0..d])
+            .unsqueeze::<4>();
+        let half = d / 2;
+        let x1 = x.clone().slice_dim(3, 0..half);
+        let x2 = x.clone().slice_dim(3, half..d);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos + rotated * sin
+    }
+}

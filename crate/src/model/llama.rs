@@ -1,0 +1,183 @@
+//! Llama family (llama, qwen2, mistral without sliding window): RMSNorm, RoPE, SwiGLU MLP,
+//! grouped-query attention. Field names follow `modeling_llama.py`.
+
+use burn::module::Module;
+use burn::tensor::activation::silu;
+use burn::tensor::{Int, Tensor};
+
+use super::layers::{Embedding, Linear, RmsNorm, Rope, attention};
+use super::weights::WeightStore;
+use crate::hf::{HfError, LlamaConfig};
+
+/// `LlamaAttention`: q/k/v/o projections.
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub num_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+}
+
+/// `LlamaMLP`: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaMlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+/// `LlamaDecoderLayer`.
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer {
+    pub self_attn: LlamaAttention,
+    pub mlp: LlamaMlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+/// `LlamaForCausalLM`: `model.{embed_tokens, layers, norm}` + `lm_head` (absent when tied).
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLm {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<LlamaDecoderLayer>,
+    pub norm: RmsNorm,
+    pub lm_head: Option<Linear>,
+    pub rope: Rope,
+}
+
+/// Prefix of the body's tensor names in `*ForCausalLM` checkpoints.
+pub const PREFIX: &str = "model.";
+
+impl LlamaForCausalLm {
+    /// Build from loaded tensors, checking every shape against `cfg`.
+    pub fn load(cfg: &LlamaConfig, w: &mut WeightStore) -> Result<Self, HfError> {
+        let (d, v) = (cfg.hidden_size, cfg.vocab_size);
+        let (h, kvh, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let hint_attn = format!(
+            "hidden_size {d}, num_attention_heads {h}, num_key_value_heads {kvh}, head_dim {hd}"
+        );
+        let hint_mlp = format!(
+            "hidden_size {d}, intermediate_size {}",
+            cfg.intermediate_size
+        );
+        let hint_emb = format!("vocab_size {v}, hidden_size {d}");
+        let embed = w.take("embed_tokens.weight", [v, d], &hint_emb)?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("layers.{i}");
+            let lin = |w: &mut WeightStore, n: &str, i, o, b, hint: &str| {
+                Linear::load(w, &format!("{p}.{n}"), i, o, b, hint)
+            };
+            let self_attn = LlamaAttention {
+                q_proj: lin(w, "self_attn.q_proj", d, h * hd, cfg.qkv_bias, &hint_attn)?,
+                k_proj: lin(w, "self_attn.k_proj", d, kvh * hd, cfg.qkv_bias, &hint_attn)?,
+                v_proj: lin(w, "self_attn.v_proj", d, kvh * hd, cfg.qkv_bias, &hint_attn)?,
+                o_proj: lin(w, "self_attn.o_proj", h * hd, d, cfg.o_bias, &hint_attn)?,
+                num_heads: h,
+                num_key_value_heads: kvh,
+                head_dim: hd,
+            };
+            let it = cfg.intermediate_size;
+            let mlp = LlamaMlp {
+                gate_proj: lin(w, "mlp.gate_proj", d, it, cfg.mlp_bias, &hint_mlp)?,
+                up_proj: lin(w, "mlp.up_proj", d, it, cfg.mlp_bias, &hint_mlp)?,
+                down_proj: lin(w, "mlp.down_proj", it, d, cfg.mlp_bias, &hint_mlp)?,
+            };
+            layers.push(LlamaDecoderLayer {
+                self_attn,
+                mlp,
+                input_layernorm: rms(w, &format!("{p}.input_layernorm"), cfg)?,
+                post_attention_layernorm: rms(w, &format!("{p}.post_attention_layernorm"), cfg)?,
+            });
+        }
+        let norm = rms(w, "norm", cfg)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            let lm = w.take_exact("lm_head.weight", [v, d], &hint_emb)?;
+            Some(Linear {
+                weight: burn::module::Param::from_tensor(lm.transpose()),
+                bias: None,
+            })
+        };
+        let rope = Rope::new(
+            hd,
+            cfg.rope_theta,
+            cfg.max_position_embeddings,
+            &embed.device(),
+        );
+        Ok(LlamaForCausalLm {
+            embed_tokens: Embedding {
+                weight: burn::module::Param::from_tensor(embed),
+            },
+            layers,
+            norm,
+            lm_head,
+            rope,
+        })
+    }
+
+    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under an additive `mask`.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<4>) -> Tensor<3> {
+        let mut x = self.embed_tokens.forward(ids);
+        for layer in &self.layers {
+            x = layer.forward(x, mask.clone(), &self.rope);
+        }
+        let x = self.norm.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => self.embed_tokens.attend(x),
+        }
+    }
+}
+
+impl LlamaDecoderLayer {
+    fn forward(&self, x: Tensor<3>, mask: Tensor<4>, rope: &Rope) -> Tensor<3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), mask, rope);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+impl LlamaAttention {
+    fn forward(&self, x: Tensor<3>, mask: Tensor<4>, rope: &Rope) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let heads = |p: &Linear, n: usize| {
+            p.forward(x.clone())
+                .reshape([b, t, n, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = rope.apply(heads(&self.q_proj, self.num_heads), 0);
+        let k = rope.apply(heads(&self.k_proj, self.num_key_value_heads), 0);
+        let v = heads(&self.v_proj, self.num_key_value_heads);
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        self.o_proj.forward(attention(q, k, v, mask, scale))
+    }
+}
+
+impl LlamaMlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+fn rms(w: &mut WeightStore, name: &str, cfg: &LlamaConfig) -> Result<RmsNorm, HfError> {
+    Ok(RmsNorm {
+        weight: w.param(
+            &format!("{name}.weight"),
+            [cfg.hidden_size],
+            &format!("hidden_size {}", cfg.hidden_size),
+        )?,
+        eps: cfg.rms_norm_eps,
+    })
+}

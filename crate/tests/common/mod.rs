@@ -1,0 +1,134 @@
+//! Shared helpers for the integration tests: fixture paths, reference tensors, devices and a
+//! local HTTP server.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use tunelab::device::{self, DeviceChoice};
+use tunelab::hf::safetensors::{Dtype, read_header, widen};
+
+/// `tests/fixtures` at the repository root.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// The tiny models the fixture script builds.
+pub const MODELS: &[&str] = &["llama-gqa", "qwen2-tied", "gpt2"];
+
+/// A tensor from `reference.safetensors`: f32 or i64 values with a shape.
+pub struct RefTensor {
+    pub shape: Vec<usize>,
+    pub f32: Vec<f32>,
+    pub i64: Vec<i64>,
+}
+
+/// All tensors of a safetensors file, read with the library's own header parser.
+pub fn read_reference(path: &Path) -> HashMap<String, RefTensor> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut cur = Cursor::new(&bytes[..]);
+    let header = read_header(
+        &mut cur,
+        &path.display().to_string(),
+        Some(bytes.len() as u64),
+    )
+    .unwrap();
+    let base = header.header_bytes as usize;
+    header
+        .tensors
+        .into_iter()
+        .map(|t| {
+            let raw = &bytes[base + t.begin as usize..base + t.end as usize];
+            let (f, i) = match t.dtype {
+                Dtype::I64 => (
+                    vec![],
+                    raw.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                ),
+                d => (widen(raw, d).unwrap(), vec![]),
+            };
+            (
+                t.name.clone(),
+                RefTensor {
+                    shape: t.shape,
+                    f32: f,
+                    i64: i,
+                },
+            )
+        })
+        .collect()
+}
+
+/// `reference.json` of a fixture model.
+pub fn reference_json(model: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join(model).join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The devices to check: the CPU backend always; a wgpu adapter (hardware or software such as
+/// lavapipe) when one exists. With `TUNELAB_REQUIRE_GPU=1` (set by CI) a missing adapter fails
+/// the test instead of being skipped.
+pub fn devices() -> Vec<(&'static str, Device)> {
+    static GPU: OnceLock<Option<Device>> = OnceLock::new();
+    let gpu = GPU.get_or_init(|| match device::select(DeviceChoice::Gpu) {
+        Ok(s) => {
+            eprintln!("wgpu tests on {}", s.label);
+            Some(s.device)
+        }
+        Err(e) => {
+            if std::env::var("TUNELAB_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("TUNELAB_REQUIRE_GPU=1 but no wgpu adapter: {e}");
+            }
+            eprintln!("no wgpu adapter, wgpu tests skipped: {e}");
+            None
+        }
+    });
+    let mut v = vec![("cpu", Device::flex())];
+    if let Some(g) = gpu {
+        v.push(("wgpu", g.clone()));
+    }
+    v
+}
+
+/// Serve `root` over HTTP on 127.0.0.1 from a background thread; returns the base URL.
+pub fn serve(root: PathBuf) -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            let rel = request.url().trim_start_matches('/').to_string();
+            let path = root.join(&rel);
+            let response = match std::fs::read(&path) {
+                Ok(bytes) => tiny_http::Response::from_data(bytes),
+                Err(_) => {
+                    tiny_http::Response::from_data(b"not found".to_vec()).with_status_code(404)
+                }
+            };
+            let _ = request.respond(response);
+        }
+    });
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// A fresh copy of a fixture model directory to damage in a test.
+pub fn copy_fixture(model: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join(model)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what the tests need, then run all of them: Rust unit + integration tests on the CPU
+# backend and on wgpu (lavapipe, a software Vulkan adapter, when no GPU is present), then the
+# browser tests in headless Chromium (WebGPU on SwiftShader).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# System packages: lavapipe (mesa-vulkan-drivers) for wgpu, Chromium for the browser tests,
+# binaryen for wasm-opt, python3 for the wasm build script.
+need=()
+for p in mesa-vulkan-drivers libvulkan1 chromium binaryen python3 nodejs npm; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+# nodejs/npm may come from outside Debian's packages: only install them if missing entirely.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  need=("${need[@]/nodejs}"); need=("${need[@]/npm}")
+fi
+need=($(printf '%s\n' "${need[@]}" | grep -v '^$' || true))
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --release --all-targets -- -D warnings
+# The wgpu tests must run (lavapipe is installed above), not be skipped.
+TUNELAB_REQUIRE_GPU=1 cargo test --release
+
+scripts/build-web.sh
+npm ci --no-audit --no-fund
+node --test tests/browser/
