@@ -13,6 +13,8 @@ pub enum Error {
     Input(String),
     #[error("reading results back from the device failed: {0}")]
     Readback(String),
+    #[error("training diverged at step {step}: {message}")]
+    Diverged { step: usize, message: String },
 }
 
 /// Result with the library's error.

@@ -51,4 +51,23 @@ pub enum Event {
     Notice { message: String },
     /// A generated piece of text, streamed as soon as it is decoded.
     Token { text: String },
+    /// A training step whose loss has been read back.
+    Step {
+        step: usize,
+        total_steps: usize,
+        epoch: f64,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        tokens_per_s: f64,
+        tokens_seen: u64,
+    },
+    /// An evaluation during training.
+    Eval {
+        step: usize,
+        loss: f64,
+        perplexity: f64,
+    },
+    /// A checkpoint was written.
+    Checkpoint { step: usize, name: String },
 }

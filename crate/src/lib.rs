@@ -8,10 +8,13 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod event;
+pub mod export;
 pub mod hf;
 pub mod info;
 pub mod model;
+pub mod rng;
 pub mod session;
+pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

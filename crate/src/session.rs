@@ -19,6 +19,10 @@ pub struct Session {
     pub checkpoint: CheckpointSummary,
     /// Where the model came from (path or URL).
     pub source: String,
+    /// `config.json` as written.
+    pub config_json: String,
+    /// Tokenizer and generation files that came with the model.
+    pub extra_files: Vec<crate::export::File>,
 }
 
 impl Session {
@@ -36,7 +40,23 @@ impl Session {
             tokenizer: loaded.tokenizer,
             checkpoint: loaded.checkpoint,
             source: fetch.locate(""),
+            config_json: loaded.config_json,
+            extra_files: loaded.extra_files,
         })
+    }
+
+    /// Attach a PEFT adapter (read from `fetch`) to the model, freezing the base.
+    pub async fn attach_adapter(
+        &mut self,
+        fetch: &impl Fetch,
+    ) -> Result<crate::model::lora::LoraConfig> {
+        let adapter = crate::model::lora::read_peft(fetch).await?;
+        crate::model::lora::from_peft(
+            &mut self.model,
+            &adapter,
+            &fetch.locate("adapter_config.json"),
+            &self.device,
+        )
     }
 
     /// The tokenizer, or an error saying the model has none.

@@ -11,8 +11,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tunelab::device::{self, DeviceChoice};
 use tunelab::eval::generate::GenerateOptions;
 use tunelab::event::{Event, Unit};
+use tunelab::export::{DirSink, write_dir};
 use tunelab::hf::ModelSource;
 use tunelab::hf::safetensors::serialize_f32;
+use tunelab::model::lora::{LoraConfig, LoraInit};
+use tunelab::train::data::{self, DataOptions, Regime};
+use tunelab::train::optim::{OptimizerConfig, OptimizerKind};
+use tunelab::train::schedule::Schedule;
+use tunelab::train::{FullConfig, Method, TrainConfig, Trainer};
 use tunelab::{Error, Session};
 
 #[derive(Parser)]
@@ -46,6 +52,9 @@ enum Command {
     Score {
         /// Model directory or Hugging Face base URL.
         model: String,
+        /// PEFT LoRA adapter directory or URL to apply to the model.
+        #[arg(long)]
+        adapter: Option<String>,
         /// Text to score.
         #[arg(long, conflicts_with = "file", required_unless_present = "file")]
         text: Option<String>,
@@ -57,6 +66,9 @@ enum Command {
     Logits {
         /// Model directory or Hugging Face base URL.
         model: String,
+        /// PEFT LoRA adapter directory or URL to apply to the model.
+        #[arg(long)]
+        adapter: Option<String>,
         /// Comma-separated token ids, e.g. 1,2,3.
         #[arg(long, value_delimiter = ',', required = true)]
         tokens: Vec<u32>,
@@ -68,6 +80,10 @@ enum Command {
     Generate {
         /// Model directory or Hugging Face base URL.
         model: String,
+        /// PEFT LoRA adapter directory or URL to apply to the model.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Text to continue.
         #[arg(long)]
         prompt: String,
         #[arg(long, default_value_t = 32)]
@@ -80,6 +96,115 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Fine-tune a model (full or LoRA) on text or instruction data.
+    Train(Box<TrainArgs>),
+    /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face checkpoint.
+    Merge {
+        /// Base model directory or URL.
+        base: String,
+        /// PEFT adapter directory or URL.
+        adapter: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Base model directory or Hugging Face base URL.
+    model: String,
+    /// Training data: .txt (continued pretraining) or .jsonl (`text`, or prompt/response).
+    #[arg(long)]
+    data: PathBuf,
+    /// Held-out data for periodic evaluation loss.
+    #[arg(long)]
+    eval_data: Option<PathBuf>,
+    /// cpt (loss on every token, packed) or ift (loss on responses); default: from the file.
+    #[arg(long)]
+    regime: Option<Regime>,
+    /// full or lora.
+    #[arg(long, default_value = "lora")]
+    method: String,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// LoRA alpha (default 2 × rank, as the paper).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// LoRA targets: module names (q_proj, c_attn…), presets attention|mlp|all, or re:<regex>.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    targets: Vec<String>,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.05)]
+    dropout: f64,
+    /// Scale LoRA by alpha/sqrt(rank) (rsLoRA).
+    #[arg(long)]
+    rslora: bool,
+    /// LoRA A initialisation: kaiming (PEFT default) or gaussian.
+    #[arg(long, default_value = "kaiming")]
+    lora_init: String,
+    /// LoRA+: learning rate of B = lr × ratio.
+    #[arg(long)]
+    lora_plus_ratio: Option<f64>,
+    /// Full fine-tuning: also train embeddings and LM head.
+    #[arg(long)]
+    train_embeddings: bool,
+    /// Full fine-tuning: keep tensors matching this regex frozen (repeatable).
+    #[arg(long)]
+    freeze: Vec<String>,
+    /// adamw or lion.
+    #[arg(long, default_value = "adamw")]
+    optimizer: OptimizerKind,
+    /// Peak learning rate (default 1e-4 for LoRA, 1e-5 for full, as the paper's ~10× rule).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// constant, linear, cosine or inverse_sqrt.
+    #[arg(long, default_value = "cosine")]
+    schedule: Schedule,
+    /// Warm-up: a fraction of the steps (< 1) or a number of steps.
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// Dropout on attention probabilities (regularisation baseline).
+    #[arg(long, default_value_t = 0.0)]
+    attention_dropout: f64,
+    /// Dropout on residual branches (regularisation baseline).
+    #[arg(long, default_value_t = 0.0)]
+    residual_dropout: f64,
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    #[arg(long)]
+    eval_every: Option<usize>,
+    #[arg(long)]
+    save_every: Option<usize>,
+    /// Skip JSONL lines that are not JSON or lack the field, and count them.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    /// Output directory (the final adapter or checkpoint; checkpoint-N/ inside).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue exactly from a checkpoint directory written by an earlier run.
+    #[arg(long)]
+    resume: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -163,14 +288,19 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
-        Command::Score { model, text, file } => {
+        Command::Score {
+            model,
+            adapter,
+            text,
+            file,
+        } => {
             let text = match (text, file) {
                 (Some(t), _) => t,
                 (None, Some(f)) => std::fs::read_to_string(&f)
                     .map_err(|e| Error::Input(format!("--file {}: {e}", f.display())))?,
                 (None, None) => unreachable!("clap requires --text or --file"),
             };
-            let session = load(&model, cli.device, json)?;
+            let session = load(&model, adapter.as_deref(), cli.device, json)?;
             let score = pollster::block_on(session.score_text(&text))?;
             if json {
                 print_json(&serde_json::json!({
@@ -183,8 +313,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
-        Command::Logits { model, tokens, out } => {
-            let session = load(&model, cli.device, json)?;
+        Command::Logits {
+            model,
+            adapter,
+            tokens,
+            out,
+        } => {
+            let session = load(&model, adapter.as_deref(), cli.device, json)?;
             let logits = pollster::block_on(session.logits(&tokens))?;
             let shape = vec![tokens.len(), session.config.vocab_size()];
             let bytes = serialize_f32(&[("logits".to_string(), shape.clone(), &logits)]);
@@ -197,6 +332,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Generate {
             model,
+            adapter,
             prompt,
             max_new_tokens,
             temperature,
@@ -211,7 +347,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 stop_id: None,
             };
             opts.validate()?;
-            let session = load(&model, cli.device, json)?;
+            let session = load(&model, adapter.as_deref(), cli.device, json)?;
             if !json {
                 print!("{prompt}");
             }
@@ -227,12 +363,277 @@ fn run(cli: Cli) -> Result<(), Error> {
                 println!();
             }
         }
+        Command::Train(args) => train(*args, cli.device, json)?,
+        Command::Merge { base, adapter, out } => {
+            let mut session = load(&base, Some(&adapter), cli.device, json)?;
+            tunelab::model::lora::merge(&mut session.model);
+            let mut files = pollster::block_on(tunelab::export::hf_files(
+                &session.model,
+                &session.config_json,
+                tunelab::export::DEFAULT_MAX_SHARD,
+            ))?;
+            files.extend(session.extra_files.iter().cloned());
+            write_dir(&out, &files)?;
+            if json {
+                print_json(
+                    &serde_json::json!({"out": out, "files": files.iter().map(|f| &f.0).collect::<Vec<_>>()}),
+                );
+            } else {
+                println!("merged {adapter} into {base}: {}", out.display());
+            }
+        }
     }
     Ok(())
 }
 
-/// Pick the device, then load the model with a progress bar per shard.
-fn load(model: &str, choice: DeviceChoice, quiet: bool) -> Result<Session, Error> {
+fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
+    let input = |m: String| Error::Input(m);
+    // A resumed run takes its settings from the checkpoint, so it continues exactly.
+    let resumed: Option<(String, TrainConfig)> = match &a.resume {
+        Some(dir) => {
+            let path = dir.join("trainer_state.json");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| input(format!("--resume: {}: {e}", path.display())))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| input(format!("--resume: {}: {e}", path.display())))?;
+            let cfg = serde_json::from_value(v["config"].clone())
+                .map_err(|e| input(format!("--resume: {}: config: {e}", path.display())))?;
+            Some((text, cfg))
+        }
+        None => None,
+    };
+    let config = match &resumed {
+        Some((_, cfg)) => cfg.clone(),
+        None => {
+            let method = match a.method.as_str() {
+                "lora" => Method::Lora(LoraConfig {
+                    rank: a.rank,
+                    alpha: a.alpha.unwrap_or(2.0 * a.rank as f64),
+                    dropout: a.dropout,
+                    rslora: a.rslora,
+                    init: match a.lora_init.as_str() {
+                        "kaiming" => LoraInit::Kaiming,
+                        "gaussian" => LoraInit::Gaussian,
+                        o => {
+                            return Err(input(format!(
+                                "--lora-init `{o}`: expected kaiming or gaussian"
+                            )));
+                        }
+                    },
+                    targets: a.targets.clone(),
+                }),
+                "full" => Method::Full(FullConfig {
+                    train_embeddings: a.train_embeddings,
+                    freeze: a.freeze.clone(),
+                }),
+                o => return Err(input(format!("--method `{o}`: expected full or lora"))),
+            };
+            let lr = a.lr.unwrap_or(match method {
+                Method::Lora(_) => 1e-4,
+                Method::Full(_) => 1e-5,
+            });
+            TrainConfig {
+                method,
+                optimizer: match a.optimizer {
+                    OptimizerKind::AdamW => OptimizerConfig::adamw(a.weight_decay),
+                    OptimizerKind::Lion => OptimizerConfig::lion(a.weight_decay),
+                },
+                lr,
+                lora_plus_ratio: a.lora_plus_ratio,
+                schedule: a.schedule,
+                warmup_steps: 0,
+                epochs: a.epochs,
+                max_steps: a.max_steps,
+                max_tokens: a.max_tokens,
+                batch_size: a.batch_size,
+                grad_accum: a.grad_accum,
+                seed: a.seed,
+                clip: (a.clip > 0.0).then_some(a.clip),
+                attention_dropout: a.attention_dropout,
+                residual_dropout: a.residual_dropout,
+                log_every: a.log_every,
+                eval_every: a.eval_every,
+                save_every: a.save_every,
+            }
+        }
+    };
+    let selected = device::select(choice)?;
+    if let Some(n) = &selected.notice {
+        eprintln!("note: {n}");
+    }
+    // Full fine-tuning resumes from the checkpoint's own weights; LoRA from the base model.
+    let model_src = match (&resumed, &config.method, &a.resume) {
+        (Some(_), Method::Full(_), Some(dir)) => dir.display().to_string(),
+        _ => a.model.clone(),
+    };
+    let device = selected.device.clone().autodiff();
+    let session = pollster::block_on(Session::load(
+        &ModelSource::parse(&model_src),
+        device.clone(),
+        &mut |_| {},
+    ))?;
+    let tok = session.tokenizer()?;
+    let regime = match a.regime {
+        Some(r) => r,
+        None => Regime::detect(&a.data)?,
+    };
+    let opts = DataOptions {
+        regime,
+        seq_len: a.seq_len,
+        skip_bad_lines: a.skip_bad_lines,
+        pad_id: tok.eos_id.unwrap_or(0),
+    };
+    if a.seq_len > session.config.max_positions() {
+        return Err(input(format!(
+            "--seq-len {} exceeds the model's context ({} max_position_embeddings)",
+            a.seq_len,
+            session.config.max_positions()
+        )));
+    }
+    let train_data = data::load(&a.data, tok, &opts)?;
+    let eval_data = match &a.eval_data {
+        Some(p) => Some(data::load(p, tok, &opts)?),
+        None => None,
+    };
+    let adapter = match (&resumed, &config.method, &a.resume) {
+        (Some(_), Method::Lora(_), Some(dir)) => Some(pollster::block_on(
+            tunelab::model::lora::read_peft(&ModelSource::Dir(dir.clone())),
+        )?),
+        _ => None,
+    };
+    let base_name = a.model.clone();
+    let mut trainer = Trainer::new(
+        session.model,
+        device,
+        config,
+        session.config_json.clone(),
+        session.extra_files.clone(),
+        base_name,
+        adapter.as_ref(),
+    )?;
+    let total = trainer.total_steps(train_data.examples.len(), a.seq_len);
+    if resumed.is_none() {
+        trainer.config.warmup_steps = if a.warmup < 1.0 {
+            (a.warmup * total as f64).round() as usize
+        } else {
+            a.warmup as usize
+        };
+    }
+    if let (Some((state, _)), Some(dir)) = (&resumed, &a.resume) {
+        let opt_path = dir.join("optimizer.safetensors");
+        let bytes = std::fs::read(&opt_path)
+            .map_err(|e| input(format!("--resume: {}: {e}", opt_path.display())))?;
+        let mut tensors = Vec::new();
+        tunelab::hf::safetensors::stream_tensors(
+            &bytes[..],
+            &opt_path.display().to_string(),
+            Some(bytes.len() as u64),
+            |t| {
+                tensors.push((t.info.name.clone(), t.values));
+                Ok(())
+            },
+            |_| {},
+        )?;
+        trainer.restore(state, tensors)?;
+    }
+    if !json {
+        eprintln!("device: {}", selected.label);
+        eprintln!(
+            "training {} parameters ({} tensors) on {} examples × {} tokens{}, {} steps",
+            trainer.trainable_parameters,
+            trainer.trainable.len(),
+            train_data.examples.len(),
+            a.seq_len,
+            if train_data.skipped_lines > 0 {
+                format!(" ({} bad lines skipped)", train_data.skipped_lines)
+            } else {
+                String::new()
+            },
+            total
+        );
+    }
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| input(format!("--out {}: {e}", a.out.display())))?;
+    let log_path = a.out.join("train_log.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| input(format!("{}: {e}", log_path.display())))?;
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_position(trainer.progress.step as u64);
+    let mut sink = DirSink {
+        root: a.out.clone(),
+    };
+    let summary =
+        pollster::block_on(
+            trainer.run(&train_data, eval_data.as_ref(), &mut sink, &mut |e| {
+                let line = serde_json::to_string(e).expect("events serialize");
+                let _ = writeln!(log, "{line}");
+                if json {
+                    println!("{line}");
+                }
+                match e {
+                    Event::Step {
+                        step,
+                        loss,
+                        lr,
+                        tokens_per_s,
+                        ..
+                    } => {
+                        bar.set_position(*step as u64);
+                        bar.set_message(format!(
+                            "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
+                        ));
+                    }
+                    Event::Eval { step, loss, .. } => {
+                        bar.println(format!("step {step}: eval loss {loss:.4}"))
+                    }
+                    Event::Checkpoint { name, .. } => bar.println(format!("saved {name}")),
+                    _ => {}
+                }
+            }),
+        );
+    bar.finish();
+    let summary = summary?;
+    if json {
+        print_json(&summary);
+    } else {
+        println!(
+            "trained {} steps ({} tokens) in {:.1}s: final loss {}, eval loss {}; wrote {}",
+            summary.steps,
+            summary.tokens_seen,
+            summary.seconds,
+            summary
+                .final_loss
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or("-".into()),
+            summary
+                .final_eval_loss
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or("-".into()),
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Pick the device, then load the model (and adapter) with a progress bar per shard.
+fn load(
+    model: &str,
+    adapter: Option<&str>,
+    choice: DeviceChoice,
+    quiet: bool,
+) -> Result<Session, Error> {
     let selected = device::select(choice)?;
     if let Some(n) = &selected.notice {
         eprintln!("note: {n}");
@@ -264,6 +665,10 @@ fn load(model: &str, choice: DeviceChoice, quiet: bool) -> Result<Session, Error
             }
         }
     }))?;
+    let mut session = session;
+    if let Some(a) = adapter {
+        pollster::block_on(session.attach_adapter(&ModelSource::parse(a)))?;
+    }
     Ok(session)
 }
 

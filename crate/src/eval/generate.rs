@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{CausalLm, ids_tensor, read_f32};
+use crate::rng::SplitMix64;
 use burn::tensor::Device;
 
 /// How to pick each next token.
@@ -124,23 +125,6 @@ fn pick(logits: &[f32], opts: &GenerateOptions, rng: &mut SplitMix64) -> u32 {
         }
     }
     probs[kept - 1].0 as u32
-}
-
-/// Small, fast, platform-independent generator so a seed gives the same samples everywhere.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 #[cfg(test)]

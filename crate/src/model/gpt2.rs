@@ -1,11 +1,12 @@
 //! GPT-2: learned positions, LayerNorm, `gelu_new`, fused `c_attn` Conv1D weights (stored
 //! `[in, out]`, i.e. transposed relative to `nn.Linear`). Field names follow `modeling_gpt2.py`.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::{Int, Tensor};
 
-use super::layers::{Embedding, LayerNorm, Linear, activation, attention};
+use super::layers::{Embedding, LayerNorm, Linear, activation, attention, dropout};
 use super::weights::WeightStore;
+use super::{ParamMut, Visit};
 use crate::hf::{Gpt2Config, HfError};
 
 /// `GPT2Attention`: fused q/k/v projection `c_attn` and output `c_proj`.
@@ -16,6 +17,8 @@ pub struct Gpt2Attention {
     pub num_heads: usize,
     pub head_dim: usize,
     pub scale: f64,
+    /// Dropout on attention probabilities while training (`attn_pdrop`).
+    pub attn_pdrop: f64,
 }
 
 /// `GPT2MLP`: `c_proj(act(c_fc(x)))`.
@@ -33,6 +36,8 @@ pub struct Gpt2Block {
     pub attn: Gpt2Attention,
     pub ln_2: LayerNorm,
     pub mlp: Gpt2Mlp,
+    /// Dropout on the attention and MLP outputs while training (`resid_pdrop`).
+    pub resid_pdrop: f64,
 }
 
 /// `GPT2LMHeadModel`: `transformer.{wte, wpe, h, ln_f}` + `lm_head` (tied by default).
@@ -84,6 +89,7 @@ impl Gpt2LmHeadModel {
                     num_heads: cfg.n_head,
                     head_dim,
                     scale,
+                    attn_pdrop: 0.0,
                 },
                 ln_2: layer_norm(w, &format!("{p}.ln_2"), cfg)?,
                 mlp: Gpt2Mlp {
@@ -97,6 +103,7 @@ impl Gpt2LmHeadModel {
                     )?,
                     act: cfg.activation_function.clone(),
                 },
+                resid_pdrop: 0.0,
             });
         }
         let ln_f = layer_norm(w, "ln_f", cfg)?;
@@ -108,10 +115,7 @@ impl Gpt2LmHeadModel {
                 [v, d],
                 &format!("vocab_size {v}, n_embd {d}"),
             )?;
-            Some(Linear {
-                weight: Param::from_tensor(lm.transpose()),
-                bias: None,
-            })
+            Some(Linear::from_weight(lm.transpose()))
         };
         Ok(Gpt2LmHeadModel {
             wte,
@@ -140,10 +144,57 @@ impl Gpt2LmHeadModel {
     }
 }
 
+impl Gpt2LmHeadModel {
+    /// Visit every linear layer with its HF module path.
+    pub fn for_each_linear(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        for (i, b) in self.h.iter_mut().enumerate() {
+            let p = format!("{PREFIX}h.{i}");
+            f(&format!("{p}.attn.c_attn"), &mut b.attn.c_attn);
+            f(&format!("{p}.attn.c_proj"), &mut b.attn.c_proj);
+            f(&format!("{p}.mlp.c_fc"), &mut b.mlp.c_fc);
+            f(&format!("{p}.mlp.c_proj"), &mut b.mlp.c_proj);
+        }
+        if let Some(head) = &mut self.lm_head {
+            f("lm_head", head);
+        }
+    }
+
+    /// Visit every parameter that is not inside a linear layer, with its HF name.
+    pub fn for_each_other_param(&mut self, f: &mut Visit) {
+        f(
+            &format!("{PREFIX}wte.weight"),
+            ParamMut::Matrix(&mut self.wte.weight, false),
+        );
+        f(
+            &format!("{PREFIX}wpe.weight"),
+            ParamMut::Matrix(&mut self.wpe.weight, false),
+        );
+        let mut norm = |name: String, ln: &mut LayerNorm| {
+            f(&format!("{name}.weight"), ParamMut::Vector(&mut ln.weight));
+            f(&format!("{name}.bias"), ParamMut::Vector(&mut ln.bias));
+        };
+        for (i, b) in self.h.iter_mut().enumerate() {
+            norm(format!("{PREFIX}h.{i}.ln_1"), &mut b.ln_1);
+            norm(format!("{PREFIX}h.{i}.ln_2"), &mut b.ln_2);
+        }
+        norm(format!("{PREFIX}ln_f"), &mut self.ln_f);
+    }
+
+    /// Set attention-probability and residual dropout (active only while training).
+    pub fn set_dropout(&mut self, attention: f64, residual: f64) {
+        for b in &mut self.h {
+            b.attn.attn_pdrop = attention;
+            b.resid_pdrop = residual;
+        }
+    }
+}
+
 impl Gpt2Block {
     fn forward(&self, x: Tensor<3>, mask: Tensor<4>) -> Tensor<3> {
-        let h = x.clone() + self.attn.forward(self.ln_1.forward(x), mask);
-        h.clone() + self.mlp.forward(self.ln_2.forward(h))
+        let attn = self.attn.forward(self.ln_1.forward(x.clone()), mask);
+        let h = x + dropout(attn, self.resid_pdrop);
+        let mlp = self.mlp.forward(self.ln_2.forward(h.clone()));
+        h + dropout(mlp, self.resid_pdrop)
     }
 }
 
@@ -157,7 +208,14 @@ impl Gpt2Attention {
                 .reshape([b, t, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
-        let out = attention(split(0), split(1), split(2), mask, self.scale);
+        let out = attention(
+            split(0),
+            split(1),
+            split(2),
+            mask,
+            self.scale,
+            self.attn_pdrop,
+        );
         self.c_proj.forward(out)
     }
 }

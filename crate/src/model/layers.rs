@@ -9,10 +9,26 @@ use crate::hf::HfError;
 
 /// A dense layer. `weight` is stored `[in, out]` (burn's matmul layout); HF `nn.Linear`
 /// checkpoints (`[out, in]`) are transposed on load, GPT-2's `Conv1D` (`[in, out]`) is not.
+/// An optional LoRA adapter adds `scaling · dropout(x) A B` to the output.
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
+    pub lora: Option<Lora>,
+    /// True for GPT-2's `Conv1D`, whose checkpoint layout is already `[in, out]`.
+    pub conv1d: bool,
+}
+
+/// A LoRA adapter on one [`Linear`]: `ΔW = scaling · A B` in our `[in, out]` layout, i.e. PEFT's
+/// `lora_A.weight` `[r, in]` and `lora_B.weight` `[out, r]` transposed.
+#[derive(Module, Debug)]
+pub struct Lora {
+    /// `[in, r]` (PEFT `lora_A.weight` transposed).
+    pub a: Param<Tensor<2>>,
+    /// `[r, out]` (PEFT `lora_B.weight` transposed).
+    pub b: Param<Tensor<2>>,
+    pub scaling: f64,
+    pub dropout: f64,
 }
 
 impl Linear {
@@ -38,7 +54,9 @@ impl Linear {
         hint: &str,
     ) -> Result<Self, HfError> {
         let weight = w.take(&format!("{name}.weight"), [d_in, d_out], hint)?;
-        Self::finish(w, name, weight, d_out, true, hint)
+        let mut layer = Self::finish(w, name, weight, d_out, true, hint)?;
+        layer.conv1d = true;
+        Ok(layer)
     }
 
     fn finish(
@@ -57,13 +75,51 @@ impl Linear {
         Ok(Linear {
             weight: Param::from_tensor(weight),
             bias,
+            lora: None,
+            conv1d: false,
         })
     }
 
-    /// `x @ W + b` over the last dimension.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    /// A bias-free layer from a `[in, out]` weight (e.g. an untied LM head).
+    pub fn from_weight(weight: Tensor<2>) -> Self {
+        Linear {
+            weight: Param::from_tensor(weight),
+            bias: None,
+            lora: None,
+            conv1d: false,
+        }
     }
+
+    /// Input and output sizes.
+    pub fn dims(&self) -> [usize; 2] {
+        self.weight.shape().dims()
+    }
+
+    /// `x @ W + b (+ scaling · dropout(x) @ A @ B)` over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let base = burn::tensor::module::linear(
+            x.clone(),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+        );
+        match &self.lora {
+            None => base,
+            Some(l) => {
+                let h = burn::tensor::module::linear(dropout(x, l.dropout), l.a.val(), None);
+                base + burn::tensor::module::linear(h, l.b.val(), None).mul_scalar(l.scaling)
+            }
+        }
+    }
+}
+
+/// Inverted dropout with keep-probability `1 - p`; active only while gradients are tracked
+/// (training), as in PyTorch's train mode.
+pub fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
+    if p <= 0.0 || !x.device().is_autodiff() {
+        return x;
+    }
+    let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - p));
+    (x * keep).div_scalar(1.0 - p)
 }
 
 /// Token (or position) embedding table `[num, dim]`.
@@ -158,19 +214,21 @@ const MASKED: f32 = -1.0e9;
 /// Scaled dot-product attention with grouped-query heads.
 ///
 /// `q`: `[batch, heads, q_len, head_dim]`, `k`/`v`: `[batch, kv_heads, kv_len, head_dim]`,
-/// `mask`: additive `[batch, 1, q_len, kv_len]`. Returns `[batch, q_len, heads * head_dim]`.
+/// `mask`: additive `[batch, 1, q_len, kv_len]`; `p_drop`: dropout on the attention
+/// probabilities while training. Returns `[batch, q_len, heads * head_dim]`.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     mask: Tensor<4>,
     scale: f64,
+    p_drop: f64,
 ) -> Tensor<3> {
     let [b, h, t, d] = q.dims();
     let kvh = k.dims()[1];
     let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask;
-    let probs = softmax(scores, 3);
+    let probs = dropout(softmax(scores, 3), p_drop);
     probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d])
 }
 

@@ -5,8 +5,9 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor};
 
-use super::layers::{Embedding, Linear, RmsNorm, Rope, attention};
+use super::layers::{Embedding, Linear, RmsNorm, Rope, attention, dropout};
 use super::weights::WeightStore;
+use super::{ParamMut, Visit};
 use crate::hf::{HfError, LlamaConfig};
 
 /// `LlamaAttention`: q/k/v/o projections.
@@ -19,6 +20,8 @@ pub struct LlamaAttention {
     pub num_heads: usize,
     pub num_key_value_heads: usize,
     pub head_dim: usize,
+    /// Dropout on attention probabilities while training (`attention_dropout`).
+    pub attention_dropout: f64,
 }
 
 /// `LlamaMLP`: `down(silu(gate(x)) * up(x))`.
@@ -36,6 +39,8 @@ pub struct LlamaDecoderLayer {
     pub mlp: LlamaMlp,
     pub input_layernorm: RmsNorm,
     pub post_attention_layernorm: RmsNorm,
+    /// Dropout on the attention and MLP outputs before each residual add, while training.
+    pub residual_dropout: f64,
 }
 
 /// `LlamaForCausalLM`: `model.{embed_tokens, layers, norm}` + `lm_head` (absent when tied).
@@ -83,6 +88,7 @@ impl LlamaForCausalLm {
                 num_heads: h,
                 num_key_value_heads: kvh,
                 head_dim: hd,
+                attention_dropout: 0.0,
             };
             let it = cfg.intermediate_size;
             let mlp = LlamaMlp {
@@ -95,6 +101,7 @@ impl LlamaForCausalLm {
                 mlp,
                 input_layernorm: rms(w, &format!("{p}.input_layernorm"), cfg)?,
                 post_attention_layernorm: rms(w, &format!("{p}.post_attention_layernorm"), cfg)?,
+                residual_dropout: 0.0,
             });
         }
         let norm = rms(w, "norm", cfg)?;
@@ -102,10 +109,7 @@ impl LlamaForCausalLm {
             None
         } else {
             let lm = w.take_exact("lm_head.weight", [v, d], &hint_emb)?;
-            Some(Linear {
-                weight: burn::module::Param::from_tensor(lm.transpose()),
-                bias: None,
-            })
+            Some(Linear::from_weight(lm.transpose()))
         };
         let rope = Rope::new(
             hd,
@@ -138,13 +142,67 @@ impl LlamaForCausalLm {
     }
 }
 
+impl LlamaForCausalLm {
+    /// Visit every linear layer with its HF module path.
+    pub fn for_each_linear(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let p = format!("{PREFIX}layers.{i}");
+            let a = &mut l.self_attn;
+            f(&format!("{p}.self_attn.q_proj"), &mut a.q_proj);
+            f(&format!("{p}.self_attn.k_proj"), &mut a.k_proj);
+            f(&format!("{p}.self_attn.v_proj"), &mut a.v_proj);
+            f(&format!("{p}.self_attn.o_proj"), &mut a.o_proj);
+            f(&format!("{p}.mlp.gate_proj"), &mut l.mlp.gate_proj);
+            f(&format!("{p}.mlp.up_proj"), &mut l.mlp.up_proj);
+            f(&format!("{p}.mlp.down_proj"), &mut l.mlp.down_proj);
+        }
+        if let Some(head) = &mut self.lm_head {
+            f("lm_head", head);
+        }
+    }
+
+    /// Visit every parameter that is not inside a linear layer, with its HF name.
+    pub fn for_each_other_param(&mut self, f: &mut Visit) {
+        f(
+            &format!("{PREFIX}embed_tokens.weight"),
+            ParamMut::Matrix(&mut self.embed_tokens.weight, false),
+        );
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let p = format!("{PREFIX}layers.{i}");
+            f(
+                &format!("{p}.input_layernorm.weight"),
+                ParamMut::Vector(&mut l.input_layernorm.weight),
+            );
+            f(
+                &format!("{p}.post_attention_layernorm.weight"),
+                ParamMut::Vector(&mut l.post_attention_layernorm.weight),
+            );
+        }
+        f(
+            &format!("{PREFIX}norm.weight"),
+            ParamMut::Vector(&mut self.norm.weight),
+        );
+    }
+
+    /// Set attention-probability and residual dropout (active only while training).
+    pub fn set_dropout(&mut self, attention: f64, residual: f64) {
+        for l in &mut self.layers {
+            l.self_attn.attention_dropout = attention;
+            l.residual_dropout = residual;
+        }
+    }
+}
+
 impl LlamaDecoderLayer {
     fn forward(&self, x: Tensor<3>, mask: Tensor<4>, rope: &Rope) -> Tensor<3> {
-        let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), mask, rope);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let attn = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), mask, rope);
+        let h = x + dropout(attn, self.residual_dropout);
+        let mlp = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(h.clone()));
+        h + dropout(mlp, self.residual_dropout)
     }
 }
 
@@ -160,7 +218,8 @@ impl LlamaAttention {
         let k = rope.apply(heads(&self.k_proj, self.num_key_value_heads), 0);
         let v = heads(&self.v_proj, self.num_key_value_heads);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        self.o_proj.forward(attention(q, k, v, mask, scale))
+        self.o_proj
+            .forward(attention(q, k, v, mask, scale, self.attention_dropout))
     }
 }
 

@@ -3,9 +3,10 @@
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
+pub mod lora;
 pub mod weights;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
@@ -13,8 +14,67 @@ use crate::event::Event;
 use crate::hf::checkpoint::{self, CheckpointSummary};
 use crate::hf::{Architecture, Fetch, HfError, ModelConfig, Tokenizer};
 pub use gpt2::Gpt2LmHeadModel;
+use layers::Linear;
 pub use llama::LlamaForCausalLm;
 use weights::WeightStore;
+
+/// A mutable reference to one named parameter.
+pub enum ParamMut<'a> {
+    /// A vector (norm weights, biases).
+    Vector(&'a mut Param<Tensor<1>>),
+    /// A matrix; the flag is true when the Hugging Face layout is the transpose of ours
+    /// (`nn.Linear` weights are `[out, in]`, we keep `[in, out]`).
+    Matrix(&'a mut Param<Tensor<2>>, bool),
+}
+
+impl ParamMut<'_> {
+    /// Shape in the Hugging Face layout.
+    pub fn hf_shape(&self) -> Vec<usize> {
+        match self {
+            ParamMut::Vector(p) => p.val().dims().to_vec(),
+            ParamMut::Matrix(p, t) => {
+                let [a, b] = p.val().dims();
+                if *t { vec![b, a] } else { vec![a, b] }
+            }
+        }
+    }
+
+    /// Freeze (false) or unfreeze (true) the parameter.
+    pub fn set_trainable(&mut self, on: bool) {
+        match self {
+            ParamMut::Vector(p) => **p = p.clone().set_require_grad(on),
+            ParamMut::Matrix(p, _) => **p = p.clone().set_require_grad(on),
+        }
+    }
+
+    /// The current value in the Hugging Face layout, to read back later (outside a visitor).
+    pub fn snapshot(&self) -> Snapshot {
+        match self {
+            ParamMut::Vector(p) => Snapshot::Vector(p.val()),
+            ParamMut::Matrix(p, true) => Snapshot::Matrix(p.val().transpose()),
+            ParamMut::Matrix(p, false) => Snapshot::Matrix(p.val()),
+        }
+    }
+}
+
+/// A parameter value captured in Hugging Face layout.
+pub enum Snapshot {
+    Vector(Tensor<1>),
+    Matrix(Tensor<2>),
+}
+
+impl Snapshot {
+    /// Values flattened row-major (async readback).
+    pub async fn read(self) -> Result<Vec<f32>> {
+        match self {
+            Snapshot::Vector(t) => read_f32(t).await,
+            Snapshot::Matrix(t) => read_f32(t).await,
+        }
+    }
+}
+
+/// Visitor over named parameters.
+pub type Visit<'v> = dyn FnMut(&str, ParamMut<'_>) + 'v;
 
 /// A causal language model of any supported family.
 #[derive(Module, Debug)]
@@ -34,6 +94,73 @@ impl CausalLm {
             CausalLm::Gpt2(m) => m.forward(ids, mask),
         }
     }
+
+    /// Visit every linear layer with its HF module path (`model.layers.0.self_attn.q_proj`).
+    pub fn for_each_linear(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        match self {
+            CausalLm::Llama(m) => m.for_each_linear(f),
+            CausalLm::Gpt2(m) => m.for_each_linear(f),
+        }
+    }
+
+    /// Visit every base parameter (not LoRA) with its HF tensor name.
+    pub fn for_each_param(&mut self, f: &mut Visit) {
+        match self {
+            CausalLm::Llama(m) => m.for_each_other_param(f),
+            CausalLm::Gpt2(m) => m.for_each_other_param(f),
+        }
+        self.for_each_linear(&mut |path, lin| {
+            f(
+                &format!("{path}.weight"),
+                ParamMut::Matrix(&mut lin.weight, !lin.conv1d),
+            );
+            if let Some(b) = &mut lin.bias {
+                f(&format!("{path}.bias"), ParamMut::Vector(b));
+            }
+        });
+    }
+
+    /// Visit every parameter that receives gradients: base parameters not frozen, and LoRA
+    /// factors (named `<module>.lora_A.weight` / `.lora_B.weight`, in PEFT's layout).
+    pub fn for_each_trainable(&mut self, f: &mut Visit) {
+        self.for_each_param(&mut |name, p| {
+            let on = match &p {
+                ParamMut::Vector(t) => t.val().is_require_grad(),
+                ParamMut::Matrix(t, _) => t.val().is_require_grad(),
+            };
+            if on {
+                f(name, p);
+            }
+        });
+        self.for_each_linear(&mut |path, lin| {
+            if let Some(l) = &mut lin.lora {
+                f(
+                    &format!("{path}.lora_A.weight"),
+                    ParamMut::Matrix(&mut l.a, true),
+                );
+                f(
+                    &format!("{path}.lora_B.weight"),
+                    ParamMut::Matrix(&mut l.b, true),
+                );
+            }
+        });
+    }
+
+    /// Set attention-probability and residual dropout (active only while training).
+    pub fn set_dropout(&mut self, attention: f64, residual: f64) {
+        match self {
+            CausalLm::Llama(m) => m.set_dropout(attention, residual),
+            CausalLm::Gpt2(m) => m.set_dropout(attention, residual),
+        }
+    }
+
+    /// Names of the embedding and output-head tensors (frozen by default in full fine-tuning).
+    pub fn is_embedding_or_head(name: &str) -> bool {
+        name.ends_with("embed_tokens.weight")
+            || name.ends_with("wte.weight")
+            || name.ends_with("wpe.weight")
+            || name.starts_with("lm_head.")
+    }
 }
 
 /// A model with everything that came with it.
@@ -45,7 +172,19 @@ pub struct LoadedModel {
     pub checkpoint: CheckpointSummary,
     /// Tensors in the checkpoint that the model does not use (e.g. GPT-2's mask buffers).
     pub unused_tensors: Vec<String>,
+    /// `config.json` as written (re-used when exporting a fine-tuned checkpoint).
+    pub config_json: String,
+    /// Tokenizer and generation files present beside the weights, copied into exports.
+    pub extra_files: Vec<crate::export::File>,
 }
+
+/// Optional files that travel with a checkpoint.
+pub const EXTRA_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
 
 /// Load `config.json`, `tokenizer.json` and the weights from `fetch` onto `device`, streaming
 /// each shard tensor by tensor onto the device.
@@ -56,13 +195,20 @@ pub async fn load(
 ) -> Result<LoadedModel> {
     let config_text = fetch.read_string("config.json").await?;
     let config = ModelConfig::parse(&config_text, &fetch.locate("config.json"))?;
-    let tokenizer = match fetch.read_string("tokenizer.json").await {
-        Ok(text) => Some(Tokenizer::from_bytes(
-            text.as_bytes(),
+    let mut extra_files = Vec::new();
+    for name in EXTRA_FILES {
+        match fetch.read_string(name).await {
+            Ok(text) => extra_files.push((name.to_string(), text.into_bytes())),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let tokenizer = match extra_files.iter().find(|f| f.0 == "tokenizer.json") {
+        Some((_, bytes)) => Some(Tokenizer::from_bytes(
+            bytes,
             &fetch.locate("tokenizer.json"),
         )?),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
+        None => None,
     };
     let layout = checkpoint::layout(fetch).await?;
     let prefix = match config.arch {
@@ -90,6 +236,8 @@ pub async fn load(
         tokenizer,
         checkpoint: summary,
         unused_tensors: store.leftover(),
+        config_json: config_text,
+        extra_files,
     })
 }
 

@@ -1,0 +1,309 @@
+//! Training data: plain text or JSONL `text` for continued pretraining (tokenized, EOS appended,
+//! concatenated and packed into fixed-length blocks), and prompt/response JSONL for instruction
+//! tuning (loss on response tokens only). Files are read line by line; what is kept in memory is
+//! the token ids.
+
+use std::io::BufRead;
+
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use super::loss::IGNORE;
+use crate::error::{Error, Result};
+use crate::hf::Tokenizer;
+use crate::rng::SplitMix64;
+
+/// One training sequence of exactly `seq_len` tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    /// `IGNORE` where no loss is taken (prompt, padding).
+    pub labels: Vec<i64>,
+    /// false on padding.
+    pub mask: Vec<bool>,
+}
+
+/// How to read a data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Regime {
+    /// Continued pretraining: loss on every token, sequences packed.
+    Cpt,
+    /// Instruction fine-tuning: loss on response tokens only, one example per line.
+    Ift,
+}
+
+impl Regime {
+    /// Guess from a file: plain text, or JSONL whose first record has `text`, is continued
+    /// pretraining; other JSONL is instruction tuning.
+    pub fn detect(path: &std::path::Path) -> Result<Self> {
+        let jsonl = path
+            .extension()
+            .is_some_and(|e| e == "jsonl" || e == "json");
+        if !jsonl {
+            return Ok(Regime::Cpt);
+        }
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::Input(format!("data file {}: {e}", path.display())))?;
+        for line in std::io::BufReader::new(file).lines().map_while(|l| l.ok()) {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            return Ok(if v.get("text").is_some() {
+                Regime::Cpt
+            } else {
+                Regime::Ift
+            });
+        }
+        Ok(Regime::Cpt)
+    }
+}
+
+impl std::str::FromStr for Regime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpt" => Ok(Self::Cpt),
+            "ift" => Ok(Self::Ift),
+            _ => Err(format!("unknown regime `{s}`; expected cpt or ift")),
+        }
+    }
+}
+
+/// A loaded dataset and what was skipped while reading it.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub examples: Vec<Example>,
+    /// Lines skipped with `--skip-bad-lines`.
+    pub skipped_lines: usize,
+    /// Tokens that take part in the loss, over all examples.
+    pub target_tokens: usize,
+}
+
+/// Options for [`load`].
+#[derive(Debug, Clone)]
+pub struct DataOptions {
+    pub regime: Regime,
+    pub seq_len: usize,
+    pub skip_bad_lines: bool,
+    /// Id used for padding instruction examples (usually EOS).
+    pub pad_id: u32,
+}
+
+/// Read `path` (`.jsonl` → JSON lines, anything else → plain text) into examples.
+pub fn load(path: &std::path::Path, tok: &Tokenizer, opts: &DataOptions) -> Result<Dataset> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::Input(format!("data file {}: {e}", path.display())))?;
+    let reader = std::io::BufReader::new(file);
+    let jsonl = path
+        .extension()
+        .is_some_and(|e| e == "jsonl" || e == "json");
+    read(reader, &path.display().to_string(), jsonl, tok, opts)
+}
+
+/// Read examples from any line reader; `name` is used in messages.
+pub fn read(
+    reader: impl BufRead,
+    name: &str,
+    jsonl: bool,
+    tok: &Tokenizer,
+    opts: &DataOptions,
+) -> Result<Dataset> {
+    if opts.seq_len < 2 {
+        return Err(Error::Input(format!(
+            "--seq-len must be at least 2, got {}",
+            opts.seq_len
+        )));
+    }
+    let eos = tok.eos_id;
+    let mut stream: Vec<u32> = Vec::new();
+    let mut examples = Vec::new();
+    let mut skipped = 0usize;
+    let mut plain = String::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Error::Input(format!("{name}: line {}: {e}", i + 1)))?;
+        if !jsonl {
+            plain.push_str(&line);
+            plain.push('\n');
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = parse_line(&line, opts.regime);
+        let record = match parsed {
+            Ok(r) => r,
+            Err(msg) if opts.skip_bad_lines => {
+                log::warn!("{name}: line {}: {msg} (skipped)", i + 1);
+                skipped += 1;
+                continue;
+            }
+            Err(msg) => {
+                return Err(Error::Input(format!(
+                    "{name}: line {}: {msg} (use --skip-bad-lines to skip such lines)",
+                    i + 1
+                )));
+            }
+        };
+        match record {
+            Record::Text(t) => {
+                stream.extend(tok.encode(&t)?);
+                stream.extend(eos);
+            }
+            Record::Pair(prompt, response) => {
+                examples.push(instruction(
+                    &tok.encode(&prompt)?,
+                    &tok.encode(&response)?,
+                    eos,
+                    opts,
+                ));
+            }
+        }
+    }
+    if !plain.is_empty() {
+        stream.extend(tok.encode(&plain)?);
+        stream.extend(eos);
+    }
+    // Pack the continued-pretraining stream into full blocks; the tail shorter than a block is
+    // dropped, as transformers' run_clm does.
+    for block in stream.chunks_exact(opts.seq_len) {
+        examples.push(Example {
+            ids: block.to_vec(),
+            labels: block.iter().map(|&i| i as i64).collect(),
+            mask: vec![true; opts.seq_len],
+        });
+    }
+    if examples.is_empty() {
+        return Err(Error::Input(format!(
+            "{name}: no training examples (empty file, or fewer than --seq-len {} tokens)",
+            opts.seq_len
+        )));
+    }
+    let target_tokens = examples.iter().map(targets).sum();
+    Ok(Dataset {
+        examples,
+        skipped_lines: skipped,
+        target_tokens,
+    })
+}
+
+/// Tokens of an example that take part in the loss (labels shifted by one).
+pub fn targets(e: &Example) -> usize {
+    e.labels[1..].iter().filter(|&&l| l != IGNORE).count()
+}
+
+enum Record {
+    Text(String),
+    Pair(String, String),
+}
+
+fn parse_line(line: &str, regime: Regime) -> Result<Record, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    match regime {
+        Regime::Cpt => s("text")
+            .map(Record::Text)
+            .ok_or_else(|| "missing string field `text`".to_string()),
+        Regime::Ift => {
+            if let (Some(p), Some(r)) = (s("prompt"), s("response")) {
+                return Ok(Record::Pair(p, r));
+            }
+            if let (Some(ins), Some(out)) = (s("instruction"), s("output")) {
+                let input = s("input").unwrap_or_default();
+                let prompt = if input.is_empty() {
+                    ins
+                } else {
+                    format!("{ins}\n\n{input}")
+                };
+                return Ok(Record::Pair(format!("{prompt}\n"), out));
+            }
+            if let Some(msgs) = v.get("messages").and_then(|m| m.as_array()) {
+                // Without a chat template: "role: content" lines; the last assistant turn is the
+                // response.
+                let mut turns: Vec<(String, String)> = msgs
+                    .iter()
+                    .filter_map(|m| {
+                        Some((
+                            m.get("role")?.as_str()?.to_string(),
+                            m.get("content")?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect();
+                match turns.pop() {
+                    Some((role, content)) if role == "assistant" => {
+                        let mut prompt: String =
+                            turns.iter().map(|(r, c)| format!("{r}: {c}\n")).collect();
+                        prompt.push_str("assistant: ");
+                        return Ok(Record::Pair(prompt, content));
+                    }
+                    _ => return Err("`messages` must end with an assistant turn".into()),
+                }
+            }
+            Err("needs `prompt`/`response`, `instruction`/`output` or `messages`".into())
+        }
+    }
+}
+
+/// Prompt + response + EOS, truncated (response last) and right-padded to `seq_len`.
+fn instruction(prompt: &[u32], response: &[u32], eos: Option<u32>, opts: &DataOptions) -> Example {
+    let mut ids: Vec<u32> = prompt.to_vec();
+    let mut labels: Vec<i64> = vec![IGNORE; prompt.len()];
+    ids.extend(response);
+    labels.extend(response.iter().map(|&i| i as i64));
+    if let Some(e) = eos {
+        ids.push(e);
+        labels.push(e as i64);
+    }
+    ids.truncate(opts.seq_len);
+    labels.truncate(opts.seq_len);
+    let real = ids.len();
+    ids.resize(opts.seq_len, opts.pad_id);
+    labels.resize(opts.seq_len, IGNORE);
+    let mut mask = vec![true; real];
+    mask.resize(opts.seq_len, false);
+    Example { ids, labels, mask }
+}
+
+/// Epoch-wise shuffled order of example indices, reproducible from the seed.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut order);
+    order
+}
+
+/// A batch on the device.
+pub struct Batch {
+    pub ids: Tensor<2, Int>,
+    pub labels: Tensor<2, Int>,
+    pub mask: Tensor<2, Bool>,
+    /// Targets that count in the loss.
+    pub targets: usize,
+    /// Real (non-padding) tokens.
+    pub tokens: usize,
+}
+
+/// Stack examples into a batch on `device`.
+pub fn collate(examples: &[&Example], device: &Device) -> Batch {
+    let (b, t) = (examples.len(), examples[0].ids.len());
+    let ids: Vec<i64> = examples
+        .iter()
+        .flat_map(|e| e.ids.iter().map(|&i| i as i64))
+        .collect();
+    let labels: Vec<i64> = examples
+        .iter()
+        .flat_map(|e| e.labels.iter().copied())
+        .collect();
+    let mask: Vec<bool> = examples
+        .iter()
+        .flat_map(|e| e.mask.iter().copied())
+        .collect();
+    let tokens = mask.iter().filter(|&&m| m).count();
+    Batch {
+        ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+        labels: Tensor::from_data(TensorData::new(labels, [b, t]), device),
+        mask: Tensor::from_data(TensorData::new(mask, [b, t]), device),
+        targets: examples.iter().map(|e| targets(e)).sum(),
+        tokens,
+    }
+}

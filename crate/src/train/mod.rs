@@ -1,0 +1,10 @@
+//! Fine-tuning: data, loss, optimizers, schedules and the step loop shared by full fine-tuning
+//! and LoRA.
+
+pub mod data;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;
+
+pub use trainer::{CheckpointSink, FullConfig, Method, TrainConfig, Trainer};

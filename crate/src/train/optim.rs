@@ -1,0 +1,183 @@
+//! AdamW and LionW, written out so that their arithmetic is PyTorch's (`torch.optim.AdamW`,
+//! `lion_pytorch.Lion`), their state is keyed by Hugging Face parameter names (so a checkpoint
+//! resumes exactly and per-group learning rates such as LoRA+ are one argument), and frozen
+//! parameters never get state.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::Result;
+use crate::model::read_f32;
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    AdamW,
+    Lion,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "adamw" => Ok(Self::AdamW),
+            "lion" | "lionw" => Ok(Self::Lion),
+            _ => Err(format!("unknown optimizer `{s}`; expected adamw or lion")),
+        }
+    }
+}
+
+/// Optimizer hyper-parameters.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// AdamW only.
+    pub eps: f64,
+    /// Decoupled weight decay (multiplied by the learning rate, as PyTorch).
+    pub weight_decay: f64,
+}
+
+impl OptimizerConfig {
+    /// PyTorch's AdamW defaults (betas 0.9/0.999, eps 1e-8) with the given decay.
+    pub fn adamw(weight_decay: f64) -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::AdamW,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
+    }
+
+    /// LionW with the paper's betas (0.9, 0.95).
+    pub fn lion(weight_decay: f64) -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Lion,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 0.0,
+            weight_decay,
+        }
+    }
+}
+
+/// Moments of one parameter, flattened.
+#[derive(Clone)]
+struct Moments {
+    m: Tensor<1>,
+    v: Option<Tensor<1>>,
+}
+
+/// Optimizer state for a set of named parameters.
+#[derive(Clone)]
+pub struct Optimizer {
+    pub config: OptimizerConfig,
+    /// Optimizer steps taken (PyTorch's `step` in the state dict).
+    pub steps: u64,
+    state: BTreeMap<String, Moments>,
+}
+
+impl Optimizer {
+    /// Fresh state.
+    pub fn new(config: OptimizerConfig) -> Self {
+        Optimizer {
+            config,
+            steps: 0,
+            state: BTreeMap::new(),
+        }
+    }
+
+    /// Start a new step: call once before the `update`s of that step.
+    pub fn begin_step(&mut self) {
+        self.steps += 1;
+    }
+
+    /// The updated value of parameter `name` given its gradient (both without autodiff).
+    pub fn update<const D: usize>(
+        &mut self,
+        name: &str,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        lr: f64,
+    ) -> Tensor<D> {
+        let c = &self.config;
+        let shape = param.dims();
+        let n: usize = shape.iter().product();
+        let g = grad.reshape([n]);
+        let mut p = param.reshape([n]);
+        if c.weight_decay != 0.0 {
+            p = p.mul_scalar(1.0 - lr * c.weight_decay);
+        }
+        let prev = self.state.get(name).cloned();
+        let zeros = || Tensor::<1>::zeros([n], &g.device());
+        let (p, moments) = match c.kind {
+            OptimizerKind::AdamW => {
+                let (m0, v0) = match prev {
+                    Some(Moments { m, v: Some(v) }) => (m, v),
+                    _ => (zeros(), zeros()),
+                };
+                let m = m0.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
+                let v = v0.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
+                let t = self.steps as i32;
+                let bias1 = 1.0 - c.beta1.powi(t);
+                let bias2 = 1.0 - c.beta2.powi(t);
+                let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
+                let p = p - (m.clone() / denom).mul_scalar(lr / bias1);
+                (p, Moments { m, v: Some(v) })
+            }
+            OptimizerKind::Lion => {
+                let m0 = prev.map(|s| s.m).unwrap_or_else(zeros);
+                let update =
+                    (m0.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1)).sign();
+                let p = p - update.mul_scalar(lr);
+                let m = m0.mul_scalar(c.beta2) + g.mul_scalar(1.0 - c.beta2);
+                (p, Moments { m, v: None })
+            }
+        };
+        self.state.insert(name.to_string(), moments);
+        p.reshape(shape)
+    }
+
+    /// The state as named flat tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`), for checkpoints.
+    pub async fn export(&self) -> Result<Vec<(String, Vec<f32>)>> {
+        let mut out = Vec::new();
+        for (name, s) in &self.state {
+            out.push((format!("exp_avg.{name}"), read_f32(s.m.clone()).await?));
+            if let Some(v) = &s.v {
+                out.push((format!("exp_avg_sq.{name}"), read_f32(v.clone()).await?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restore state written by [`Optimizer::export`].
+    pub fn import(&mut self, steps: u64, tensors: Vec<(String, Vec<f32>)>, device: &Device) {
+        self.steps = steps;
+        self.state.clear();
+        let mut vs = BTreeMap::new();
+        for (key, values) in tensors {
+            let n = values.len();
+            let t = Tensor::<1>::from_data(TensorData::new(values, [n]), device);
+            if let Some(name) = key.strip_prefix("exp_avg_sq.") {
+                vs.insert(name.to_string(), t);
+            } else if let Some(name) = key.strip_prefix("exp_avg.") {
+                self.state
+                    .insert(name.to_string(), Moments { m: t, v: None });
+            }
+        }
+        for (name, v) in vs {
+            if let Some(s) = self.state.get_mut(&name) {
+                s.v = Some(v);
+            }
+        }
+    }
+
+    /// Number of parameters with state (the trainable ones that received gradients).
+    pub fn tracked(&self) -> usize {
+        self.state.len()
+    }
+}

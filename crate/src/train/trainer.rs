@@ -1,0 +1,555 @@
+//! The step loop shared by full fine-tuning and LoRA: forward, loss, backward, clip, step,
+//! schedule. It emits events, reads the loss back only every `log_every` steps (no synchronous
+//! readback in the inner loop, so it also runs in the browser), evaluates and checkpoints.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+use web_time::Instant;
+
+use super::data::{Batch, Dataset, collate, epoch_order};
+use super::loss::summed_cross_entropy;
+use super::optim::{Optimizer, OptimizerConfig};
+use super::schedule::{Schedule, factor};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::export::{self, File};
+use crate::model::lora::{self, LoraConfig};
+use crate::model::{CausalLm, ParamMut, read_f32};
+
+/// Which weights train.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum Method {
+    Full(FullConfig),
+    Lora(LoraConfig),
+}
+
+/// Full fine-tuning options: by default every weight except embeddings and LM head trains.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FullConfig {
+    /// Also train token/position embeddings and the LM head.
+    pub train_embeddings: bool,
+    /// Regexes (matched anywhere in the HF tensor name) of tensors to keep frozen.
+    pub freeze: Vec<String>,
+}
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub optimizer: OptimizerConfig,
+    pub lr: f64,
+    /// LoRA+: learning rate of the B factors is `lr × ratio`.
+    pub lora_plus_ratio: Option<f64>,
+    pub schedule: Schedule,
+    /// Warm-up optimizer steps.
+    pub warmup_steps: usize,
+    pub epochs: f64,
+    /// Stop after this many optimizer steps (overrides `epochs`).
+    pub max_steps: Option<usize>,
+    /// Stop after this many training tokens (overrides `epochs`).
+    pub max_tokens: Option<u64>,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub seed: u64,
+    /// Clip the global gradient norm to this value.
+    pub clip: Option<f64>,
+    pub attention_dropout: f64,
+    pub residual_dropout: f64,
+    /// Read the loss back (and emit a `Step` event) every this many steps.
+    pub log_every: usize,
+    pub eval_every: Option<usize>,
+    pub save_every: Option<usize>,
+}
+
+impl TrainConfig {
+    /// Reject settings that cannot work, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(m));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be positive, got {}", self.lr));
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 || self.log_every == 0 {
+            return bad("--batch-size, --grad-accum and --log-every must be at least 1".into());
+        }
+        for (flag, p) in [
+            ("--attention-dropout", self.attention_dropout),
+            ("--residual-dropout", self.residual_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("{flag} must be in [0, 1), got {p}"));
+            }
+        }
+        if let Some(c) = self.clip {
+            if c <= 0.0 {
+                return bad(format!("--clip must be positive, got {c}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where checkpoints go: a directory natively, downloads in the browser.
+pub trait CheckpointSink {
+    /// Store `files` as the checkpoint `name` (e.g. `checkpoint-100`, or `final`), atomically.
+    fn save(&mut self, name: &str, files: Vec<File>) -> Result<()>;
+}
+
+/// Training progress that a checkpoint must restore.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub tokens_seen: u64,
+    /// (step, loss) of every step read back so far.
+    pub losses: Vec<(usize, f64)>,
+    pub evals: Vec<(usize, f64)>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub steps: usize,
+    pub tokens_seen: u64,
+    pub final_loss: Option<f64>,
+    pub final_eval_loss: Option<f64>,
+    pub trainable_parameters: u64,
+    pub seconds: f64,
+}
+
+/// The gradient of one tensor, flattened, with its shape in our layout.
+pub struct Grad {
+    pub flat: Tensor<1>,
+    pub dims: Vec<usize>,
+    /// True when the Hugging Face / PEFT layout is the transpose of `dims`.
+    pub hf_transposed: bool,
+}
+
+/// A model set up for training, with optimizer state and progress.
+pub struct Trainer {
+    pub model: CausalLm,
+    pub config: TrainConfig,
+    pub optimizer: Optimizer,
+    pub progress: Progress,
+    /// Names of the trainable tensors.
+    pub trainable: Vec<String>,
+    pub trainable_parameters: u64,
+    device: Device,
+    /// `config.json` of the base model (written into full checkpoints).
+    base_config_json: String,
+    /// Files copied into every full checkpoint (tokenizer files).
+    extra_files: Vec<File>,
+    /// Name recorded as the adapter's base model.
+    base_name: String,
+}
+
+impl Trainer {
+    /// Prepare `model` (loaded on an autodiff `device`) for `config.method`: freeze what must not
+    /// train, attach LoRA adapters (fresh, or `adapter` when resuming or continuing one), set
+    /// dropout.
+    pub fn new(
+        mut model: CausalLm,
+        device: Device,
+        config: TrainConfig,
+        base_config_json: String,
+        extra_files: Vec<File>,
+        base_name: String,
+        adapter: Option<&lora::PeftAdapter>,
+    ) -> Result<Self> {
+        config.validate()?;
+        if !device.is_autodiff() {
+            return Err(Error::Device("training needs an autodiff device".into()));
+        }
+        device.seed(config.seed);
+        match &config.method {
+            Method::Lora(l) => match adapter {
+                Some(a) => {
+                    lora::from_peft(&mut model, a, "adapter_config.json", &device)?;
+                }
+                None => {
+                    lora::attach(&mut model, l, &device)?;
+                }
+            },
+            Method::Full(f) => {
+                let res: Vec<regex::Regex> = f
+                    .freeze
+                    .iter()
+                    .map(|r| {
+                        regex::Regex::new(r)
+                            .map_err(|e| Error::Input(format!("--freeze `{r}`: {e}")))
+                    })
+                    .collect::<Result<_>>()?;
+                model.for_each_param(&mut |name, mut p| {
+                    let frozen = (!f.train_embeddings && CausalLm::is_embedding_or_head(name))
+                        || res.iter().any(|r| r.is_match(name));
+                    p.set_trainable(!frozen);
+                });
+            }
+        }
+        model.set_dropout(config.attention_dropout, config.residual_dropout);
+        let mut trainable = Vec::new();
+        let mut count = 0u64;
+        model.for_each_trainable(&mut |name, p| {
+            trainable.push(name.to_string());
+            count += p.hf_shape().iter().product::<usize>() as u64;
+        });
+        if trainable.is_empty() {
+            return Err(Error::Input(
+                "nothing to train: every parameter is frozen".into(),
+            ));
+        }
+        Ok(Trainer {
+            model,
+            optimizer: Optimizer::new(config.optimizer.clone()),
+            config,
+            progress: Progress::default(),
+            trainable,
+            trainable_parameters: count,
+            device,
+            base_config_json,
+            extra_files,
+            base_name,
+        })
+    }
+
+    /// Optimizer steps a run over `examples` examples takes.
+    pub fn total_steps(&self, examples: usize, seq_len: usize) -> usize {
+        let per_step = self.config.batch_size * self.config.grad_accum;
+        if let Some(s) = self.config.max_steps {
+            return s;
+        }
+        if let Some(t) = self.config.max_tokens {
+            return (t as usize).div_ceil(per_step * seq_len).max(1);
+        }
+        ((examples as f64 * self.config.epochs) / per_step as f64)
+            .ceil()
+            .max(1.0) as usize
+    }
+
+    /// The micro-batches of optimizer step `step` (a pure function of the step, so a resumed
+    /// run sees exactly the data it would have seen).
+    pub fn batches(&self, data: &Dataset, step: usize) -> Vec<Batch> {
+        let n = data.examples.len();
+        let (bs, acc) = (self.config.batch_size, self.config.grad_accum);
+        let mut order_cache: Option<(usize, Vec<usize>)> = None;
+        (0..acc)
+            .map(|m| {
+                let picked: Vec<_> = (0..bs)
+                    .map(|k| {
+                        let global = (step * acc + m) * bs + k;
+                        let (epoch, pos) = (global / n, global % n);
+                        if order_cache.as_ref().map(|c| c.0) != Some(epoch) {
+                            order_cache = Some((epoch, epoch_order(n, self.config.seed, epoch)));
+                        }
+                        &data.examples[order_cache.as_ref().expect("set above").1[pos]]
+                    })
+                    .collect();
+                collate(&picked, &self.device)
+            })
+            .collect()
+    }
+
+    /// One optimizer step over `micro` batches: forward, loss, backward, clip, update. Returns
+    /// the mean loss and the pre-clip global gradient norm as device tensors (not read back).
+    pub fn step(&mut self, micro: &[Batch], lr: f64) -> (Tensor<1>, Tensor<1>) {
+        let (loss, mut grads) = self.gradients(micro);
+        let norm = grads
+            .values()
+            .map(|g| g.flat.clone().square().sum())
+            .reduce(|a, b| a + b)
+            .expect("at least one trainable tensor")
+            .sqrt();
+        // clip_grad_norm_: scale by min(1, max / (norm + 1e-6)), computed on the device.
+        let coef = self.config.clip.map(|max| {
+            norm.clone()
+                .add_scalar(1e-6)
+                .recip()
+                .mul_scalar(max)
+                .clamp_max(1.0)
+        });
+        let plus = self.config.lora_plus_ratio.unwrap_or(1.0);
+        let optimizer = &mut self.optimizer;
+        optimizer.begin_step();
+        self.model.for_each_trainable(&mut |name, p| {
+            let Some(g) = grads.remove(name) else { return };
+            let g = match &coef {
+                Some(c) => g.flat * c.clone(),
+                None => g.flat,
+            };
+            let lr = if name.ends_with("lora_B.weight") {
+                lr * plus
+            } else {
+                lr
+            };
+            match p {
+                ParamMut::Vector(t) => {
+                    let new =
+                        optimizer.update(name, t.val().inner(), g.reshape(t.val().dims()), lr);
+                    *t = Param::from_tensor(new.autodiff());
+                }
+                ParamMut::Matrix(t, _) => {
+                    let new =
+                        optimizer.update(name, t.val().inner(), g.reshape(t.val().dims()), lr);
+                    *t = Param::from_tensor(new.autodiff());
+                }
+            }
+        });
+        (loss, norm)
+    }
+
+    /// Mean loss over `micro` batches (weighted by their target tokens, so accumulation equals
+    /// one large batch) and the gradient of every trainable tensor, summed over micro-batches.
+    pub fn gradients(&mut self, micro: &[Batch]) -> (Tensor<1>, BTreeMap<String, Grad>) {
+        let targets = micro.iter().map(|b| b.targets).sum::<usize>().max(1) as f64;
+        let mut grads: BTreeMap<String, Grad> = BTreeMap::new();
+        let mut loss_sum: Option<Tensor<1>> = None;
+        for b in micro {
+            let logits = self.model.forward(b.ids.clone(), Some(b.mask.clone()));
+            let loss = summed_cross_entropy(logits, b.labels.clone()).div_scalar(targets);
+            let g = loss.backward();
+            self.model.for_each_trainable(&mut |name, p| {
+                let (grad, dims, hf_transposed) = match &p {
+                    ParamMut::Vector(t) => (
+                        t.val().grad(&g).map(|x| x.reshape([-1])),
+                        t.val().dims().to_vec(),
+                        false,
+                    ),
+                    ParamMut::Matrix(t, tr) => (
+                        t.val().grad(&g).map(|x| x.reshape([-1])),
+                        t.val().dims().to_vec(),
+                        *tr,
+                    ),
+                };
+                let Some(grad) = grad else { return };
+                let flat = match grads.remove(name) {
+                    Some(prev) => prev.flat + grad,
+                    None => grad,
+                };
+                grads.insert(
+                    name.to_string(),
+                    Grad {
+                        flat,
+                        dims,
+                        hf_transposed,
+                    },
+                );
+            });
+            let l = loss.inner();
+            loss_sum = Some(match loss_sum {
+                Some(s) => s + l,
+                None => l,
+            });
+        }
+        (loss_sum.expect("at least one micro-batch"), grads)
+    }
+
+    /// Mean loss of the model on `data` (no dropout, no gradients).
+    pub async fn evaluate(&self, data: &Dataset) -> Result<f64> {
+        let model = self.model.valid();
+        let device = self.device.clone().inner();
+        let bs = self.config.batch_size;
+        let mut total = 0.0;
+        let refs: Vec<_> = data.examples.iter().collect();
+        for chunk in refs.chunks(bs) {
+            let b = collate(chunk, &device);
+            let logits = model.forward(b.ids, Some(b.mask));
+            total += read_f32(summed_cross_entropy(logits, b.labels)).await?[0] as f64;
+        }
+        Ok(total / data.target_tokens.max(1) as f64)
+    }
+
+    /// Train on `data` until the configured budget is spent, evaluating on `eval` and saving
+    /// checkpoints through `sink`. Starts from `self.progress` (non-zero after a resume).
+    pub async fn run(
+        &mut self,
+        data: &Dataset,
+        eval: Option<&Dataset>,
+        sink: &mut dyn CheckpointSink,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Summary> {
+        let seq_len = data.examples[0].ids.len();
+        let total = self.total_steps(data.examples.len(), seq_len);
+        let per_step = self.config.batch_size * self.config.grad_accum;
+        let start = Instant::now();
+        let mut window = (Instant::now(), 0u64);
+        let mut pending: Vec<(usize, f64, Tensor<1>, Tensor<1>)> = Vec::new();
+        let mut last_good: Option<(usize, CausalLm, Optimizer, Progress)> = None;
+        while self.progress.step < total {
+            let step = self.progress.step;
+            let lr = self.config.lr
+                * factor(self.config.schedule, step, total, self.config.warmup_steps);
+            let batches = self.batches(data, step);
+            let tokens: u64 = batches.iter().map(|b| b.tokens as u64).sum();
+            let (loss, norm) = self.step(&batches, lr);
+            pending.push((step, lr, loss, norm));
+            self.progress.step += 1;
+            self.progress.tokens_seen += tokens;
+            window.1 += tokens;
+            let done = self.progress.step;
+            if done % self.config.log_every == 0 || done == total {
+                for (s, lr, loss, norm) in pending.drain(..) {
+                    let loss = read_f32(loss).await?[0] as f64;
+                    let norm = read_f32(norm).await?[0] as f64;
+                    if !loss.is_finite() || !norm.is_finite() {
+                        let kept = match last_good.take() {
+                            Some((good_step, model, optim, progress)) => {
+                                let (m, o, p) = (
+                                    std::mem::replace(&mut self.model, model),
+                                    std::mem::replace(&mut self.optimizer, optim),
+                                    std::mem::replace(&mut self.progress, progress),
+                                );
+                                let name = format!("checkpoint-{good_step}");
+                                self.save(sink, &name, on_event).await?;
+                                drop((m, o, p));
+                                format!("the last good state (step {good_step}) is saved as {name}")
+                            }
+                            None => "no good state to keep (it diverged before the first readback)"
+                                .into(),
+                        };
+                        return Err(Error::Diverged {
+                            step: s + 1,
+                            message: format!(
+                                "loss {loss}, gradient norm {norm} (try a lower --lr or --clip 1.0); {kept}"
+                            ),
+                        });
+                    }
+                    self.progress.losses.push((s + 1, loss));
+                    let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                    on_event(&Event::Step {
+                        step: s + 1,
+                        total_steps: total,
+                        epoch: ((s + 1) * per_step) as f64 / data.examples.len() as f64,
+                        loss,
+                        lr,
+                        grad_norm: norm,
+                        tokens_per_s: window.1 as f64 / secs,
+                        tokens_seen: self.progress.tokens_seen,
+                    });
+                }
+                window = (Instant::now(), 0);
+                last_good = Some((
+                    done,
+                    self.model.clone(),
+                    self.optimizer.clone(),
+                    self.progress.clone(),
+                ));
+            }
+            if let (Some(e), Some(every)) = (eval, self.config.eval_every) {
+                if done % every == 0 || done == total {
+                    let loss = self.evaluate(e).await?;
+                    self.progress.evals.push((done, loss));
+                    on_event(&Event::Eval {
+                        step: done,
+                        loss,
+                        perplexity: loss.exp(),
+                    });
+                }
+            }
+            if let Some(every) = self.config.save_every {
+                if done % every == 0 && done < total {
+                    self.save(sink, &format!("checkpoint-{done}"), on_event)
+                        .await?;
+                }
+            }
+        }
+        self.save(sink, "final", on_event).await?;
+        Ok(Summary {
+            steps: self.progress.step,
+            tokens_seen: self.progress.tokens_seen,
+            final_loss: self.progress.losses.last().map(|l| l.1),
+            final_eval_loss: self.progress.evals.last().map(|l| l.1),
+            trainable_parameters: self.trainable_parameters,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The files of a checkpoint: the model (PEFT adapter or HF checkpoint), optimizer state and
+    /// `trainer_state.json`.
+    pub async fn checkpoint_files(&self) -> Result<Vec<File>> {
+        let mut files = match &self.config.method {
+            Method::Lora(l) => export::peft_files(&self.model, l, &self.base_name).await?,
+            Method::Full(_) => {
+                let mut f = export::hf_files(
+                    &self.model,
+                    &self.base_config_json,
+                    export::DEFAULT_MAX_SHARD,
+                )
+                .await?;
+                f.extend(self.extra_files.iter().cloned());
+                f
+            }
+        };
+        let opt = self.optimizer.export().await?;
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = opt
+            .iter()
+            .map(|(k, v)| (k.clone(), vec![v.len()], &v[..]))
+            .collect();
+        files.push((
+            "optimizer.safetensors".into(),
+            crate::hf::safetensors::serialize_f32(&tensors),
+        ));
+        let state = serde_json::json!({
+            "progress": self.progress,
+            "optimizer_steps": self.optimizer.steps,
+            "config": self.config,
+            "model_signature": signature(&self.model),
+            "trainable_parameters": self.trainable_parameters,
+        });
+        files.push((
+            "trainer_state.json".into(),
+            serde_json::to_vec_pretty(&state).expect("JSON value"),
+        ));
+        Ok(files)
+    }
+
+    async fn save(
+        &self,
+        sink: &mut dyn CheckpointSink,
+        name: &str,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<()> {
+        sink.save(name, self.checkpoint_files().await?)?;
+        on_event(&Event::Checkpoint {
+            step: self.progress.step,
+            name: name.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Continue from a checkpoint's `trainer_state.json` and `optimizer.safetensors` (the model
+    /// weights or adapter must already be loaded). Fails if the checkpoint is of another model.
+    pub fn restore(&mut self, state_json: &str, optimizer: Vec<(String, Vec<f32>)>) -> Result<()> {
+        let bad = |m: String| Error::Input(format!("--resume: trainer_state.json: {m}"));
+        let v: serde_json::Value =
+            serde_json::from_str(state_json).map_err(|e| bad(e.to_string()))?;
+        let sig = v["model_signature"].as_str().unwrap_or_default();
+        if sig != signature(&self.model) {
+            return Err(bad(
+                "the checkpoint belongs to a different model (parameter names or shapes differ)"
+                    .into(),
+            ));
+        }
+        self.progress =
+            serde_json::from_value(v["progress"].clone()).map_err(|e| bad(e.to_string()))?;
+        let steps = v["optimizer_steps"].as_u64().unwrap_or(0);
+        self.optimizer
+            .import(steps, optimizer, &self.device.clone().inner());
+        Ok(())
+    }
+}
+
+/// A fingerprint of the model's base parameter names and shapes (FNV-1a), so a checkpoint is
+/// never resumed onto another architecture.
+pub fn signature(model: &CausalLm) -> String {
+    let mut m = model.clone();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    m.for_each_param(&mut |name, p| {
+        for byte in format!("{name}{:?};", p.hf_shape()).bytes() {
+            h ^= byte as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    });
+    format!("{h:016x}")
+}
