@@ -8,7 +8,9 @@ use burn::tensor::DeviceKind;
 #[cfg(feature = "native")]
 use burn::tensor::wgpu::wgpu;
 
-use crate::error::{Error, Result};
+#[cfg(feature = "native")]
+use crate::error::Error;
+use crate::error::Result;
 
 /// What the user asked for with `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

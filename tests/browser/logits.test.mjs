@@ -2,8 +2,7 @@
 // model over HTTP in a Web Worker and computes logits that match Hugging Face transformers.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, existsSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, existsSync, mkdirSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -20,10 +19,11 @@ before(async () => {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
-      "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
+      // Playwright gives each launch a fresh profile and runs headless itself.
+      "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
       "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-quic", "--no-first-run", `--user-data-dir=${mkdtempSync(join(tmpdir(), "tunelab-chromium-"))}`,
+      "--disable-quic", "--no-first-run",
     ],
   });
 });

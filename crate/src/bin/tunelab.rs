@@ -501,6 +501,9 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         )?),
         _ => None,
     };
+    if let Some((state, _)) = &resumed {
+        tunelab::train::trainer::check_signature(&session.model, state)?;
+    }
     let base_name = a.model.clone();
     let mut trainer = Trainer::new(
         session.model,

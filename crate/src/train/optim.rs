@@ -181,3 +181,45 @@ impl Optimizer {
         self.state.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cfg: OptimizerConfig, grads: &[[f32; 3]], lr: f64) -> Vec<f32> {
+        let device = Device::flex();
+        let mut opt = Optimizer::new(cfg);
+        let mut p = Tensor::<1>::from_floats([1.0, -2.0, 3.0], &device);
+        for g in grads {
+            opt.begin_step();
+            p = opt.update("w", p, Tensor::<1>::from_floats(*g, &device), lr);
+        }
+        pollster::block_on(read_f32(p)).unwrap()
+    }
+
+    #[test]
+    fn lion_matches_the_reference_update() {
+        // lion-pytorch with betas (0.9, 0.99), weight decay 0.1, lr 0.1 (values as in burn's
+        // own Lion test, computed by hand).
+        let mut cfg = OptimizerConfig::lion(0.1);
+        cfg.beta2 = 0.99;
+        let p = run(cfg, &[[0.5, -0.25, 0.0], [-0.1, 0.5, -2.0]], 0.1);
+        for (a, b) in p.iter().zip([0.9811, -1.9612, 3.0403]) {
+            assert!((a - b).abs() < 1e-5, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn adamw_matches_torch() {
+        // torch.optim.AdamW([p], lr=0.1, weight_decay=0.01), two steps with these gradients.
+        let p = run(
+            OptimizerConfig::adamw(0.01),
+            &[[0.5, -0.25, 0.0], [-0.1, 0.5, -2.0]],
+            0.1,
+        );
+        let expected = [0.846_998_45, -1.932_712_4, 3.068_416_8];
+        for (a, b) in p.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-5, "{p:?}");
+        }
+    }
+}

@@ -380,6 +380,8 @@ impl Trainer {
             let step = self.progress.step;
             let lr = self.config.lr
                 * factor(self.config.schedule, step, total, self.config.warmup_steps);
+            // Dropout masks depend only on (seed, step), so a resumed run draws the same ones.
+            self.device.seed(self.config.seed.wrapping_add(step as u64));
             let batches = self.batches(data, step);
             let tokens: u64 = batches.iter().map(|b| b.tokens as u64).sum();
             let (loss, norm) = self.step(&batches, lr);
@@ -538,6 +540,20 @@ impl Trainer {
             .import(steps, optimizer, &self.device.clone().inner());
         Ok(())
     }
+}
+
+/// Fail unless the checkpoint state `state_json` was written for a model of `model`'s
+/// architecture (same parameter names and shapes).
+pub fn check_signature(model: &CausalLm, state_json: &str) -> Result<()> {
+    let v: serde_json::Value = serde_json::from_str(state_json)
+        .map_err(|e| Error::Input(format!("--resume: trainer_state.json: {e}")))?;
+    if v["model_signature"].as_str().unwrap_or_default() != signature(model) {
+        return Err(Error::Input(
+            "--resume: the checkpoint belongs to a different model (parameter names or shapes differ)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A fingerprint of the model's base parameter names and shapes (FNV-1a), so a checkpoint is
