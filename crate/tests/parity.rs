@@ -106,10 +106,10 @@ fn sharded_model_loads_from_a_local_http_server() {
         &source,
         burn::tensor::Device::flex(),
         &mut |e| {
-            if let tunelab::Event::Progress(p) = e {
-                if p.total == Some(p.done) {
-                    files.push(p.task.clone());
-                }
+            if let tunelab::Event::Progress(p) = e
+                && p.total == Some(p.done)
+            {
+                files.push(p.task.clone());
             }
         },
     ))

@@ -9,24 +9,15 @@ use std::process::Command;
 use burn::module::Module;
 use burn::tensor::Device;
 use common::*;
+use tunelab::export::MemorySink;
 use tunelab::hf::ModelSource;
 use tunelab::model::lora::{self, LoraConfig, LoraInit};
 use tunelab::train::data::{self, DataOptions, Regime};
 use tunelab::train::loss::IGNORE;
 use tunelab::train::optim::OptimizerConfig;
 use tunelab::train::schedule::Schedule;
-use tunelab::train::{CheckpointSink, FullConfig, Method, TrainConfig, Trainer};
+use tunelab::train::{FullConfig, Method, TrainConfig, Trainer};
 use tunelab::{Error, Session};
-
-#[derive(Default)]
-struct MemorySink(Vec<(String, Vec<(String, Vec<u8>)>)>);
-
-impl CheckpointSink for MemorySink {
-    fn save(&mut self, name: &str, files: Vec<(String, Vec<u8>)>) -> tunelab::Result<()> {
-        self.0.push((name.to_string(), files));
-        Ok(())
-    }
-}
 
 fn config(method: Method, lr: f64, steps: usize) -> TrainConfig {
     TrainConfig {
@@ -121,7 +112,8 @@ fn lora_adapter_exports_in_peft_layout_and_reloads_to_the_same_logits() {
         pollster::block_on(t.run(&text_data(model, 32), None, &mut sink, &mut |_| {})).unwrap();
         let trained = logits_of(&t.model, IDS);
         let dir = tempfile::tempdir().unwrap();
-        let (name, files) = sink.0.last().unwrap();
+        let last = sink.checkpoints.last().unwrap();
+        let (name, files) = (&last.name, &last.files);
         assert_eq!(name, "final");
         write_files(dir.path(), files);
         let cfg: serde_json::Value =
@@ -228,7 +220,7 @@ fn full_finetuning_checkpoint_is_a_loadable_hf_model() {
     let mut sink = MemorySink::default();
     pollster::block_on(t.run(&text_data("llama-gqa", 32), None, &mut sink, &mut |_| {})).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    write_files(dir.path(), &sink.0.last().unwrap().1);
+    write_files(dir.path(), &sink.checkpoints.last().unwrap().files);
     for f in [
         "config.json",
         "model.safetensors",
@@ -389,7 +381,8 @@ fn divergence_stops_the_run_and_keeps_the_last_good_state() {
     let msg = err.to_string();
     assert!(matches!(err, Error::Diverged { .. }), "{msg}");
     assert!(msg.contains("--lr") && msg.contains("checkpoint-"), "{msg}");
-    let (name, files) = sink.0.last().unwrap();
+    let last = sink.checkpoints.last().unwrap();
+    let (name, files) = (&last.name, &last.files);
     assert!(name.starts_with("checkpoint-"));
     assert!(files.iter().any(|f| f.0 == "model.safetensors"));
 }

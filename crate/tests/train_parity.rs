@@ -7,28 +7,18 @@ mod common;
 
 use burn::tensor::Device;
 use common::*;
+use tunelab::export::MemorySink;
 use tunelab::hf::ModelSource;
 use tunelab::model::lora::{self, LoraConfig, LoraInit};
 use tunelab::model::read_f32;
 use tunelab::train::data::{Dataset, Example, collate, targets};
 use tunelab::train::optim::OptimizerConfig;
 use tunelab::train::schedule::Schedule;
-use tunelab::train::{CheckpointSink, FullConfig, Method, TrainConfig, Trainer};
+use tunelab::train::{FullConfig, Method, TrainConfig, Trainer};
 use tunelab::{Event, Session};
 
 const GRAD_TOL: f32 = 1e-4;
 const TRAJ_TOL: f64 = 1e-3;
-
-/// Keeps checkpoints in memory.
-#[derive(Default)]
-pub struct MemorySink(pub Vec<(String, Vec<(String, Vec<u8>)>)>);
-
-impl CheckpointSink for MemorySink {
-    fn save(&mut self, name: &str, files: Vec<(String, Vec<u8>)>) -> tunelab::Result<()> {
-        self.0.push((name.to_string(), files));
-        Ok(())
-    }
-}
 
 fn batch_examples() -> Vec<Example> {
     let b = read_reference(&fixtures().join("train/batch.safetensors"));
@@ -238,7 +228,7 @@ fn check_trajectory(model: &str, kind: &str, label: &str, device: &Device) {
         worst <= TRAJ_TOL,
         "{model} {kind} {label}: trajectory off by {worst}"
     );
-    assert_eq!(sink.0.last().unwrap().0, "final");
+    assert_eq!(sink.checkpoints.last().unwrap().name, "final");
 }
 
 #[test]

@@ -94,6 +94,29 @@ pub async fn hf_files(model: &CausalLm, config_json: &str, max_shard: usize) -> 
     Ok(files)
 }
 
+/// A named set of files written by a training run.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub name: String,
+    pub files: Vec<File>,
+}
+
+/// Keeps checkpoints in memory (the browser offers them as downloads; tests inspect them).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+impl crate::train::CheckpointSink for MemorySink {
+    fn save(&mut self, name: &str, files: Vec<File>) -> Result<()> {
+        self.checkpoints.push(Checkpoint {
+            name: name.to_string(),
+            files,
+        });
+        Ok(())
+    }
+}
+
 /// Writes each checkpoint into `<root>/<name>/` (the final one, `final`, into `<root>` itself),
 /// every file through a temporary name and a rename, so an interrupted write never leaves a
 /// half-written file under a real name.

@@ -129,7 +129,7 @@ fn parse_llama(f: &Fields, model_type: &str) -> Result<LlamaConfig, HfError> {
     f.positive("hidden_size", hidden_size)?;
     f.positive("num_attention_heads", num_attention_heads)?;
     f.positive("num_key_value_heads", num_key_value_heads)?;
-    if num_attention_heads % num_key_value_heads != 0 {
+    if !num_attention_heads.is_multiple_of(num_key_value_heads) {
         return Err(f.err(
             "num_key_value_heads",
             format!(
@@ -140,7 +140,7 @@ fn parse_llama(f: &Fields, model_type: &str) -> Result<LlamaConfig, HfError> {
     let head_dim = match f.opt::<usize>("head_dim")? {
         Some(d) => d,
         None => {
-            if hidden_size % num_attention_heads != 0 {
+            if !hidden_size.is_multiple_of(num_attention_heads) {
                 return Err(f.err(
                     "hidden_size",
                     format!(
@@ -191,17 +191,16 @@ fn parse_llama(f: &Fields, model_type: &str) -> Result<LlamaConfig, HfError> {
     let use_sliding = f
         .opt::<bool>("use_sliding_window")?
         .unwrap_or(model_type == "mistral");
-    if use_sliding {
-        if let Some(w) = sliding {
-            if w < max_position_embeddings {
-                return Err(f.err(
+    if use_sliding
+        && let Some(w) = sliding
+        && w < max_position_embeddings
+    {
+        return Err(f.err(
                     "sliding_window",
                     format!(
                         "sliding-window attention ({w} < max_position_embeddings {max_position_embeddings}) is not supported"
                     ),
                 ));
-            }
-        }
     }
     let attention_bias = f.opt::<bool>("attention_bias")?.unwrap_or(false);
     let qwen = model_type == "qwen2";
@@ -232,7 +231,7 @@ fn parse_gpt2(f: &Fields) -> Result<Gpt2Config, HfError> {
     let n_head: usize = f.req("n_head")?;
     f.positive("n_embd", n_embd)?;
     f.positive("n_head", n_head)?;
-    if n_embd % n_head != 0 {
+    if !n_embd.is_multiple_of(n_head) {
         return Err(f.err(
             "n_embd",
             format!("{n_embd} is not divisible by n_head ({n_head})"),

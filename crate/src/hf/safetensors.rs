@@ -132,14 +132,14 @@ pub fn read_header(
     let mut len_bytes = [0u8; 8];
     read_exact(reader, &mut len_bytes, file, "the 8-byte header length")?;
     let n = u64::from_le_bytes(len_bytes);
-    if let Some(total) = file_len {
-        if n > total.saturating_sub(8) {
-            return Err(HfError::HeaderTooLarge {
-                file: file.to_string(),
-                header_len: n,
-                file_len: total,
-            });
-        }
+    if let Some(total) = file_len
+        && n > total.saturating_sub(8)
+    {
+        return Err(HfError::HeaderTooLarge {
+            file: file.to_string(),
+            header_len: n,
+            file_len: total,
+        });
     }
     if n > MAX_HEADER {
         return Err(HfError::HeaderTooLarge {
@@ -189,17 +189,17 @@ pub fn read_header(
                 ),
             });
         }
-        if let Some(d) = data_len {
-            if end > d {
-                return Err(HfError::BadOffsets {
-                    file: file.to_string(),
-                    tensor: name,
-                    reason: format!(
-                        "offsets [{begin}, {end}) run past the end of the data section ({d} bytes): \
+        if let Some(d) = data_len
+            && end > d
+        {
+            return Err(HfError::BadOffsets {
+                file: file.to_string(),
+                tensor: name,
+                reason: format!(
+                    "offsets [{begin}, {end}) run past the end of the data section ({d} bytes): \
                          the file is truncated or its header is wrong"
-                    ),
-                });
-            }
+                ),
+            });
         }
         tensors.push(TensorInfo {
             name,
@@ -209,7 +209,7 @@ pub fn read_header(
             end,
         });
     }
-    tensors.sort_by(|a, b| (a.begin, a.end).cmp(&(b.begin, b.end)));
+    tensors.sort_by_key(|a| (a.begin, a.end));
     for pair in tensors.windows(2) {
         if pair[1].begin < pair[0].end {
             return Err(HfError::BadOffsets {
@@ -314,7 +314,7 @@ pub fn serialize_f32(tensors: &[(String, Vec<usize>, &[f32])]) -> Vec<u8> {
     }
     let mut json = serde_json::to_vec(&header).expect("a JSON map always serializes");
     // Pad the header with spaces so the data section starts 8-byte aligned, as the spec suggests.
-    while (json.len() + 8) % 8 != 0 {
+    while !(json.len() + 8).is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + offset as usize);

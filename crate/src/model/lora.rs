@@ -200,11 +200,14 @@ pub fn unmerge(model: &mut CausalLm) {
     });
 }
 
+/// One adapter tensor: shape and values.
+pub type PeftTensor = (Vec<usize>, Vec<f32>);
+
 /// A PEFT adapter in memory: `adapter_config.json` fields and tensors in PEFT's layout.
 pub struct PeftAdapter {
     pub config: serde_json::Value,
     /// `base_model.model.<path>.lora_A.weight` → (shape, values).
-    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub tensors: BTreeMap<String, PeftTensor>,
 }
 
 /// Read `adapter_config.json` and `adapter_model.safetensors` from `fetch`.
@@ -321,10 +324,10 @@ pub fn from_peft(
 ) -> Result<LoraConfig> {
     let field = |name: &str| adapter.config.get(name).filter(|v| !v.is_null());
     let bad = |msg: String| Error::Input(format!("{file}: {msg}"));
-    if let Some(t) = field("peft_type").and_then(|v| v.as_str()) {
-        if t != "LORA" {
-            return Err(bad(format!("peft_type `{t}` is not LORA")));
-        }
+    if let Some(t) = field("peft_type").and_then(|v| v.as_str())
+        && t != "LORA"
+    {
+        return Err(bad(format!("peft_type `{t}` is not LORA")));
     }
     let rank = field("r")
         .and_then(|v| v.as_u64())
@@ -343,7 +346,7 @@ pub fn from_peft(
         targets: Vec::new(),
     };
     // Pair up A and B per module path.
-    let mut pairs: BTreeMap<String, [Option<&(Vec<usize>, Vec<f32>)>; 2]> = BTreeMap::new();
+    let mut pairs: BTreeMap<String, [Option<&PeftTensor>; 2]> = BTreeMap::new();
     for (key, t) in &adapter.tensors {
         let rest = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
         let (path, which) = if let Some(p) = rest.strip_suffix(".lora_A.weight") {

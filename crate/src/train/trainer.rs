@@ -82,10 +82,10 @@ impl TrainConfig {
                 return bad(format!("{flag} must be in [0, 1), got {p}"));
             }
         }
-        if let Some(c) = self.clip {
-            if c <= 0.0 {
-                return bad(format!("--clip must be positive, got {c}"));
-            }
+        if let Some(c) = self.clip
+            && c <= 0.0
+        {
+            return bad(format!("--clip must be positive, got {c}"));
         }
         Ok(())
     }
@@ -390,7 +390,7 @@ impl Trainer {
             self.progress.tokens_seen += tokens;
             window.1 += tokens;
             let done = self.progress.step;
-            if done % self.config.log_every == 0 || done == total {
+            if done.is_multiple_of(self.config.log_every) || done == total {
                 for (s, lr, loss, norm) in pending.drain(..) {
                     let loss = read_f32(loss).await?[0] as f64;
                     let norm = read_f32(norm).await?[0] as f64;
@@ -438,22 +438,23 @@ impl Trainer {
                     self.progress.clone(),
                 ));
             }
-            if let (Some(e), Some(every)) = (eval, self.config.eval_every) {
-                if done % every == 0 || done == total {
-                    let loss = self.evaluate(e).await?;
-                    self.progress.evals.push((done, loss));
-                    on_event(&Event::Eval {
-                        step: done,
-                        loss,
-                        perplexity: loss.exp(),
-                    });
-                }
+            if let (Some(e), Some(every)) = (eval, self.config.eval_every)
+                && (done.is_multiple_of(every) || done == total)
+            {
+                let loss = self.evaluate(e).await?;
+                self.progress.evals.push((done, loss));
+                on_event(&Event::Eval {
+                    step: done,
+                    loss,
+                    perplexity: loss.exp(),
+                });
             }
-            if let Some(every) = self.config.save_every {
-                if done % every == 0 && done < total {
-                    self.save(sink, &format!("checkpoint-{done}"), on_event)
-                        .await?;
-                }
+            if let Some(every) = self.config.save_every
+                && done.is_multiple_of(every)
+                && done < total
+            {
+                self.save(sink, &format!("checkpoint-{done}"), on_event)
+                    .await?;
             }
         }
         self.save(sink, "final", on_event).await?;
