@@ -32,13 +32,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: bench_train MODEL full|lora RANK cpu|gpu [STEPS] [BATCH] [SEQ]".into());
     }
     let rank: usize = a[3].parse()?;
-    let choice = if a[4] == "gpu" { DeviceChoice::Gpu } else { DeviceChoice::Cpu };
+    let choice = if a[4] == "gpu" {
+        DeviceChoice::Gpu
+    } else {
+        DeviceChoice::Cpu
+    };
     let steps: usize = a.get(5).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let batch: usize = a.get(6).map(|s| s.parse()).transpose()?.unwrap_or(8);
     let seq: usize = a.get(7).map(|s| s.parse()).transpose()?.unwrap_or(128);
     let selected = device::select(choice)?;
     let device = selected.device.clone().autodiff();
-    let session = pollster::block_on(Session::load(&ModelSource::parse(&a[1]), device.clone(), &mut |_| {}))?;
+    let session = pollster::block_on(Session::load(
+        &ModelSource::parse(&a[1]),
+        device.clone(),
+        &mut |_| {},
+    ))?;
     let method = match a[2].as_str() {
         "full" => Method::Full(FullConfig::default()),
         _ => Method::Lora(LoraConfig {
@@ -71,11 +79,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eval_every: None,
         save_every: None,
     };
-    let mut t = Trainer::new(session.model, device.clone(), config, String::new(), vec![], String::new(), None)?;
+    let mut t = Trainer::new(
+        session.model,
+        device.clone(),
+        config,
+        String::new(),
+        vec![],
+        String::new(),
+        None,
+    )?;
     let examples: Vec<Example> = (0..batch)
         .map(|b| {
-            let ids: Vec<u32> = (0..seq as u32).map(|i| (i * 7919 + b as u32 * 104_729) % vocab).collect();
-            Example { labels: ids.iter().map(|&i| i as i64).collect(), mask: vec![true; seq], ids }
+            let ids: Vec<u32> = (0..seq as u32)
+                .map(|i| (i * 7919 + b as u32 * 104_729) % vocab)
+                .collect();
+            Example {
+                labels: ids.iter().map(|&i| i as i64).collect(),
+                mask: vec![true; seq],
+                ids,
+            }
         })
         .collect();
     let refs: Vec<&Example> = examples.iter().collect();

@@ -616,3 +616,39 @@ fn train_cli_reports_progress_and_checks_sequence_length() {
             && out.path().join("model.safetensors").exists()
     );
 }
+
+#[test]
+fn oversized_batches_are_refused_before_allocation() {
+    let s = session("gpt2", Device::flex());
+    // 64 × 128 × 512 × 4 B = 16 MiB of logits against a 8 MiB binding limit.
+    let e = tunelab::train::trainer::check_buffer_limit(&s.config, 64, 128, 8 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("max_storage_buffer_binding_size")
+            && e.contains("8.0 MiB over")
+            && e.contains("--batch-size"),
+        "{e}"
+    );
+    assert!(tunelab::train::trainer::check_buffer_limit(&s.config, 1, 128, 8 << 20).is_ok());
+}
+
+#[test]
+fn gradient_accumulation_equals_one_large_batch() {
+    let data = text_data("gpt2", 16);
+    let device = Device::flex().autodiff();
+    let ex: Vec<_> = data.examples.iter().take(2).collect();
+    let mut t = trainer("gpt2", config(Method::Full(FullConfig::default()), 1e-3, 1)).unwrap();
+    let (l1, g1) = t.gradients(&[data::collate(&ex, &device)]);
+    let (l2, g2) = t.gradients(&[
+        data::collate(&ex[..1], &device),
+        data::collate(&ex[1..], &device),
+    ]);
+    let read = |t| pollster::block_on(tunelab::model::read_f32(t)).unwrap();
+    assert!((read(l1)[0] - read(l2)[0]).abs() < 1e-5);
+    for ((n, a), (_, b)) in g1.into_iter().zip(g2) {
+        let (a, b) = (read(a.flat), read(b.flat));
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        assert!(max_abs_diff(&a, &b) / scale < 1e-4, "{n}");
+    }
+}

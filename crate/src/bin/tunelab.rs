@@ -490,6 +490,14 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
             session.config.max_positions()
         )));
     }
+    if let Some(adapter) = &selected.adapter {
+        tunelab::train::trainer::check_buffer_limit(
+            &session.config,
+            a.batch_size,
+            a.seq_len,
+            adapter.max_storage_buffer_binding_size,
+        )?;
+    }
     let train_data = data::load(&a.data, tok, &opts)?;
     let eval_data = match &a.eval_data {
         Some(p) => Some(data::load(p, tok, &opts)?),

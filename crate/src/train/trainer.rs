@@ -570,3 +570,44 @@ pub fn signature(model: &CausalLm) -> String {
     });
     format!("{h:016x}")
 }
+
+/// The largest single buffer a training step allocates (bytes) and what it holds: the logits
+/// `[batch, seq, vocab]` or the attention scores `[batch, heads, seq, seq]`, in f32.
+pub fn largest_buffer(
+    config: &crate::hf::ModelConfig,
+    batch: usize,
+    seq: usize,
+) -> (u64, &'static str) {
+    let heads = match &config.arch {
+        crate::hf::Architecture::Llama(c) => c.num_attention_heads,
+        crate::hf::Architecture::Gpt2(c) => c.n_head,
+    };
+    let logits = (batch * seq * config.vocab_size()) as u64 * 4;
+    let scores = (batch * heads * seq * seq) as u64 * 4;
+    if logits >= scores {
+        (logits, "logits")
+    } else {
+        (scores, "attention-score")
+    }
+}
+
+/// Refuse a batch whose largest buffer would exceed the device's binding limit (WebGPU and
+/// Vulkan fail such allocations), saying which limit and by how much.
+pub fn check_buffer_limit(
+    config: &crate::hf::ModelConfig,
+    batch: usize,
+    seq: usize,
+    max_binding: u64,
+) -> Result<()> {
+    let (bytes, what) = largest_buffer(config, batch, seq);
+    if bytes > max_binding {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        return Err(Error::Device(format!(
+            "a batch of {batch} × {seq} tokens needs a {:.1} MiB {what} buffer, {:.1} MiB over this adapter's max_storage_buffer_binding_size ({:.1} MiB); use a smaller --batch-size or --seq-len",
+            mib(bytes),
+            mib(bytes - max_binding),
+            mib(max_binding)
+        )));
+    }
+    Ok(())
+}
