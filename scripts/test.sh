@@ -24,6 +24,10 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# wgpu's Vulkan loader complains (harmlessly) on every start without a runtime dir.
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime-$(id -u)}
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 # The wgpu tests must run (lavapipe is installed above), not be skipped.
