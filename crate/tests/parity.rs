@@ -168,3 +168,33 @@ fn greedy_generation_is_the_argmax_continuation() {
         "generation {text:?} does not start with the argmax token ({expected_first:?})"
     );
 }
+
+#[test]
+fn kv_cached_decoding_gives_the_full_forward_logits() {
+    for (label, device) in devices() {
+        for model in MODELS {
+            let session = load(&ModelSource::Dir(fixtures().join(model)), device.clone());
+            let ids: Vec<u32> = vec![276, 391, 318, 75, 404, 416, 490, 88, 461, 384];
+            let full = pollster::block_on(session.logits(&ids)).unwrap();
+            let v = session.config.vocab_size();
+            let mut cache = tunelab::model::KvCache::default();
+            // A 6-token prompt, then one token at a time.
+            let mut got = Vec::new();
+            let mut fed = 0;
+            for chunk in [6, 1, 1, 1, 1] {
+                let t = tunelab::model::ids_tensor(&ids[fed..fed + chunk], v, &device).unwrap();
+                got.extend(
+                    pollster::block_on(read_f32(session.model.forward_cached(t, &mut cache)))
+                        .unwrap(),
+                );
+                fed += chunk;
+            }
+            assert_eq!(cache.len(), ids.len());
+            let err = max_abs_diff(&got, &full);
+            assert!(
+                err <= LOGIT_TOL,
+                "{model} on {label}: cached logits differ by {err}"
+            );
+        }
+    }
+}

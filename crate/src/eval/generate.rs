@@ -1,7 +1,7 @@
 //! Text generation: greedy or temperature + nucleus (top-p) sampling, streamed token by token.
 
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, ids_tensor, read_f32};
+use crate::model::{CausalLm, KvCache, ids_tensor, read_f32};
 use crate::rng::SplitMix64;
 use burn::tensor::Device;
 
@@ -50,7 +50,8 @@ impl GenerateOptions {
 }
 
 /// Generate up to `max_new_tokens` after `prompt`, calling `on_token(id)` as each is chosen.
-/// The context is cut from the left to the model's `context` length.
+/// Keys and values are cached, so each new token costs one position's forward pass. When the
+/// model's `context` is full, the oldest tokens are dropped and the cache is rebuilt.
 pub async fn generate(
     model: &CausalLm,
     prompt: &[u32],
@@ -67,15 +68,21 @@ pub async fn generate(
     let mut rng = SplitMix64(opts.seed);
     let mut ids = prompt.to_vec();
     let mut out = Vec::new();
+    let mut cache = KvCache::default();
+    let mut feed: Vec<u32> = ids[ids.len().saturating_sub(context)..].to_vec();
     for _ in 0..opts.max_new_tokens {
-        let window = &ids[ids.len().saturating_sub(context)..];
-        let t = window.len();
-        let logits = model.forward(ids_tensor(window, vocab, device)?, None);
+        if cache.len() + feed.len() > context {
+            cache = KvCache::default();
+            feed = ids[ids.len() + 1 - context..].to_vec();
+        }
+        let t = feed.len();
+        let logits = model.forward_cached(ids_tensor(&feed, vocab, device)?, &mut cache);
         let last = read_f32(logits.slice_dim(1, t - 1..t)).await?;
         let next = pick(&last, opts, &mut rng);
         on_token(next);
         out.push(next);
         ids.push(next);
+        feed = vec![next];
         if Some(next) == opts.stop_id {
             break;
         }

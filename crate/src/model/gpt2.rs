@@ -4,7 +4,9 @@
 use burn::module::Module;
 use burn::tensor::{Int, Tensor};
 
-use super::layers::{Embedding, LayerNorm, Linear, activation, attention, dropout};
+use super::layers::{
+    Embedding, KvCache, LayerCache, LayerNorm, Linear, activation, attention, dropout,
+};
 use super::weights::WeightStore;
 use super::{ParamMut, Visit};
 use crate::hf::{Gpt2Config, HfError};
@@ -126,15 +128,23 @@ impl Gpt2LmHeadModel {
         })
     }
 
-    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under an additive `mask`.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<4>) -> Tensor<3> {
+    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under an additive `mask`; with a
+    /// cache, `ids` continue the cached positions and their keys/values are appended.
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Tensor<4>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [b, t] = ids.dims();
-        let positions = Tensor::<1, Int>::arange(0..t as i64, &ids.device())
+        let start = cache.as_ref().map_or(0, |c| c.len()) as i64;
+        let positions = Tensor::<1, Int>::arange(start..start + t as i64, &ids.device())
             .unsqueeze::<2>()
             .expand([b, t]);
         let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
-        for block in &self.h {
-            x = block.forward(x, mask.clone());
+        for (i, block) in self.h.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| (c, i));
+            x = block.forward(x, mask.clone(), slot);
         }
         let x = self.ln_f.forward(x);
         match &self.lm_head {
@@ -190,8 +200,8 @@ impl Gpt2LmHeadModel {
 }
 
 impl Gpt2Block {
-    fn forward(&self, x: Tensor<3>, mask: Tensor<4>) -> Tensor<3> {
-        let attn = self.attn.forward(self.ln_1.forward(x.clone()), mask);
+    fn forward(&self, x: Tensor<3>, mask: Tensor<4>, cache: LayerCache) -> Tensor<3> {
+        let attn = self.attn.forward(self.ln_1.forward(x.clone()), mask, cache);
         let h = x + dropout(attn, self.resid_pdrop);
         let mlp = self.mlp.forward(self.ln_2.forward(h.clone()));
         h + dropout(mlp, self.resid_pdrop)
@@ -199,7 +209,7 @@ impl Gpt2Block {
 }
 
 impl Gpt2Attention {
-    fn forward(&self, x: Tensor<3>, mask: Tensor<4>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mask: Tensor<4>, cache: LayerCache) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let qkv = self.c_attn.forward(x);
         let split = |i: usize| {
@@ -208,14 +218,11 @@ impl Gpt2Attention {
                 .reshape([b, t, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
-        let out = attention(
-            split(0),
-            split(1),
-            split(2),
-            mask,
-            self.scale,
-            self.attn_pdrop,
-        );
+        let (k, v) = match cache {
+            Some((c, i)) => c.extend(i, split(1), split(2)),
+            None => (split(1), split(2)),
+        };
+        let out = attention(split(0), k, v, mask, self.scale, self.attn_pdrop);
         self.c_proj.forward(out)
     }
 }

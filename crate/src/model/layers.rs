@@ -208,6 +208,44 @@ pub fn attention_mask(
     Tensor::<4>::zeros([batch, 1, q_len, kv_len], device).mask_fill(masked, MASKED)
 }
 
+/// Keys and values of the positions seen so far, per layer (`[batch, kv_heads, len, head_dim]`),
+/// so generation feeds only the new token instead of the whole sequence.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.dims()[2],
+            _ => 0,
+        }
+    }
+
+    /// True before the first forward pass.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Append this step's keys and values for `layer` and return all of them.
+    pub fn extend(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        if self.layers.len() <= layer {
+            self.layers.resize(layer + 1, None);
+        }
+        let (k, v) = match self.layers[layer].take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        self.layers[layer] = Some((k.clone(), v.clone()));
+        (k, v)
+    }
+}
+
+/// A layer's view of the cache: the cache and the layer's index in it.
+pub type LayerCache<'a> = Option<(&'a mut KvCache, usize)>;
+
 /// Score given to masked positions (exp underflows to exactly 0 in f32).
 const MASKED: f32 = -1.0e9;
 

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor};
 
-use super::layers::{Embedding, Linear, RmsNorm, Rope, attention, dropout};
+use super::layers::{Embedding, KvCache, LayerCache, Linear, RmsNorm, Rope, attention, dropout};
 use super::weights::WeightStore;
 use super::{ParamMut, Visit};
 use crate::hf::{HfError, LlamaConfig};
@@ -128,11 +128,19 @@ impl LlamaForCausalLm {
         })
     }
 
-    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under an additive `mask`.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<4>) -> Tensor<3> {
+    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under an additive `mask`; with a
+    /// cache, `ids` continue the cached positions and their keys/values are appended.
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Tensor<4>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let start = cache.as_ref().map_or(0, |c| c.len());
         let mut x = self.embed_tokens.forward(ids);
-        for layer in &self.layers {
-            x = layer.forward(x, mask.clone(), &self.rope);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(x, mask.clone(), &self.rope, start, slot);
         }
         let x = self.norm.forward(x);
         match &self.lm_head {
@@ -194,10 +202,16 @@ impl LlamaForCausalLm {
 }
 
 impl LlamaDecoderLayer {
-    fn forward(&self, x: Tensor<3>, mask: Tensor<4>, rope: &Rope) -> Tensor<3> {
-        let attn = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), mask, rope);
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Tensor<4>,
+        rope: &Rope,
+        start: usize,
+        cache: LayerCache,
+    ) -> Tensor<3> {
+        let normed = self.input_layernorm.forward(x.clone());
+        let attn = self.self_attn.forward(normed, mask, rope, start, cache);
         let h = x + dropout(attn, self.residual_dropout);
         let mlp = self
             .mlp
@@ -207,16 +221,27 @@ impl LlamaDecoderLayer {
 }
 
 impl LlamaAttention {
-    fn forward(&self, x: Tensor<3>, mask: Tensor<4>, rope: &Rope) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Tensor<4>,
+        rope: &Rope,
+        start: usize,
+        cache: LayerCache,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let heads = |p: &Linear, n: usize| {
             p.forward(x.clone())
                 .reshape([b, t, n, self.head_dim])
                 .swap_dims(1, 2)
         };
-        let q = rope.apply(heads(&self.q_proj, self.num_heads), 0);
-        let k = rope.apply(heads(&self.k_proj, self.num_key_value_heads), 0);
+        let q = rope.apply(heads(&self.q_proj, self.num_heads), start);
+        let k = rope.apply(heads(&self.k_proj, self.num_key_value_heads), start);
         let v = heads(&self.v_proj, self.num_key_value_heads);
+        let (k, v) = match cache {
+            Some((c, i)) => c.extend(i, k, v),
+            None => (k, v),
+        };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         self.o_proj
             .forward(attention(q, k, v, mask, scale, self.attention_dropout))

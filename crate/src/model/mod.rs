@@ -14,6 +14,7 @@ use crate::event::Event;
 use crate::hf::checkpoint::{self, CheckpointSummary};
 use crate::hf::{Architecture, Fetch, HfError, ModelConfig, Tokenizer};
 pub use gpt2::Gpt2LmHeadModel;
+pub use layers::KvCache;
 use layers::Linear;
 pub use llama::LlamaForCausalLm;
 use weights::WeightStore;
@@ -92,8 +93,20 @@ impl CausalLm {
         let [b, t] = ids.dims();
         let mask = layers::attention_mask(padding, b, t, t, &ids.device());
         match self {
-            CausalLm::Llama(m) => m.forward(ids, mask),
-            CausalLm::Gpt2(m) => m.forward(ids, mask),
+            CausalLm::Llama(m) => m.forward(ids, mask, None),
+            CausalLm::Gpt2(m) => m.forward(ids, mask, None),
+        }
+    }
+
+    /// Logits for `ids` `[batch, new]` that continue the positions in `cache`, appending their
+    /// keys and values to it (no padding).
+    pub fn forward_cached(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let past = cache.len();
+        let mask = layers::attention_mask(None, b, t, past + t, &ids.device());
+        match self {
+            CausalLm::Llama(m) => m.forward(ids, mask, Some(cache)),
+            CausalLm::Gpt2(m) => m.forward(ids, mask, Some(cache)),
         }
     }
 
