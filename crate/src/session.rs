@@ -132,6 +132,7 @@ impl Session {
                     }
                     Err(e) => decode_err = Some(e),
                 }
+                true
             },
         )
         .await?;

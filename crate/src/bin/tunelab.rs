@@ -98,6 +98,9 @@ enum Command {
     },
     /// Fine-tune a model (full or LoRA) on text or instruction data.
     Train(Box<TrainArgs>),
+    /// Score benchmarks: what a model learned (gsm8k, humaneval, perplexity) and forgot
+    /// (hellaswag, arc, winogrande), as lm-evaluation-harness scores them.
+    Eval(Box<EvalArgs>),
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face checkpoint.
     Merge {
         /// Base model directory or URL.
@@ -108,6 +111,49 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Model directory or Hugging Face base URL.
+    model: String,
+    /// PEFT LoRA adapter to apply.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// NAME=FILE in the published JSONL layout: hellaswag, arc, winogrande, gsm8k (add
+    /// `,train=FILE` for few-shot examples), humaneval, perplexity (text or JSONL `text`).
+    #[arg(long = "task", required = true)]
+    tasks: Vec<String>,
+    /// Score at most this many items per task.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Few-shot examples for gsm8k.
+    #[arg(long, default_value_t = 5)]
+    shots: usize,
+    #[arg(long, default_value_t = 256)]
+    max_gen_toks: usize,
+    /// Samples per humaneval problem (the paper: 50).
+    #[arg(long, default_value_t = 10)]
+    samples: usize,
+    #[arg(long, default_value_t = 0.2)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    /// Run generated code with the system python3 (dangerous: it runs with your rights; see
+    /// the README).
+    #[arg(long)]
+    allow_exec: bool,
+    /// Score each choice with its own forward pass instead of one batch per item.
+    #[arg(long)]
+    no_batch: bool,
+    /// Skip lines that are not valid items, and count them.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    /// Also write the full report (per-item scores, generations) to this JSON file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -364,6 +410,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Train(args) => train(*args, cli.device, json)?,
+        Command::Eval(args) => eval(*args, cli.device, json)?,
         Command::Merge { base, adapter, out } => {
             let mut session = load(&base, Some(&adapter), cli.device, json)?;
             tunelab::model::lora::merge(&mut session.model);
@@ -381,6 +428,90 @@ fn run(cli: Cli) -> Result<(), Error> {
             } else {
                 println!("merged {adapter} into {base}: {}", out.display());
             }
+        }
+    }
+    Ok(())
+}
+
+fn eval(a: EvalArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
+    use tunelab::eval::suite::{self, EvalOptions, TaskKind};
+    let input = |m: String| Error::Input(m);
+    let open = |p: &str| -> Result<std::io::BufReader<std::fs::File>, Error> {
+        std::fs::File::open(p)
+            .map(std::io::BufReader::new)
+            .map_err(|e| input(format!("--task: {p}: {e}")))
+    };
+    let mut tasks = Vec::new();
+    for spec in &a.tasks {
+        let (name, rest) = spec
+            .split_once('=')
+            .ok_or_else(|| input(format!("--task `{spec}`: expected NAME=FILE")))?;
+        let kind: TaskKind = name.parse().map_err(input)?;
+        let mut parts = rest.split(',');
+        let file = parts.next().unwrap_or_default().to_string();
+        let mut train = None;
+        for p in parts {
+            match p.split_once('=') {
+                Some(("train", f)) => train = Some(f.to_string()),
+                _ => return Err(input(format!("--task `{spec}`: unknown option `{p}` (only train=FILE)"))),
+            }
+        }
+        let mut reader = open(&file)?;
+        let mut train_reader = match &train {
+            Some(t) => Some(open(t)?),
+            None => None,
+        };
+        tasks.push(suite::read_task(
+            name,
+            kind,
+            (&file, &mut reader),
+            match (&train, train_reader.as_mut()) {
+                (Some(t), Some(r)) => Some((t.as_str(), r as &mut dyn std::io::BufRead)),
+                _ => None,
+            },
+            a.skip_bad_lines,
+            a.limit,
+        )?);
+    }
+    let opts = EvalOptions {
+        shots: a.shots,
+        max_gen_toks: a.max_gen_toks,
+        samples: a.samples,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        allow_exec: a.allow_exec,
+        exec_timeout_s: 10.0,
+        batched: !a.no_batch,
+    };
+    let session = load(&a.model, a.adapter.as_deref(), choice, json)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("{msg:12} [{bar:30}] {pos}/{len} items [{elapsed_precise}<{eta_precise}]").expect("valid template"));
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let start = std::time::Instant::now();
+    let report = pollster::block_on(suite::run(&session, &tasks, &opts, &mut |e| {
+        if let Event::Progress(p) = e {
+            bar.set_message(p.task.clone());
+            bar.set_length(p.total.unwrap_or(0));
+            bar.set_position(p.done);
+        }
+    }))?;
+    bar.finish_and_clear();
+    if let Some(out) = &a.out {
+        write_atomic(out, &serde_json::to_vec_pretty(&report).expect("report serializes"))?;
+    }
+    if json {
+        print_json(&serde_json::json!({"metrics": report.metrics, "notes": report.notes, "seconds": start.elapsed().as_secs_f64()}));
+    } else {
+        println!("| task | metric | value | items | variant |");
+        println!("|---|---|---|---|---|");
+        for m in &report.metrics {
+            println!("| {} | {} | {:.4} | {} | {} |", m.task, m.metric, m.value, m.items, m.variant);
+        }
+        for n in &report.notes {
+            println!("note: {n}");
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{CausalLm, KvCache, ids_tensor, read_f32};
+use crate::hf::Tokenizer;
 use crate::rng::SplitMix64;
 use burn::tensor::Device;
 
@@ -49,7 +50,8 @@ impl GenerateOptions {
     }
 }
 
-/// Generate up to `max_new_tokens` after `prompt`, calling `on_token(id)` as each is chosen.
+/// Generate up to `max_new_tokens` after `prompt`, calling `on_token(id)` as each is chosen;
+/// generation stops early when it returns false (a stop sequence) or at `stop_id`.
 /// Keys and values are cached, so each new token costs one position's forward pass. When the
 /// model's `context` is full, the oldest tokens are dropped and the cache is rebuilt.
 pub async fn generate(
@@ -59,7 +61,7 @@ pub async fn generate(
     context: usize,
     device: &Device,
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Vec<u32>> {
     opts.validate()?;
     if prompt.is_empty() {
@@ -79,15 +81,46 @@ pub async fn generate(
         let logits = model.forward_cached(ids_tensor(&feed, vocab, device)?, &mut cache);
         let last = read_f32(logits.slice_dim(1, t - 1..t)).await?;
         let next = pick(&last, opts, &mut rng);
-        on_token(next);
         out.push(next);
         ids.push(next);
         feed = vec![next];
-        if Some(next) == opts.stop_id {
+        if !on_token(next) || Some(next) == opts.stop_id {
             break;
         }
     }
     Ok(out)
+}
+
+/// Generate after `prompt` (token ids) until one of `stop` appears in the decoded text, EOS,
+/// or `opts.max_new_tokens`. Returns the text before the first stop sequence.
+pub async fn generate_until(
+    model: &CausalLm,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    stop: &[&str],
+    vocab: usize,
+    context: usize,
+    device: &Device,
+    opts: &GenerateOptions,
+) -> Result<String> {
+    let mut generated = Vec::new();
+    let mut text = String::new();
+    let mut failed = None;
+    generate(model, prompt, vocab, context, device, opts, |id| {
+        generated.push(id);
+        match tok.decode(&generated) {
+            Ok(t) => text = t,
+            Err(e) => failed = Some(e),
+        }
+        failed.is_none() && !stop.iter().any(|s| text.contains(s))
+    })
+    .await?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let cut = stop.iter().filter_map(|s| text.find(s)).min().unwrap_or(text.len());
+    text.truncate(cut);
+    Ok(text)
 }
 
 /// Choose a token from one row of logits.

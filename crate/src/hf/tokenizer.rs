@@ -47,6 +47,19 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` without special tokens (lm-evaluation-harness's `tok_encode` for
+    /// causal models).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, HfError> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| HfError::Tokenizer {
+                file: self.file.clone(),
+                message: format!("cannot encode text: {e}"),
+            })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Text of `ids`, skipping special tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String, HfError> {
         self.inner

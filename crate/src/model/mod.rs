@@ -270,6 +270,17 @@ pub fn ids_tensor(ids: &[u32], vocab: usize, device: &Device) -> Result<Tensor<2
     ))
 }
 
+/// Read an integer tensor back as i64 values, asynchronously.
+pub async fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Readback(format!("{e:?}")))?;
+    data.convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| Error::Readback(format!("{e:?}")))
+}
+
 /// Read a float tensor back as f32 values, asynchronously (required on the web).
 pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t
