@@ -453,7 +453,11 @@ fn eval(a: EvalArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         for p in parts {
             match p.split_once('=') {
                 Some(("train", f)) => train = Some(f.to_string()),
-                _ => return Err(input(format!("--task `{spec}`: unknown option `{p}` (only train=FILE)"))),
+                _ => {
+                    return Err(input(format!(
+                        "--task `{spec}`: unknown option `{p}` (only train=FILE)"
+                    )));
+                }
             }
         }
         let mut reader = open(&file)?;
@@ -486,7 +490,12 @@ fn eval(a: EvalArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
     };
     let session = load(&a.model, a.adapter.as_deref(), choice, json)?;
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{msg:12} [{bar:30}] {pos}/{len} items [{elapsed_precise}<{eta_precise}]").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:12} [{bar:30}] {pos}/{len} items [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
+    );
     if json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -500,15 +509,23 @@ fn eval(a: EvalArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
     }))?;
     bar.finish_and_clear();
     if let Some(out) = &a.out {
-        write_atomic(out, &serde_json::to_vec_pretty(&report).expect("report serializes"))?;
+        write_atomic(
+            out,
+            &serde_json::to_vec_pretty(&report).expect("report serializes"),
+        )?;
     }
     if json {
-        print_json(&serde_json::json!({"metrics": report.metrics, "notes": report.notes, "seconds": start.elapsed().as_secs_f64()}));
+        print_json(
+            &serde_json::json!({"metrics": report.metrics, "notes": report.notes, "seconds": start.elapsed().as_secs_f64()}),
+        );
     } else {
         println!("| task | metric | value | items | variant |");
         println!("|---|---|---|---|---|");
         for m in &report.metrics {
-            println!("| {} | {} | {:.4} | {} | {} |", m.task, m.metric, m.value, m.items, m.variant);
+            println!(
+                "| {} | {} | {:.4} | {} | {} |",
+                m.task, m.metric, m.value, m.items, m.variant
+            );
         }
         for n in &report.notes {
             println!("note: {n}");

@@ -19,7 +19,9 @@ pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
     if n < k || n - c < k {
         return 1.0;
     }
-    1.0 - ((n - c + 1)..=n).map(|i| 1.0 - k as f64 / i as f64).product::<f64>()
+    1.0 - ((n - c + 1)..=n)
+        .map(|i| 1.0 - k as f64 / i as f64)
+        .product::<f64>()
 }
 
 /// The program that checks one completion.
@@ -115,7 +117,10 @@ pub fn diversity(samples: &[String], passed: Option<&[bool]>) -> Diversity {
         let count = |b: bool| sets.get(&b).map_or(0, HashSet::len);
         (count(true), count(false))
     });
-    let words: Vec<Vec<&str>> = samples.iter().map(|s| s.split_whitespace().collect()).collect();
+    let words: Vec<Vec<&str>> = samples
+        .iter()
+        .map(|s| s.split_whitespace().collect())
+        .collect();
     let distinct = |n: usize| {
         let grams: Vec<&[&str]> = words.iter().flat_map(|w| w.windows(n)).collect();
         if grams.is_empty() {
@@ -147,7 +152,11 @@ mod tests {
 
     #[test]
     fn diversity_counts_unique_samples_and_ngrams() {
-        let s = vec!["return a + b".to_string(), "return a + b".to_string(), "return b + a".to_string()];
+        let s = vec![
+            "return a + b".to_string(),
+            "return a + b".to_string(),
+            "return b + a".to_string(),
+        ];
         let d = diversity(&s, Some(&[true, true, false]));
         assert!((d.unique_fraction - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!((d.unique_passing, d.unique_failing), (Some(1), Some(1)));

@@ -1,8 +1,8 @@
 //! Text generation: greedy or temperature + nucleus (top-p) sampling, streamed token by token.
 
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, KvCache, ids_tensor, read_f32};
 use crate::hf::Tokenizer;
+use crate::model::{CausalLm, KvCache, ids_tensor, read_f32};
 use crate::rng::SplitMix64;
 use burn::tensor::Device;
 
@@ -118,7 +118,11 @@ pub async fn generate_until(
     if let Some(e) = failed {
         return Err(e.into());
     }
-    let cut = stop.iter().filter_map(|s| text.find(s)).min().unwrap_or(text.len());
+    let cut = stop
+        .iter()
+        .filter_map(|s| text.find(s))
+        .min()
+        .unwrap_or(text.len());
     text.truncate(cut);
     Ok(text)
 }

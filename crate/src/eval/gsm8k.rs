@@ -19,7 +19,10 @@ pub const INVALID: &str = "[invalid]";
 pub fn prompt(shots: &[GsmItem], item: &GsmItem) -> String {
     let mut p = String::new();
     for s in shots {
-        p.push_str(&format!("Question: {}\nAnswer: {}\n\n", s.question, s.answer));
+        p.push_str(&format!(
+            "Question: {}\nAnswer: {}\n\n",
+            s.question, s.answer
+        ));
     }
     p.push_str(&format!("Question: {}\nAnswer:", item.question));
     p

@@ -24,10 +24,17 @@ pub struct Scored {
 }
 
 /// Context and continuation token ids, as lm-eval's `_encode_pair`.
-pub fn encode_pair(tok: &Tokenizer, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+pub fn encode_pair(
+    tok: &Tokenizer,
+    context: &str,
+    continuation: &str,
+) -> Result<(Vec<u32>, Vec<u32>)> {
     let trimmed = context.trim_end();
     let (context, continuation) = if trimmed.len() < context.len() {
-        (trimmed.to_string(), format!("{}{continuation}", &context[trimmed.len()..]))
+        (
+            trimmed.to_string(),
+            format!("{}{continuation}", &context[trimmed.len()..]),
+        )
     } else {
         (context.to_string(), continuation.to_string())
     };
@@ -79,7 +86,10 @@ async fn score_batch(
             (window[..window.len() - 1].to_vec(), cont, truncated)
         })
         .collect();
-    let (b, l) = (rows.len(), rows.iter().map(|r| r.0.len()).max().unwrap_or(1));
+    let (b, l) = (
+        rows.len(),
+        rows.iter().map(|r| r.0.len()).max().unwrap_or(1),
+    );
     let mut ids = vec![0i64; b * l];
     let mut targets = vec![0i64; b * l];
     let mut mask = vec![false; b * l];

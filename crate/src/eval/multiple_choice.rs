@@ -36,7 +36,10 @@ pub struct McResult {
 
 fn argmax(v: impl Iterator<Item = f64>) -> usize {
     v.enumerate()
-        .fold((0, f64::NEG_INFINITY), |b, (i, x)| if x > b.1 { (i, x) } else { b })
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |b, (i, x)| if x > b.1 { (i, x) } else { b },
+        )
         .0
 }
 

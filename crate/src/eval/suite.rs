@@ -47,7 +47,10 @@ impl std::str::FromStr for TaskKind {
 /// A task's items, parsed.
 pub enum TaskData {
     MultipleChoice(Vec<McItem>),
-    Gsm8k { test: Vec<GsmItem>, train: Vec<GsmItem> },
+    Gsm8k {
+        test: Vec<GsmItem>,
+        train: Vec<GsmItem>,
+    },
     Code(Vec<CodeProblem>),
     /// Documents to score.
     Text(Vec<String>),
@@ -73,20 +76,33 @@ pub fn read_task(
     limit: Option<usize>,
 ) -> Result<Task> {
     let (fname, reader) = file;
-    let mc = |parse: fn(&serde_json::Value, usize) -> Result<McItem, String>, r: &mut dyn BufRead| {
+    let mc = |parse: fn(&serde_json::Value, usize) -> Result<McItem, String>,
+              r: &mut dyn BufRead| {
         tasks::read_jsonl(r, fname, skip_bad, limit, parse)
     };
     let (data, skipped) = match kind {
-        TaskKind::Hellaswag => mc(tasks::parse_hellaswag, reader).map(|l| (TaskData::MultipleChoice(l.items), l.skipped))?,
-        TaskKind::Arc => mc(tasks::parse_arc, reader).map(|l| (TaskData::MultipleChoice(l.items), l.skipped))?,
-        TaskKind::Winogrande => mc(tasks::parse_winogrande, reader).map(|l| (TaskData::MultipleChoice(l.items), l.skipped))?,
+        TaskKind::Hellaswag => mc(tasks::parse_hellaswag, reader)
+            .map(|l| (TaskData::MultipleChoice(l.items), l.skipped))?,
+        TaskKind::Arc => {
+            mc(tasks::parse_arc, reader).map(|l| (TaskData::MultipleChoice(l.items), l.skipped))?
+        }
+        TaskKind::Winogrande => mc(tasks::parse_winogrande, reader)
+            .map(|l| (TaskData::MultipleChoice(l.items), l.skipped))?,
         TaskKind::Gsm8k => {
             let test = tasks::read_jsonl(reader, fname, skip_bad, limit, tasks::parse_gsm8k)?;
             let train = match train {
-                Some((tname, r)) => tasks::read_jsonl(r, tname, skip_bad, None, tasks::parse_gsm8k)?.items,
+                Some((tname, r)) => {
+                    tasks::read_jsonl(r, tname, skip_bad, None, tasks::parse_gsm8k)?.items
+                }
                 None => Vec::new(),
             };
-            (TaskData::Gsm8k { test: test.items, train }, test.skipped)
+            (
+                TaskData::Gsm8k {
+                    test: test.items,
+                    train,
+                },
+                test.skipped,
+            )
         }
         TaskKind::Humaneval => {
             let l = tasks::read_jsonl(reader, fname, skip_bad, limit, tasks::parse_humaneval)?;
@@ -97,15 +113,20 @@ pub fn read_task(
             let mut text = String::new();
             let jsonl = fname.ends_with(".jsonl") || fname.ends_with(".json");
             for (i, line) in reader.lines().enumerate() {
-                let line = line.map_err(|e| Error::Input(format!("{fname}: line {}: {e}", i + 1)))?;
+                let line =
+                    line.map_err(|e| Error::Input(format!("{fname}: line {}: {e}", i + 1)))?;
                 if jsonl {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    let v: serde_json::Value = serde_json::from_str(&line)
-                        .map_err(|e| Error::Input(format!("{fname}: line {}: not valid JSON: {e}", i + 1)))?;
+                    let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+                        Error::Input(format!("{fname}: line {}: not valid JSON: {e}", i + 1))
+                    })?;
                     let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
-                        Error::Input(format!("{fname}: line {}: missing string field `text`", i + 1))
+                        Error::Input(format!(
+                            "{fname}: line {}: missing string field `text`",
+                            i + 1
+                        ))
                     })?;
                     docs.push(t.to_string());
                     if limit.is_some_and(|l| docs.len() >= l) {
@@ -220,7 +241,9 @@ pub async fn run(
     let mut mc_results: Vec<(String, McResult)> = Vec::new();
     for task in tasks {
         if task.skipped > 0 {
-            report.notes.push(format!("{}: {} bad lines skipped", task.name, task.skipped));
+            report
+                .notes
+                .push(format!("{}: {} bad lines skipped", task.name, task.skipped));
         }
         match &task.data {
             TaskData::MultipleChoice(items) => {
@@ -234,12 +257,21 @@ pub async fn run(
                         task.name, r.truncated
                     ));
                 }
-                report.details.insert(task.name.clone(), serde_json::to_value(&r).unwrap_or_default());
+                report.details.insert(
+                    task.name.clone(),
+                    serde_json::to_value(&r).unwrap_or_default(),
+                );
                 mc_results.push((task.name.clone(), r));
             }
-            TaskData::Gsm8k { test, train } => run_gsm8k(session, task, test, train, opts, on_event, &mut report).await?,
-            TaskData::Code(problems) => run_code(session, task, problems, opts, on_event, &mut report).await?,
-            TaskData::Text(docs) => run_perplexity(session, task, docs, on_event, &mut report).await?,
+            TaskData::Gsm8k { test, train } => {
+                run_gsm8k(session, task, test, train, opts, on_event, &mut report).await?
+            }
+            TaskData::Code(problems) => {
+                run_code(session, task, problems, opts, on_event, &mut report).await?
+            }
+            TaskData::Text(docs) => {
+                run_perplexity(session, task, docs, on_event, &mut report).await?
+            }
         }
     }
     if !mc_results.is_empty() {
@@ -248,12 +280,22 @@ pub async fn run(
         let task = format!("forgetting[{}]", names.join("+"));
         let items = mc_results.iter().map(|(_, r)| r.items).sum();
         for (metric, variant, f) in [
-            ("acc", VARIANT_ACC, (|r: &McResult| r.acc) as fn(&McResult) -> f64),
+            (
+                "acc",
+                VARIANT_ACC,
+                (|r: &McResult| r.acc) as fn(&McResult) -> f64,
+            ),
             ("acc_norm", VARIANT_NORM, |r: &McResult| r.acc_norm),
             ("ppl_acc", VARIANT_PPL, |r: &McResult| r.ppl_acc),
         ] {
             let mean = mc_results.iter().map(|(_, r)| f(r)).sum::<f64>() / n;
-            report.push(&task, &format!("score_{metric}"), &format!("mean accuracy, {variant}"), mean, items);
+            report.push(
+                &task,
+                &format!("score_{metric}"),
+                &format!("mean accuracy, {variant}"),
+                mean,
+                items,
+            );
         }
     }
     Ok(report)
@@ -274,8 +316,15 @@ async fn run_mc(
     let mut per_item = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         per_item.push(
-            multiple_choice::score_item(&session.model, tok, item, session.config.max_positions(), &session.device, opts.batched)
-                .await?,
+            multiple_choice::score_item(
+                &session.model,
+                tok,
+                item,
+                session.config.max_positions(),
+                &session.device,
+                opts.batched,
+            )
+            .await?,
         );
         on_event(&progress(&task.name, i + 1, items.len()));
     }
@@ -306,15 +355,40 @@ async fn run_gsm8k(
     let max_gen = opts.max_gen_toks.min(context - 1);
     let shots = &train[..opts.shots.min(train.len())];
     if shots.len() < opts.shots {
-        report.notes.push(format!("{}: {} of {} few-shot examples available (pass train=FILE)", task.name, shots.len(), opts.shots));
+        report.notes.push(format!(
+            "{}: {} of {} few-shot examples available (pass train=FILE)",
+            task.name,
+            shots.len(),
+            opts.shots
+        ));
     }
-    let gen_opts = GenerateOptions { max_new_tokens: max_gen, temperature: 0.0, top_p: 1.0, seed: opts.seed, stop_id: tok.eos_id };
+    let gen_opts = GenerateOptions {
+        max_new_tokens: max_gen,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: opts.seed,
+        stop_id: tok.eos_id,
+    };
     let (mut strict_ok, mut flex_ok, mut truncated) = (0usize, 0usize, 0usize);
     let mut outputs = Vec::new();
     for (i, item) in test.iter().enumerate() {
-        let (ids, cut) = fit_prompt(tok.encode_plain(&gsm8k::prompt(shots, item))?, context, max_gen);
+        let (ids, cut) = fit_prompt(
+            tok.encode_plain(&gsm8k::prompt(shots, item))?,
+            context,
+            max_gen,
+        );
         truncated += cut as usize;
-        let text = generate_until(&session.model, tok, &ids, gsm8k::STOP, session.config.vocab_size(), context, &session.device, &gen_opts).await?;
+        let text = generate_until(
+            &session.model,
+            tok,
+            &ids,
+            gsm8k::STOP,
+            session.config.vocab_size(),
+            context,
+            &session.device,
+            &gen_opts,
+        )
+        .await?;
         let gold = gsm8k::gold(item);
         let (s, f) = (gsm8k::strict(&text), gsm8k::flexible(&text));
         strict_ok += (gsm8k::normalize(&s) == gold) as usize;
@@ -323,12 +397,29 @@ async fn run_gsm8k(
         on_event(&progress(&task.name, i + 1, test.len()));
     }
     let n = test.len().max(1) as f64;
-    report.push(&task.name, "exact_match_strict", &format!("{}-shot, greedy, number after `#### `", shots.len()), strict_ok as f64 / n, test.len());
-    report.push(&task.name, "exact_match_flexible", &format!("{}-shot, greedy, last number", shots.len()), flex_ok as f64 / n, test.len());
+    report.push(
+        &task.name,
+        "exact_match_strict",
+        &format!("{}-shot, greedy, number after `#### `", shots.len()),
+        strict_ok as f64 / n,
+        test.len(),
+    );
+    report.push(
+        &task.name,
+        "exact_match_flexible",
+        &format!("{}-shot, greedy, last number", shots.len()),
+        flex_ok as f64 / n,
+        test.len(),
+    );
     if truncated > 0 {
-        report.notes.push(format!("{}: {truncated} prompts cut from the left to fit the context", task.name));
+        report.notes.push(format!(
+            "{}: {truncated} prompts cut from the left to fit the context",
+            task.name
+        ));
     }
-    report.details.insert(task.name.clone(), serde_json::Value::Array(outputs));
+    report
+        .details
+        .insert(task.name.clone(), serde_json::Value::Array(outputs));
     Ok(())
 }
 
@@ -348,7 +439,11 @@ async fn run_code(
         report.notes.push(format!(
             "{}: generated code was not executed ({}), so pass@k is not reported",
             task.name,
-            if cfg!(feature = "native") { "pass --allow-exec to run it with python3" } else { "execution is unavailable in the browser" }
+            if cfg!(feature = "native") {
+                "pass --allow-exec to run it with python3"
+            } else {
+                "execution is unavailable in the browser"
+            }
         ));
     }
     let mut pass_rates: Vec<(usize, usize)> = Vec::new();
@@ -366,7 +461,19 @@ async fn run_code(
                 seed: opts.seed.wrapping_add((pi * opts.samples + s) as u64),
                 stop_id: tok.eos_id,
             };
-            samples.push(generate_until(&session.model, tok, &ids, code::STOP, session.config.vocab_size(), context, &session.device, &gen_opts).await?);
+            samples.push(
+                generate_until(
+                    &session.model,
+                    tok,
+                    &ids,
+                    code::STOP,
+                    session.config.vocab_size(),
+                    context,
+                    &session.device,
+                    &gen_opts,
+                )
+                .await?,
+            );
             on_event(&progress(&task.name, pi * opts.samples + s + 1, total));
         }
         let passed: Option<Vec<bool>> = if executing {
@@ -378,24 +485,71 @@ async fn run_code(
             pass_rates.push((samples.len(), ok.iter().filter(|&&b| b).count()));
         }
         div.push(code::diversity(&samples, passed.as_deref()));
-        details.push(serde_json::json!({"task_id": p.task_id, "samples": samples, "passed": passed}));
+        details
+            .push(serde_json::json!({"task_id": p.task_id, "samples": samples, "passed": passed}));
     }
     let n = problems.len();
     for k in [1usize, 10, 100] {
         if !pass_rates.is_empty() && k <= opts.samples {
-            let v = pass_rates.iter().map(|&(n, c)| code::pass_at_k(n, c, k)).sum::<f64>() / pass_rates.len() as f64;
-            report.push(&task.name, &format!("pass@{k}"), &format!("unbiased estimator, n={}, T={}, top-p={}", opts.samples, opts.temperature, opts.top_p), v, n);
+            let v = pass_rates
+                .iter()
+                .map(|&(n, c)| code::pass_at_k(n, c, k))
+                .sum::<f64>()
+                / pass_rates.len() as f64;
+            report.push(
+                &task.name,
+                &format!("pass@{k}"),
+                &format!(
+                    "unbiased estimator, n={}, T={}, top-p={}",
+                    opts.samples, opts.temperature, opts.top_p
+                ),
+                v,
+                n,
+            );
         }
     }
-    let mean = |f: &dyn Fn(&Diversity) -> f64| div.iter().map(f).sum::<f64>() / div.len().max(1) as f64;
-    report.push(&task.name, "unique_fraction", "distinct outputs / samples per prompt", mean(&|d| d.unique_fraction), n);
-    report.push(&task.name, "distinct_1", "distinct word unigrams / unigrams per prompt", mean(&|d| d.distinct_1), n);
-    report.push(&task.name, "distinct_2", "distinct word bigrams / bigrams per prompt", mean(&|d| d.distinct_2), n);
+    let mean =
+        |f: &dyn Fn(&Diversity) -> f64| div.iter().map(f).sum::<f64>() / div.len().max(1) as f64;
+    report.push(
+        &task.name,
+        "unique_fraction",
+        "distinct outputs / samples per prompt",
+        mean(&|d| d.unique_fraction),
+        n,
+    );
+    report.push(
+        &task.name,
+        "distinct_1",
+        "distinct word unigrams / unigrams per prompt",
+        mean(&|d| d.distinct_1),
+        n,
+    );
+    report.push(
+        &task.name,
+        "distinct_2",
+        "distinct word bigrams / bigrams per prompt",
+        mean(&|d| d.distinct_2),
+        n,
+    );
     if executing {
-        report.push(&task.name, "unique_passing", "distinct passing outputs per prompt", mean(&|d| d.unique_passing.unwrap_or(0) as f64), n);
-        report.push(&task.name, "unique_failing", "distinct failing outputs per prompt", mean(&|d| d.unique_failing.unwrap_or(0) as f64), n);
+        report.push(
+            &task.name,
+            "unique_passing",
+            "distinct passing outputs per prompt",
+            mean(&|d| d.unique_passing.unwrap_or(0) as f64),
+            n,
+        );
+        report.push(
+            &task.name,
+            "unique_failing",
+            "distinct failing outputs per prompt",
+            mean(&|d| d.unique_failing.unwrap_or(0) as f64),
+            n,
+        );
     }
-    report.details.insert(task.name.clone(), serde_json::Value::Array(details));
+    report
+        .details
+        .insert(task.name.clone(), serde_json::Value::Array(details));
     Ok(())
 }
 
@@ -413,7 +567,9 @@ fn exec_all(p: &CodeProblem, samples: &[String], opts: &EvalOptions) -> Result<V
 
 #[cfg(not(feature = "native"))]
 fn exec_all(_: &CodeProblem, _: &[String], _: &EvalOptions) -> Result<Vec<bool>> {
-    Err(Error::Input("code execution is unavailable in the browser".into()))
+    Err(Error::Input(
+        "code execution is unavailable in the browser".into(),
+    ))
 }
 
 async fn run_perplexity(
@@ -428,7 +584,14 @@ async fn run_perplexity(
     for (i, d) in docs.iter().enumerate() {
         let ids = tok.encode(d)?;
         if ids.len() >= 2 {
-            let s = perplexity::score_ids(&session.model, &ids, session.config.vocab_size(), session.config.max_positions(), &session.device).await?;
+            let s = perplexity::score_ids(
+                &session.model,
+                &ids,
+                session.config.vocab_size(),
+                session.config.max_positions(),
+                &session.device,
+            )
+            .await?;
             nll += s.nll * s.predictions as f64;
             preds += s.predictions;
             bytes += d.len();
@@ -436,11 +599,32 @@ async fn run_perplexity(
         on_event(&progress(&task.name, i + 1, docs.len()));
     }
     if preds == 0 {
-        return Err(Error::Input(format!("{}: no text with at least 2 tokens to score", task.name)));
+        return Err(Error::Input(format!(
+            "{}: no text with at least 2 tokens to score",
+            task.name
+        )));
     }
     let mean = nll / preds as f64;
-    report.push(&task.name, "nll", "mean next-token NLL (nats)", mean, docs.len());
-    report.push(&task.name, "perplexity", "exp(mean token NLL)", mean.exp(), docs.len());
-    report.push(&task.name, "bits_per_byte", "total NLL / ln 2 / UTF-8 bytes", nll / std::f64::consts::LN_2 / bytes as f64, docs.len());
+    report.push(
+        &task.name,
+        "nll",
+        "mean next-token NLL (nats)",
+        mean,
+        docs.len(),
+    );
+    report.push(
+        &task.name,
+        "perplexity",
+        "exp(mean token NLL)",
+        mean.exp(),
+        docs.len(),
+    );
+    report.push(
+        &task.name,
+        "bits_per_byte",
+        "total NLL / ln 2 / UTF-8 bytes",
+        nll / std::f64::consts::LN_2 / bytes as f64,
+        docs.len(),
+    );
     Ok(())
 }

@@ -120,7 +120,10 @@ fn regex_brackets() -> &'static regex::Regex {
 fn capitalize(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
-        Some(c) => c.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
+        Some(c) => c
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
         None => String::new(),
     }
 }
@@ -128,7 +131,10 @@ fn capitalize(s: &str) -> String {
 /// HellaSwag (`ctx` or `ctx_a`/`ctx_b`, `activity_label`, `endings`, `label`).
 pub fn parse_hellaswag(v: &Value, line: usize) -> Result<McItem, String> {
     let label = str_field(v, "activity_label")?;
-    let ctx = match (v.get("ctx_a").and_then(Value::as_str), v.get("ctx_b").and_then(Value::as_str)) {
+    let ctx = match (
+        v.get("ctx_a").and_then(Value::as_str),
+        v.get("ctx_b").and_then(Value::as_str),
+    ) {
         (Some(a), Some(b)) => format!("{a} {}", capitalize(b)),
         _ => str_field(v, "ctx")?.to_string(),
     };
@@ -138,8 +144,12 @@ pub fn parse_hellaswag(v: &Value, line: usize) -> Result<McItem, String> {
         .map(|e| hellaswag_preprocess(e))
         .collect();
     let gold = match v.get("label") {
-        Some(Value::String(s)) => s.parse::<usize>().map_err(|_| format!("label `{s}` is not a number"))?,
-        Some(Value::Number(n)) => n.as_u64().ok_or("label must be a non-negative integer")? as usize,
+        Some(Value::String(s)) => s
+            .parse::<usize>()
+            .map_err(|_| format!("label `{s}` is not a number"))?,
+        Some(Value::Number(n)) => {
+            n.as_u64().ok_or("label must be a non-negative integer")? as usize
+        }
         _ => return Err("missing field `label`".into()),
     };
     mc(query, choices, gold, line)
@@ -147,10 +157,16 @@ pub fn parse_hellaswag(v: &Value, line: usize) -> Result<McItem, String> {
 
 fn mc(context: String, choices: Vec<String>, gold: usize, line: usize) -> Result<McItem, String> {
     if gold >= choices.len() {
-        return Err(format!("label {gold} is out of range for {} choices", choices.len()));
+        return Err(format!(
+            "label {gold} is out of range for {} choices",
+            choices.len()
+        ));
     }
     Ok(McItem {
-        requests: choices.iter().map(|c| (context.clone(), format!(" {c}"))).collect(),
+        requests: choices
+            .iter()
+            .map(|c| (context.clone(), format!(" {c}")))
+            .collect(),
         choices,
         gold,
         line,
@@ -183,9 +199,15 @@ pub fn parse_winogrande(v: &Value, line: usize) -> Result<McItem, String> {
         a => return Err(format!("answer `{a}` must be \"1\" or \"2\"")),
     };
     let target = format!(" {}", sentence[idx + 1..].trim());
-    let contexts: Vec<String> = options.iter().map(|o| format!("{}{o}", &sentence[..idx])).collect();
+    let contexts: Vec<String> = options
+        .iter()
+        .map(|o| format!("{}{o}", &sentence[..idx]))
+        .collect();
     Ok(McItem {
-        requests: contexts.iter().map(|c| (c.clone(), target.clone())).collect(),
+        requests: contexts
+            .iter()
+            .map(|c| (c.clone(), target.clone()))
+            .collect(),
         choices: contexts,
         gold,
         line,
