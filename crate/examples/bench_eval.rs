@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             false,
             None,
         )?;
-        let mut mc = |batched: bool| -> Result<f64, tunelab::Error> {
+        let mc = |batched: bool| -> Result<f64, tunelab::Error> {
             let opts = EvalOptions {
                 batched,
                 ..Default::default()

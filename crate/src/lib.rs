@@ -4,6 +4,7 @@
 //! Data flows one way: a source (directory or URL) → [`hf`] parsing → [`model`] building →
 //! [`eval`] → results; [`session::Session`] is the API both shells (CLI, web) use.
 
+pub mod analysis;
 pub mod device;
 pub mod error;
 pub mod eval;

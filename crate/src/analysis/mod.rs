@@ -1,0 +1,4 @@
+//! Analyses of what fine-tuning changed in the weights.
+
+pub mod plot;
+pub mod spectrum;

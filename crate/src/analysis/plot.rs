@@ -1,0 +1,256 @@
+//! SVG (and, natively, PNG) plots of weight-change spectra: rank needed per layer for each
+//! module type with typical LoRA ranks as reference lines, and cumulative explained-variance
+//! curves. PNG text is drawn with the bundled DejaVu Sans (assets/), so no system font is needed.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::spectrum::{MatrixSpectrum, explained_variance};
+use crate::error::{Error, Result};
+
+/// LoRA ranks drawn as reference lines (the paper's 16, 64, 256).
+pub const LORA_RANKS: &[usize] = &[16, 64, 256];
+
+const PALETTE: &[RGBColor] = &[
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
+    Error::Input(format!("plotting failed: {e:?}"))
+}
+
+/// Rank of ΔW needed for the threshold, per layer, one line per module type.
+pub fn rank_vs_layer<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    spectra: &[MatrixSpectrum],
+    threshold: f64,
+    title: &str,
+) -> Result<()> {
+    area.fill(&WHITE).map_err(plot_err)?;
+    let mut kinds: Vec<String> = spectra.iter().map(|s| s.kind.clone()).collect();
+    kinds.sort();
+    kinds.dedup();
+    let max_layer = spectra.iter().filter_map(|s| s.layer).max().unwrap_or(0);
+    let max_rank = spectra.iter().map(|s| s.rank_delta).max().unwrap_or(1);
+    let full = spectra
+        .iter()
+        .map(|s| s.shape[0].min(s.shape[1]))
+        .max()
+        .unwrap_or(1);
+    let y_top = (max_rank.max(16) as f64 * 1.15)
+        .min(full as f64 * 1.05)
+        .max(max_rank as f64 + 1.0);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-0.3f64..(max_layer as f64 + 0.3), 0f64..y_top)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("layer")
+        .x_labels(max_layer + 2)
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .y_desc(format!(
+            "rank for {:.0}% of ΔW's σ² energy",
+            threshold * 100.0
+        ))
+        .draw()
+        .map_err(plot_err)?;
+    for &r in LORA_RANKS {
+        if (r as f64) < y_top {
+            chart
+                .draw_series(LineSeries::new(
+                    [(-0.3, r as f64), (max_layer as f64 + 0.3, r as f64)],
+                    BLACK.mix(0.5).stroke_width(2),
+                ))
+                .map_err(plot_err)?
+                .label(format!("LoRA r = {r}"))
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.35)));
+        }
+    }
+    for (i, kind) in kinds.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let mut pts: Vec<(f64, f64)> = spectra
+            .iter()
+            .filter(|s| &s.kind == kind)
+            .map(|s| (s.layer.unwrap_or(0) as f64, s.rank_delta as f64))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(kind.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(plot_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(plot_err)?;
+    area.present().map_err(plot_err)
+}
+
+/// Cumulative explained variance of ΔW for the given matrices.
+pub fn cumulative_variance<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    spectra: &[&MatrixSpectrum],
+    threshold: f64,
+) -> Result<()> {
+    area.fill(&WHITE).map_err(plot_err)?;
+    let n = spectra.iter().map(|s| s.sv_delta.len()).max().unwrap_or(1);
+    let mut chart = ChartBuilder::on(area)
+        .caption("cumulative explained variance of ΔW", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..n as f64, 0f64..1.02f64)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("number of singular values k")
+        .y_desc("Σ_{i≤k} σ² / Σ σ²")
+        .draw()
+        .map_err(plot_err)?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, threshold), (n as f64, threshold)],
+            BLACK.mix(0.35),
+        ))
+        .map_err(plot_err)?
+        .label(format!("threshold {threshold}"))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.35)));
+    for (i, s) in spectra.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let pts: Vec<(f64, f64)> = explained_variance(&s.sv_delta)
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| ((k + 1) as f64, v))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(s.module.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(plot_err)?;
+    area.present().map_err(plot_err)
+}
+
+/// Plot files as (name, bytes): `rank_vs_layer.svg`, `cumulative_variance.svg`, and natively
+/// the same as PNG.
+pub fn spectrum_plots(
+    spectra: &[MatrixSpectrum],
+    threshold: f64,
+    title: &str,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    // Natively, text is measured (and for PNG drawn) with the bundled font, SVG included.
+    #[cfg(feature = "native")]
+    register_font();
+    // The matrices with the lowest and highest rank, and one per block, for the curves.
+    let mut chosen: Vec<&MatrixSpectrum> = Vec::new();
+    if let Some(lo) = spectra.iter().min_by_key(|s| s.rank_delta) {
+        chosen.push(lo);
+    }
+    if let Some(hi) = spectra.iter().max_by_key(|s| s.rank_delta) {
+        chosen.push(hi);
+    }
+    for block in ["attention", "mlp"] {
+        if let Some(s) = spectra.iter().find(|s| s.block == block) {
+            chosen.push(s);
+        }
+    }
+    chosen.dedup_by(|a, b| a.module == b.module);
+    let (w, h) = (900u32, 560u32);
+    let mut files = Vec::new();
+    let mut svg = String::new();
+    rank_vs_layer(
+        &SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area(),
+        spectra,
+        threshold,
+        title,
+    )?;
+    files.push(("rank_vs_layer.svg".to_string(), svg.into_bytes()));
+    let mut svg = String::new();
+    cumulative_variance(
+        &SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area(),
+        &chosen,
+        threshold,
+    )?;
+    files.push(("cumulative_variance.svg".to_string(), svg.into_bytes()));
+    #[cfg(feature = "native")]
+    {
+        files.push((
+            "rank_vs_layer.png".into(),
+            png(w, h, |a| rank_vs_layer(a, spectra, threshold, title))?,
+        ));
+        files.push((
+            "cumulative_variance.png".into(),
+            png(w, h, |a| cumulative_variance(a, &chosen, threshold))?,
+        ));
+    }
+    Ok(files)
+}
+
+/// Render with the bitmap backend and encode as PNG.
+#[cfg(feature = "native")]
+pub fn png(
+    w: u32,
+    h: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<Vec<u8>> {
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let area = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        draw(&area)?;
+    }
+    let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| plot_err("bad buffer size"))?;
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(plot_err)?;
+    Ok(out.into_inner())
+}
+
+/// Make the bundled DejaVu Sans the `sans-serif` font of native plots.
+#[cfg(feature = "native")]
+pub fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // DejaVu Sans (assets/DejaVuSans-LICENSE.txt: Bitstream Vera licence, free to embed).
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("../../assets/DejaVuSans.ttf"),
+        );
+    });
+}
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_font_measures_text() {
+        register_font();
+        let font: FontDesc = ("sans-serif", 12.0).into();
+        assert!(font.box_size("rank").is_ok());
+    }
+}
