@@ -300,10 +300,10 @@ pub async fn adapter_spectra(
     let mut m = model.clone();
     let mut pending = Vec::new();
     m.for_each_linear(&mut |path, lin| {
-        if let Some(l) = &lin.lora {
-            if opts.modules.is_empty() || opts.modules.iter().any(|s| path.ends_with(s.as_str())) {
-                pending.push((path.to_string(), l.a.val(), l.b.val(), l.scaling));
-            }
+        let wanted =
+            opts.modules.is_empty() || opts.modules.iter().any(|s| path.ends_with(s.as_str()));
+        if let (Some(l), true) = (&lin.lora, wanted) {
+            pending.push((path.to_string(), l.a.val(), l.b.val(), l.scaling));
         }
     });
     if pending.is_empty() {

@@ -1,9 +1,9 @@
 //! Text generation: greedy or temperature + nucleus (top-p) sampling, streamed token by token.
 
 use crate::error::{Error, Result};
-use crate::hf::Tokenizer;
 use crate::model::{CausalLm, KvCache, ids_tensor, read_f32};
 use crate::rng::SplitMix64;
+use crate::session::Session;
 use burn::tensor::Device;
 
 /// How to pick each next token.
@@ -94,19 +94,21 @@ pub async fn generate(
 /// Generate after `prompt` (token ids) until one of `stop` appears in the decoded text, EOS,
 /// or `opts.max_new_tokens`. Returns the text before the first stop sequence.
 pub async fn generate_until(
-    model: &CausalLm,
-    tok: &Tokenizer,
+    session: &Session,
     prompt: &[u32],
     stop: &[&str],
-    vocab: usize,
-    context: usize,
-    device: &Device,
     opts: &GenerateOptions,
 ) -> Result<String> {
+    let tok = session.tokenizer()?;
     let mut generated = Vec::new();
     let mut text = String::new();
     let mut failed = None;
-    generate(model, prompt, vocab, context, device, opts, |id| {
+    let (model, vocab, context) = (
+        &session.model,
+        session.config.vocab_size(),
+        session.config.max_positions(),
+    );
+    generate(model, prompt, vocab, context, &session.device, opts, |id| {
         generated.push(id);
         match tok.decode(&generated) {
             Ok(t) => text = t,

@@ -378,17 +378,7 @@ async fn run_gsm8k(
             max_gen,
         );
         truncated += cut as usize;
-        let text = generate_until(
-            &session.model,
-            tok,
-            &ids,
-            gsm8k::STOP,
-            session.config.vocab_size(),
-            context,
-            &session.device,
-            &gen_opts,
-        )
-        .await?;
+        let text = generate_until(session, &ids, gsm8k::STOP, &gen_opts).await?;
         let gold = gsm8k::gold(item);
         let (s, f) = (gsm8k::strict(&text), gsm8k::flexible(&text));
         strict_ok += (gsm8k::normalize(&s) == gold) as usize;
@@ -461,19 +451,7 @@ async fn run_code(
                 seed: opts.seed.wrapping_add((pi * opts.samples + s) as u64),
                 stop_id: tok.eos_id,
             };
-            samples.push(
-                generate_until(
-                    &session.model,
-                    tok,
-                    &ids,
-                    code::STOP,
-                    session.config.vocab_size(),
-                    context,
-                    &session.device,
-                    &gen_opts,
-                )
-                .await?,
-            );
+            samples.push(generate_until(session, &ids, code::STOP, &gen_opts).await?);
             on_event(&progress(&task.name, pi * opts.samples + s + 1, total));
         }
         let passed: Option<Vec<bool>> = if executing {
