@@ -125,6 +125,21 @@ enum Command {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// Generate bundled target-domain data (math: GSM8K-layout word problems from a seed).
+    MakeData {
+        /// Which data: math.
+        kind: String,
+        #[arg(long, default_value_t = 2000)]
+        train: usize,
+        #[arg(long, default_value_t = 200)]
+        test: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory: train.jsonl and test.jsonl (GSM8K layout, also usable for
+        /// instruction tuning) and train.txt (continued-pretraining form).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face checkpoint.
     Merge {
         /// Base model directory or URL.
@@ -435,6 +450,50 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Train(args) => train(*args, cli.device, json)?,
         Command::Eval(args) => eval(*args, cli.device, json)?,
+        Command::MakeData {
+            kind,
+            train,
+            test,
+            seed,
+            out,
+        } => {
+            if kind != "math" {
+                return Err(Error::Input(format!(
+                    "make-data `{kind}`: only `math` is available"
+                )));
+            }
+            let (tr, te) = tunelab::corpus::math::splits(train, test, seed);
+            let jsonl = |v: &[tunelab::corpus::math::Problem]| -> Vec<u8> {
+                v.iter()
+                    .map(|p| serde_json::to_string(p).expect("serializes") + "\n")
+                    .collect::<String>()
+                    .into_bytes()
+            };
+            let text: String = tr
+                .iter()
+                .map(|p| format!("Question: {}\nAnswer: {}\n\n", p.question, p.answer))
+                .collect();
+            write_dir(
+                &out,
+                &[
+                    ("train.jsonl".into(), jsonl(&tr)),
+                    ("test.jsonl".into(), jsonl(&te)),
+                    ("train.txt".into(), text.into_bytes()),
+                ],
+            )?;
+            if json {
+                print_json(
+                    &serde_json::json!({"out": out, "train": tr.len(), "test": te.len(), "seed": seed}),
+                );
+            } else {
+                println!(
+                    "wrote {} train and {} test problems to {}",
+                    tr.len(),
+                    te.len(),
+                    out.display()
+                );
+            }
+        }
         Command::Spectrum {
             base,
             finetuned,

@@ -209,6 +209,13 @@ fn parse_line(line: &str, regime: Regime) -> Result<Record, String> {
             if let (Some(p), Some(r)) = (s("prompt"), s("response")) {
                 return Ok(Record::Pair(p, r));
             }
+            if let (Some(q), Some(a)) = (s("question"), s("answer")) {
+                // GSM8K layout, in the prompt format the gsm8k evaluation uses.
+                return Ok(Record::Pair(
+                    format!("Question: {q}\nAnswer:"),
+                    format!(" {a}"),
+                ));
+            }
             if let (Some(ins), Some(out)) = (s("instruction"), s("output")) {
                 let input = s("input").unwrap_or_default();
                 let prompt = if input.is_empty() {
@@ -240,7 +247,7 @@ fn parse_line(line: &str, regime: Regime) -> Result<Record, String> {
                     _ => return Err("`messages` must end with an assistant turn".into()),
                 }
             }
-            Err("needs `prompt`/`response`, `instruction`/`output` or `messages`".into())
+            Err("needs `prompt`/`response`, `question`/`answer`, `instruction`/`output` or `messages`".into())
         }
     }
 }
