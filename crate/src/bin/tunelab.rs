@@ -706,16 +706,11 @@ fn eval(a: EvalArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         batched: !a.no_batch,
     };
     let session = load(&a.model, a.adapter.as_deref(), choice, json)?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:12} [{bar:30}] {pos}/{len} items [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("valid template"),
+    let bar = progress_bar(
+        0,
+        "{msg:12} [{bar:30}] {pos}/{len} items [{elapsed_precise}<{eta_precise}]",
+        json,
     );
-    if json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let start = std::time::Instant::now();
     let report = pollster::block_on(suite::run(&session, &tasks, &opts, &mut |e| {
         if let Event::Progress(p) = e {
@@ -936,16 +931,11 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         .append(true)
         .open(&log_path)
         .map_err(|e| input(format!("{}: {e}", log_path.display())))?;
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("valid template"),
+    let bar = progress_bar(
+        total as u64,
+        "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+        json,
     );
-    if json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     bar.set_position(trainer.progress.step as u64);
     let mut sink = DirSink {
         root: a.out.clone(),
@@ -1046,6 +1036,16 @@ fn load(
         pollster::block_on(session.attach_adapter(&ModelSource::parse(a)))?;
     }
     Ok(session)
+}
+
+/// A progress bar on stderr, hidden when the output is JSON.
+fn progress_bar(len: u64, template: &str, hidden: bool) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    if hidden {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {

@@ -331,6 +331,12 @@ async fn run_mc(
     Ok(multiple_choice::summarize(per_item))
 }
 
+/// The model's context and the new tokens a generation task may use (at most context − 1).
+fn generation_budget(session: &Session, opts: &EvalOptions) -> (usize, usize) {
+    let context = session.config.max_positions();
+    (context, opts.max_gen_toks.min(context - 1))
+}
+
 /// Prompt ids cut from the left so that `max_gen` new tokens still fit the context.
 fn fit_prompt(ids: Vec<u32>, context: usize, max_gen: usize) -> (Vec<u32>, bool) {
     let room = context.saturating_sub(max_gen).max(1);
@@ -351,8 +357,7 @@ async fn run_gsm8k(
     report: &mut EvalReport,
 ) -> Result<()> {
     let tok = session.tokenizer()?;
-    let context = session.config.max_positions();
-    let max_gen = opts.max_gen_toks.min(context - 1);
+    let (context, max_gen) = generation_budget(session, opts);
     let shots = &train[..opts.shots.min(train.len())];
     if shots.len() < opts.shots {
         report.notes.push(format!(
@@ -422,8 +427,7 @@ async fn run_code(
     report: &mut EvalReport,
 ) -> Result<()> {
     let tok = session.tokenizer()?;
-    let context = session.config.max_positions();
-    let max_gen = opts.max_gen_toks.min(context - 1);
+    let (context, max_gen) = generation_budget(session, opts);
     let executing = opts.allow_exec && cfg!(feature = "native");
     if !executing {
         report.notes.push(format!(

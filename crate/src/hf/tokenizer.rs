@@ -37,22 +37,19 @@ impl Tokenizer {
     /// Token ids of `text`, with the special tokens the tokenizer's post-processor adds (as
     /// `tokenizer(text)` does in Python).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, HfError> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| HfError::Tokenizer {
-                file: self.file.clone(),
-                message: format!("cannot encode text: {e}"),
-            })?;
-        Ok(enc.get_ids().to_vec())
+        self.encode_with(text, true)
     }
 
     /// Token ids of `text` without special tokens (lm-evaluation-harness's `tok_encode` for
     /// causal models).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, HfError> {
+        self.encode_with(text, false)
+    }
+
+    fn encode_with(&self, text: &str, special: bool) -> Result<Vec<u32>, HfError> {
         let enc = self
             .inner
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| HfError::Tokenizer {
                 file: self.file.clone(),
                 message: format!("cannot encode text: {e}"),
