@@ -131,6 +131,77 @@ impl WebSession {
         serde_wasm_bindgen::to_value(&score).map_err(js_err)
     }
 
+    /// Fine-tune the loaded model on plain `text` (packed into `seq_len`-token blocks) with
+    /// `config` (the fields of `TrainConfig`), calling `on_event` with every event (steps, loss).
+    /// The trained model replaces the session's model. Returns `{summary, files}` where `files`
+    /// maps file names of the final checkpoint (PEFT adapter or HF checkpoint) to bytes.
+    pub async fn train(
+        &mut self,
+        config: JsValue,
+        text: String,
+        seq_len: usize,
+        on_event: Function,
+    ) -> Result<JsValue, JsValue> {
+        use crate::export::MemorySink;
+        use crate::train::data::{self, DataOptions, Regime};
+        use crate::train::{TrainConfig, Trainer};
+        use burn::module::Module;
+
+        let config: TrainConfig = serde_wasm_bindgen::from_value(config)
+            .map_err(|e| js_err(format!("training settings: {e}")))?;
+        let tok = self.inner.tokenizer().map_err(js_err)?;
+        let opts = DataOptions {
+            regime: Regime::Cpt,
+            seq_len,
+            skip_bad_lines: false,
+            pad_id: tok.eos_id.unwrap_or(0),
+        };
+        let data = data::read(
+            std::io::Cursor::new(text.as_bytes()),
+            "training text",
+            false,
+            tok,
+            &opts,
+        )
+        .map_err(js_err)?;
+        let device = self.inner.device.clone().autodiff();
+        let mut trainer = Trainer::new(
+            self.inner.model.clone().train(),
+            device,
+            config,
+            self.inner.config_json.clone(),
+            self.inner.extra_files.clone(),
+            self.inner.source.clone(),
+            None,
+        )
+        .map_err(js_err)?;
+        let mut sink = MemorySink::default();
+        let mut emit = |e: &Event| {
+            if let Ok(v) = serde_wasm_bindgen::to_value(e) {
+                let _ = on_event.call1(&JsValue::NULL, &v);
+            }
+        };
+        let summary = trainer
+            .run(&data, None, &mut sink, &mut emit)
+            .await
+            .map_err(js_err)?;
+        self.inner.model = trainer.model.valid();
+        let files = js_sys::Object::new();
+        if let Some(last) = sink.checkpoints.last() {
+            for (name, bytes) in &last.files {
+                js_sys::Reflect::set(&files, &name.into(), &Uint8Array::from(&bytes[..]))?;
+            }
+        }
+        let out = js_sys::Object::new();
+        js_sys::Reflect::set(
+            &out,
+            &"summary".into(),
+            &serde_wasm_bindgen::to_value(&summary).map_err(js_err)?,
+        )?;
+        js_sys::Reflect::set(&out, &"files".into(), &files)?;
+        Ok(out.into())
+    }
+
     /// Vocabulary size.
     #[wasm_bindgen(getter, js_name = vocabSize)]
     pub fn vocab_size(&self) -> usize {
