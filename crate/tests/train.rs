@@ -707,3 +707,52 @@ fn generated_math_data_trains_and_evaluates() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("exact_match_strict"));
 }
+
+#[test]
+fn init_writes_a_random_checkpoint_that_pretraining_improves() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("base");
+    let (ok, _, stderr) = tunelab(&[
+        "init",
+        fixtures().join("llama-gqa/config.json").to_str().unwrap(),
+        "--tokenizer",
+        fixtures().join("tokenizer.json").to_str().unwrap(),
+        "--seed",
+        "1",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let s = session(model.to_str().unwrap(), Device::flex());
+    let logits = logits_of(&s.model, IDS);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    // Pretraining from scratch (embeddings included) lowers the loss.
+    let out = dir.path().join("pre");
+    let (ok, stdout, stderr) = tunelab(&[
+        "train",
+        model.to_str().unwrap(),
+        "--data",
+        fixtures().join("data/tiny.txt").to_str().unwrap(),
+        "--method",
+        "full",
+        "--train-embeddings",
+        "--lr",
+        "3e-3",
+        "--max-steps",
+        "12",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "4",
+        "--log-every",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let losses: Vec<f64> = step_losses(&stdout).into_iter().map(|x| x.1).collect();
+    assert!(losses.last().unwrap() < &(losses[0] - 0.5), "{losses:?}");
+}

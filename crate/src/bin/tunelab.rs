@@ -140,6 +140,23 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a randomly initialised Hugging Face checkpoint for a `config.json` (the start of
+    /// pretraining: then `train --method full --train-embeddings`).
+    Init {
+        /// A config.json (llama, qwen2, mistral or gpt2).
+        config: PathBuf,
+        /// The tokenizer.json to ship with it.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Standard deviation of the weights (transformers' `initializer_range`; default: the
+        /// config's, else 0.02).
+        #[arg(long)]
+        std: Option<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face checkpoint.
     Merge {
         /// Base model directory or URL.
@@ -450,6 +467,54 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Train(args) => train(*args, cli.device, json)?,
         Command::Eval(args) => eval(*args, cli.device, json)?,
+        Command::Init {
+            config,
+            tokenizer,
+            std,
+            seed,
+            out,
+        } => {
+            let read = |p: &Path| {
+                std::fs::read(p).map_err(|e| Error::Input(format!("{}: {e}", p.display())))
+            };
+            let text = String::from_utf8_lossy(&read(&config)?).into_owned();
+            let cfg = tunelab::hf::ModelConfig::parse(&text, &config.display().to_string())?;
+            let tok_bytes = read(&tokenizer)?;
+            let tok =
+                tunelab::hf::Tokenizer::from_bytes(&tok_bytes, &tokenizer.display().to_string())?;
+            if tok.vocab_size() > cfg.vocab_size() {
+                return Err(Error::Input(format!(
+                    "{} has {} tokens but vocab_size is {}",
+                    tokenizer.display(),
+                    tok.vocab_size(),
+                    cfg.vocab_size()
+                )));
+            }
+            let std = std
+                .or_else(|| {
+                    serde_json::from_str::<serde_json::Value>(&text).ok()?["initializer_range"]
+                        .as_f64()
+                })
+                .unwrap_or(0.02);
+            let device = burn::tensor::Device::flex();
+            let model = tunelab::model::init_random(&cfg, &device, std, seed)?;
+            let mut files = pollster::block_on(tunelab::export::hf_files(
+                &model,
+                &text,
+                tunelab::export::DEFAULT_MAX_SHARD,
+            ))?;
+            files.push(("tokenizer.json".into(), tok_bytes));
+            write_dir(&out, &files)?;
+            if json {
+                print_json(&serde_json::json!({"out": out, "std": std, "seed": seed}));
+            } else {
+                println!(
+                    "wrote a randomly initialised {} (std {std}) to {}",
+                    cfg.model_type,
+                    out.display()
+                );
+            }
+        }
         Command::MakeData {
             kind,
             train,

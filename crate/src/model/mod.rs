@@ -256,6 +256,23 @@ pub async fn load(
     })
 }
 
+/// A randomly initialised model for `config` (the starting point of pretraining), with
+/// transformers' initialisation: N(0, `std`) weights, unit norms, zero biases; `seed` makes it
+/// repeatable on one backend.
+pub fn init_random(config: &ModelConfig, device: &Device, std: f64, seed: u64) -> Result<CausalLm> {
+    device.seed(seed);
+    Ok(match &config.arch {
+        Architecture::Llama(c) => CausalLm::Llama(LlamaForCausalLm::load(
+            c,
+            &mut WeightStore::random(device, llama::PREFIX, std),
+        )?),
+        Architecture::Gpt2(c) => CausalLm::Gpt2(Gpt2LmHeadModel::load(
+            c,
+            &mut WeightStore::random(device, gpt2::PREFIX, std),
+        )?),
+    })
+}
+
 /// Token ids as a `[1, len]` tensor, checked against the vocabulary.
 pub fn ids_tensor(ids: &[u32], vocab: usize, device: &Device) -> Result<Tensor<2, Int>> {
     if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {

@@ -23,6 +23,9 @@ pub struct WeightStore {
     /// checkpoints of the bare body (`LlamaModel`, original GPT-2) lack it.
     prefix: &'static str,
     files: Vec<String>,
+    /// When set, missing tensors are initialised as transformers does (`initializer_range`
+    /// std normal for matrices, ones for norm weights, zeros for biases) instead of failing.
+    init_std: Option<f64>,
 }
 
 impl WeightStore {
@@ -34,6 +37,16 @@ impl WeightStore {
             tensors: HashMap::new(),
             prefix,
             files: Vec::new(),
+            init_std: None,
+        }
+    }
+
+    /// A store that creates every tensor fresh (a randomly initialised model), with normal
+    /// weights of standard deviation `std`.
+    pub fn random(device: &Device, prefix: &'static str, std: f64) -> Self {
+        WeightStore {
+            init_std: Some(std),
+            ..Self::new(device, prefix)
         }
     }
 
@@ -81,6 +94,9 @@ impl WeightStore {
         expected: [usize; D],
         hint: &str,
     ) -> Result<Tensor<D>, HfError> {
+        if let (Some(std), false) = (self.init_std, self.tensors.contains_key(name)) {
+            return Ok(self.fresh(name, expected, std));
+        }
         let stored = self
             .tensors
             .remove(name)
@@ -102,6 +118,21 @@ impl WeightStore {
             });
         }
         Ok(stored.tensor.reshape(expected))
+    }
+
+    fn fresh<const D: usize>(&self, name: &str, shape: [usize; D], std: f64) -> Tensor<D> {
+        let norm = name.contains("norm") || name.contains("ln_");
+        if name.ends_with(".bias") {
+            Tensor::zeros(shape, &self.device)
+        } else if norm {
+            Tensor::ones(shape, &self.device)
+        } else {
+            Tensor::random(
+                shape,
+                burn::tensor::Distribution::Normal(0.0, std),
+                &self.device,
+            )
+        }
     }
 
     /// Take a tensor as a trainable parameter.
