@@ -103,28 +103,7 @@ enum Command {
     Eval(Box<EvalArgs>),
     /// Spectra of weight changes: rank needed to explain a fraction of ΔW's variance, per
     /// matrix, for fine-tuned checkpoints (or a LoRA adapter) against their base.
-    Spectrum {
-        /// Base model directory or URL.
-        base: String,
-        /// One or more fine-tuned checkpoints of the same architecture (several: how the rank
-        /// grows with training).
-        finetuned: Vec<String>,
-        /// A PEFT LoRA adapter instead of fine-tuned checkpoints.
-        #[arg(long, conflicts_with = "finetuned")]
-        adapter: Option<String>,
-        /// Fraction of σ² energy to explain.
-        #[arg(long, default_value_t = 0.9)]
-        threshold: f64,
-        /// Only these modules (e.g. q_proj,down_proj or attn.c_proj).
-        #[arg(long, value_delimiter = ',')]
-        modules: Vec<String>,
-        /// Scale c of the Gaussian baseline W + c·N(0,1).
-        #[arg(long, default_value_t = 0.01)]
-        noise: f64,
-        /// Write SVG and PNG plots into this directory.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-    },
+    Spectrum(SpectrumArgs),
     /// Generate bundled target-domain data (math: GSM8K-layout word problems from a seed).
     MakeData {
         /// Which data: math.
@@ -559,26 +538,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
-        Command::Spectrum {
-            base,
-            finetuned,
-            adapter,
-            threshold,
-            modules,
-            noise,
-            plot,
-        } => spectrum(
-            SpectrumArgs {
-                base,
-                finetuned,
-                adapter,
-                threshold,
-                modules,
-                noise,
-                plot,
-            },
-            json,
-        )?,
+        Command::Spectrum(args) => spectrum(args, json)?,
         Command::Merge { base, adapter, out } => {
             let mut session = load(&base, Some(&adapter), cli.device, json)?;
             tunelab::model::lora::merge(&mut session.model);
@@ -601,13 +561,27 @@ fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+#[derive(clap::Args)]
 struct SpectrumArgs {
+    /// Base model directory or URL.
     base: String,
+    /// One or more fine-tuned checkpoints of the same architecture (several: how the rank
+    /// grows with training).
     finetuned: Vec<String>,
+    /// A PEFT LoRA adapter instead of fine-tuned checkpoints.
+    #[arg(long, conflicts_with = "finetuned")]
     adapter: Option<String>,
+    /// Fraction of σ² energy to explain.
+    #[arg(long, default_value_t = 0.9)]
     threshold: f64,
+    /// Only these modules (e.g. q_proj,down_proj or attn.c_proj).
+    #[arg(long, value_delimiter = ',')]
     modules: Vec<String>,
+    /// Scale c of the Gaussian baseline W + c·N(0,1).
+    #[arg(long, default_value_t = 0.01)]
     noise: f64,
+    /// Write SVG and PNG plots into this directory.
+    #[arg(long)]
     plot: Option<PathBuf>,
 }
 
