@@ -2,21 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-
-fn tunelab(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tunelab"))
-        .args(args)
-        .output()
-        .expect("run tunelab");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn json(args: &[&str]) -> serde_json::Value {
     let (ok, stdout, stderr) = tunelab(args);

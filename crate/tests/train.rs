@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -168,23 +167,16 @@ fn lora_adapter_exports_in_peft_layout_and_reloads_to_the_same_logits() {
 fn merge_cli_writes_a_loadable_checkpoint_and_unmerge_restores_the_base() {
     let adapter = fixtures().join("train/gpt2-lora-init");
     let out = tempfile::tempdir().unwrap();
-    let st = Command::new(env!("CARGO_BIN_EXE_tunelab"))
-        .args([
-            "merge",
-            fixtures().join("gpt2").to_str().unwrap(),
-            adapter.to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let (ok, _, stderr) = tunelab(&[
+        "merge",
+        fixtures().join("gpt2").to_str().unwrap(),
+        adapter.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{stderr}");
     let mut with_adapter = session("gpt2", Device::flex());
     pollster::block_on(with_adapter.attach_adapter(&ModelSource::Dir(adapter))).unwrap();
     let expected = logits_of(&with_adapter.model, IDS);
@@ -233,18 +225,6 @@ fn full_finetuning_checkpoint_is_a_loadable_hf_model() {
     let reloaded = session(dir.path().to_str().unwrap(), Device::flex());
     let err = max_abs_diff(&logits_of(&t.model, IDS), &logits_of(&reloaded.model, IDS));
     assert!(err < 1e-5, "{err}");
-}
-
-fn tunelab(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tunelab"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 fn step_losses(jsonl: &str) -> Vec<(u64, f64)> {

@@ -132,3 +132,16 @@ pub fn copy_fixture(model: &str) -> tempfile::TempDir {
     }
     dir
 }
+
+/// Run the `tunelab` binary: (success, stdout, stderr).
+pub fn tunelab(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
+        .args(args)
+        .output()
+        .expect("run tunelab");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
