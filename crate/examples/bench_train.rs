@@ -12,8 +12,6 @@ use tunelab::hf::ModelSource;
 use tunelab::model::lora::{LoraConfig, LoraInit};
 use tunelab::model::read_f32;
 use tunelab::train::data::{Example, collate};
-use tunelab::train::optim::OptimizerConfig;
-use tunelab::train::schedule::Schedule;
 use tunelab::train::{FullConfig, Method, TrainConfig, Trainer};
 
 fn peak_rss_mib() -> f64 {
@@ -60,24 +58,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let vocab = session.config.vocab_size() as u32;
     let config = TrainConfig {
-        method,
-        optimizer: OptimizerConfig::adamw(0.0),
-        lr: 1e-4,
-        lora_plus_ratio: None,
-        schedule: Schedule::Constant,
-        warmup_steps: 0,
-        epochs: 1.0,
-        max_steps: None,
-        max_tokens: None,
         batch_size: batch,
-        grad_accum: 1,
-        seed: 0,
-        clip: Some(1.0),
-        attention_dropout: 0.0,
-        residual_dropout: 0.0,
-        log_every: 1,
-        eval_every: None,
-        save_every: None,
+        ..TrainConfig::new(method, 1e-4)
     };
     let mut t = Trainer::new(
         session.model,

@@ -13,31 +13,15 @@ use tunelab::hf::ModelSource;
 use tunelab::model::lora::{self, LoraConfig, LoraInit};
 use tunelab::train::data::{self, DataOptions, Regime};
 use tunelab::train::loss::IGNORE;
-use tunelab::train::optim::OptimizerConfig;
-use tunelab::train::schedule::Schedule;
 use tunelab::train::{FullConfig, Method, TrainConfig, Trainer};
 use tunelab::{Error, Session};
 
 fn config(method: Method, lr: f64, steps: usize) -> TrainConfig {
     TrainConfig {
-        method,
-        optimizer: OptimizerConfig::adamw(0.0),
-        lr,
-        lora_plus_ratio: None,
-        schedule: Schedule::Constant,
-        warmup_steps: 0,
-        epochs: 1.0,
         max_steps: Some(steps),
-        max_tokens: None,
         batch_size: 2,
-        grad_accum: 1,
         seed: 1,
-        clip: Some(1.0),
-        attention_dropout: 0.0,
-        residual_dropout: 0.0,
-        log_every: 1,
-        eval_every: None,
-        save_every: None,
+        ..TrainConfig::new(method, lr)
     }
 }
 

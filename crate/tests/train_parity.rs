@@ -38,24 +38,12 @@ fn batch_examples() -> Vec<Example> {
 
 fn train_config(method: Method, lr: f64) -> TrainConfig {
     TrainConfig {
-        method,
         optimizer: OptimizerConfig::adamw(0.01),
-        lr,
-        lora_plus_ratio: None,
         schedule: Schedule::Cosine,
         warmup_steps: 2,
-        epochs: 1.0,
         max_steps: Some(10),
-        max_tokens: None,
         batch_size: 2,
-        grad_accum: 1,
-        seed: 0,
-        clip: Some(1.0),
-        attention_dropout: 0.0,
-        residual_dropout: 0.0,
-        log_every: 1,
-        eval_every: None,
-        save_every: None,
+        ..TrainConfig::new(method, lr)
     }
 }
 

@@ -65,6 +65,32 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// `method` at learning rate `lr` with plain settings: AdamW without weight decay, constant
+    /// rate, one epoch, batch 8, clipping at 1, no dropout, loss read back every step. Callers
+    /// change what they need with struct-update syntax.
+    pub fn new(method: Method, lr: f64) -> Self {
+        TrainConfig {
+            method,
+            optimizer: OptimizerConfig::adamw(0.0),
+            lr,
+            lora_plus_ratio: None,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            epochs: 1.0,
+            max_steps: None,
+            max_tokens: None,
+            batch_size: 8,
+            grad_accum: 1,
+            seed: 0,
+            clip: Some(1.0),
+            attention_dropout: 0.0,
+            residual_dropout: 0.0,
+            log_every: 1,
+            eval_every: None,
+            save_every: None,
+        }
+    }
+
     /// Reject settings that cannot work, naming the flag.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Input(m));
