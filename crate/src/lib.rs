@@ -10,10 +10,13 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod event;
+pub mod experiment;
 pub mod export;
 pub mod hf;
 pub mod info;
 pub mod model;
+#[cfg(feature = "native")]
+pub mod pretrain;
 pub mod rng;
 pub mod session;
 pub mod train;

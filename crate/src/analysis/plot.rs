@@ -210,6 +210,107 @@ pub fn spectrum_plots(
     Ok(files)
 }
 
+/// A 2-D chart described as data, so one drawing function serves SVG and PNG: lines (with
+/// markers) for curves, markers with labels for scatter plots.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub series: Vec<Series>,
+}
+
+/// One labelled set of points of a [`Chart`].
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    /// Join the points with a line (curves) or only mark them (scatter).
+    pub line: bool,
+    /// Text drawn beside each point (empty: none).
+    pub point_labels: Vec<String>,
+}
+
+fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(v), h.max(v))
+        });
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.08).max(hi.abs().max(1e-3) * 0.02);
+    (lo - pad)..(hi + pad)
+}
+
+/// Draw `chart` on `area`.
+pub fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -> Result<()> {
+    area.fill(&WHITE).map_err(plot_err)?;
+    let pts = || chart.series.iter().flat_map(|s| s.points.iter());
+    let xr = padded_range(pts().map(|p| p.0));
+    let yr = padded_range(pts().map(|p| p.1));
+    let mut c = ChartBuilder::on(area)
+        .caption(&chart.title, ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(42)
+        .y_label_area_size(62)
+        .build_cartesian_2d(xr, yr)
+        .map_err(plot_err)?;
+    c.configure_mesh()
+        .x_desc(&chart.x_desc)
+        .y_desc(&chart.y_desc)
+        .draw()
+        .map_err(plot_err)?;
+    for (i, s) in chart.series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let marker = |p: (f64, f64)| Circle::new(p, 5, color.filled());
+        if s.line {
+            c.draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
+                .map_err(plot_err)?;
+        }
+        c.draw_series(s.points.iter().map(|&p| marker(p)))
+            .map_err(plot_err)?
+            .label(s.label.clone())
+            .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
+        for (p, text) in s.points.iter().zip(&s.point_labels) {
+            c.draw_series(std::iter::once(
+                Text::new(
+                    text.clone(),
+                    *p,
+                    ("sans-serif", 13).into_font().color(&color),
+                )
+                .into_dyn(),
+            ))
+            .map_err(plot_err)?;
+        }
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(plot_err)?;
+    area.present().map_err(plot_err)
+}
+
+/// `<name>.svg` and, natively, `<name>.png` of `chart`.
+pub fn chart_files(name: &str, chart: &Chart) -> Result<Vec<(String, Vec<u8>)>> {
+    #[cfg(feature = "native")]
+    register_font();
+    let (w, h) = (900u32, 600u32);
+    let mut svg = String::new();
+    draw_chart(
+        &SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area(),
+        chart,
+    )?;
+    #[allow(unused_mut)]
+    let mut files = vec![(format!("{name}.svg"), svg.into_bytes())];
+    #[cfg(feature = "native")]
+    files.push((format!("{name}.png"), png(w, h, |a| draw_chart(a, chart))?));
+    Ok(files)
+}
+
 /// Render with the bitmap backend and encode as PNG.
 #[cfg(feature = "native")]
 pub fn png(

@@ -17,6 +17,7 @@ use tunelab::hf::safetensors::serialize_f32;
 use tunelab::model::lora::{LoraConfig, LoraInit};
 use tunelab::train::data::{self, DataOptions, Regime};
 use tunelab::train::optim::{OptimizerConfig, OptimizerKind};
+use tunelab::train::resume::Resume;
 use tunelab::train::schedule::Schedule;
 use tunelab::train::{FullConfig, Method, TrainConfig, Trainer};
 use tunelab::{Error, Session};
@@ -104,10 +105,17 @@ enum Command {
     /// Spectra of weight changes: rank needed to explain a fraction of ΔW's variance, per
     /// matrix, for fine-tuned checkpoints (or a LoRA adapter) against their base.
     Spectrum(SpectrumArgs),
-    /// Generate bundled target-domain data (math: GSM8K-layout word problems from a seed).
+    /// Generate bundled data from a seed: `math` (GSM8K-layout word problems) or `forgetting`
+    /// (HellaSwag / ARC / WinoGrande-layout evals from held-out text given with --from).
     MakeData {
-        /// Which data: math.
+        /// Which data: math or forgetting.
         kind: String,
+        /// forgetting: the held-out source text (paragraphs separated by blank lines).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// forgetting: items per eval.
+        #[arg(long, default_value_t = 300)]
+        items: usize,
         #[arg(long, default_value_t = 2000)]
         train: usize,
         #[arg(long, default_value_t = 200)]
@@ -135,6 +143,32 @@ enum Command {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Pretrain a small Llama from scratch (tokenizer, random init, training on the corpus): how
+    /// the bundled base model `models/tunelab-base` is rebuilt.
+    Pretrain {
+        /// TOML file with pretraining settings (default: the bundled model's settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override the number of training tokens.
+        #[arg(long)]
+        max_tokens: Option<u64>,
+        #[arg(long, default_value = "models/tunelab-base")]
+        out: PathBuf,
+    },
+    /// Run the learning-vs-forgetting experiment: train every method on every target, evaluate
+    /// learning and forgetting at each budget, write results.json/csv, report.md and plots.
+    /// Without a config it runs the bundled default (experiments/default.toml). Interrupted
+    /// runs resume: finished runs in --out are reused.
+    Experiment {
+        /// Experiment TOML (relative paths in it are relative to its directory).
+        config: Option<PathBuf>,
+        /// Output directory (default: experiment-results/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the bundled default configuration and exit.
+        #[arg(long)]
+        print_default: bool,
     },
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face checkpoint.
     Merge {
@@ -496,14 +530,19 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::MakeData {
             kind,
+            from,
+            items,
             train,
             test,
             seed,
             out,
         } => {
+            if kind == "forgetting" {
+                return make_forgetting(from, items, seed, &out, json);
+            }
             if kind != "math" {
                 return Err(Error::Input(format!(
-                    "make-data `{kind}`: only `math` is available"
+                    "make-data `{kind}`: expected math or forgetting"
                 )));
             }
             let (tr, te) = tunelab::corpus::math::splits(train, test, seed);
@@ -539,6 +578,57 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Spectrum(args) => spectrum(args, json)?,
+        Command::Experiment {
+            config,
+            out,
+            print_default,
+        } => {
+            if print_default {
+                print!("{}", tunelab::experiment::config::DEFAULT_TOML);
+                return Ok(());
+            }
+            experiment(config, out, cli.device, json)?
+        }
+        Command::Pretrain {
+            config,
+            max_tokens,
+            out,
+        } => {
+            let mut cfg = match &config {
+                Some(p) => read_toml(p)?,
+                None => tunelab::pretrain::PretrainConfig::default(),
+            };
+            if let Some(t) = max_tokens {
+                cfg.max_tokens = t;
+            }
+            let selected = device::select(cli.device)?;
+            if let Some(n) = &selected.notice {
+                eprintln!("note: {n}");
+            }
+            let bar = step_bar(json);
+            let result = pollster::block_on(tunelab::pretrain::pretrain(
+                &cfg,
+                selected.device.autodiff(),
+                &mut |e| show_training_event(&bar, e, json),
+            ))?;
+            bar.finish();
+            write_dir(&out, &result.files)?;
+            if json {
+                print_json(&serde_json::json!({"out": out, "summary": result.summary}));
+            } else {
+                println!(
+                    "pretrained {} steps ({} tokens) in {:.0}s, final loss {}; wrote {}",
+                    result.summary.steps,
+                    result.summary.tokens_seen,
+                    result.summary.seconds,
+                    result
+                        .summary
+                        .final_loss
+                        .map_or("-".into(), |l| format!("{l:.4}")),
+                    out.display()
+                );
+            }
+        }
         Command::Merge { base, adapter, out } => {
             let mut session = load(&base, Some(&adapter), cli.device, json)?;
             tunelab::model::lora::merge(&mut session.model);
@@ -788,21 +878,13 @@ fn eval(a: EvalArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
 fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
     let input = |m: String| Error::Input(m);
     // A resumed run takes its settings from the checkpoint, so it continues exactly.
-    let resumed: Option<(String, TrainConfig)> = match &a.resume {
-        Some(dir) => {
-            let path = dir.join("trainer_state.json");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| input(format!("--resume: {}: {e}", path.display())))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| input(format!("--resume: {}: {e}", path.display())))?;
-            let cfg = serde_json::from_value(v["config"].clone())
-                .map_err(|e| input(format!("--resume: {}: config: {e}", path.display())))?;
-            Some((text, cfg))
-        }
+    let resumed = match &a.resume {
+        Some(dir) => Some(Resume::read(dir)?),
         None => None,
     };
+    let was_resumed = resumed.is_some();
     let config = match &resumed {
-        Some((_, cfg)) => cfg.clone(),
+        Some(r) => r.config.clone(),
         None => {
             let method = match a.method.as_str() {
                 "lora" => Method::Lora(LoraConfig {
@@ -861,9 +943,9 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         eprintln!("note: {n}");
     }
     // Full fine-tuning resumes from the checkpoint's own weights; LoRA from the base model.
-    let model_src = match (&resumed, &config.method, &a.resume) {
-        (Some(_), Method::Full(_), Some(dir)) => dir.display().to_string(),
-        _ => a.model.clone(),
+    let model_src = match &resumed {
+        Some(r) => r.model_source(&a.model),
+        None => a.model.clone(),
     };
     let device = selected.device.clone().autodiff();
     let session = pollster::block_on(Session::load(
@@ -902,15 +984,10 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         Some(p) => Some(data::load(p, tok, &opts)?),
         None => None,
     };
-    let adapter = match (&resumed, &config.method, &a.resume) {
-        (Some(_), Method::Lora(_), Some(dir)) => Some(pollster::block_on(
-            tunelab::model::lora::read_peft(&ModelSource::Dir(dir.clone())),
-        )?),
-        _ => None,
+    let adapter = match &resumed {
+        Some(r) => pollster::block_on(r.adapter())?,
+        None => None,
     };
-    if let Some((state, _)) = &resumed {
-        tunelab::train::trainer::check_signature(&session.model, state)?;
-    }
     let base_name = a.model.clone();
     let mut trainer = Trainer::new(
         session.model,
@@ -922,29 +999,15 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         adapter.as_ref(),
     )?;
     let total = trainer.total_steps(train_data.examples.len(), a.seq_len);
-    if resumed.is_none() {
+    if !was_resumed {
         trainer.config.warmup_steps = if a.warmup < 1.0 {
             (a.warmup * total as f64).round() as usize
         } else {
             a.warmup as usize
         };
     }
-    if let (Some((state, _)), Some(dir)) = (&resumed, &a.resume) {
-        let opt_path = dir.join("optimizer.safetensors");
-        let bytes = std::fs::read(&opt_path)
-            .map_err(|e| input(format!("--resume: {}: {e}", opt_path.display())))?;
-        let mut tensors = Vec::new();
-        tunelab::hf::safetensors::stream_tensors(
-            &bytes[..],
-            &opt_path.display().to_string(),
-            Some(bytes.len() as u64),
-            |t| {
-                tensors.push((t.info.name.clone(), t.values));
-                Ok(())
-            },
-            |_| {},
-        )?;
-        trainer.restore(state, tensors)?;
+    if let Some(r) = resumed {
+        r.apply(&mut trainer)?;
     }
     if !json {
         eprintln!("device: {}", selected.label);
@@ -970,11 +1033,8 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         .append(true)
         .open(&log_path)
         .map_err(|e| input(format!("{}: {e}", log_path.display())))?;
-    let bar = progress_bar(
-        total as u64,
-        "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
-        json,
-    );
+    let bar = step_bar(json);
+    bar.set_length(total as u64);
     bar.set_position(trainer.progress.step as u64);
     let mut sink = DirSink {
         root: a.out.clone(),
@@ -984,28 +1044,7 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
             trainer.run(&train_data, eval_data.as_ref(), &mut sink, &mut |e| {
                 let line = serde_json::to_string(e).expect("events serialize");
                 let _ = writeln!(log, "{line}");
-                if json {
-                    println!("{line}");
-                }
-                match e {
-                    Event::Step {
-                        step,
-                        loss,
-                        lr,
-                        tokens_per_s,
-                        ..
-                    } => {
-                        bar.set_position(*step as u64);
-                        bar.set_message(format!(
-                            "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
-                        ));
-                    }
-                    Event::Eval { step, loss, .. } => {
-                        bar.println(format!("step {step}: eval loss {loss:.4}"))
-                    }
-                    Event::Checkpoint { name, .. } => bar.println(format!("saved {name}")),
-                    _ => {}
-                }
+                show_training_event(&bar, e, json);
             }),
         );
     bar.finish();
@@ -1029,6 +1068,119 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
             a.out.display()
         );
     }
+    Ok(())
+}
+
+fn make_forgetting(
+    from: Option<PathBuf>,
+    items: usize,
+    seed: u64,
+    out: &Path,
+    json: bool,
+) -> Result<(), Error> {
+    let from =
+        from.ok_or_else(|| Error::Input("make-data forgetting needs --from HELDOUT_TEXT".into()))?;
+    let text = std::fs::read_to_string(&from)
+        .map_err(|e| Error::Input(format!("--from {}: {e}", from.display())))?;
+    let sets = tunelab::corpus::forgetting::build(&text, items, seed);
+    let lines = |v: &[serde_json::Value]| -> Vec<u8> {
+        v.iter()
+            .map(|x| x.to_string() + "\n")
+            .collect::<String>()
+            .into_bytes()
+    };
+    write_dir(
+        out,
+        &[
+            ("hellaswag.jsonl".into(), lines(&sets.hellaswag)),
+            ("arc.jsonl".into(), lines(&sets.arc)),
+            ("winogrande.jsonl".into(), lines(&sets.winogrande)),
+        ],
+    )?;
+    let counts = [sets.hellaswag.len(), sets.arc.len(), sets.winogrande.len()];
+    if json {
+        print_json(
+            &serde_json::json!({"out": out, "hellaswag": counts[0], "arc": counts[1], "winogrande": counts[2]}),
+        );
+    } else {
+        println!(
+            "wrote {} hellaswag, {} arc and {} winogrande items from {} to {}",
+            counts[0],
+            counts[1],
+            counts[2],
+            from.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn experiment(
+    config: Option<PathBuf>,
+    out: Option<PathBuf>,
+    choice: DeviceChoice,
+    json: bool,
+) -> Result<(), Error> {
+    use tunelab::experiment::{ExperimentConfig, config::DEFAULT_TOML, report, runner};
+    let (cfg, root) = match &config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+            let root = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            (
+                ExperimentConfig::parse(&text, &p.display().to_string())?,
+                root,
+            )
+        }
+        // The bundled default lives in the repository this binary was built from.
+        None => (
+            ExperimentConfig::parse(DEFAULT_TOML, "experiments/default.toml")?,
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+        ),
+    };
+    let root = if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
+    };
+    let out = out.unwrap_or_else(|| Path::new("experiment-results").join(&cfg.name));
+    let selected = device::select(choice)?;
+    if let Some(n) = &selected.notice {
+        eprintln!("note: {n}");
+    }
+    if !json {
+        eprintln!("device: {}; writing to {}", selected.label, out.display());
+    }
+    let bar = step_bar(json);
+    let results = pollster::block_on(runner::run(
+        &cfg,
+        &root,
+        &out,
+        selected.device.clone(),
+        &selected.label,
+        &mut |e| match e {
+            Event::Progress(p) if p.unit == Unit::Items && !json => {
+                bar.set_length(p.total.unwrap_or(0));
+                bar.set_position(p.done);
+                bar.set_message(format!("eval {}", p.task));
+            }
+            Event::Progress(_) => {}
+            _ => show_training_event(&bar, e, json),
+        },
+    ))?;
+    bar.finish_and_clear();
+    let files = report::files(&results)?;
+    write_dir(&out, &files)?;
+    if json {
+        print_json(&results);
+        return Ok(());
+    }
+    let md = report::markdown(&results);
+    // The tables and findings; the plots are files.
+    for line in md.lines().filter(|l| !l.starts_with("![")) {
+        println!("{line}");
+    }
+    println!("\nreport: {}", out.join("report.md").display());
     Ok(())
 }
 
@@ -1075,6 +1227,50 @@ fn load(
         pollster::block_on(session.attach_adapter(&ModelSource::parse(a)))?;
     }
     Ok(session)
+}
+
+/// The progress bar of a training run (length set by the first step event).
+fn step_bar(json: bool) -> ProgressBar {
+    progress_bar(
+        0,
+        "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+        json,
+    )
+}
+
+/// Show a training event: JSON lines with `--json`, else on the progress bar.
+fn show_training_event(bar: &ProgressBar, e: &Event, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(e).expect("events serialize"));
+        return;
+    }
+    match e {
+        Event::Step {
+            step,
+            total_steps,
+            loss,
+            lr,
+            tokens_per_s,
+            ..
+        } => {
+            bar.set_length(*total_steps as u64);
+            bar.set_position(*step as u64);
+            bar.set_message(format!(
+                "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
+            ));
+        }
+        Event::Eval { step, loss, .. } => bar.println(format!("step {step}: eval loss {loss:.4}")),
+        Event::Checkpoint { name, .. } => bar.println(format!("saved {name}")),
+        Event::Notice { message } => bar.println(message.clone()),
+        _ => {}
+    }
+}
+
+/// Parse a TOML settings file, naming the file and field on error.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
 }
 
 /// A progress bar on stderr, hidden when the output is JSON.

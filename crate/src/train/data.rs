@@ -36,15 +36,10 @@ impl Regime {
     /// Guess from a file: plain text, or JSONL whose first record has `text`, is continued
     /// pretraining; other JSONL is instruction tuning.
     pub fn detect(path: &std::path::Path) -> Result<Self> {
-        let jsonl = path
-            .extension()
-            .is_some_and(|e| e == "jsonl" || e == "json");
-        if !jsonl {
+        if !is_jsonl(path) {
             return Ok(Regime::Cpt);
         }
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::Input(format!("data file {}: {e}", path.display())))?;
-        for line in std::io::BufReader::new(file).lines().map_while(|l| l.ok()) {
+        for line in open(path)?.lines().map_while(|l| l.ok()) {
             if line.trim().is_empty() {
                 continue;
             }
@@ -56,6 +51,15 @@ impl Regime {
             });
         }
         Ok(Regime::Cpt)
+    }
+}
+
+impl std::fmt::Display for Regime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Regime::Cpt => "cpt",
+            Regime::Ift => "ift",
+        })
     }
 }
 
@@ -90,16 +94,39 @@ pub struct DataOptions {
     pub pad_id: u32,
 }
 
-/// Read `path` (`.jsonl` → JSON lines, anything else → plain text) into examples.
+/// Read `path` (`.jsonl` → JSON lines, anything else → plain text; `.gz` is decompressed) into
+/// examples.
 pub fn load(path: &std::path::Path, tok: &Tokenizer, opts: &DataOptions) -> Result<Dataset> {
+    read(
+        open(path)?,
+        &path.display().to_string(),
+        is_jsonl(path),
+        tok,
+        opts,
+    )
+}
+
+/// A line reader over a data file, gunzipped when its name ends in `.gz`.
+pub fn open(path: &std::path::Path) -> Result<Box<dyn BufRead + Send>> {
     let file = std::fs::File::open(path)
         .map_err(|e| Error::Input(format!("data file {}: {e}", path.display())))?;
-    let reader = std::io::BufReader::new(file);
-    let jsonl = path
-        .extension()
-        .is_some_and(|e| e == "jsonl" || e == "json");
-    read(reader, &path.display().to_string(), jsonl, tok, opts)
+    Ok(if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(file)))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    })
 }
+
+/// Whether a data file is JSON lines (`.jsonl`/`.json`, also under `.gz`).
+pub fn is_jsonl(path: &std::path::Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    name.ends_with(".jsonl") || name.ends_with(".json")
+}
+
+/// Plain text is tokenized in pieces of about this many bytes, cut at blank lines, so a large
+/// corpus is never one giant string in the tokenizer.
+const TEXT_PIECE: usize = 1 << 16;
 
 /// Read examples from any line reader; `name` is used in messages.
 pub fn read(
@@ -123,6 +150,10 @@ pub fn read(
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| Error::Input(format!("{name}: line {}: {e}", i + 1)))?;
         if !jsonl {
+            if line.trim().is_empty() && plain.len() >= TEXT_PIECE {
+                stream.extend(tok.encode(&plain)?);
+                plain.clear();
+            }
             plain.push_str(&line);
             plain.push('\n');
             continue;

@@ -4,6 +4,8 @@
 pub mod data;
 pub mod loss;
 pub mod optim;
+#[cfg(feature = "native")]
+pub mod resume;
 pub mod schedule;
 pub mod trainer;
 

@@ -117,6 +117,24 @@ impl TrainConfig {
     }
 }
 
+/// Mean loss per target token of `model` (on a non-autodiff `device`) over `data`, in batches of
+/// `batch_size`.
+pub async fn evaluate_loss(
+    model: &CausalLm,
+    device: &Device,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<f64> {
+    let mut total = 0.0;
+    let refs: Vec<_> = data.examples.iter().collect();
+    for chunk in refs.chunks(batch_size.max(1)) {
+        let b = collate(chunk, device);
+        let logits = model.forward(b.ids, Some(b.mask));
+        total += read_f32(summed_cross_entropy(logits, b.labels)).await?[0] as f64;
+    }
+    Ok(total / data.target_tokens.max(1) as f64)
+}
+
 /// Where checkpoints go: a directory natively, downloads in the browser.
 pub trait CheckpointSink {
     /// Store `files` as the checkpoint `name` (e.g. `checkpoint-100`, or `final`), atomically.
@@ -162,6 +180,10 @@ pub struct Trainer {
     /// Names of the trainable tensors.
     pub trainable: Vec<String>,
     pub trainable_parameters: u64,
+    /// When set, [`Trainer::run`] returns after this many optimizer steps without writing the
+    /// final checkpoint; calling it again continues the same schedule (evaluation at budgets,
+    /// pause in the browser).
+    pub pause_at: Option<usize>,
     device: Device,
     /// `config.json` of the base model (written into full checkpoints).
     base_config_json: String,
@@ -233,6 +255,7 @@ impl Trainer {
             progress: Progress::default(),
             trainable,
             trainable_parameters: count,
+            pause_at: None,
             device,
             base_config_json,
             extra_files,
@@ -373,17 +396,13 @@ impl Trainer {
 
     /// Mean loss of the model on `data` (no dropout, no gradients).
     pub async fn evaluate(&self, data: &Dataset) -> Result<f64> {
-        let model = self.model.valid();
-        let device = self.device.clone().inner();
-        let bs = self.config.batch_size;
-        let mut total = 0.0;
-        let refs: Vec<_> = data.examples.iter().collect();
-        for chunk in refs.chunks(bs) {
-            let b = collate(chunk, &device);
-            let logits = model.forward(b.ids, Some(b.mask));
-            total += read_f32(summed_cross_entropy(logits, b.labels)).await?[0] as f64;
-        }
-        Ok(total / data.target_tokens.max(1) as f64)
+        evaluate_loss(
+            &self.model.valid(),
+            &self.device.clone().inner(),
+            data,
+            self.config.batch_size,
+        )
+        .await
     }
 
     /// Train on `data` until the configured budget is spent, evaluating on `eval` and saving
@@ -402,7 +421,7 @@ impl Trainer {
         let mut window = (Instant::now(), 0u64);
         let mut pending: Vec<(usize, f64, Tensor<1>, Tensor<1>)> = Vec::new();
         let mut last_good: Option<(usize, CausalLm, Optimizer, Progress)> = None;
-        while self.progress.step < total {
+        while self.progress.step < total && self.pause_at != Some(self.progress.step) {
             let step = self.progress.step;
             let lr = self.config.lr
                 * factor(self.config.schedule, step, total, self.config.warmup_steps);
@@ -416,7 +435,10 @@ impl Trainer {
             self.progress.tokens_seen += tokens;
             window.1 += tokens;
             let done = self.progress.step;
-            if done.is_multiple_of(self.config.log_every) || done == total {
+            if done.is_multiple_of(self.config.log_every)
+                || done == total
+                || self.pause_at == Some(done)
+            {
                 for (s, lr, loss, norm) in pending.drain(..) {
                     let loss = read_f32(loss).await?[0] as f64;
                     let norm = read_f32(norm).await?[0] as f64;
@@ -483,7 +505,9 @@ impl Trainer {
                     .await?;
             }
         }
-        self.save(sink, "final", on_event).await?;
+        if self.progress.step == total {
+            self.save(sink, "final", on_event).await?;
+        }
         Ok(Summary {
             steps: self.progress.step,
             tokens_seen: self.progress.tokens_seen,

@@ -1,0 +1,307 @@
+//! What an experiment runs: the base model, target domains with their learning metric and
+//! budgets, the fine-tuning methods compared, and the forgetting evals. Read from TOML; every
+//! field is named in errors.
+
+use crate::error::{Error, Result};
+use crate::train::data::Regime;
+use crate::train::schedule::Schedule;
+
+/// The bundled default experiment (paths relative to the repository root).
+pub const DEFAULT_TOML: &str = include_str!("../../../experiments/default.toml");
+
+/// A whole experiment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Model directory or Hugging Face base URL.
+    pub base_model: String,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Peak learning rate of full fine-tuning.
+    pub full_lr: f64,
+    /// LoRA methods without their own `lr` use `full_lr` × this (the paper's ~10×).
+    #[serde(default = "default_lora_multiplier")]
+    pub lora_lr_multiplier: f64,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Warm-up as a fraction of each run's steps.
+    #[serde(default = "default_warmup")]
+    pub warmup: f64,
+    /// Also analyse the spectrum of each run's weight change at its last budget.
+    #[serde(default = "default_true")]
+    pub spectrum: bool,
+    pub targets: Vec<Target>,
+    pub methods: Vec<MethodSpec>,
+    pub forgetting: Forgetting,
+}
+
+/// A target domain: training data, the held-out learning metric and the budgets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    /// `cpt` (loss on every token) or `ift` (loss on answers).
+    pub regime: Regime,
+    /// Training data file (text or JSONL, `.gz` allowed), or `math` to generate word problems
+    /// from the seed.
+    pub train: String,
+    /// Held-out data for the learning metric: a file, or `math`.
+    pub test: String,
+    pub metric: LearningMetric,
+    pub seq_len: usize,
+    /// Evaluate after these amounts of training (the last is the run's length).
+    pub budgets: Vec<f64>,
+    pub budget_unit: BudgetUnit,
+    /// Problems generated for `math` train and test.
+    #[serde(default = "default_math_train")]
+    pub math_train: usize,
+    #[serde(default = "default_math_test")]
+    pub math_test: usize,
+    /// Score at most this many characters of a perplexity test text.
+    #[serde(default)]
+    pub test_chars: Option<usize>,
+    #[serde(default = "default_gen")]
+    pub max_gen_toks: usize,
+}
+
+/// How a target's learning is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LearningMetric {
+    /// GSM8K exact match (flexible extraction; strict and answer loss are reported too).
+    Gsm8k,
+    /// Perplexity of the held-out text (lower is better).
+    Perplexity,
+}
+
+impl LearningMetric {
+    /// The metric key in results and whether a higher value means more learning.
+    pub fn key(self, target: &str) -> (String, bool) {
+        match self {
+            LearningMetric::Gsm8k => (format!("{target}/exact_match_flexible"), true),
+            LearningMetric::Perplexity => (format!("{target}/perplexity"), false),
+        }
+    }
+}
+
+/// Unit of the budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetUnit {
+    /// Training tokens (sequence positions, as the trainer counts them).
+    Tokens,
+    /// Passes over the training examples.
+    Epochs,
+}
+
+impl BudgetUnit {
+    /// The unit as written in configs (`tokens`, `epochs`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetUnit::Tokens => "tokens",
+            BudgetUnit::Epochs => "epochs",
+        }
+    }
+}
+
+/// A fine-tuning method to compare.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSpec {
+    /// Label in tables and plots (e.g. `full`, `lora-r16`).
+    pub name: String,
+    /// `full` or `lora`.
+    pub method: String,
+    #[serde(default)]
+    pub rank: usize,
+    /// Default 2 × rank, as the paper.
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    #[serde(default = "default_targets")]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub dropout: f64,
+    /// Default: `full_lr`, or `full_lr` × `lora_lr_multiplier` for LoRA.
+    #[serde(default)]
+    pub lr: Option<f64>,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub attention_dropout: f64,
+    #[serde(default)]
+    pub residual_dropout: f64,
+}
+
+/// Forgetting evals on the source domain (files in the published JSONL layouts).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forgetting {
+    #[serde(default)]
+    pub hellaswag: Option<String>,
+    #[serde(default)]
+    pub arc: Option<String>,
+    #[serde(default)]
+    pub winogrande: Option<String>,
+    /// Source-domain text whose perplexity is tracked.
+    #[serde(default)]
+    pub perplexity: Option<String>,
+    /// Items per multiple-choice task.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Characters of the perplexity text scored.
+    #[serde(default)]
+    pub perplexity_chars: Option<usize>,
+}
+
+fn default_name() -> String {
+    "experiment".into()
+}
+fn default_batch() -> usize {
+    8
+}
+fn default_lora_multiplier() -> f64 {
+    10.0
+}
+fn default_schedule() -> Schedule {
+    Schedule::Cosine
+}
+fn default_warmup() -> f64 {
+    0.1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_math_train() -> usize {
+    2000
+}
+fn default_math_test() -> usize {
+    100
+}
+fn default_gen() -> usize {
+    160
+}
+fn default_targets() -> Vec<String> {
+    vec!["all".into()]
+}
+
+impl ExperimentConfig {
+    /// Parse TOML (`file` names the source in errors) and check it.
+    pub fn parse(text: &str, file: &str) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| Error::Input(format!("{file}: {e}")))?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Reject settings that cannot run, naming the field.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(format!("{file}: {m}")));
+        if self.targets.is_empty() || self.methods.is_empty() {
+            return bad("needs at least one [[targets]] and one [[methods]]".into());
+        }
+        if !(self.full_lr > 0.0 && self.lora_lr_multiplier > 0.0) {
+            return bad("full_lr and lora_lr_multiplier must be positive".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.targets {
+            if !names.insert(&t.name) || t.name.contains(['/', '\\']) || t.name.is_empty() {
+                return bad(format!(
+                    "target name `{}` must be unique and a plain name",
+                    t.name
+                ));
+            }
+            if t.budgets.is_empty() || t.budgets.iter().any(|b| b.is_nan() || *b <= 0.0) {
+                return bad(format!(
+                    "targets.{}.budgets must be positive numbers",
+                    t.name
+                ));
+            }
+            if t.budgets.windows(2).any(|w| w[0] >= w[1]) {
+                return bad(format!("targets.{}.budgets must increase", t.name));
+            }
+            if t.seq_len < 2 {
+                return bad(format!("targets.{}.seq_len must be at least 2", t.name));
+            }
+            if t.metric == LearningMetric::Gsm8k && t.test != "math" && !t.test.contains(".json") {
+                return bad(format!(
+                    "targets.{}.test: the gsm8k metric needs `math` or a GSM8K-layout JSONL file",
+                    t.name
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for m in &self.methods {
+            if !names.insert(&m.name) || m.name.contains(['/', '\\']) || m.name.is_empty() {
+                return bad(format!(
+                    "method name `{}` must be unique and a plain name",
+                    m.name
+                ));
+            }
+            match m.method.as_str() {
+                "full" => {}
+                "lora" if m.rank > 0 => {}
+                "lora" => return bad(format!("methods.{}: lora needs rank ≥ 1", m.name)),
+                o => {
+                    return bad(format!(
+                        "methods.{}: method `{o}`: expected full or lora",
+                        m.name
+                    ));
+                }
+            }
+        }
+        let f = &self.forgetting;
+        if f.hellaswag.is_none()
+            && f.arc.is_none()
+            && f.winogrande.is_none()
+            && f.perplexity.is_none()
+        {
+            return bad(
+                "[forgetting] names no eval (hellaswag, arc, winogrande, perplexity)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The learning rate of `m`.
+    pub fn lr(&self, m: &MethodSpec) -> f64 {
+        m.lr.unwrap_or(if m.method == "lora" {
+            self.full_lr * self.lora_lr_multiplier
+        } else {
+            self.full_lr
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_default_parses() {
+        let cfg = ExperimentConfig::parse(DEFAULT_TOML, "default.toml").unwrap();
+        assert!(cfg.methods.iter().any(|m| m.method == "full"));
+        assert!(cfg.methods.iter().any(|m| m.method == "lora"));
+        let lora = cfg.methods.iter().find(|m| m.method == "lora").unwrap();
+        assert_eq!(cfg.lr(lora), cfg.full_lr * cfg.lora_lr_multiplier);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let text = DEFAULT_TOML.replace("budget_unit", "budget_units");
+        let e = ExperimentConfig::parse(&text, "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml") && e.contains("budget_units"), "{e}");
+        let text = DEFAULT_TOML.replacen("method = \"lora\"", "method = \"lorax\"", 1);
+        let e = ExperimentConfig::parse(&text, "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lorax"), "{e}");
+    }
+}

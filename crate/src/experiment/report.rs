@@ -1,0 +1,423 @@
+//! Turning results into what people read: the paper's findings checked on the numbers,
+//! `results.csv`, `report.md` and the plots (learning vs forgetting scatter, curves over budget,
+//! training loss), as in-memory files so the CLI and the browser share them.
+
+use super::results::{Finding, Point, Results, RunRecord};
+use crate::analysis::plot::{Chart, Series, chart_files};
+use crate::error::Result;
+use crate::export::File;
+
+/// Each method's point at the target's largest budget.
+fn last_points<'a>(r: &'a Results, target: &str) -> Vec<&'a Point> {
+    let max = r
+        .points
+        .iter()
+        .filter(|p| p.target == target)
+        .map(|p| p.budget)
+        .fold(f64::NEG_INFINITY, f64::max);
+    r.points
+        .iter()
+        .filter(|p| p.target == target && p.budget == max)
+        .collect()
+}
+
+fn run<'a>(r: &'a Results, target: &str, method: &str) -> Option<&'a RunRecord> {
+    r.runs
+        .iter()
+        .find(|x| x.target == target && x.method == method)
+}
+
+fn fmt(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Check the paper's qualitative findings (../PAPER.md, 1–4) on this run's numbers.
+pub fn findings(r: &Results) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let (_, f_higher) = r.forgetting_key();
+    for t in &r.config.targets {
+        let (lkey, l_higher) = r.learning_key(&t.name);
+        let last = last_points(r, &t.name);
+        let full = last
+            .iter()
+            .find(|p| run(r, &t.name, &p.method).is_some_and(|x| x.kind == "full"));
+        let mut loras: Vec<(&Point, usize)> = last
+            .iter()
+            .filter_map(|p| Some((*p, run(r, &t.name, &p.method)?.rank?)))
+            .collect();
+        loras.sort_by_key(|x| x.1);
+        let better = |a: f64, b: f64, higher: bool| if higher { a > b } else { a < b };
+        let finding = |claim: &str, reproduced: Option<bool>, evidence: String| Finding {
+            target: t.name.clone(),
+            claim: claim.into(),
+            reproduced,
+            evidence,
+        };
+        let base_f = r.base.get(r.forgetting_key().0).copied();
+        match full {
+            Some(f) if !loras.is_empty() => {
+                let learn_ok = loras
+                    .iter()
+                    .all(|(p, _)| better(f.learning, p.learning, l_higher));
+                let ev: Vec<String> = loras
+                    .iter()
+                    .map(|(p, _)| format!("{} {}", p.method, fmt(p.learning)))
+                    .collect();
+                out.push(finding(
+                    "1. LoRA learns less than full fine-tuning",
+                    Some(learn_ok),
+                    format!(
+                        "{lkey} at the largest budget: full {} vs {}",
+                        fmt(f.learning),
+                        ev.join(", ")
+                    ),
+                ));
+                let forget_ok = loras
+                    .iter()
+                    .all(|(p, _)| better(p.forgetting, f.forgetting, f_higher));
+                let ev: Vec<String> = loras
+                    .iter()
+                    .map(|(p, _)| format!("{} {}", p.method, fmt(p.forgetting)))
+                    .collect();
+                out.push(finding(
+                    "2. LoRA forgets less than full fine-tuning",
+                    Some(forget_ok),
+                    format!(
+                        "{} at the largest budget (base {}): full {} vs {}",
+                        r.forgetting_key().0,
+                        base_f.map_or("-".into(), fmt),
+                        fmt(f.forgetting),
+                        ev.join(", ")
+                    ),
+                ));
+                out.push(finding(
+                    "3. On the learning-vs-forgetting plot LoRA sits at less learning and less forgetting",
+                    Some(learn_ok && forget_ok),
+                    "both of the above, for every LoRA rank".into(),
+                ));
+            }
+            _ => out.push(finding(
+                "1–3. LoRA vs full fine-tuning",
+                None,
+                "needs a full and a LoRA method".into(),
+            )),
+        }
+        if let Some(f) = full {
+            let mut pts: Vec<&Point> = r
+                .points
+                .iter()
+                .filter(|p| p.target == t.name && p.method == f.method)
+                .collect();
+            pts.sort_by(|a, b| a.budget.total_cmp(&b.budget));
+            if let (Some(first), Some(lastp), Some(b)) = (pts.first(), pts.last(), base_f) {
+                let grows = better(b, first.forgetting, f_higher)
+                    && (pts.len() == 1 || better(first.forgetting, lastp.forgetting, f_higher));
+                let series: Vec<String> = pts
+                    .iter()
+                    .map(|p| format!("{} → {}", p.budget, fmt(p.forgetting)))
+                    .collect();
+                out.push(finding(
+                    "2b. Forgetting grows with more training (full fine-tuning)",
+                    Some(grows),
+                    format!("base {}; by budget: {}", fmt(b), series.join(", ")),
+                ));
+            }
+            let spec = run(r, &t.name, &f.method).and_then(|x| x.spectrum.as_ref());
+            if let (Some(s), Some((_, min_rank))) = (spec, loras.first()) {
+                let att = s["mean_rank_attention"].as_f64().unwrap_or(0.0);
+                let mlp = s["mean_rank_mlp"].as_f64().unwrap_or(0.0);
+                let mean = (att + mlp) / 2.0;
+                out.push(finding(
+                    "4. Full fine-tuning's weight change is far from low rank (≥ 10× the LoRA rank for 90% of its variance)",
+                    Some(mean >= 10.0 * *min_rank as f64),
+                    format!(
+                        "rank for 90% of ΔW's σ² energy: attention {att:.1}, MLP {mlp:.1} (fraction of full rank {:.0}% / {:.0}%) vs LoRA rank {min_rank}",
+                        100.0 * s["mean_rank_fraction_attention"].as_f64().unwrap_or(0.0),
+                        100.0 * s["mean_rank_fraction_mlp"].as_f64().unwrap_or(0.0),
+                    ),
+                ));
+                out.push(finding(
+                    "4b. Full fine-tuning's weight change needs higher rank in MLP than in attention matrices",
+                    Some(mlp > att),
+                    format!("mean rank MLP {mlp:.1} vs attention {att:.1}"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `results.csv`: one row per method × budget, base rows first.
+pub fn csv(r: &Results) -> String {
+    let mut keys: Vec<&String> = r.base.keys().collect();
+    for p in &r.points {
+        keys.extend(p.metrics.keys());
+    }
+    keys.sort();
+    keys.dedup();
+    let mut s = String::from(
+        "target,method,budget,budget_unit,step,tokens_seen,learning,forgetting,train_loss",
+    );
+    for k in &keys {
+        s.push(',');
+        s.push_str(k);
+    }
+    s.push('\n');
+    for t in &r.config.targets {
+        let (lkey, _) = r.learning_key(&t.name);
+        let get = |k: &str| r.base.get(k).map_or(String::new(), |v| v.to_string());
+        s.push_str(&format!(
+            "{},base,0,{},0,0,{},{},",
+            t.name,
+            t.budget_unit.as_str(),
+            get(&lkey),
+            get(r.forgetting_key().0)
+        ));
+        for k in &keys {
+            s.push(',');
+            s.push_str(&get(k));
+        }
+        s.push('\n');
+    }
+    for p in &r.points {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}",
+            p.target,
+            p.method,
+            p.budget,
+            p.budget_unit.as_str(),
+            p.step,
+            p.tokens_seen,
+            p.learning,
+            p.forgetting,
+            p.train_loss.map_or(String::new(), |l| l.to_string())
+        ));
+        for k in &keys {
+            s.push(',');
+            s.push_str(&p.metrics.get(*k).map_or(String::new(), |v| v.to_string()));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// `report.md`: per-target tables, findings, timings, plots.
+pub fn markdown(r: &Results) -> String {
+    let mut s = format!(
+        "# tunelab experiment `{}`\n\nBase model `{}`, device {}, seed {}. Forgetting score = mean `acc_norm` (length-normalised log-likelihood accuracy, lm-evaluation-harness) over the forgetting evals in the HellaSwag / ARC / WinoGrande layouts built from held-out source text; source perplexity on held-out source text.\n\n",
+        r.config.name, r.config.base_model, r.device, r.config.seed
+    );
+    let (fkey, f_higher) = r.forgetting_key();
+    for t in &r.config.targets {
+        let (lkey, l_higher) = r.learning_key(&t.name);
+        s.push_str(&format!(
+            "## Target `{}` ({}, budgets {} {}, learning metric `{lkey}`, {} is better)\n\n",
+            t.name,
+            t.regime,
+            t.budgets
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+            t.budget_unit.as_str(),
+            if l_higher { "higher" } else { "lower" }
+        ));
+        s.push_str(&format!(
+            "| method | budget | learning `{lkey}` | forgetting `{fkey}` ({}) | source perplexity | train loss | trainable params | lr |\n|---|---|---|---|---|---|---|---|\n",
+            if f_higher { "higher = less forgetting" } else { "lower = less forgetting" }
+        ));
+        let b = |k: &str| r.base.get(k).map_or("-".into(), |v| fmt(*v));
+        s.push_str(&format!(
+            "| base | 0 | {} | {} | {} | - | - | - |\n",
+            b(&lkey),
+            b(fkey),
+            b("source/perplexity")
+        ));
+        for p in r.points.iter().filter(|p| p.target == t.name) {
+            let run = run(r, &t.name, &p.method);
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                p.method,
+                p.budget,
+                fmt(p.learning),
+                fmt(p.forgetting),
+                p.metrics
+                    .get("source/perplexity")
+                    .map_or("-".into(), |v| fmt(*v)),
+                p.train_loss.map_or("-".into(), fmt),
+                run.map_or("-".into(), |x| x.trainable_parameters.to_string()),
+                run.map_or("-".into(), |x| format!("{:.0e}", x.lr)),
+            ));
+        }
+        s.push_str(&format!(
+            "\n![learning vs forgetting](scatter_{0}.png)\n![learning over budget](learning_{0}.png) ![forgetting over budget](forgetting_{0}.png)\n![training loss](loss_{0}.png)\n\n",
+            t.name
+        ));
+    }
+    s.push_str("## The paper's findings on this run\n\n| target | finding | reproduced | evidence |\n|---|---|---|---|\n");
+    for f in &r.findings {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            f.target,
+            f.claim,
+            match f.reproduced {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "not checked",
+            },
+            f.evidence
+        ));
+    }
+    s.push_str("\nFinding 5 (diversity of sampled generations) is not checked by this experiment; `tunelab eval --task humaneval` reports it.\n\n");
+    let tm = &r.timings;
+    s.push_str(&format!(
+        "## Time\n\nsetup (load model, generate + tokenize data; no pretraining) {:.1} s, base evaluation {:.1} s, training {:.1} s, evaluation {:.1} s, spectra {:.1} s, total {:.1} s{}.\n",
+        tm.setup,
+        tm.base_eval,
+        tm.train,
+        tm.eval,
+        tm.spectrum,
+        tm.total,
+        if tm.reused_runs > 0 {
+            format!(" ({} runs reused from an earlier invocation, their time not counted)", tm.reused_runs)
+        } else {
+            String::new()
+        }
+    ));
+    s
+}
+
+/// The plots of every target, as SVG and (natively) PNG files.
+pub fn plots(r: &Results) -> Result<Vec<File>> {
+    let mut files = Vec::new();
+    let (fkey, _) = r.forgetting_key();
+    for t in &r.config.targets {
+        let (lkey, l_higher) = r.learning_key(&t.name);
+        let methods: Vec<&str> = r
+            .runs
+            .iter()
+            .filter(|x| x.target == t.name)
+            .map(|x| x.method.as_str())
+            .collect();
+        let pts = |m: &str| -> Vec<&Point> {
+            let mut v: Vec<&Point> = r
+                .points
+                .iter()
+                .filter(|p| p.target == t.name && p.method == m)
+                .collect();
+            v.sort_by(|a, b| a.budget.total_cmp(&b.budget));
+            v
+        };
+        let base_l = r.base.get(&lkey).copied();
+        let base_f = r.base.get(fkey).copied();
+        let mut scatter = vec![];
+        if let (Some(l), Some(f)) = (base_l, base_f) {
+            scatter.push(Series {
+                label: "base".into(),
+                points: vec![(l, f)],
+                line: false,
+                point_labels: vec![],
+            });
+        }
+        for m in &methods {
+            let p = pts(m);
+            scatter.push(Series {
+                label: m.to_string(),
+                points: p.iter().map(|p| (p.learning, p.forgetting)).collect(),
+                line: true,
+                point_labels: p.iter().map(|p| format!("  {}", p.budget)).collect(),
+            });
+        }
+        let unit = t.budget_unit.as_str();
+        files.extend(chart_files(
+            &format!("scatter_{}", t.name),
+            &Chart {
+                title: format!("{}: learning vs forgetting (labels: {unit})", t.name),
+                x_desc: format!(
+                    "learning: {lkey} ({} is better)",
+                    if l_higher { "higher" } else { "lower" }
+                ),
+                y_desc: format!("{fkey} (higher = less forgetting)"),
+                series: scatter,
+            },
+        )?);
+        for (name, title, key_desc, get) in [
+            (
+                "learning",
+                "learning over budget",
+                lkey.clone(),
+                (|p: &Point| p.learning) as fn(&Point) -> f64,
+            ),
+            (
+                "forgetting",
+                "forgetting over budget",
+                fkey.to_string(),
+                |p: &Point| p.forgetting,
+            ),
+        ] {
+            let base = if name == "learning" { base_l } else { base_f };
+            let series = methods
+                .iter()
+                .map(|m| {
+                    let p = pts(m);
+                    let mut points: Vec<(f64, f64)> = base.map(|b| (0.0, b)).into_iter().collect();
+                    points.extend(p.iter().map(|p| (p.budget, get(p))));
+                    Series {
+                        label: m.to_string(),
+                        points,
+                        line: true,
+                        point_labels: vec![],
+                    }
+                })
+                .collect();
+            files.extend(chart_files(
+                &format!("{name}_{}", t.name),
+                &Chart {
+                    title: format!("{}: {title}", t.name),
+                    x_desc: format!("budget ({unit})"),
+                    y_desc: key_desc,
+                    series,
+                },
+            )?);
+        }
+        let series = r
+            .runs
+            .iter()
+            .filter(|x| x.target == t.name)
+            .map(|x| Series {
+                label: x.method.clone(),
+                points: x.losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
+                line: true,
+                point_labels: vec![],
+            })
+            .collect();
+        files.extend(chart_files(
+            &format!("loss_{}", t.name),
+            &Chart {
+                title: format!("{}: training loss", t.name),
+                x_desc: "optimizer step".into(),
+                y_desc: "loss (nats / token)".into(),
+                series,
+            },
+        )?);
+    }
+    Ok(files)
+}
+
+/// All report files: results.json, results.csv, report.md and the plots.
+pub fn files(r: &Results) -> Result<Vec<File>> {
+    let mut out = vec![
+        (
+            "results.json".to_string(),
+            serde_json::to_vec_pretty(r).expect("results serialize"),
+        ),
+        ("results.csv".into(), csv(r).into_bytes()),
+        ("report.md".into(), markdown(r).into_bytes()),
+    ];
+    out.extend(plots(r)?);
+    Ok(out)
+}

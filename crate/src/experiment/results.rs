@@ -1,0 +1,112 @@
+//! What an experiment measured: the base model's scores, one point per method × budget, one
+//! record per training run, timings and the paper's findings checked against the numbers.
+
+use std::collections::BTreeMap;
+
+use super::config::{BudgetUnit, ExperimentConfig};
+
+/// Key of the forgetting score: mean length-normalised accuracy over the multiple-choice
+/// forgetting evals (higher = more of the source domain kept).
+pub const FORGETTING_SCORE: &str = "forgetting/score";
+/// Key of the source-domain perplexity.
+pub const SOURCE_PERPLEXITY: &str = "source/perplexity";
+
+/// Scores of one model (base, or a method after a budget).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// A method evaluated after a budget of training on a target.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Point {
+    pub target: String,
+    pub method: String,
+    pub budget: f64,
+    pub budget_unit: BudgetUnit,
+    pub step: usize,
+    pub tokens_seen: u64,
+    /// The target's learning metric (see `higher_is_better` in the run record).
+    pub learning: f64,
+    /// The forgetting score ([`FORGETTING_SCORE`], or source perplexity if no task gives one).
+    pub forgetting: f64,
+    pub metrics: Metrics,
+    /// Mean training loss over the last logged steps before this budget.
+    pub train_loss: Option<f64>,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+}
+
+/// One training run (a method on a target).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    pub target: String,
+    pub method: String,
+    /// `full` or `lora`.
+    pub kind: String,
+    pub rank: Option<usize>,
+    pub lr: f64,
+    pub trainable_parameters: u64,
+    pub total_steps: usize,
+    /// (step, loss) as read back during training.
+    pub losses: Vec<(usize, f64)>,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    /// Rank of the weight change at the last budget (summary of `tunelab spectrum`).
+    pub spectrum: Option<serde_json::Value>,
+}
+
+/// Wall time of the phases, in seconds.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Timings {
+    /// Loading the model, generating and tokenizing data (no pretraining).
+    pub setup: f64,
+    pub base_eval: f64,
+    pub train: f64,
+    pub eval: f64,
+    pub spectrum: f64,
+    pub total: f64,
+    /// Runs restored from an earlier invocation (their time is counted where it was spent).
+    pub reused_runs: usize,
+}
+
+/// One of the paper's qualitative findings, checked on this run's numbers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Finding {
+    pub target: String,
+    pub claim: String,
+    /// None when the run lacks what the check needs (e.g. no LoRA method).
+    pub reproduced: Option<bool>,
+    pub evidence: String,
+}
+
+/// Everything `results.json` holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Results {
+    pub config: ExperimentConfig,
+    pub device: String,
+    /// Base-model scores (forgetting evals and every target's learning metric).
+    pub base: Metrics,
+    pub points: Vec<Point>,
+    pub runs: Vec<RunRecord>,
+    pub timings: Timings,
+    pub findings: Vec<Finding>,
+}
+
+impl Results {
+    /// The learning-metric key of `target` and whether higher is better.
+    pub fn learning_key(&self, target: &str) -> (String, bool) {
+        self.config
+            .targets
+            .iter()
+            .find(|t| t.name == target)
+            .map(|t| t.metric.key(target))
+            .unwrap_or_default()
+    }
+
+    /// The forgetting key used for points and whether higher is better (more kept).
+    pub fn forgetting_key(&self) -> (&'static str, bool) {
+        if self.base.contains_key(FORGETTING_SCORE) {
+            (FORGETTING_SCORE, true)
+        } else {
+            (SOURCE_PERPLEXITY, false)
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! Running an experiment: evaluate the base model once, train every method on every target,
+//! evaluate learning and forgetting at each budget, and keep everything in an output directory
+//! so an interrupted experiment resumes where it stopped (finished runs are read back, an
+//! unfinished one continues from its last budget's checkpoint).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use web_time::Instant;
+
+use super::config::{BudgetUnit, ExperimentConfig, LearningMetric, MethodSpec, Target};
+use super::results::{
+    FORGETTING_SCORE, Metrics, Point, Results, RunRecord, SOURCE_PERPLEXITY, Timings,
+};
+use crate::analysis::{plot, spectrum};
+use crate::corpus::math;
+use crate::error::{Error, Result};
+use crate::eval::suite::{self, EvalOptions, Task, TaskData, TaskKind};
+use crate::event::Event;
+use crate::export::{DirSink, write_dir};
+use crate::hf::{ModelSource, Tokenizer};
+use crate::model::lora::{LoraConfig, LoraInit};
+use crate::session::Session;
+use crate::train::data::{self, DataOptions, Dataset, Regime};
+use crate::train::optim::OptimizerConfig;
+use crate::train::resume::Resume;
+use crate::train::trainer::{FullConfig, Method, TrainConfig, Trainer, evaluate_loss};
+
+/// A target's data, ready for training and evaluation.
+struct Prepared {
+    train: Dataset,
+    /// The learning-metric task.
+    task: Task,
+    /// Instruction-format test set whose answer loss is also reported (IFT targets).
+    test_loss: Option<Dataset>,
+}
+
+fn notice(on_event: &mut dyn FnMut(&Event), message: String) {
+    on_event(&Event::Notice { message });
+}
+
+fn input(m: String) -> Error {
+    Error::Input(m)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
+    write_dir(
+        dir,
+        &[(
+            name.to_string(),
+            serde_json::to_vec_pretty(v).expect("results serialize"),
+        )],
+    )
+}
+
+/// Text of a file (`.gz` decompressed), cut at a paragraph boundary after `max_chars`.
+fn read_text(path: &Path, max_chars: Option<usize>) -> Result<String> {
+    use std::io::BufRead;
+    let mut text = String::new();
+    for line in data::open(path)?.lines() {
+        let line = line.map_err(|e| input(format!("{}: {e}", path.display())))?;
+        if max_chars.is_some_and(|m| text.len() >= m) && line.trim().is_empty() {
+            break;
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+fn jsonl(v: &[math::Problem]) -> Vec<u8> {
+    v.iter()
+        .map(|p| serde_json::to_string(p).expect("serializes") + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// The multiple-choice forgetting tasks and the source perplexity task.
+fn forgetting_tasks(cfg: &ExperimentConfig, root: &Path) -> Result<Vec<Task>> {
+    let f = &cfg.forgetting;
+    let mut tasks = Vec::new();
+    for (name, kind, file) in [
+        ("hellaswag", TaskKind::Hellaswag, &f.hellaswag),
+        ("arc", TaskKind::Arc, &f.arc),
+        ("winogrande", TaskKind::Winogrande, &f.winogrande),
+    ] {
+        if let Some(file) = file {
+            let path = root.join(file);
+            let mut reader = data::open(&path)?;
+            tasks.push(suite::read_task(
+                name,
+                kind,
+                (&path.display().to_string(), &mut reader),
+                None,
+                false,
+                f.limit,
+            )?);
+        }
+    }
+    if let Some(file) = &f.perplexity {
+        tasks.push(Task {
+            name: "source".into(),
+            kind: TaskKind::Perplexity,
+            data: TaskData::Text(vec![read_text(&root.join(file), f.perplexity_chars)?]),
+            skipped: 0,
+        });
+    }
+    Ok(tasks)
+}
+
+fn prepare(
+    t: &Target,
+    cfg: &ExperimentConfig,
+    root: &Path,
+    out: &Path,
+    tok: &Tokenizer,
+) -> Result<Prepared> {
+    let opts = DataOptions {
+        regime: t.regime,
+        seq_len: t.seq_len,
+        skip_bad_lines: false,
+        pad_id: tok.eos_id.unwrap_or(0),
+    };
+    let field = |f: &str| format!("targets.{}.{f}", t.name);
+    // `math` data is generated from the seed and written out, so it can be inspected and reused.
+    let math = (t.train == "math" || t.test == "math")
+        .then(|| math::splits(t.math_train, t.math_test, cfg.seed));
+    if let Some((train, test)) = &math {
+        write_dir(
+            &out.join("data").join(&t.name),
+            &[
+                ("train.jsonl".into(), jsonl(train)),
+                ("test.jsonl".into(), jsonl(test)),
+            ],
+        )?;
+    }
+    let train = match (&math, t.train.as_str()) {
+        (Some((problems, _)), "math") => {
+            let lines: Vec<u8> = match t.regime {
+                Regime::Ift => jsonl(problems),
+                // Continued pretraining on the same problems as plain documents.
+                Regime::Cpt => problems
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({"text": format!("Question: {}\nAnswer: {}", p.question, p.answer)})
+                            .to_string()
+                            + "\n"
+                    })
+                    .collect::<String>()
+                    .into_bytes(),
+            };
+            data::read(&lines[..], &field("train"), true, tok, &opts)?
+        }
+        (_, file) => data::load(&root.join(file), tok, &opts)?,
+    };
+    let (task, test_loss) = match t.metric {
+        LearningMetric::Gsm8k => {
+            let bytes = match (&math, t.test.as_str()) {
+                (Some((_, test)), "math") => jsonl(test),
+                (_, file) => std::fs::read(root.join(file))
+                    .map_err(|e| input(format!("{}: {file}: {e}", field("test"))))?,
+            };
+            let task = suite::read_task(
+                &t.name,
+                TaskKind::Gsm8k,
+                (&field("test"), &mut &bytes[..]),
+                None,
+                false,
+                None,
+            )?;
+            let ift = DataOptions {
+                regime: Regime::Ift,
+                ..opts.clone()
+            };
+            let loss = data::read(&bytes[..], &field("test"), true, tok, &ift)?;
+            (task, Some(loss))
+        }
+        LearningMetric::Perplexity => {
+            let text = read_text(&root.join(&t.test), t.test_chars)?;
+            (
+                Task {
+                    name: t.name.clone(),
+                    kind: TaskKind::Perplexity,
+                    data: TaskData::Text(vec![text]),
+                    skipped: 0,
+                },
+                None,
+            )
+        }
+    };
+    Ok(Prepared {
+        train,
+        task,
+        test_loss,
+    })
+}
+
+/// Flatten an eval report into `task/metric` keys, adding the forgetting score.
+fn metrics_of(report: &suite::EvalReport, into: &mut Metrics) {
+    for m in &report.metrics {
+        let key = if m.task.starts_with("forgetting[") {
+            if m.metric != "score_acc_norm" {
+                continue;
+            }
+            FORGETTING_SCORE.to_string()
+        } else {
+            format!("{}/{}", m.task, m.metric)
+        };
+        into.insert(key, m.value);
+    }
+}
+
+/// Evaluate `session`'s model on the forgetting tasks and one target's learning task.
+async fn evaluate(
+    session: &Session,
+    forgetting: &[Task],
+    target: Option<(&Target, &Prepared)>,
+    batch: usize,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Metrics> {
+    let mut metrics = Metrics::new();
+    let mut opts = EvalOptions {
+        shots: 0,
+        ..EvalOptions::default()
+    };
+    let report = suite::run(session, forgetting, &opts, on_event).await?;
+    metrics_of(&report, &mut metrics);
+    if let Some((t, p)) = target {
+        opts.max_gen_toks = t.max_gen_toks;
+        let report = suite::run(session, std::slice::from_ref(&p.task), &opts, on_event).await?;
+        metrics_of(&report, &mut metrics);
+        if let Some(d) = &p.test_loss {
+            let loss = evaluate_loss(&session.model, &session.device, d, batch).await?;
+            metrics.insert(format!("{}/answer_loss", t.name), loss);
+        }
+    }
+    Ok(metrics)
+}
+
+fn steps_for(t: &Target, budget: f64, examples: usize, batch: usize) -> usize {
+    match t.budget_unit {
+        BudgetUnit::Tokens => (budget / (batch * t.seq_len) as f64).ceil() as usize,
+        BudgetUnit::Epochs => (budget * examples as f64 / batch as f64).ceil() as usize,
+    }
+    .max(1)
+}
+
+fn train_config(cfg: &ExperimentConfig, m: &MethodSpec, total: usize) -> TrainConfig {
+    let method = if m.method == "lora" {
+        Method::Lora(LoraConfig {
+            rank: m.rank,
+            alpha: m.alpha.unwrap_or(2.0 * m.rank as f64),
+            dropout: m.dropout,
+            rslora: false,
+            init: LoraInit::Kaiming,
+            targets: m.targets.clone(),
+        })
+    } else {
+        Method::Full(FullConfig {
+            train_embeddings: false,
+            freeze: Vec::new(),
+        })
+    };
+    TrainConfig {
+        optimizer: OptimizerConfig::adamw(m.weight_decay),
+        schedule: cfg.schedule,
+        warmup_steps: (cfg.warmup * total as f64).round() as usize,
+        max_steps: Some(total),
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        attention_dropout: m.attention_dropout,
+        residual_dropout: m.residual_dropout,
+        log_every: 5,
+        ..TrainConfig::new(method, cfg.lr(m))
+    }
+}
+
+/// Where a run keeps its state.
+fn run_dir(out: &Path, target: &str, method: &str) -> PathBuf {
+    out.join("runs").join(target).join(method)
+}
+
+/// Shared state of one experiment invocation.
+struct Ctx<'a> {
+    cfg: &'a ExperimentConfig,
+    out: &'a Path,
+    /// The base model on the evaluation device; a run's model is swapped in to evaluate it.
+    session: Session,
+    forgetting: Vec<Task>,
+    device: Device,
+}
+
+impl Ctx<'_> {
+    async fn run_method(
+        &mut self,
+        t: &Target,
+        p: &Prepared,
+        m: &MethodSpec,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<(RunRecord, Vec<Point>)> {
+        let dir = run_dir(self.out, &t.name, &m.name);
+        if let Some(done) = read_json::<(RunRecord, Vec<Point>)>(&dir.join("run.json")) {
+            notice(
+                on_event,
+                format!("[{}/{}] already done; reusing", t.name, m.name),
+            );
+            return Ok(done);
+        }
+        let mut points: Vec<Point> = read_json(&dir.join("points.json")).unwrap_or_default();
+        let examples = p.train.examples.len();
+        let steps: Vec<usize> = t
+            .budgets
+            .iter()
+            .map(|&b| steps_for(t, b, examples, self.cfg.batch_size))
+            .collect();
+        let total = *steps.last().expect("validated: budgets non-empty");
+        let ckpt = dir.join("checkpoint");
+        let resume = match ckpt.join("trainer_state.json").exists() {
+            true => Some(Resume::read(&ckpt)?),
+            false => None,
+        };
+        let base = &self.cfg.base_model;
+        let source = resume
+            .as_ref()
+            .map_or(base.clone(), |r| r.model_source(base));
+        let autodiff = self.device.clone().autodiff();
+        let loaded =
+            Session::load(&ModelSource::parse(&source), autodiff.clone(), &mut |_| {}).await?;
+        let adapter = match &resume {
+            Some(r) => r.adapter().await?,
+            None => None,
+        };
+        let config = train_config(self.cfg, m, total);
+        let mut trainer = Trainer::new(
+            loaded.model,
+            autodiff,
+            config,
+            self.session.config_json.clone(),
+            self.session.extra_files.clone(),
+            base.clone(),
+            adapter.as_ref(),
+        )?;
+        if let Some(r) = resume {
+            notice(
+                on_event,
+                format!("[{}/{}] resuming from {}", t.name, m.name, ckpt.display()),
+            );
+            r.apply(&mut trainer)?;
+        }
+        let mut sink = DirSink { root: dir.clone() };
+        let mut train_s = points.last().map_or(0.0, |p| p.train_seconds);
+        for (k, (&budget, &at)) in t.budgets.iter().zip(&steps).enumerate() {
+            if points.iter().any(|p| p.budget == budget) {
+                continue;
+            }
+            notice(
+                on_event,
+                format!(
+                    "[{}/{}] training to budget {}/{} ({budget} {}, step {at})",
+                    t.name,
+                    m.name,
+                    k + 1,
+                    steps.len(),
+                    t.budget_unit.as_str()
+                ),
+            );
+            trainer.pause_at = (at < total).then_some(at);
+            let start = Instant::now();
+            trainer.run(&p.train, None, &mut sink, on_event).await?;
+            train_s += start.elapsed().as_secs_f64();
+            write_dir(&ckpt, &trainer.checkpoint_files().await?)?;
+            let start = Instant::now();
+            notice(on_event, format!("[{}/{}] evaluating", t.name, m.name));
+            let base_model = std::mem::replace(&mut self.session.model, trainer.model.valid());
+            let result = evaluate(
+                &self.session,
+                &self.forgetting,
+                Some((t, p)),
+                self.cfg.batch_size,
+                on_event,
+            )
+            .await;
+            self.session.model = base_model;
+            let metrics = result?;
+            let secs = start.elapsed().as_secs_f64();
+            let recent: Vec<f64> = trainer
+                .progress
+                .losses
+                .iter()
+                .rev()
+                .take(4)
+                .map(|l| l.1)
+                .collect();
+            points.push(point(
+                t, m, budget, &trainer, metrics, &recent, train_s, secs,
+            ));
+            write_json(&dir, "points.json", &points)?;
+        }
+        let spectrum = if self.cfg.spectrum {
+            notice(
+                on_event,
+                format!("[{}/{}] spectrum of the weight change", t.name, m.name),
+            );
+            Some(self.spectrum(&trainer, t, m).await?)
+        } else {
+            None
+        };
+        let record = RunRecord {
+            target: t.name.clone(),
+            method: m.name.clone(),
+            kind: m.method.clone(),
+            rank: (m.method == "lora").then_some(m.rank),
+            lr: self.cfg.lr(m),
+            trainable_parameters: trainer.trainable_parameters,
+            total_steps: total,
+            losses: trainer.progress.losses.clone(),
+            train_seconds: train_s,
+            eval_seconds: points.iter().map(|p| p.eval_seconds).sum(),
+            spectrum,
+        };
+        let done = (record, points);
+        write_json(&dir, "run.json", &done)?;
+        // The final weights are in `dir`; the resume checkpoint is no longer needed.
+        let _ = std::fs::remove_dir_all(&ckpt);
+        Ok(done)
+    }
+
+    async fn spectrum(
+        &self,
+        trainer: &Trainer,
+        t: &Target,
+        m: &MethodSpec,
+    ) -> Result<serde_json::Value> {
+        let opts = spectrum::SpectrumOptions {
+            threshold: 0.9,
+            modules: Vec::new(),
+            noise_scale: 0.01,
+            seed: self.cfg.seed,
+        };
+        let tuned = trainer.model.valid();
+        let spectra = match m.method.as_str() {
+            "lora" => spectrum::adapter_spectra(&tuned, &opts).await?,
+            _ => spectrum::compare_checkpoints(&self.session.model, &tuned, &opts).await?,
+        };
+        let title = format!("rank of ΔW: {} on {}", m.name, t.name);
+        let files = plot::spectrum_plots(&spectra, opts.threshold, &title)?;
+        write_dir(
+            &self
+                .out
+                .join("spectrum")
+                .join(format!("{}-{}", t.name, m.name)),
+            &files,
+        )?;
+        Ok(serde_json::to_value(spectrum::summarize(&spectra, opts.threshold)).unwrap_or_default())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn point(
+    t: &Target,
+    m: &MethodSpec,
+    budget: f64,
+    trainer: &Trainer,
+    metrics: Metrics,
+    recent_losses: &[f64],
+    train_seconds: f64,
+    eval_seconds: f64,
+) -> Point {
+    let (lkey, _) = t.metric.key(&t.name);
+    let fkey = if metrics.contains_key(FORGETTING_SCORE) {
+        FORGETTING_SCORE
+    } else {
+        SOURCE_PERPLEXITY
+    };
+    Point {
+        target: t.name.clone(),
+        method: m.name.clone(),
+        budget,
+        budget_unit: t.budget_unit,
+        step: trainer.progress.step,
+        tokens_seen: trainer.progress.tokens_seen,
+        learning: metrics.get(&lkey).copied().unwrap_or(f64::NAN),
+        forgetting: metrics.get(fkey).copied().unwrap_or(f64::NAN),
+        train_loss: (!recent_losses.is_empty())
+            .then(|| recent_losses.iter().sum::<f64>() / recent_losses.len() as f64),
+        metrics,
+        train_seconds,
+        eval_seconds,
+    }
+}
+
+/// Run (or resume) the experiment `cfg`, whose relative paths are relative to `root`, writing
+/// everything under `out`. `device` is the (non-autodiff) device; training uses its autodiff
+/// twin. Returns the results (the report files are written by [`super::report::write`]).
+pub async fn run(
+    cfg: &ExperimentConfig,
+    root: &Path,
+    out: &Path,
+    device: Device,
+    device_label: &str,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Results> {
+    let start = Instant::now();
+    let mut cfg = cfg.clone();
+    // Paths are resolved once, so results.json records where everything came from.
+    if !cfg.base_model.contains("://") {
+        cfg.base_model = root.join(&cfg.base_model).display().to_string();
+    }
+    let config_path = out.join("config.json");
+    if let Some(old) = read_json::<ExperimentConfig>(&config_path)
+        && old != cfg
+    {
+        return Err(input(format!(
+            "{} holds results of a different experiment configuration; use another --out (or delete it)",
+            out.display()
+        )));
+    }
+    write_json(out, "config.json", &cfg)?;
+    notice(on_event, format!("loading {}", cfg.base_model));
+    let session = Session::load(
+        &ModelSource::parse(&cfg.base_model),
+        device.clone(),
+        on_event,
+    )
+    .await?;
+    let tok = session.tokenizer()?;
+    for t in &cfg.targets {
+        if t.seq_len > session.config.max_positions() {
+            return Err(input(format!(
+                "targets.{}.seq_len {} exceeds the model's context ({})",
+                t.name,
+                t.seq_len,
+                session.config.max_positions()
+            )));
+        }
+    }
+    let forgetting = forgetting_tasks(&cfg, root)?;
+    let mut prepared = Vec::new();
+    for t in &cfg.targets {
+        notice(on_event, format!("preparing target `{}`", t.name));
+        prepared.push(prepare(t, &cfg, root, out, tok)?);
+    }
+    let mut timings = Timings {
+        setup: start.elapsed().as_secs_f64(),
+        ..Timings::default()
+    };
+    let mut ctx = Ctx {
+        cfg: &cfg,
+        out,
+        session,
+        forgetting,
+        device,
+    };
+    let base_path = out.join("base.json");
+    let base = match read_json::<Metrics>(&base_path) {
+        Some(b) => b,
+        None => {
+            notice(on_event, "evaluating the base model".into());
+            let t0 = Instant::now();
+            let mut base = evaluate(
+                &ctx.session,
+                &ctx.forgetting,
+                None,
+                cfg.batch_size,
+                on_event,
+            )
+            .await?;
+            for (t, p) in cfg.targets.iter().zip(&prepared) {
+                let m = evaluate(&ctx.session, &[], Some((t, p)), cfg.batch_size, on_event).await?;
+                base.extend(m);
+            }
+            timings.base_eval = t0.elapsed().as_secs_f64();
+            write_json(out, "base.json", &base)?;
+            base
+        }
+    };
+    let mut points = Vec::new();
+    let mut runs = Vec::new();
+    for (t, p) in cfg.targets.iter().zip(&prepared) {
+        for m in &cfg.methods {
+            let reused = run_dir(out, &t.name, &m.name).join("run.json").exists();
+            let t0 = Instant::now();
+            let (record, pts) = ctx.run_method(t, p, m, on_event).await?;
+            if reused {
+                timings.reused_runs += 1;
+            } else {
+                timings.train += record.train_seconds;
+                timings.eval += record.eval_seconds;
+                timings.spectrum +=
+                    (t0.elapsed().as_secs_f64() - record.train_seconds - record.eval_seconds)
+                        .max(0.0);
+            }
+            runs.push(record);
+            points.extend(pts);
+        }
+    }
+    timings.total = start.elapsed().as_secs_f64();
+    let mut results = Results {
+        config: cfg.clone(),
+        device: device_label.to_string(),
+        base,
+        points,
+        runs,
+        timings,
+        findings: Vec::new(),
+    };
+    results.findings = super::report::findings(&results);
+    Ok(results)
+}

@@ -1,0 +1,306 @@
+//! The experiment runner end to end through the CLI, on the tiny Llama fixture: every method ×
+//! budget is evaluated and reported; the same seed gives the same numbers; an experiment killed
+//! midway resumes to the same numbers; a changed config is refused for an existing output.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fixtures, tunelab};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A small experiment: code-style CPT on the tiny text, math IFT, full vs two LoRA ranks.
+fn config(dir: &Path) -> PathBuf {
+    let data = repo().join("data");
+    let text = format!(
+        r#"
+name = "tiny"
+base_model = "{model}"
+seed = 3
+batch_size = 4
+full_lr = 1e-3
+
+[[targets]]
+name = "text"
+regime = "cpt"
+train = "{tiny}"
+test = "{tiny}"
+metric = "perplexity"
+seq_len = 32
+budgets = [256, 512]
+budget_unit = "tokens"
+
+[[targets]]
+name = "math"
+regime = "ift"
+train = "math"
+test = "math"
+metric = "gsm8k"
+seq_len = 128
+budgets = [0.25, 0.5]
+budget_unit = "epochs"
+math_train = 24
+math_test = 3
+max_gen_toks = 8
+
+[[methods]]
+name = "full"
+method = "full"
+
+[[methods]]
+name = "lora-r2"
+method = "lora"
+rank = 2
+
+[[methods]]
+name = "lora-r8"
+method = "lora"
+rank = 8
+targets = ["attention"]
+
+[forgetting]
+hellaswag = "{data}/forgetting/hellaswag.jsonl"
+arc = "{data}/forgetting/arc.jsonl"
+winogrande = "{data}/forgetting/winogrande.jsonl"
+perplexity = "{data}/english/heldout.txt"
+limit = 4
+perplexity_chars = 1500
+"#,
+        model = fixtures().join("llama-gqa").display(),
+        tiny = fixtures().join("data/tiny.txt").display(),
+        data = data.display(),
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn results(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
+
+/// What must be reproducible: base scores, every point's metrics and the losses.
+fn numbers(r: &serde_json::Value) -> serde_json::Value {
+    let points: Vec<_> = r["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            serde_json::json!([
+                p["target"],
+                p["method"],
+                p["budget"],
+                p["step"],
+                p["metrics"],
+                p["train_loss"]
+            ])
+        })
+        .collect();
+    let losses: Vec<_> = r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["losses"].clone())
+        .collect();
+    serde_json::json!({"base": r["base"], "points": points, "losses": losses})
+}
+
+#[test]
+fn experiment_reports_every_point_reproducibly_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let cfg_s = cfg.to_str().unwrap();
+    let a = dir.path().join("a");
+    let (ok, stdout, stderr) = tunelab(&[
+        "--device",
+        "cpu",
+        "experiment",
+        cfg_s,
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("The paper's findings"), "{stdout}");
+    let r = results(&a);
+    // 2 targets × 3 methods × 2 budgets.
+    assert_eq!(r["points"].as_array().unwrap().len(), 12);
+    assert_eq!(r["runs"].as_array().unwrap().len(), 6);
+    for p in r["points"].as_array().unwrap() {
+        assert!(p["learning"].as_f64().unwrap().is_finite(), "{p}");
+        assert!(p["forgetting"].as_f64().unwrap().is_finite(), "{p}");
+        assert!(p["metrics"]["source/perplexity"].as_f64().unwrap() > 1.0);
+    }
+    for key in [
+        "forgetting/score",
+        "hellaswag/acc_norm",
+        "text/perplexity",
+        "math/exact_match_strict",
+        "math/answer_loss",
+    ] {
+        assert!(
+            r["base"][key].is_number(),
+            "base lacks {key}: {}",
+            r["base"]
+        );
+    }
+    // LoRA trains fewer parameters than full; the attention-only rank-8 run its own count.
+    let runs = r["runs"].as_array().unwrap();
+    let params = |m: &str| {
+        runs.iter().find(|x| x["method"] == m).unwrap()["trainable_parameters"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(params("lora-r2") < params("full") && params("lora-r8") < params("full"));
+    // Full runs carry a spectrum summary of their weight change.
+    assert!(
+        runs.iter()
+            .all(|x| x["spectrum"]["mean_rank_attention"].is_number())
+    );
+    let findings = r["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["claim"].as_str().unwrap().starts_with("1."))
+    );
+    for f in [
+        "results.csv",
+        "report.md",
+        "scatter_text.svg",
+        "scatter_math.png",
+        "learning_math.svg",
+        "forgetting_text.png",
+        "loss_text.svg",
+        "spectrum/text-full/rank_vs_layer.svg",
+        "runs/text/lora-r2/adapter_model.safetensors",
+        "runs/math/full/model.safetensors",
+    ] {
+        assert!(a.join(f).exists(), "missing {f}");
+    }
+    let csv = std::fs::read_to_string(a.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 + 12, "{csv}");
+
+    // Same seed, same backend → same numbers.
+    let b = dir.path().join("b");
+    let (ok, _, stderr) = tunelab(&[
+        "--device",
+        "cpu",
+        "experiment",
+        cfg_s,
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(numbers(&results(&b)), numbers(&r));
+
+    // Rerunning a finished experiment reuses every run.
+    let (ok, _, stderr) = tunelab(&[
+        "--device",
+        "cpu",
+        "experiment",
+        cfg_s,
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(results(&b)["timings"]["reused_runs"], 6);
+
+    // Killed after its first evaluated budget, then resumed: the same numbers.
+    let c = dir.path().join("c");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
+        .args([
+            "--device",
+            "cpu",
+            "experiment",
+            cfg_s,
+            "--out",
+            c.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = c.join("runs/text/full/points.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !first.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !c.join("results.json").exists(),
+        "the kill came too late to test resuming"
+    );
+    let (ok, _, stderr) = tunelab(&[
+        "--device",
+        "cpu",
+        "experiment",
+        cfg_s,
+        "--out",
+        c.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(numbers(&results(&c)), numbers(&r));
+
+    // A different configuration is refused for an existing output directory.
+    let changed = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("seed = 3", "seed = 4");
+    std::fs::write(&cfg, changed).unwrap();
+    let (ok, _, stderr) = tunelab(&[
+        "--device",
+        "cpu",
+        "experiment",
+        cfg_s,
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("different experiment configuration"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_experiment_configs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    for (from, to, expect) in [
+        (
+            "budget_unit = \"tokens\"",
+            "budget_unit = \"bytes\"",
+            "bytes",
+        ),
+        (
+            "budgets = [256, 512]",
+            "budgets = [512, 256]",
+            "budgets must increase",
+        ),
+        ("rank = 2", "rank = 0", "lora needs rank"),
+        (
+            "seq_len = 32",
+            "seq_len = 4096",
+            "exceeds the model's context",
+        ),
+        ("metric = \"perplexity\"", "metric = \"bleu\"", "bleu"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+        let out = dir.path().join(format!("out-{}", expect.len()));
+        let (ok, _, stderr) = tunelab(&[
+            "--device",
+            "cpu",
+            "experiment",
+            bad.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!ok, "{to} accepted");
+        assert!(stderr.contains(expect), "{to}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
