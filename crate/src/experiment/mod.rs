@@ -2,6 +2,7 @@
 //! evaluates every method at every budget, the results and the report.
 
 pub mod config;
+pub mod evaluate;
 pub mod report;
 pub mod results;
 #[cfg(feature = "native")]

@@ -9,31 +9,31 @@ use burn::module::Module;
 use burn::tensor::Device;
 use web_time::Instant;
 
-use super::config::{BudgetUnit, ExperimentConfig, LearningMetric, MethodSpec, Target};
+use super::config::{BudgetUnit, ExperimentConfig, MethodSpec, Target};
+use super::evaluate::{
+    self, ForgettingData, TargetEval, evaluate, math_jsonl, math_training_lines, target_eval,
+};
 use super::results::{
     FORGETTING_SCORE, Metrics, Point, Results, RunRecord, SOURCE_PERPLEXITY, Timings,
 };
 use crate::analysis::{plot, spectrum};
 use crate::corpus::math;
 use crate::error::{Error, Result};
-use crate::eval::suite::{self, EvalOptions, Task, TaskData, TaskKind};
+use crate::eval::suite::Task;
 use crate::event::Event;
 use crate::export::{DirSink, write_dir};
 use crate::hf::{ModelSource, Tokenizer};
 use crate::model::lora::{LoraConfig, LoraInit};
 use crate::session::Session;
-use crate::train::data::{self, DataOptions, Dataset, Regime};
+use crate::train::data::{self, DataOptions, Dataset};
 use crate::train::optim::OptimizerConfig;
 use crate::train::resume::Resume;
-use crate::train::trainer::{FullConfig, Method, TrainConfig, Trainer, evaluate_loss};
+use crate::train::trainer::{FullConfig, Method, TrainConfig, Trainer};
 
 /// A target's data, ready for training and evaluation.
 struct Prepared {
     train: Dataset,
-    /// The learning-metric task.
-    task: Task,
-    /// Instruction-format test set whose answer loss is also reported (IFT targets).
-    test_loss: Option<Dataset>,
+    eval: TargetEval,
 }
 
 fn notice(on_event: &mut dyn FnMut(&Event), message: String) {
@@ -58,59 +58,33 @@ fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> 
     )
 }
 
-/// Text of a file (`.gz` decompressed), cut at a paragraph boundary after `max_chars`.
-fn read_text(path: &Path, max_chars: Option<usize>) -> Result<String> {
-    use std::io::BufRead;
+/// Text of a file (`.gz` decompressed).
+fn read_text(path: &Path) -> Result<String> {
     let mut text = String::new();
-    for line in data::open(path)?.lines() {
-        let line = line.map_err(|e| input(format!("{}: {e}", path.display())))?;
-        if max_chars.is_some_and(|m| text.len() >= m) && line.trim().is_empty() {
-            break;
-        }
-        text.push_str(&line);
-        text.push('\n');
-    }
+    std::io::Read::read_to_string(&mut data::open(path)?, &mut text)
+        .map_err(|e| input(format!("{}: {e}", path.display())))?;
     Ok(text)
 }
 
-fn jsonl(v: &[math::Problem]) -> Vec<u8> {
-    v.iter()
-        .map(|p| serde_json::to_string(p).expect("serializes") + "\n")
-        .collect::<String>()
-        .into_bytes()
-}
-
-/// The multiple-choice forgetting tasks and the source perplexity task.
+/// The forgetting tasks named in the config, read from files under `root`.
 fn forgetting_tasks(cfg: &ExperimentConfig, root: &Path) -> Result<Vec<Task>> {
     let f = &cfg.forgetting;
-    let mut tasks = Vec::new();
-    for (name, kind, file) in [
-        ("hellaswag", TaskKind::Hellaswag, &f.hellaswag),
-        ("arc", TaskKind::Arc, &f.arc),
-        ("winogrande", TaskKind::Winogrande, &f.winogrande),
-    ] {
-        if let Some(file) = file {
-            let path = root.join(file);
-            let mut reader = data::open(&path)?;
-            tasks.push(suite::read_task(
-                name,
-                kind,
-                (&path.display().to_string(), &mut reader),
-                None,
-                false,
-                f.limit,
-            )?);
-        }
-    }
-    if let Some(file) = &f.perplexity {
-        tasks.push(Task {
-            name: "source".into(),
-            kind: TaskKind::Perplexity,
-            data: TaskData::Text(vec![read_text(&root.join(file), f.perplexity_chars)?]),
-            skipped: 0,
-        });
-    }
-    Ok(tasks)
+    let read = |file: &Option<String>| -> Result<Option<Vec<u8>>> {
+        file.as_ref()
+            .map(|p| Ok(read_text(&root.join(p))?.into_bytes()))
+            .transpose()
+    };
+    let d = ForgettingData {
+        hellaswag: read(&f.hellaswag)?,
+        arc: read(&f.arc)?,
+        winogrande: read(&f.winogrande)?,
+        perplexity: f
+            .perplexity
+            .as_ref()
+            .map(|p| read_text(&root.join(p)))
+            .transpose()?,
+    };
+    evaluate::forgetting_tasks(f, &d)
 }
 
 fn prepare(
@@ -134,112 +108,26 @@ fn prepare(
         write_dir(
             &out.join("data").join(&t.name),
             &[
-                ("train.jsonl".into(), jsonl(train)),
-                ("test.jsonl".into(), jsonl(test)),
+                ("train.jsonl".into(), math_jsonl(train)),
+                ("test.jsonl".into(), math_jsonl(test)),
             ],
         )?;
     }
     let train = match (&math, t.train.as_str()) {
         (Some((problems, _)), "math") => {
-            let lines: Vec<u8> = match t.regime {
-                Regime::Ift => jsonl(problems),
-                // Continued pretraining on the same problems as plain documents.
-                Regime::Cpt => problems
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({"text": format!("Question: {}\nAnswer: {}", p.question, p.answer)})
-                            .to_string()
-                            + "\n"
-                    })
-                    .collect::<String>()
-                    .into_bytes(),
-            };
+            let lines = math_training_lines(problems, t.regime);
             data::read(&lines[..], &field("train"), true, tok, &opts)?
         }
         (_, file) => data::load(&root.join(file), tok, &opts)?,
     };
-    let (task, test_loss) = match t.metric {
-        LearningMetric::Gsm8k => {
-            let bytes = match (&math, t.test.as_str()) {
-                (Some((_, test)), "math") => jsonl(test),
-                (_, file) => std::fs::read(root.join(file))
-                    .map_err(|e| input(format!("{}: {file}: {e}", field("test"))))?,
-            };
-            let task = suite::read_task(
-                &t.name,
-                TaskKind::Gsm8k,
-                (&field("test"), &mut &bytes[..]),
-                None,
-                false,
-                None,
-            )?;
-            let ift = DataOptions {
-                regime: Regime::Ift,
-                ..opts.clone()
-            };
-            let loss = data::read(&bytes[..], &field("test"), true, tok, &ift)?;
-            (task, Some(loss))
-        }
-        LearningMetric::Perplexity => {
-            let text = read_text(&root.join(&t.test), t.test_chars)?;
-            (
-                Task {
-                    name: t.name.clone(),
-                    kind: TaskKind::Perplexity,
-                    data: TaskData::Text(vec![text]),
-                    skipped: 0,
-                },
-                None,
-            )
-        }
+    let test = match (&math, t.test.as_str()) {
+        (Some((_, test)), "math") => math_jsonl(test),
+        (_, file) => read_text(&root.join(file))
+            .map_err(|e| input(format!("{}: {e}", field("test"))))?
+            .into_bytes(),
     };
-    Ok(Prepared {
-        train,
-        task,
-        test_loss,
-    })
-}
-
-/// Flatten an eval report into `task/metric` keys, adding the forgetting score.
-fn metrics_of(report: &suite::EvalReport, into: &mut Metrics) {
-    for m in &report.metrics {
-        let key = if m.task.starts_with("forgetting[") {
-            if m.metric != "score_acc_norm" {
-                continue;
-            }
-            FORGETTING_SCORE.to_string()
-        } else {
-            format!("{}/{}", m.task, m.metric)
-        };
-        into.insert(key, m.value);
-    }
-}
-
-/// Evaluate `session`'s model on the forgetting tasks and one target's learning task.
-async fn evaluate(
-    session: &Session,
-    forgetting: &[Task],
-    target: Option<(&Target, &Prepared)>,
-    batch: usize,
-    on_event: &mut dyn FnMut(&Event),
-) -> Result<Metrics> {
-    let mut metrics = Metrics::new();
-    let mut opts = EvalOptions {
-        shots: 0,
-        ..EvalOptions::default()
-    };
-    let report = suite::run(session, forgetting, &opts, on_event).await?;
-    metrics_of(&report, &mut metrics);
-    if let Some((t, p)) = target {
-        opts.max_gen_toks = t.max_gen_toks;
-        let report = suite::run(session, std::slice::from_ref(&p.task), &opts, on_event).await?;
-        metrics_of(&report, &mut metrics);
-        if let Some(d) = &p.test_loss {
-            let loss = evaluate_loss(&session.model, &session.device, d, batch).await?;
-            metrics.insert(format!("{}/answer_loss", t.name), loss);
-        }
-    }
-    Ok(metrics)
+    let eval = target_eval(t, &test, tok)?;
+    Ok(Prepared { train, eval })
 }
 
 fn steps_for(t: &Target, budget: f64, examples: usize, batch: usize) -> usize {
@@ -380,7 +268,7 @@ impl Ctx<'_> {
             let result = evaluate(
                 &self.session,
                 &self.forgetting,
-                Some((t, p)),
+                Some(&p.eval),
                 self.cfg.batch_size,
                 on_event,
             )
@@ -570,8 +458,9 @@ pub async fn run(
                 on_event,
             )
             .await?;
-            for (t, p) in cfg.targets.iter().zip(&prepared) {
-                let m = evaluate(&ctx.session, &[], Some((t, p)), cfg.batch_size, on_event).await?;
+            for p in &prepared {
+                let m =
+                    evaluate(&ctx.session, &[], Some(&p.eval), cfg.batch_size, on_event).await?;
                 base.extend(m);
             }
             timings.base_eval = t0.elapsed().as_secs_f64();

@@ -1,0 +1,197 @@
+//! Building an experiment's eval tasks from in-memory data and scoring a model on them, the same
+//! natively (the runner reads files) and in the browser (the page fetches them).
+
+use super::config::{Forgetting, LearningMetric, Target};
+use super::results::{FORGETTING_SCORE, Metrics};
+use crate::corpus::math;
+use crate::error::Result;
+use crate::eval::suite::{self, EvalOptions, Task, TaskData, TaskKind};
+use crate::event::Event;
+use crate::hf::Tokenizer;
+use crate::session::Session;
+use crate::train::data::{self, DataOptions, Dataset, Regime};
+use crate::train::trainer::evaluate_loss;
+
+/// A target's learning metric, ready to score.
+pub struct TargetEval {
+    pub name: String,
+    pub task: Task,
+    /// Instruction-format test set whose answer loss is also reported (GSM8K-style targets).
+    pub test_loss: Option<Dataset>,
+    pub max_gen_toks: usize,
+}
+
+/// `text` cut at the first paragraph break after `max_chars` characters (all of it if None).
+pub fn cap_text(text: &str, max_chars: Option<usize>) -> String {
+    match max_chars {
+        Some(m) if text.len() > m => {
+            let mut cut = m;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            match text[cut..].find("\n\n") {
+                Some(i) => text[..cut + i + 1].to_string(),
+                None => text.to_string(),
+            }
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// JSON lines of problems in the GSM8K layout.
+pub fn math_jsonl(problems: &[math::Problem]) -> Vec<u8> {
+    problems
+        .iter()
+        .map(|p| serde_json::to_string(p).expect("serializes") + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Training lines for generated math problems: GSM8K-layout JSONL for instruction tuning, or
+/// `{"text": "Question: …\nAnswer: …"}` documents for continued pretraining.
+pub fn math_training_lines(problems: &[math::Problem], regime: Regime) -> Vec<u8> {
+    match regime {
+        Regime::Ift => math_jsonl(problems),
+        Regime::Cpt => problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({"text": format!("Question: {}\nAnswer: {}", p.question, p.answer)})
+                    .to_string()
+                    + "\n"
+            })
+            .collect::<String>()
+            .into_bytes(),
+    }
+}
+
+/// The learning task of `t` from its test data: GSM8K-layout JSONL bytes for the `gsm8k`
+/// metric, text for `perplexity` (capped at `t.test_chars`).
+pub fn target_eval(t: &Target, test: &[u8], tok: &Tokenizer) -> Result<TargetEval> {
+    let file = format!("targets.{}.test", t.name);
+    let (task, test_loss) = match t.metric {
+        LearningMetric::Gsm8k => {
+            let task = suite::read_task(
+                &t.name,
+                TaskKind::Gsm8k,
+                (&file, &mut &test[..]),
+                None,
+                false,
+                None,
+            )?;
+            let opts = DataOptions {
+                regime: Regime::Ift,
+                seq_len: t.seq_len,
+                skip_bad_lines: false,
+                pad_id: tok.eos_id.unwrap_or(0),
+            };
+            (task, Some(data::read(test, &file, true, tok, &opts)?))
+        }
+        LearningMetric::Perplexity => {
+            let text = cap_text(&String::from_utf8_lossy(test), t.test_chars);
+            let task = Task {
+                name: t.name.clone(),
+                kind: TaskKind::Perplexity,
+                data: TaskData::Text(vec![text]),
+                skipped: 0,
+            };
+            (task, None)
+        }
+    };
+    Ok(TargetEval {
+        name: t.name.clone(),
+        task,
+        test_loss,
+        max_gen_toks: t.max_gen_toks,
+    })
+}
+
+/// Contents of the forgetting evals named in a config (JSONL bytes, source text).
+#[derive(Default)]
+pub struct ForgettingData {
+    pub hellaswag: Option<Vec<u8>>,
+    pub arc: Option<Vec<u8>>,
+    pub winogrande: Option<Vec<u8>>,
+    pub perplexity: Option<String>,
+}
+
+/// The multiple-choice forgetting tasks (at most `f.limit` items each) and the source
+/// perplexity task (`source`, capped at `f.perplexity_chars`).
+pub fn forgetting_tasks(f: &Forgetting, d: &ForgettingData) -> Result<Vec<Task>> {
+    let mut tasks = Vec::new();
+    for (name, kind, bytes, file) in [
+        ("hellaswag", TaskKind::Hellaswag, &d.hellaswag, &f.hellaswag),
+        ("arc", TaskKind::Arc, &d.arc, &f.arc),
+        (
+            "winogrande",
+            TaskKind::Winogrande,
+            &d.winogrande,
+            &f.winogrande,
+        ),
+    ] {
+        if let Some(bytes) = bytes {
+            let file = file.clone().unwrap_or_else(|| name.to_string());
+            tasks.push(suite::read_task(
+                name,
+                kind,
+                (&file, &mut &bytes[..]),
+                None,
+                false,
+                f.limit,
+            )?);
+        }
+    }
+    if let Some(text) = &d.perplexity {
+        tasks.push(Task {
+            name: "source".into(),
+            kind: TaskKind::Perplexity,
+            data: TaskData::Text(vec![cap_text(text, f.perplexity_chars)]),
+            skipped: 0,
+        });
+    }
+    Ok(tasks)
+}
+
+/// Flatten an eval report into `task/metric` keys; the multiple-choice mean `acc_norm` becomes
+/// [`FORGETTING_SCORE`].
+fn metrics_of(report: &suite::EvalReport, into: &mut Metrics) {
+    for m in &report.metrics {
+        let key = if m.task.starts_with("forgetting[") {
+            if m.metric != "score_acc_norm" {
+                continue;
+            }
+            FORGETTING_SCORE.to_string()
+        } else {
+            format!("{}/{}", m.task, m.metric)
+        };
+        into.insert(key, m.value);
+    }
+}
+
+/// Score `session`'s model on the forgetting tasks and, if given, one target's learning task.
+pub async fn evaluate(
+    session: &Session,
+    forgetting: &[Task],
+    target: Option<&TargetEval>,
+    batch: usize,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Metrics> {
+    let mut metrics = Metrics::new();
+    let mut opts = EvalOptions {
+        shots: 0,
+        ..EvalOptions::default()
+    };
+    if !forgetting.is_empty() {
+        let report = suite::run(session, forgetting, &opts, on_event).await?;
+        metrics_of(&report, &mut metrics);
+    }
+    if let Some(t) = target {
+        opts.max_gen_toks = t.max_gen_toks;
+        let report = suite::run(session, std::slice::from_ref(&t.task), &opts, on_event).await?;
+        metrics_of(&report, &mut metrics);
+        if let Some(d) = &t.test_loss {
+            let loss = evaluate_loss(&session.model, &session.device, d, batch).await?;
+            metrics.insert(format!("{}/answer_loss", t.name), loss);
+        }
+    }
+    Ok(metrics)
+}
