@@ -1,67 +1,185 @@
-// The Web Worker that hosts the wasm engine: all model loading and GPU work happens here.
+// The Web Worker that hosts the wasm engine: model loading, tokenizing, training, evaluation and
+// export all happen here, so the page never freezes. Requests are queued and run one at a time
+// (the engine's session is not re-entrant); pause / resume / stop act between training chunks.
 import init, { loadModel } from "./pkg/tunelab.js";
 
 const ready = init();
-const sessions = new Map();
+const CACHE = "tunelab-models-v1";
+let session = null;
+let sessionModel = null;
+let queue = Promise.resolve();
+const run = { active: false, paused: false, stop: false, total: 0, step: 0, evalEvery: 0, evalRequest: null };
 
-self.onmessage = async ({ data }) => {
-  try {
-    await ready;
-    if (data.type === "train") return await train(data);
-    if (data.type !== "logits") throw new Error(`unknown request ${data.type}`);
-    const t0 = performance.now();
-    let session = sessions.get(data.model);
-    if (!session) {
-      session = await loadModel(data.model, (event) => {
-        if (event.event === "progress") self.postMessage({ type: "progress", event });
-      });
-      sessions.set(data.model, session);
-    }
-    const t1 = performance.now();
-    const logits = await session.logits(Uint32Array.from(data.tokens));
-    const t2 = performance.now();
-    const score = data.text ? await session.scoreText(data.text) : null;
-    const t3 = performance.now();
-    self.postMessage({
-      type: "result",
-      result: {
-        shape: [data.tokens.length, session.vocabSize],
-        logits: Array.from(logits),
-        score,
-        ms: { load: t1 - t0, logits: t2 - t1, score: t3 - t2, total: t3 - t0 },
-      },
-    });
-  } catch (e) {
-    self.postMessage({ type: "error", message: String(e?.message ?? e) });
+const post = (msg) => self.postMessage(msg);
+const fail = (during) => (e) => post({ type: "error", during, message: String(e?.message ?? e) });
+
+// Model files are cached with the Cache API, so a second visit loads without the network.
+// The engine calls the global fetch, so caching wraps it here.
+const networkFetch = self.fetch.bind(self);
+self.fetch = async (input, init) => {
+  const url = typeof input === "string" ? input : input.url;
+  if (!run.cacheModels || !url.startsWith(sessionModel ?? "\u0000") || !("caches" in self)) {
+    return networkFetch(input, init);
   }
+  const cache = await caches.open(CACHE);
+  const hit = await cache.match(url);
+  if (hit) return hit;
+  const response = await networkFetch(input, init);
+  if (response.ok) {
+    try {
+      await cache.put(url, response.clone());
+    } catch (e) {
+      post({ type: "notice", message: `not cached (${e.name === "QuotaExceededError" ? "browser storage quota exceeded" : e.message}): ${url}` });
+    }
+  }
+  return response;
 };
 
-async function session(model) {
-  let s = sessions.get(model);
-  if (!s) {
-    s = await loadModel(model, (event) => {
-      if (event.event === "progress") self.postMessage({ type: "progress", event });
-    });
-    sessions.set(model, s);
-  }
-  return s;
+async function storageUsage() {
+  if (!navigator.storage?.estimate) return null;
+  const { usage, quota } = await navigator.storage.estimate();
+  return { usage, quota };
 }
 
-// Fine-tune on a text fetched from `data.data`; stream every step, return the checkpoint files.
-async function train(data) {
+async function load({ model, cache }) {
   const t0 = performance.now();
-  const s = await session(data.model);
-  const response = await fetch(data.data);
-  if (!response.ok) throw new Error(`training data ${data.data}: HTTP ${response.status}`);
-  const text = await response.text();
-  const steps = [];
-  const result = await s.train(data.config, text, data.seqLen, (event) => {
-    if (event.event === "step") {
-      steps.push(event);
-      self.postMessage({ type: "step", event });
-    }
+  sessionModel = model;
+  run.cacheModels = cache !== false;
+  session?.free();
+  session = null;
+  session = await loadModel(model, (event) => {
+    if (event.event === "progress") post({ type: "progress", event });
   });
-  const files = {};
-  for (const [name, bytes] of Object.entries(result.files)) files[name] = bytes;
-  self.postMessage({ type: "trained", result: { summary: result.summary, steps, files, ms: performance.now() - t0 } });
+  post({ type: "loaded", model, vocabSize: session.vocabSize, config: session.config, ms: performance.now() - t0, storage: await storageUsage() });
 }
+
+async function need(model) {
+  if (!session || sessionModel !== model) await load({ model });
+  return session;
+}
+
+async function fetchBytes(url, what) {
+  const response = await networkFetch(url);
+  if (!response.ok) throw new Error(`${what} ${url}: HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function setData({ model, source, regime, seqLen }) {
+  const s = await need(model);
+  post({ type: "notice", message: "tokenizing…" });
+  const t0 = performance.now();
+  let summary;
+  if (source.kind === "math") {
+    summary = s.setMathData(source.train, source.test, source.seed, regime === "auto" ? "ift" : regime, seqLen);
+  } else {
+    const bytes = source.kind === "url" ? await fetchBytes(source.url, "training data") : source.bytes;
+    summary = s.setData(bytes, source.name, regime, seqLen);
+  }
+  post({ type: "data", summary, ms: performance.now() - t0 });
+}
+
+async function start({ config, evalEvery, evalRequest }) {
+  if (!session) throw new Error("load a model first");
+  const info = session.startTraining(config);
+  Object.assign(run, { active: true, paused: false, stop: false, total: info.totalSteps, step: 0, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now() });
+  post({ type: "started", info });
+  await loop();
+}
+
+// Train in chunks up to the next evaluation point; between chunks pause/stop take effect.
+async function loop() {
+  const chunk = 1;
+  while (run.active && !run.paused && !run.stop && run.step < run.total) {
+    let next = Math.min(run.total, run.step + chunk);
+    const r = await session.trainUntil(next, (event) => {
+      if (event.event === "step") post({ type: "step", event });
+    });
+    run.step = r.step;
+    if (run.evalEvery > 0 && run.step % run.evalEvery === 0 && run.step < run.total && run.evalRequest) {
+      await evaluate({ request: run.evalRequest, step: run.step });
+    }
+  }
+  if (run.paused) {
+    post({ type: "paused", step: run.step });
+    return;
+  }
+  run.active = false;
+  post({ type: "finished", step: run.step, total: run.total, stopped: run.stop, ms: performance.now() - run.t0 });
+}
+
+async function evaluate({ request, step }) {
+  const t0 = performance.now();
+  const metrics = await session.evaluate(request, (event) => {
+    if (event.event === "progress") post({ type: "evalProgress", event });
+  });
+  post({ type: "metrics", metrics, step: step ?? run.step, ms: performance.now() - t0 });
+}
+
+async function logits(data) {
+  const t0 = performance.now();
+  const s = await need(data.model);
+  const t1 = performance.now();
+  const out = await s.logits(Uint32Array.from(data.tokens));
+  const t2 = performance.now();
+  const score = data.text ? await s.scoreText(data.text) : null;
+  const t3 = performance.now();
+  post({
+    type: "result",
+    result: {
+      shape: [data.tokens.length, s.vocabSize], logits: Array.from(out), score,
+      ms: { load: t1 - t0, logits: t2 - t1, score: t3 - t2, total: t3 - t0 },
+    },
+  });
+}
+
+const handlers = {
+  load,
+  logits,
+  data: setData,
+  start,
+  evaluate,
+  resume: async () => {
+    if (!run.active) throw new Error("no paused run to resume");
+    run.paused = false;
+    post({ type: "resumed", step: run.step });
+    await loop();
+  },
+  generate: async ({ prompt, maxNewTokens, label }) => {
+    post({ type: "generation", label, prompt, text: await session.generate(prompt, maxNewTokens) });
+  },
+  export: async ({ kind }) => post({ type: "files", kind, files: await session.export(kind) }),
+  spectrum: async () => post({ type: "spectrum", ...(await session.spectrum()) }),
+  reset: async () => {
+    session?.resetTraining();
+    Object.assign(run, { active: false, paused: false, stop: false, step: 0, total: 0 });
+    post({ type: "reset" });
+  },
+};
+
+self.onmessage = ({ data }) => {
+  // Pause and stop act at once (between chunks of the running loop); the rest wait their turn.
+  if (data.type === "pause") {
+    if (run.active) run.paused = true;
+    return;
+  }
+  if (data.type === "stop") {
+    if (run.active) {
+      run.stop = true;
+      if (run.paused) {
+        run.paused = false;
+        queue = queue.then(loop).catch(fail("stop"));
+      }
+    }
+    return;
+  }
+  const handler = handlers[data.type];
+  if (!handler) return post({ type: "error", during: data.type, message: `unknown request ${data.type}` });
+  queue = queue
+    .then(() => ready)
+    .then(() => handler(data))
+    .catch((e) => {
+      // A failed request leaves the worker usable: the run is dropped, the model stays.
+      if (data.type === "start" || data.type === "resume") run.active = false;
+      fail(data.type)(e);
+    });
+};

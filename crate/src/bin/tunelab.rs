@@ -170,6 +170,15 @@ enum Command {
         #[arg(long)]
         print_default: bool,
     },
+    /// Serve the web app (www/) and the bundled models and data on 127.0.0.1 (build the bundle
+    /// first: scripts/build-web.sh; scripts/web.sh does both).
+    Serve {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Directory to serve (default: the repository this binary was built from).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face checkpoint.
     Merge {
         /// Base model directory or URL.
@@ -578,6 +587,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Spectrum(args) => spectrum(args, json)?,
+        Command::Serve { port, root } => serve(
+            root.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..")),
+            port,
+        )?,
         Command::Experiment {
             config,
             out,
@@ -1181,6 +1194,72 @@ fn experiment(
         println!("{line}");
     }
     println!("\nreport: {}", out.join("report.md").display());
+    Ok(())
+}
+
+/// Content type by file extension: what WebAssembly and ES modules need; data files (also
+/// `.gz`) as plain bytes, so the browser does not decompress what the engine gunzips itself.
+fn content_type(path: &Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+    {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "wasm" => "application/wasm",
+        "json" => "application/json",
+        "css" => "text/css",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A static file server for the web app on 127.0.0.1 (never on other interfaces).
+fn serve(root: PathBuf, port: u16) -> Result<(), Error> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| Error::Input(format!("--root {}: {e}", root.display())))?;
+    if !root.join("www/pkg/tunelab_bg.wasm").exists() {
+        eprintln!(
+            "note: {}/www/pkg is missing; build it with scripts/build-web.sh",
+            root.display()
+        );
+    }
+    let server = tiny_http::Server::http(("127.0.0.1", port))
+        .map_err(|e| Error::Input(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+    println!(
+        "serving {} on http://127.0.0.1:{port}/www/ (Ctrl-C to stop)",
+        root.display()
+    );
+    for request in server.incoming_requests() {
+        let url = request.url().split('?').next().unwrap_or("/").to_string();
+        let rel = url.trim_start_matches('/');
+        let path = if rel.is_empty() {
+            root.join("www/index.html")
+        } else {
+            root.join(rel)
+        };
+        // Only files under the root: no `..`, and symlinks resolved before the check.
+        let inside = !rel.split('/').any(|c| c == "..")
+            && path
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(&root) && p.is_file());
+        let response = if inside {
+            match std::fs::read(&path) {
+                Ok(bytes) => tiny_http::Response::from_data(bytes).with_header(
+                    tiny_http::Header::from_bytes("Content-Type", content_type(&path))
+                        .expect("valid header"),
+                ),
+                Err(_) => tiny_http::Response::from_string("cannot read").with_status_code(500),
+            }
+        } else {
+            tiny_http::Response::from_string("not found").with_status_code(404)
+        };
+        let _ = request.respond(response);
+    }
     Ok(())
 }
 

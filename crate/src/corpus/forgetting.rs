@@ -1,7 +1,7 @@
 //! Forgetting evals built from held-out source-domain text, in the published JSONL layouts so the
 //! same scorers (lm-evaluation-harness semantics) run them:
-//! - HellaSwag layout: a paragraph's first sentences, then its real next sentence vs. three
-//!   sentences of similar length from other paragraphs.
+//! - HellaSwag layout: a sentence and the first half of the next as the context, its real
+//!   second half vs. three second halves of other sentences (similar length) as endings.
 //! - ARC layout: a sentence's beginning as the question, its real ending (last few words) vs.
 //!   three endings of other sentences as the choices.
 //! - WinoGrande layout: a sentence with one word blanked, the real word vs. another word of the
@@ -96,6 +96,15 @@ fn place(rng: &mut SplitMix64, gold: &str, mut others: Vec<String>) -> (Vec<Stri
     (others, at)
 }
 
+/// A sentence of at least 10 words cut in the middle: (first half, second half).
+fn split_half(s: &str) -> Option<(String, String)> {
+    let w: Vec<&str> = s.split(' ').collect();
+    (w.len() >= 10).then(|| {
+        let mid = w.len() / 2;
+        (w[..mid].join(" "), w[mid..].join(" "))
+    })
+}
+
 /// Build up to `n` items of each layout from `text` (paragraphs separated by blank lines).
 pub fn build(text: &str, n: usize, seed: u64) -> ForgettingSets {
     let mut rng = SplitMix64(seed);
@@ -117,6 +126,12 @@ pub fn build(text: &str, n: usize, seed: u64) -> ForgettingSets {
         .map(str::to_string)
         .collect();
 
+    // Second halves of sentences: the pool of HellaSwag endings.
+    let halves: Vec<String> = all
+        .iter()
+        .filter_map(|s| split_half(s))
+        .map(|(_, b)| b)
+        .collect();
     let mut order: Vec<usize> = (0..paragraphs.len()).collect();
     rng.shuffle(&mut order);
     let mut hellaswag = Vec::new();
@@ -125,20 +140,22 @@ pub fn build(text: &str, n: usize, seed: u64) -> ForgettingSets {
             break;
         }
         let s = &paragraphs[p];
-        if s.len() < 3 {
+        if s.len() < 2 {
             continue;
         }
-        let k = 2 + rng.next_u64() as usize % (s.len() - 2).min(2);
-        let ctx = s[..k].join(" ");
-        let gold = &s[k];
-        if ctx.len() > 600 || !(30..=220).contains(&gold.len()) {
+        let k = 1 + rng.next_u64() as usize % (s.len() - 1);
+        let Some((first, gold)) = split_half(&s[k]) else {
+            continue;
+        };
+        let ctx = format!("{} {first}", s[k - 1]);
+        if ctx.len() > 500 {
             continue;
         }
-        let others = distractors(&mut rng, &all, gold, 3);
+        let others = distractors(&mut rng, &halves, &gold, 3);
         if others.len() < 3 {
             continue;
         }
-        let (endings, label) = place(&mut rng, gold, others);
+        let (endings, label) = place(&mut rng, &gold, others);
         hellaswag.push(serde_json::json!({
             "ind": hellaswag.len(), "activity_label": "Story", "ctx": ctx,
             "endings": endings, "label": label.to_string(), "split": "heldout",

@@ -64,12 +64,42 @@ pub fn math_training_lines(problems: &[math::Problem], regime: Regime) -> Vec<u8
     }
 }
 
+/// What scoring a target needs from its config (the browser sends it as JSON).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalSpec {
+    pub name: String,
+    pub metric: LearningMetric,
+    /// Sequence length of the answer-loss examples.
+    pub seq_len: usize,
+    #[serde(default)]
+    pub test_chars: Option<usize>,
+    #[serde(default = "default_gen")]
+    pub max_gen_toks: usize,
+}
+
+fn default_gen() -> usize {
+    128
+}
+
+impl From<&Target> for EvalSpec {
+    fn from(t: &Target) -> Self {
+        EvalSpec {
+            name: t.name.clone(),
+            metric: t.metric,
+            seq_len: t.seq_len,
+            test_chars: t.test_chars,
+            max_gen_toks: t.max_gen_toks,
+        }
+    }
+}
+
 /// The learning task of `t` from its test data: GSM8K-layout JSONL bytes for the `gsm8k`
 /// metric, text for `perplexity` (capped at `t.test_chars`).
-pub fn target_eval(t: &Target, test: &[u8], tok: &Tokenizer) -> Result<TargetEval> {
+pub fn target_eval(t: &EvalSpec, test: &[u8], tok: &Tokenizer) -> Result<TargetEval> {
     let file = format!("targets.{}.test", t.name);
     let (task, test_loss) = match t.metric {
-        LearningMetric::Gsm8k => {
+        LearningMetric::Gsm8k | LearningMetric::AnswerLoss => {
             let task = suite::read_task(
                 &t.name,
                 TaskKind::Gsm8k,

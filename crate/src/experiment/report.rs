@@ -2,7 +2,7 @@
 //! `results.csv`, `report.md` and the plots (learning vs forgetting scatter, curves over budget,
 //! training loss), as in-memory files so the CLI and the browser share them.
 
-use super::results::{Finding, Point, Results, RunRecord};
+use super::results::{FORGETTING_SCORE, Finding, Point, Results, RunRecord, SOURCE_PERPLEXITY};
 use crate::analysis::plot::{Chart, Series, chart_files};
 use crate::error::Result;
 use crate::export::File;
@@ -35,10 +35,25 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// Check the paper's qualitative findings (../PAPER.md, 1–4) on this run's numbers.
+/// The forgetting measures present, the configured axis first, with "higher is better".
+fn forgetting_measures(r: &Results) -> Vec<(&'static str, bool)> {
+    let axis = r.forgetting_key();
+    let mut out = vec![axis];
+    for m in [(FORGETTING_SCORE, true), (SOURCE_PERPLEXITY, false)] {
+        if m.0 != axis.0 && r.base.contains_key(m.0) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Check the paper's qualitative findings (../PAPER.md, 1–4) on this run's numbers; findings
+/// about forgetting are checked on every forgetting measure present.
 pub fn findings(r: &Results) -> Vec<Finding> {
     let mut out = Vec::new();
-    let (_, f_higher) = r.forgetting_key();
+    let measures = forgetting_measures(r);
+    let better = |a: f64, b: f64, higher: bool| if higher { a > b } else { a < b };
+    let get = |p: &Point, k: &str| p.metrics.get(k).copied().unwrap_or(f64::NAN);
     for t in &r.config.targets {
         let (lkey, l_higher) = r.learning_key(&t.name);
         let last = last_points(r, &t.name);
@@ -50,102 +65,103 @@ pub fn findings(r: &Results) -> Vec<Finding> {
             .filter_map(|p| Some((*p, run(r, &t.name, &p.method)?.rank?)))
             .collect();
         loras.sort_by_key(|x| x.1);
-        let better = |a: f64, b: f64, higher: bool| if higher { a > b } else { a < b };
-        let finding = |claim: &str, reproduced: Option<bool>, evidence: String| Finding {
+        let finding = |claim: String, reproduced: Option<bool>, evidence: String| Finding {
             target: t.name.clone(),
-            claim: claim.into(),
+            claim,
             reproduced,
             evidence,
         };
-        let base_f = r.base.get(r.forgetting_key().0).copied();
-        match full {
-            Some(f) if !loras.is_empty() => {
-                let learn_ok = loras
-                    .iter()
-                    .all(|(p, _)| better(f.learning, p.learning, l_higher));
-                let ev: Vec<String> = loras
-                    .iter()
-                    .map(|(p, _)| format!("{} {}", p.method, fmt(p.learning)))
-                    .collect();
-                out.push(finding(
-                    "1. LoRA learns less than full fine-tuning",
-                    Some(learn_ok),
-                    format!(
-                        "{lkey} at the largest budget: full {} vs {}",
-                        fmt(f.learning),
-                        ev.join(", ")
-                    ),
-                ));
-                let forget_ok = loras
-                    .iter()
-                    .all(|(p, _)| better(p.forgetting, f.forgetting, f_higher));
-                let ev: Vec<String> = loras
-                    .iter()
-                    .map(|(p, _)| format!("{} {}", p.method, fmt(p.forgetting)))
-                    .collect();
-                out.push(finding(
-                    "2. LoRA forgets less than full fine-tuning",
-                    Some(forget_ok),
-                    format!(
-                        "{} at the largest budget (base {}): full {} vs {}",
-                        r.forgetting_key().0,
-                        base_f.map_or("-".into(), fmt),
-                        fmt(f.forgetting),
-                        ev.join(", ")
-                    ),
-                ));
-                out.push(finding(
-                    "3. On the learning-vs-forgetting plot LoRA sits at less learning and less forgetting",
-                    Some(learn_ok && forget_ok),
-                    "both of the above, for every LoRA rank".into(),
-                ));
-            }
-            _ => out.push(finding(
-                "1–3. LoRA vs full fine-tuning",
+        let (Some(f), false) = (full, loras.is_empty()) else {
+            out.push(finding(
+                "1–3. LoRA vs full fine-tuning".into(),
                 None,
                 "needs a full and a LoRA method".into(),
-            )),
-        }
-        if let Some(f) = full {
+            ));
+            continue;
+        };
+        let list = |key: &str| -> String {
+            loras
+                .iter()
+                .map(|(p, _)| format!("{} {}", p.method, fmt(get(p, key))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let learn_ok = loras
+            .iter()
+            .all(|(p, _)| better(get(f, &lkey), get(p, &lkey), l_higher));
+        out.push(finding(
+            "1. LoRA learns less than full fine-tuning".into(),
+            Some(learn_ok),
+            format!(
+                "{lkey} at the largest budget (base {}): full {} vs {}",
+                r.base.get(&lkey).map_or("-".into(), |v| fmt(*v)),
+                fmt(get(f, &lkey)),
+                list(&lkey)
+            ),
+        ));
+        let mut forget_axis = None;
+        for &(key, higher) in &measures {
+            let ok = loras
+                .iter()
+                .all(|(p, _)| better(get(p, key), get(f, key), higher));
+            forget_axis.get_or_insert(ok);
+            out.push(finding(
+                format!("2. LoRA forgets less than full fine-tuning ({key})"),
+                Some(ok),
+                format!(
+                    "{key} at the largest budget (base {}; {} is better): full {} vs {}",
+                    r.base.get(key).map_or("-".into(), |v| fmt(*v)),
+                    if higher { "higher" } else { "lower" },
+                    fmt(get(f, key)),
+                    list(key)
+                ),
+            ));
             let mut pts: Vec<&Point> = r
                 .points
                 .iter()
                 .filter(|p| p.target == t.name && p.method == f.method)
                 .collect();
             pts.sort_by(|a, b| a.budget.total_cmp(&b.budget));
-            if let (Some(first), Some(lastp), Some(b)) = (pts.first(), pts.last(), base_f) {
-                let grows = better(b, first.forgetting, f_higher)
-                    && (pts.len() == 1 || better(first.forgetting, lastp.forgetting, f_higher));
+            if let (Some(first), Some(lastp), Some(&b)) = (pts.first(), pts.last(), r.base.get(key))
+            {
+                let grows = better(b, get(first, key), higher)
+                    && (pts.len() == 1 || better(get(first, key), get(lastp, key), higher));
                 let series: Vec<String> = pts
                     .iter()
-                    .map(|p| format!("{} → {}", p.budget, fmt(p.forgetting)))
+                    .map(|p| format!("{} → {}", p.budget, fmt(get(p, key))))
                     .collect();
                 out.push(finding(
-                    "2b. Forgetting grows with more training (full fine-tuning)",
+                    format!("2b. Forgetting grows with more training, full fine-tuning ({key})"),
                     Some(grows),
                     format!("base {}; by budget: {}", fmt(b), series.join(", ")),
                 ));
             }
-            let spec = run(r, &t.name, &f.method).and_then(|x| x.spectrum.as_ref());
-            if let (Some(s), Some((_, min_rank))) = (spec, loras.first()) {
-                let att = s["mean_rank_attention"].as_f64().unwrap_or(0.0);
-                let mlp = s["mean_rank_mlp"].as_f64().unwrap_or(0.0);
-                let mean = (att + mlp) / 2.0;
-                out.push(finding(
-                    "4. Full fine-tuning's weight change is far from low rank (≥ 10× the LoRA rank for 90% of its variance)",
-                    Some(mean >= 10.0 * *min_rank as f64),
-                    format!(
-                        "rank for 90% of ΔW's σ² energy: attention {att:.1}, MLP {mlp:.1} (fraction of full rank {:.0}% / {:.0}%) vs LoRA rank {min_rank}",
-                        100.0 * s["mean_rank_fraction_attention"].as_f64().unwrap_or(0.0),
-                        100.0 * s["mean_rank_fraction_mlp"].as_f64().unwrap_or(0.0),
-                    ),
-                ));
-                out.push(finding(
-                    "4b. Full fine-tuning's weight change needs higher rank in MLP than in attention matrices",
-                    Some(mlp > att),
-                    format!("mean rank MLP {mlp:.1} vs attention {att:.1}"),
-                ));
-            }
+        }
+        out.push(finding(
+            "3. On the learning-vs-forgetting plot LoRA sits at less learning and less forgetting"
+                .into(),
+            Some(learn_ok && forget_axis == Some(true)),
+            format!("findings 1 and 2 ({}), for every LoRA rank", measures[0].0),
+        ));
+        let spec = run(r, &t.name, &f.method).and_then(|x| x.spectrum.as_ref());
+        if let (Some(s), Some((_, min_rank))) = (spec, loras.first()) {
+            let att = s["mean_rank_attention"].as_f64().unwrap_or(0.0);
+            let mlp = s["mean_rank_mlp"].as_f64().unwrap_or(0.0);
+            let mean = (att + mlp) / 2.0;
+            out.push(finding(
+                "4. Full fine-tuning's weight change is far from low rank (rank for 90% of its energy ≥ 10× the smallest LoRA rank)".into(),
+                Some(mean >= 10.0 * *min_rank as f64),
+                format!(
+                    "mean rank for 90% of ΔW's σ² energy: attention {att:.1}, MLP {mlp:.1} ({:.0}% / {:.0}% of full rank) vs LoRA rank {min_rank}",
+                    100.0 * s["mean_rank_fraction_attention"].as_f64().unwrap_or(0.0),
+                    100.0 * s["mean_rank_fraction_mlp"].as_f64().unwrap_or(0.0),
+                ),
+            ));
+            out.push(finding(
+                "4b. Full fine-tuning's weight change needs higher rank in MLP than in attention matrices".into(),
+                Some(mlp > att),
+                format!("mean rank MLP {mlp:.1} vs attention {att:.1}"),
+            ));
         }
     }
     out

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::config::{BudgetUnit, ExperimentConfig};
+use super::config::{BudgetUnit, ExperimentConfig, ForgettingMetric};
 
 /// Key of the forgetting score: mean length-normalised accuracy over the multiple-choice
 /// forgetting evals (higher = more of the source domain kept).
@@ -25,7 +25,7 @@ pub struct Point {
     pub tokens_seen: u64,
     /// The target's learning metric (see `higher_is_better` in the run record).
     pub learning: f64,
-    /// The forgetting score ([`FORGETTING_SCORE`], or source perplexity if no task gives one).
+    /// The configured forgetting measure ([`FORGETTING_SCORE`] or [`SOURCE_PERPLEXITY`]).
     pub forgetting: f64,
     pub metrics: Metrics,
     /// Mean training loss over the last logged steps before this budget.
@@ -101,12 +101,24 @@ impl Results {
             .unwrap_or_default()
     }
 
-    /// The forgetting key used for points and whether higher is better (more kept).
+    /// The forgetting key of the points (the configured axis) and whether higher is better
+    /// (more kept).
     pub fn forgetting_key(&self) -> (&'static str, bool) {
-        if self.base.contains_key(FORGETTING_SCORE) {
-            (FORGETTING_SCORE, true)
-        } else {
-            (SOURCE_PERPLEXITY, false)
-        }
+        forgetting_key(&self.config, &self.base)
+    }
+}
+
+/// The forgetting measure `cfg` asks for, or the one `metrics` has if it lacks that one.
+pub fn forgetting_key(cfg: &ExperimentConfig, metrics: &Metrics) -> (&'static str, bool) {
+    let score = (FORGETTING_SCORE, true);
+    let ppl = (SOURCE_PERPLEXITY, false);
+    let (want, other) = match cfg.forgetting_metric {
+        ForgettingMetric::Score => (score, ppl),
+        ForgettingMetric::SourcePerplexity => (ppl, score),
+    };
+    if metrics.contains_key(want.0) {
+        want
+    } else {
+        other
     }
 }

@@ -13,9 +13,7 @@ use super::config::{BudgetUnit, ExperimentConfig, MethodSpec, Target};
 use super::evaluate::{
     self, ForgettingData, TargetEval, evaluate, math_jsonl, math_training_lines, target_eval,
 };
-use super::results::{
-    FORGETTING_SCORE, Metrics, Point, Results, RunRecord, SOURCE_PERPLEXITY, Timings,
-};
+use super::results::{Metrics, Point, Results, RunRecord, Timings, forgetting_key};
 use crate::analysis::{plot, spectrum};
 use crate::corpus::math;
 use crate::error::{Error, Result};
@@ -126,7 +124,7 @@ fn prepare(
             .map_err(|e| input(format!("{}: {e}", field("test"))))?
             .into_bytes(),
     };
-    let eval = target_eval(t, &test, tok)?;
+    let eval = target_eval(&t.into(), &test, tok)?;
     Ok(Prepared { train, eval })
 }
 
@@ -285,7 +283,7 @@ impl Ctx<'_> {
                 .map(|l| l.1)
                 .collect();
             points.push(point(
-                t, m, budget, &trainer, metrics, &recent, train_s, secs,
+                self.cfg, t, m, budget, &trainer, metrics, &recent, train_s, secs,
             ));
             write_json(&dir, "points.json", &points)?;
         }
@@ -350,6 +348,7 @@ impl Ctx<'_> {
 
 #[allow(clippy::too_many_arguments)]
 fn point(
+    cfg: &ExperimentConfig,
     t: &Target,
     m: &MethodSpec,
     budget: f64,
@@ -360,11 +359,7 @@ fn point(
     eval_seconds: f64,
 ) -> Point {
     let (lkey, _) = t.metric.key(&t.name);
-    let fkey = if metrics.contains_key(FORGETTING_SCORE) {
-        FORGETTING_SCORE
-    } else {
-        SOURCE_PERPLEXITY
-    };
+    let (fkey, _) = forgetting_key(cfg, &metrics);
     Point {
         target: t.name.clone(),
         method: m.name.clone(),

@@ -9,9 +9,19 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::eval::generate::GenerateOptions;
 use crate::event::Event;
+use crate::experiment::config::Forgetting;
+use crate::experiment::evaluate::{
+    EvalSpec, ForgettingData, evaluate, forgetting_tasks, math_jsonl, math_training_lines,
+    target_eval,
+};
+use crate::export::{DEFAULT_MAX_SHARD, MemorySink, hf_files, peft_files};
 use crate::hf::{Fetch, HfError, Opened};
 use crate::session::Session;
+use crate::train::data::{self, DataOptions, Dataset, Regime};
+use crate::train::{Method, TrainConfig, Trainer};
+use burn::module::Module;
 
 /// Install the panic hook and a console logger, so cubecl's WGSL errors (reported through
 /// `log::error!`) and panics reach the browser console.
@@ -87,14 +97,41 @@ impl Fetch for WebFetch {
     }
 }
 
-/// A model loaded on the browser's GPU.
+/// A model loaded on the browser's GPU, with the training data, run and evaluations of the lab
+/// page. Calls must not overlap (the worker serialises them).
 #[wasm_bindgen]
 pub struct WebSession {
+    /// The base model (and, while a run's model is being evaluated, that model).
     inner: Session,
+    data: Option<Dataset>,
+    trainer: Option<Trainer>,
 }
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from(js_sys::Error::new(&e.to_string()))
+}
+
+fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    // Maps become plain objects, so results read naturally in JavaScript.
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(js_err)
+}
+
+/// Call `on_event` with each event as a plain object.
+fn emitter(on_event: &Function) -> impl FnMut(&Event) + '_ {
+    move |e: &Event| {
+        if let Ok(v) = to_js(e) {
+            let _ = on_event.call1(&JsValue::NULL, &v);
+        }
+    }
+}
+
+fn files_object(files: &[crate::export::File]) -> Result<JsValue, JsValue> {
+    let out = js_sys::Object::new();
+    for (name, bytes) in files {
+        js_sys::Reflect::set(&out, &name.into(), &Uint8Array::from(&bytes[..]))?;
+    }
+    Ok(out.into())
 }
 
 /// Start WebGPU (with the adapter's own limits) and load the model at `base_url`.
@@ -106,15 +143,38 @@ pub async fn load_model(base_url: String, on_event: Function) -> Result<WebSessi
         .await
         .map_err(|e| js_err(format!("WebGPU is not available: {e}")))?;
     let fetch = WebFetch::new(&base_url);
-    let mut emit = |e: &Event| {
-        if let Ok(v) = serde_wasm_bindgen::to_value(e) {
-            let _ = on_event.call1(&JsValue::NULL, &v);
-        }
-    };
-    let inner = Session::load(&fetch, device, &mut emit)
+    let inner = Session::load(&fetch, device, &mut emitter(&on_event))
         .await
         .map_err(js_err)?;
-    Ok(WebSession { inner })
+    Ok(WebSession {
+        inner,
+        data: None,
+        trainer: None,
+    })
+}
+
+/// What the page asks [`WebSession::evaluate`] to score: forgetting evals (file contents) and
+/// optionally one target's learning metric.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EvalRequest {
+    #[serde(default)]
+    hellaswag: Option<String>,
+    #[serde(default)]
+    arc: Option<String>,
+    #[serde(default)]
+    winogrande: Option<String>,
+    #[serde(default)]
+    source_text: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    source_chars: Option<usize>,
+    #[serde(default)]
+    target: Option<EvalSpec>,
+    /// Test data of the target: GSM8K-layout JSONL or text.
+    #[serde(default)]
+    target_test: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -128,44 +188,100 @@ impl WebSession {
     #[wasm_bindgen(js_name = scoreText)]
     pub async fn score_text(&self, text: String) -> Result<JsValue, JsValue> {
         let score = self.inner.score_text(&text).await.map_err(js_err)?;
-        serde_wasm_bindgen::to_value(&score).map_err(js_err)
+        to_js(&score)
     }
 
-    /// Fine-tune the loaded model on plain `text` (packed into `seq_len`-token blocks) with
-    /// `config` (the fields of `TrainConfig`), calling `on_event` with every event (steps, loss).
-    /// The trained model replaces the session's model. Returns `{summary, files}` where `files`
-    /// maps file names of the final checkpoint (PEFT adapter or HF checkpoint) to bytes.
-    pub async fn train(
+    /// Tokenize training data: the bytes of a file called `name` (`.txt`, `.jsonl`, `.gz`),
+    /// read as `regime` (`cpt`, `ift` or `auto`: text → cpt, JSONL with `text` → cpt, else ift)
+    /// into `seq_len`-token examples. Returns `{examples, targetTokens, skipped, regime}`.
+    #[wasm_bindgen(js_name = setData)]
+    pub fn set_data(
         &mut self,
-        config: JsValue,
-        text: String,
+        bytes: Vec<u8>,
+        name: String,
+        regime: String,
         seq_len: usize,
-        on_event: Function,
     ) -> Result<JsValue, JsValue> {
-        use crate::export::MemorySink;
-        use crate::train::data::{self, DataOptions, Regime};
-        use crate::train::{TrainConfig, Trainer};
-        use burn::module::Module;
-
-        let config: TrainConfig = serde_wasm_bindgen::from_value(config)
-            .map_err(|e| js_err(format!("training settings: {e}")))?;
+        let gz = name.ends_with(".gz");
+        let bytes = if gz {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                .map_err(|e| js_err(format!("{name}: not valid gzip: {e}")))?;
+            out
+        } else {
+            bytes
+        };
+        let jsonl = crate::train::data::is_jsonl(std::path::Path::new(&name));
+        let regime = match regime.as_str() {
+            "auto" => {
+                let first = String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_default();
+                let text_field = serde_json::from_str::<serde_json::Value>(&first)
+                    .is_ok_and(|v| v.get("text").is_some());
+                if !jsonl || text_field {
+                    Regime::Cpt
+                } else {
+                    Regime::Ift
+                }
+            }
+            r => r.parse::<Regime>().map_err(js_err)?,
+        };
         let tok = self.inner.tokenizer().map_err(js_err)?;
         let opts = DataOptions {
-            regime: Regime::Cpt,
+            regime,
             seq_len,
             skip_bad_lines: false,
             pad_id: tok.eos_id.unwrap_or(0),
         };
-        let data = data::read(
-            std::io::Cursor::new(text.as_bytes()),
-            "training text",
-            false,
-            tok,
-            &opts,
-        )
-        .map_err(js_err)?;
+        let data = data::read(&bytes[..], &name, jsonl, tok, &opts).map_err(js_err)?;
+        let summary = serde_json::json!({
+            "examples": data.examples.len(), "targetTokens": data.target_tokens,
+            "skipped": data.skipped_lines, "regime": regime.to_string(),
+        });
+        self.data = Some(data);
+        to_js(&summary)
+    }
+
+    /// Generate GSM8K-layout math problems from `seed` (`train` for training, read as `regime`;
+    /// `test` returned as JSONL for the learning metric).
+    #[wasm_bindgen(js_name = setMathData)]
+    pub fn set_math_data(
+        &mut self,
+        train: usize,
+        test: usize,
+        seed: u64,
+        regime: String,
+        seq_len: usize,
+    ) -> Result<JsValue, JsValue> {
+        let (tr, te) = crate::corpus::math::splits(train, test, seed);
+        let regime: Regime = regime.parse().map_err(js_err)?;
+        let lines = math_training_lines(&tr, regime);
+        let summary = self.set_data(lines, "math.jsonl".into(), regime.to_string(), seq_len)?;
+        js_sys::Reflect::set(
+            &summary,
+            &"test".into(),
+            &String::from_utf8_lossy(&math_jsonl(&te))
+                .into_owned()
+                .into(),
+        )?;
+        Ok(summary)
+    }
+
+    /// Prepare a run on the loaded data with `config` (the fields of `TrainConfig`), starting from
+    /// the base model. Returns `{trainableParameters, totalSteps}`.
+    #[wasm_bindgen(js_name = startTraining)]
+    pub fn start_training(&mut self, config: JsValue) -> Result<JsValue, JsValue> {
+        let config: TrainConfig = serde_wasm_bindgen::from_value(config)
+            .map_err(|e| js_err(format!("training settings: {e}")))?;
+        let data = self
+            .data
+            .as_ref()
+            .ok_or_else(|| js_err("load training data first"))?;
         let device = self.inner.device.clone().autodiff();
-        let mut trainer = Trainer::new(
+        let trainer = Trainer::new(
             self.inner.model.clone().train(),
             device,
             config,
@@ -175,31 +291,178 @@ impl WebSession {
             None,
         )
         .map_err(js_err)?;
+        let total = trainer.total_steps(data.examples.len(), data.examples[0].ids.len());
+        let out = serde_json::json!({"trainableParameters": trainer.trainable_parameters, "totalSteps": total});
+        self.trainer = Some(trainer);
+        to_js(&out)
+    }
+
+    /// Train until optimizer step `step` (or the end), streaming events to `on_event`. Calling
+    /// it in chunks is how the page pauses, resumes and stops. Returns `{step, totalSteps,
+    /// done}`.
+    #[wasm_bindgen(js_name = trainUntil)]
+    pub async fn train_until(
+        &mut self,
+        step: usize,
+        on_event: Function,
+    ) -> Result<JsValue, JsValue> {
+        let data = self
+            .data
+            .as_ref()
+            .ok_or_else(|| js_err("load training data first"))?;
+        let trainer = self
+            .trainer
+            .as_mut()
+            .ok_or_else(|| js_err("start a run first"))?;
+        let total = trainer.total_steps(data.examples.len(), data.examples[0].ids.len());
+        trainer.pause_at = (step < total).then_some(step);
         let mut sink = MemorySink::default();
-        let mut emit = |e: &Event| {
-            if let Ok(v) = serde_wasm_bindgen::to_value(e) {
-                let _ = on_event.call1(&JsValue::NULL, &v);
-            }
-        };
-        let summary = trainer
-            .run(&data, None, &mut sink, &mut emit)
+        trainer
+            .run(data, None, &mut sink, &mut emitter(&on_event))
             .await
             .map_err(js_err)?;
-        self.inner.model = trainer.model.valid();
-        let files = js_sys::Object::new();
-        if let Some(last) = sink.checkpoints.last() {
-            for (name, bytes) in &last.files {
-                js_sys::Reflect::set(&files, &name.into(), &Uint8Array::from(&bytes[..]))?;
+        let done = trainer.progress.step >= total;
+        to_js(
+            &serde_json::json!({"step": trainer.progress.step, "totalSteps": total, "done": done}),
+        )
+    }
+
+    /// Score the current model (the run's, else the base) on forgetting evals and a target.
+    /// Returns the metrics keyed as in `results.json` (`forgetting/score`, `source/perplexity`,
+    /// `<target>/<metric>`).
+    pub async fn evaluate(
+        &mut self,
+        request: JsValue,
+        on_event: Function,
+    ) -> Result<JsValue, JsValue> {
+        let r: EvalRequest = serde_wasm_bindgen::from_value(request)
+            .map_err(|e| js_err(format!("evaluation request: {e}")))?;
+        let forgetting = Forgetting {
+            hellaswag: None,
+            arc: None,
+            winogrande: None,
+            perplexity: None,
+            limit: r.limit,
+            perplexity_chars: r.source_chars,
+        };
+        let d = ForgettingData {
+            hellaswag: r.hellaswag.map(String::into_bytes),
+            arc: r.arc.map(String::into_bytes),
+            winogrande: r.winogrande.map(String::into_bytes),
+            perplexity: r.source_text,
+        };
+        let tasks = forgetting_tasks(&forgetting, &d).map_err(js_err)?;
+        let tok = self.inner.tokenizer().map_err(js_err)?;
+        let target = match (&r.target, &r.target_test) {
+            (Some(spec), Some(test)) => {
+                Some(target_eval(spec, test.as_bytes(), tok).map_err(js_err)?)
+            }
+            _ => None,
+        };
+        let mut emit = emitter(&on_event);
+        let batch = self.trainer.as_ref().map_or(8, |t| t.config.batch_size);
+        let result = self
+            .with_current_model(async |s: &Session| {
+                evaluate(s, &tasks, target.as_ref(), batch, &mut emit).await
+            })
+            .await;
+        to_js(&result.map_err(js_err)?)
+    }
+
+    /// Greedy continuation of `prompt` by the current model (the run's, else the base).
+    pub async fn generate(
+        &mut self,
+        prompt: String,
+        max_new_tokens: usize,
+    ) -> Result<String, JsValue> {
+        let opts = GenerateOptions {
+            max_new_tokens,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop_id: None,
+        };
+        self.with_current_model(async |s: &Session| s.generate(&prompt, &opts, &mut |_| {}).await)
+            .await
+            .map_err(js_err)
+    }
+
+    /// Files of the run: `adapter` (PEFT, LoRA runs), `merged` (a Hugging Face checkpoint with
+    /// the adapter merged in, or the fully fine-tuned weights) or `checkpoint` (with optimizer
+    /// state, to resume natively).
+    pub async fn export(&self, kind: String) -> Result<JsValue, JsValue> {
+        let trainer = self
+            .trainer
+            .as_ref()
+            .ok_or_else(|| js_err("no run to export"))?;
+        let files = match kind.as_str() {
+            "adapter" => match &trainer.config.method {
+                Method::Lora(l) => peft_files(&trainer.model.valid(), l, &self.inner.source)
+                    .await
+                    .map_err(js_err)?,
+                Method::Full(_) => {
+                    return Err(js_err(
+                        "a full fine-tuning run has no adapter; export merged weights",
+                    ));
+                }
+            },
+            "merged" => {
+                let mut model = trainer.model.valid();
+                crate::model::lora::merge(&mut model);
+                let mut files = hf_files(&model, &self.inner.config_json, DEFAULT_MAX_SHARD)
+                    .await
+                    .map_err(js_err)?;
+                files.extend(self.inner.extra_files.iter().cloned());
+                files
+            }
+            "checkpoint" => trainer.checkpoint_files().await.map_err(js_err)?,
+            o => {
+                return Err(js_err(format!(
+                    "export `{o}`: expected adapter, merged or checkpoint"
+                )));
+            }
+        };
+        files_object(&files)
+    }
+
+    /// Rank of the run's weight change per matrix (90% of σ² energy): `{summary, svg}` with the
+    /// rank-vs-layer plot as SVG.
+    pub async fn spectrum(&self) -> Result<JsValue, JsValue> {
+        use crate::analysis::{plot, spectrum};
+        let trainer = self
+            .trainer
+            .as_ref()
+            .ok_or_else(|| js_err("no run to analyse"))?;
+        let opts = spectrum::SpectrumOptions {
+            threshold: 0.9,
+            modules: Vec::new(),
+            noise_scale: 0.01,
+            seed: 0,
+        };
+        let tuned = trainer.model.valid();
+        let spectra = match trainer.config.method {
+            Method::Lora(_) => spectrum::adapter_spectra(&tuned, &opts).await,
+            Method::Full(_) => {
+                spectrum::compare_checkpoints(&self.inner.model, &tuned, &opts).await
             }
         }
-        let out = js_sys::Object::new();
-        js_sys::Reflect::set(
-            &out,
-            &"summary".into(),
-            &serde_wasm_bindgen::to_value(&summary).map_err(js_err)?,
-        )?;
-        js_sys::Reflect::set(&out, &"files".into(), &files)?;
-        Ok(out.into())
+        .map_err(js_err)?;
+        let files =
+            plot::spectrum_plots(&spectra, opts.threshold, "rank of ΔW for 90% of its energy")
+                .map_err(js_err)?;
+        let svg = files
+            .iter()
+            .find(|f| f.0 == "rank_vs_layer.svg")
+            .map(|f| String::from_utf8_lossy(&f.1).into_owned())
+            .unwrap_or_default();
+        let summary = spectrum::summarize(&spectra, opts.threshold);
+        to_js(&serde_json::json!({"summary": summary, "svg": svg}))
+    }
+
+    /// Forget the run (the base model stays loaded).
+    #[wasm_bindgen(js_name = resetTraining)]
+    pub fn reset_training(&mut self) {
+        self.trainer = None;
     }
 
     /// Vocabulary size.
@@ -212,5 +475,21 @@ impl WebSession {
     #[wasm_bindgen(getter)]
     pub fn config(&self) -> JsValue {
         serde_wasm_bindgen::to_value(&self.inner.config).unwrap_or(JsValue::NULL)
+    }
+}
+
+impl WebSession {
+    /// Run `f` on a session holding the run's model (if there is a run), then put the base back.
+    async fn with_current_model<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&Session) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        let Some(trainer) = &self.trainer else {
+            return f(&self.inner).await;
+        };
+        let base = std::mem::replace(&mut self.inner.model, trainer.model.valid());
+        let result = f(&self.inner).await;
+        self.inner.model = base;
+        result
     }
 }
