@@ -29,6 +29,8 @@ const state = {
   running: false, pending: null,
 };
 const abs = (u) => new URL(u, location.href).href;
+// Milliseconds since the page started: model loaded, data tokenized, run started, first step.
+const timing = {};
 
 // ---- the worker ------------------------------------------------------------------------------
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
@@ -71,6 +73,7 @@ worker.onmessage = ({ data }) => {
     }
     case "loaded": {
       state.loaded = data;
+      timing.loaded = performance.now();
       const s = data.storage;
       $("storage").textContent = s ? `browser storage used: ${(s.usage / 1e6).toFixed(1)} MB of ${(s.quota / 1e9).toFixed(1)} GB` : "";
       setStatus(`loaded ${data.model} in ${(data.ms / 1000).toFixed(1)} s (vocabulary ${data.vocabSize})`, "ready");
@@ -80,6 +83,7 @@ worker.onmessage = ({ data }) => {
       setStatus(data.message, $("status").dataset.state);
       break;
     case "data":
+      timing.tokenized = performance.now();
       setStatus(`${data.summary.examples} training examples (${data.summary.targetTokens} target tokens, ${data.summary.regime}), tokenized in ${(data.ms / 1000).toFixed(1)} s`, "ready");
       if (data.summary.test) state.mathTest = data.summary.test;
       break;
@@ -89,6 +93,7 @@ worker.onmessage = ({ data }) => {
       break;
     case "step": {
       const e = data.event;
+      timing.firstStep ??= performance.now();
       state.losses.push(e);
       $("losses").textContent = `step ${e.step}/${e.total_steps}: loss ${e.loss.toFixed(4)} (${e.tokens_per_s.toFixed(0)} tokens/s)`;
       drawLoss();
@@ -157,7 +162,7 @@ function drawLoss() {
 }
 
 function learningKey() {
-  return $("data-preset").value === "math" ? "math/exact_match_flexible" : "target/perplexity";
+  return $("data-preset").value === "math" ? "math/answer_loss" : "target/perplexity";
 }
 
 function drawMetrics() {
@@ -288,6 +293,7 @@ async function loadData(model) {
 }
 
 async function startRun() {
+  setStatus("starting…");
   try {
     const cfg = trainConfig();
     state.losses = [];
@@ -296,8 +302,9 @@ async function startRun() {
     drawMetrics();
     const model = await ensureModel();
     await loadData(model);
-    const req = await evalRequest();
-    if (!state.base) {
+    const evaluate = params.get("evaluate") !== "0";
+    const req = evaluate ? await evalRequest() : null;
+    if (evaluate && !state.base) {
       setStatus("evaluating the base model…");
       state.base = (await request({ type: "evaluate", request: req, step: 0 }, "metrics")).metrics;
       drawScatter();
@@ -309,17 +316,18 @@ async function startRun() {
     buttons({ start: false, pause: true, resume: false, stop: true, "spectrum-btn": false, "export-adapter": false, "export-merged": false });
     const every = Number($("eval-every").value);
     send({ type: "start", config: cfg, evalEvery: every, evalRequest: every > 0 ? req : null });
+    timing.start = performance.now();
     const done = await new Promise((resolve, reject) => waiting.set("finished", { resolve, reject }));
     state.running = false;
     buttons({ start: true, pause: false, resume: false, stop: false, "spectrum-btn": true, "export-adapter": cfg.method.method === "lora", "export-merged": true });
     setStatus(`trained ${done.step} steps in ${(done.ms / 1000).toFixed(1)} s; evaluating…`);
-    const metrics = (await request({ type: "evaluate", request: req, step: done.step }, "metrics")).metrics;
+    const metrics = evaluate ? (await request({ type: "evaluate", request: req, step: done.step }, "metrics")).metrics : {};
     state.runs.push({ label: runLabel(cfg), metrics, steps: done.step, ms: done.ms, losses: state.losses.map((e) => e.loss) });
     drawScatter();
     if (params.get("generate") !== "0") {
       await request({ type: "generate", prompt: $("prompt").value.replaceAll("\\n", "\n"), maxNewTokens: 48, label: runLabel(cfg) }, "generation");
     }
-    $("losses").dataset.json = JSON.stringify({ steps: state.losses, ms: done.ms, metrics });
+    $("losses").dataset.json = JSON.stringify({ steps: state.losses, ms: done.ms, metrics, timing });
     setStatus(`done: ${runLabel(cfg)}, ${done.step} steps in ${(done.ms / 1000).toFixed(1)} s`, "done");
   } catch (e) {
     setStatus(`error: ${e.message}`, "error");

@@ -1156,6 +1156,8 @@ fn experiment(
     } else {
         root
     };
+    // Resolved once, so results name the model's real location.
+    let root = root.canonicalize().unwrap_or(root);
     let out = out.unwrap_or_else(|| Path::new("experiment-results").join(&cfg.name));
     let selected = device::select(choice)?;
     if let Some(n) = &selected.notice {

@@ -227,7 +227,6 @@ pub fn markdown(r: &Results) -> String {
         "# tunelab experiment `{}`\n\nBase model `{}`, device {}, seed {}. Forgetting score = mean `acc_norm` (length-normalised log-likelihood accuracy, lm-evaluation-harness) over the forgetting evals in the HellaSwag / ARC / WinoGrande layouts built from held-out source text; source perplexity on held-out source text.\n\n",
         r.config.name, r.config.base_model, r.device, r.config.seed
     );
-    let (fkey, f_higher) = r.forgetting_key();
     for t in &r.config.targets {
         let (lkey, l_higher) = r.learning_key(&t.name);
         s.push_str(&format!(
@@ -243,27 +242,25 @@ pub fn markdown(r: &Results) -> String {
             if l_higher { "higher" } else { "lower" }
         ));
         s.push_str(&format!(
-            "| method | budget | learning `{lkey}` | forgetting `{fkey}` ({}) | source perplexity | train loss | trainable params | lr |\n|---|---|---|---|---|---|---|---|\n",
-            if f_higher { "higher = less forgetting" } else { "lower = less forgetting" }
+            "| method | budget | learning `{lkey}` | forgetting score `{FORGETTING_SCORE}` (higher = less forgetting) | `{SOURCE_PERPLEXITY}` (lower = less forgetting) | train loss | trainable params | lr |\n|---|---|---|---|---|---|---|---|\n",
         ));
         let b = |k: &str| r.base.get(k).map_or("-".into(), |v| fmt(*v));
         s.push_str(&format!(
             "| base | 0 | {} | {} | {} | - | - | - |\n",
             b(&lkey),
-            b(fkey),
-            b("source/perplexity")
+            b(FORGETTING_SCORE),
+            b(SOURCE_PERPLEXITY)
         ));
         for p in r.points.iter().filter(|p| p.target == t.name) {
             let run = run(r, &t.name, &p.method);
+            let m = |k: &str| p.metrics.get(k).map_or("-".into(), |v| fmt(*v));
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 p.method,
                 p.budget,
                 fmt(p.learning),
-                fmt(p.forgetting),
-                p.metrics
-                    .get("source/perplexity")
-                    .map_or("-".into(), |v| fmt(*v)),
+                m(FORGETTING_SCORE),
+                m(SOURCE_PERPLEXITY),
                 p.train_loss.map_or("-".into(), fmt),
                 run.map_or("-".into(), |x| x.trainable_parameters.to_string()),
                 run.map_or("-".into(), |x| format!("{:.0e}", x.lr)),
@@ -299,7 +296,7 @@ pub fn markdown(r: &Results) -> String {
         tm.spectrum,
         tm.total,
         if tm.reused_runs > 0 {
-            format!(" ({} runs reused from an earlier invocation, their time not counted)", tm.reused_runs)
+            format!(" ({} runs reused from an earlier invocation, their times are from when they ran; the total is this invocation's wall time)", tm.reused_runs)
         } else {
             String::new()
         }
@@ -307,10 +304,20 @@ pub fn markdown(r: &Results) -> String {
     s
 }
 
+/// How a metric is drawn: perplexities as their logarithm (the NLL in nats), so a base model
+/// with perplexity in the thousands does not squash every fine-tuned point into a corner.
+fn axis(key: &str) -> (fn(f64) -> f64, String) {
+    if key.ends_with("/perplexity") {
+        (f64::ln, format!("ln {key}"))
+    } else {
+        (|v| v, key.to_string())
+    }
+}
+
 /// The plots of every target, as SVG and (natively) PNG files.
 pub fn plots(r: &Results) -> Result<Vec<File>> {
     let mut files = Vec::new();
-    let (fkey, _) = r.forgetting_key();
+    let (fkey, f_higher) = r.forgetting_key();
     for t in &r.config.targets {
         let (lkey, l_higher) = r.learning_key(&t.name);
         let methods: Vec<&str> = r
@@ -328,8 +335,10 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
             v.sort_by(|a, b| a.budget.total_cmp(&b.budget));
             v
         };
-        let base_l = r.base.get(&lkey).copied();
-        let base_f = r.base.get(fkey).copied();
+        let (lx, lname) = axis(&lkey);
+        let (fx, fname) = axis(fkey);
+        let base_l = r.base.get(&lkey).map(|&v| lx(v));
+        let base_f = r.base.get(fkey).map(|&v| fx(v));
         let mut scatter = vec![];
         if let (Some(l), Some(f)) = (base_l, base_f) {
             scatter.push(Series {
@@ -343,7 +352,10 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
             let p = pts(m);
             scatter.push(Series {
                 label: m.to_string(),
-                points: p.iter().map(|p| (p.learning, p.forgetting)).collect(),
+                points: p
+                    .iter()
+                    .map(|p| (lx(p.learning), fx(p.forgetting)))
+                    .collect(),
                 line: true,
                 point_labels: p.iter().map(|p| format!("  {}", p.budget)).collect(),
             });
@@ -354,10 +366,13 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
             &Chart {
                 title: format!("{}: learning vs forgetting (labels: {unit})", t.name),
                 x_desc: format!(
-                    "learning: {lkey} ({} is better)",
+                    "learning: {lname} ({} is better)",
                     if l_higher { "higher" } else { "lower" }
                 ),
-                y_desc: format!("{fkey} (higher = less forgetting)"),
+                y_desc: format!(
+                    "forgetting: {fname} ({} = less forgetting)",
+                    if f_higher { "higher" } else { "lower" }
+                ),
                 series: scatter,
             },
         )?);
@@ -365,23 +380,24 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
             (
                 "learning",
                 "learning over budget",
-                lkey.clone(),
+                lname.clone(),
                 (|p: &Point| p.learning) as fn(&Point) -> f64,
             ),
             (
                 "forgetting",
                 "forgetting over budget",
-                fkey.to_string(),
+                fname.clone(),
                 |p: &Point| p.forgetting,
             ),
         ] {
+            let tx = if name == "learning" { lx } else { fx };
             let base = if name == "learning" { base_l } else { base_f };
             let series = methods
                 .iter()
                 .map(|m| {
                     let p = pts(m);
                     let mut points: Vec<(f64, f64)> = base.map(|b| (0.0, b)).into_iter().collect();
-                    points.extend(p.iter().map(|p| (p.budget, get(p))));
+                    points.extend(p.iter().map(|p| (p.budget, tx(get(p)))));
                     Series {
                         label: m.to_string(),
                         points,

@@ -51,6 +51,8 @@ pub struct RunRecord {
     pub eval_seconds: f64,
     /// Rank of the weight change at the last budget (summary of `tunelab spectrum`).
     pub spectrum: Option<serde_json::Value>,
+    #[serde(default)]
+    pub spectrum_seconds: f64,
 }
 
 /// Wall time of the phases, in seconds.
@@ -62,8 +64,9 @@ pub struct Timings {
     pub train: f64,
     pub eval: f64,
     pub spectrum: f64,
+    /// Wall time of this invocation.
     pub total: f64,
-    /// Runs restored from an earlier invocation (their time is counted where it was spent).
+    /// Runs restored from an earlier invocation (their times above are from when they ran).
     pub reused_runs: usize,
 }
 

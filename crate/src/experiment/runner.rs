@@ -287,6 +287,7 @@ impl Ctx<'_> {
             ));
             write_json(&dir, "points.json", &points)?;
         }
+        let t0 = Instant::now();
         let spectrum = if self.cfg.spectrum {
             notice(
                 on_event,
@@ -296,6 +297,7 @@ impl Ctx<'_> {
         } else {
             None
         };
+        let spectrum_seconds = t0.elapsed().as_secs_f64();
         let record = RunRecord {
             target: t.name.clone(),
             method: m.name.clone(),
@@ -308,6 +310,7 @@ impl Ctx<'_> {
             train_seconds: train_s,
             eval_seconds: points.iter().map(|p| p.eval_seconds).sum(),
             spectrum,
+            spectrum_seconds,
         };
         let done = (record, points);
         write_json(&dir, "run.json", &done)?;
@@ -441,7 +444,10 @@ pub async fn run(
     };
     let base_path = out.join("base.json");
     let base = match read_json::<Metrics>(&base_path) {
-        Some(b) => b,
+        Some(b) => {
+            timings.base_eval = read_json(&out.join("base_seconds.json")).unwrap_or(0.0);
+            b
+        }
         None => {
             notice(on_event, "evaluating the base model".into());
             let t0 = Instant::now();
@@ -459,6 +465,7 @@ pub async fn run(
                 base.extend(m);
             }
             timings.base_eval = t0.elapsed().as_secs_f64();
+            write_json(out, "base_seconds.json", &timings.base_eval)?;
             write_json(out, "base.json", &base)?;
             base
         }
@@ -467,18 +474,14 @@ pub async fn run(
     let mut runs = Vec::new();
     for (t, p) in cfg.targets.iter().zip(&prepared) {
         for m in &cfg.methods {
-            let reused = run_dir(out, &t.name, &m.name).join("run.json").exists();
-            let t0 = Instant::now();
-            let (record, pts) = ctx.run_method(t, p, m, on_event).await?;
-            if reused {
+            if run_dir(out, &t.name, &m.name).join("run.json").exists() {
                 timings.reused_runs += 1;
-            } else {
-                timings.train += record.train_seconds;
-                timings.eval += record.eval_seconds;
-                timings.spectrum +=
-                    (t0.elapsed().as_secs_f64() - record.train_seconds - record.eval_seconds)
-                        .max(0.0);
             }
+            let (record, pts) = ctx.run_method(t, p, m, on_event).await?;
+            // Times as measured when each run ran (also for runs reused from an earlier call).
+            timings.train += record.train_seconds;
+            timings.eval += record.eval_seconds;
+            timings.spectrum += record.spectrum_seconds;
             runs.push(record);
             points.extend(pts);
         }

@@ -252,11 +252,11 @@ impl WebSession {
         &mut self,
         train: usize,
         test: usize,
-        seed: u64,
+        seed: u32,
         regime: String,
         seq_len: usize,
     ) -> Result<JsValue, JsValue> {
-        let (tr, te) = crate::corpus::math::splits(train, test, seed);
+        let (tr, te) = crate::corpus::math::splits(train, test, seed.into());
         let regime: Regime = regime.parse().map_err(js_err)?;
         let lines = math_training_lines(&tr, regime);
         let summary = self.set_data(lines, "math.jsonl".into(), regime.to_string(), seq_len)?;
