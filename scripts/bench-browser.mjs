@@ -3,16 +3,13 @@
 // time, time to the first training step and steps/s. Usage: node scripts/bench-browser.mjs [steps]
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launch } from "../tests/browser/chromium.mjs";
 import { serve } from "../tests/browser/server.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const steps = process.argv[2] ?? "5";
 const http = await serve(ROOT);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader"],
-});
+const browser = await launch();
 const page = await browser.newPage();
 const query = new URLSearchParams({ "data-preset": "math", "math-train": "400", "seq-len": "160", method: "lora", rank: "4", lr: "1e-2", steps, batch: "8", evaluate: "0", generate: "0", autostart: "1" });
 await page.goto(`${http.base}/www/index.html?${query}`);

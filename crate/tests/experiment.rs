@@ -78,6 +78,18 @@ perplexity_chars = 1500
     path
 }
 
+/// `tunelab --device cpu experiment CFG --out OUT`.
+fn experiment(cfg: &str, out: &Path) -> (bool, String, String) {
+    tunelab(&[
+        "--device",
+        "cpu",
+        "experiment",
+        cfg,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 fn results(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
 }
@@ -114,14 +126,7 @@ fn experiment_reports_every_point_reproducibly_and_resumes() {
     let cfg = config(dir.path());
     let cfg_s = cfg.to_str().unwrap();
     let a = dir.path().join("a");
-    let (ok, stdout, stderr) = tunelab(&[
-        "--device",
-        "cpu",
-        "experiment",
-        cfg_s,
-        "--out",
-        a.to_str().unwrap(),
-    ]);
+    let (ok, stdout, stderr) = experiment(cfg_s, &a);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("The paper's findings"), "{stdout}");
     let r = results(&a);
@@ -184,26 +189,12 @@ fn experiment_reports_every_point_reproducibly_and_resumes() {
 
     // Same seed, same backend → same numbers.
     let b = dir.path().join("b");
-    let (ok, _, stderr) = tunelab(&[
-        "--device",
-        "cpu",
-        "experiment",
-        cfg_s,
-        "--out",
-        b.to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = experiment(cfg_s, &b);
     assert!(ok, "{stderr}");
     assert_eq!(numbers(&results(&b)), numbers(&r));
 
     // Rerunning a finished experiment reuses every run.
-    let (ok, _, stderr) = tunelab(&[
-        "--device",
-        "cpu",
-        "experiment",
-        cfg_s,
-        "--out",
-        b.to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = experiment(cfg_s, &b);
     assert!(ok, "{stderr}");
     assert_eq!(results(&b)["timings"]["reused_runs"], 6);
 
@@ -233,14 +224,7 @@ fn experiment_reports_every_point_reproducibly_and_resumes() {
         !c.join("results.json").exists(),
         "the kill came too late to test resuming"
     );
-    let (ok, _, stderr) = tunelab(&[
-        "--device",
-        "cpu",
-        "experiment",
-        cfg_s,
-        "--out",
-        c.to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = experiment(cfg_s, &c);
     assert!(ok, "{stderr}");
     assert_eq!(numbers(&results(&c)), numbers(&r));
 
@@ -249,14 +233,7 @@ fn experiment_reports_every_point_reproducibly_and_resumes() {
         .unwrap()
         .replace("seed = 3", "seed = 4");
     std::fs::write(&cfg, changed).unwrap();
-    let (ok, _, stderr) = tunelab(&[
-        "--device",
-        "cpu",
-        "experiment",
-        cfg_s,
-        "--out",
-        a.to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = experiment(cfg_s, &a);
     assert!(!ok);
     assert!(
         stderr.contains("different experiment configuration"),

@@ -10,11 +10,10 @@ import { execFileSync } from "node:child_process";
 import { join, dirname } from "node:path";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { serve } from "./server.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const SHOTS = join(ROOT, "target-browser");
 let http, browser;
 
@@ -22,15 +21,7 @@ before(async () => {
   assert.ok(existsSync(join(ROOT, "www/pkg/tunelab_bg.wasm")), "build the wasm bundle first: scripts/build-web.sh");
   mkdirSync(SHOTS, { recursive: true });
   http = await serve(ROOT);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
-      "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-quic", "--no-first-run",
-    ],
-  });
+  browser = await launch();
 });
 
 after(async () => {

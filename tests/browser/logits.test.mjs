@@ -5,27 +5,17 @@ import assert from "node:assert/strict";
 import { readFileSync, existsSync, mkdirSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { serve } from "./server.mjs";
 import { readSafetensors } from "./safetensors.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 let http, browser;
 
 before(async () => {
   assert.ok(existsSync(join(ROOT, "www/pkg/tunelab_bg.wasm")), "build the wasm bundle first: scripts/build-web.sh");
   http = await serve(ROOT);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      // Playwright gives each launch a fresh profile and runs headless itself.
-      "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
-      "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-quic", "--no-first-run",
-    ],
-  });
+  browser = await launch();
 });
 
 after(async () => {

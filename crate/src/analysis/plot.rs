@@ -231,6 +231,18 @@ pub struct Series {
     pub point_labels: Vec<String>,
 }
 
+impl Series {
+    /// Points joined by a line, without point labels.
+    pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            label: label.into(),
+            points,
+            line: true,
+            point_labels: Vec::new(),
+        }
+    }
+}
+
 fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())

@@ -398,12 +398,7 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
                     let p = pts(m);
                     let mut points: Vec<(f64, f64)> = base.map(|b| (0.0, b)).into_iter().collect();
                     points.extend(p.iter().map(|p| (p.budget, tx(get(p)))));
-                    Series {
-                        label: m.to_string(),
-                        points,
-                        line: true,
-                        point_labels: vec![],
-                    }
+                    Series::line(*m, points)
                 })
                 .collect();
             files.extend(chart_files(
@@ -420,11 +415,11 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
             .runs
             .iter()
             .filter(|x| x.target == t.name)
-            .map(|x| Series {
-                label: x.method.clone(),
-                points: x.losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
-                line: true,
-                point_labels: vec![],
+            .map(|x| {
+                Series::line(
+                    x.method.clone(),
+                    x.losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
+                )
             })
             .collect();
         files.extend(chart_files(
