@@ -997,6 +997,9 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
         Some(p) => Some(data::load(p, tok, &opts)?),
         None => None,
     };
+    if let Some(r) = &resumed {
+        r.check(&session.model)?;
+    }
     let adapter = match &resumed {
         Some(r) => pollster::block_on(r.adapter())?,
         None => None,

@@ -218,7 +218,10 @@ impl Ctx<'_> {
         let loaded =
             Session::load(&ModelSource::parse(&source), autodiff.clone(), &mut |_| {}).await?;
         let adapter = match &resume {
-            Some(r) => r.adapter().await?,
+            Some(r) => {
+                r.check(&loaded.model)?;
+                r.adapter().await?
+            }
             None => None,
         };
         let config = train_config(self.cfg, m, total);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::trainer::{Method, TrainConfig, Trainer, check_signature};
 use crate::error::{Error, Result};
 use crate::hf::ModelSource;
+use crate::model::CausalLm;
 use crate::model::lora::{self, PeftAdapter};
 
 /// A checkpoint's trainer state, settings and optimizer tensors.
@@ -68,9 +69,13 @@ impl Resume {
         }
     }
 
-    /// Check the checkpoint belongs to `trainer`'s model, then restore progress and optimizer.
+    /// Refuse a checkpoint written for another model (before an adapter is attached to it).
+    pub fn check(&self, model: &CausalLm) -> Result<()> {
+        check_signature(model, &self.state_json)
+    }
+
+    /// Restore progress and optimizer state into `trainer` (which checks the model again).
     pub fn apply(self, trainer: &mut Trainer) -> Result<()> {
-        check_signature(&trainer.model, &self.state_json)?;
         trainer.restore(&self.state_json, self.optimizer)
     }
 }
