@@ -80,7 +80,9 @@ async function setData({ model, source, regime, seqLen }) {
 
 async function start({ config, evalEvery, evalRequest }) {
   if (!session) throw new Error("load a model first");
-  const info = session.startTraining(config);
+  // The adapter's own limit, so a batch too large for this GPU is refused up front.
+  const adapter = await navigator.gpu.requestAdapter();
+  const info = session.startTraining(config, adapter?.limits.maxStorageBufferBindingSize ?? 134217728);
   Object.assign(run, { active: true, paused: false, stop: false, total: info.totalSteps, step: 0, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now() });
   post({ type: "started", info });
   await loop();

@@ -128,7 +128,16 @@ test("bad training data gives a message on the page, and the worker can run agai
   const { state, status } = await settle(page);
   assert.equal(state, "error");
   assert.match(status, /bad\.jsonl.*line \d+/);
-  // Same page, good data: the worker survived the failure.
+  // Same page, good data but a batch no GPU buffer can hold: the limit is named, with the excess.
+  await page.fill("#data", "/tests/fixtures/data/tiny.txt");
+  await page.selectOption("#regime", "cpt");
+  await page.fill("#batch", "2000000");
+  await page.click("#start");
+  const tooBig = await settle(page);
+  assert.equal(tooBig.state, "error");
+  assert.match(tooBig.status, /MiB over this adapter's max_storage_buffer_binding_size/);
+  await page.fill("#batch", "2");
+  // Same page, good data: the worker survived the failures.
   await page.fill("#data", "/tests/fixtures/data/tiny.txt");
   await page.selectOption("#regime", "cpt");
   await page.click("#start");

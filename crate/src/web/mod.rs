@@ -271,15 +271,34 @@ impl WebSession {
     }
 
     /// Prepare a run on the loaded data with `config` (the fields of `TrainConfig`), starting from
-    /// the base model. Returns `{trainableParameters, totalSteps}`.
+    /// the base model. `max_binding` is the GPU adapter's `maxStorageBufferBindingSize`: a batch
+    /// whose largest buffer would exceed it is refused, saying by how much. Returns
+    /// `{trainableParameters, totalSteps}`.
     #[wasm_bindgen(js_name = startTraining)]
-    pub fn start_training(&mut self, config: JsValue) -> Result<JsValue, JsValue> {
+    pub fn start_training(
+        &mut self,
+        config: JsValue,
+        max_binding: f64,
+    ) -> Result<JsValue, JsValue> {
         let config: TrainConfig = serde_wasm_bindgen::from_value(config)
             .map_err(|e| js_err(format!("training settings: {e}")))?;
         let data = self
             .data
             .as_ref()
             .ok_or_else(|| js_err("load training data first"))?;
+        let seq_len = data.examples[0].ids.len();
+        crate::train::trainer::check_buffer_limit(
+            &self.inner.config,
+            config.batch_size,
+            seq_len,
+            max_binding as u64,
+        )
+        .map_err(|e| {
+            js_err(
+                e.to_string()
+                    .replace("--batch-size or --seq-len", "batch or sequence length"),
+            )
+        })?;
         let device = self.inner.device.clone().autodiff();
         let trainer = Trainer::new(
             self.inner.model.clone().train(),
