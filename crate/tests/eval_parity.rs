@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::BufReader;
-use std::process::Command;
 
 use common::*;
 use tunelab::Session;
@@ -326,46 +325,45 @@ fn bad_benchmark_lines_name_file_and_line() {
 #[test]
 fn eval_cli_reports_every_metric_and_the_forgetting_score() {
     let e = |f: &str| eval_dir().join(f).display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_tunelab"))
-        .args([
-            "eval",
-            fixtures().join("gpt2").to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--json",
-            "--task",
-            &format!("hellaswag={}", e("hellaswag.jsonl")),
-            "--task",
-            &format!("arc={}", e("arc_challenge.jsonl")),
-            "--task",
-            &format!("winogrande={}", e("winogrande.jsonl")),
-            "--task",
-            &format!(
-                "gsm8k={},train={}",
-                e("gsm8k_test.jsonl"),
-                e("gsm8k_train.jsonl")
-            ),
-            "--task",
-            &format!("humaneval={}", e("humaneval.jsonl")),
-            "--task",
-            &format!("perplexity={}", fixtures().join("data/tiny.txt").display()),
-            "--shots",
-            "3",
-            "--max-gen-toks",
-            "16",
-            "--samples",
-            "3",
-            "--limit",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let hellaswag = format!("hellaswag={}", e("hellaswag.jsonl"));
+    let arc = format!("arc={}", e("arc_challenge.jsonl"));
+    let winogrande = format!("winogrande={}", e("winogrande.jsonl"));
+    let gsm8k = format!(
+        "gsm8k={},train={}",
+        e("gsm8k_test.jsonl"),
+        e("gsm8k_train.jsonl")
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let humaneval = format!("humaneval={}", e("humaneval.jsonl"));
+    let perplexity = format!("perplexity={}", fixtures().join("data/tiny.txt").display());
+    let (ok, stdout, stderr) = tunelab(&[
+        "eval",
+        fixtures().join("gpt2").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+        "--task",
+        &hellaswag,
+        "--task",
+        &arc,
+        "--task",
+        &winogrande,
+        "--task",
+        &gsm8k,
+        "--task",
+        &humaneval,
+        "--task",
+        &perplexity,
+        "--shots",
+        "3",
+        "--max-gen-toks",
+        "16",
+        "--samples",
+        "3",
+        "--limit",
+        "2",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let metric = |task: &str, m: &str| {
         v["metrics"]
             .as_array()

@@ -182,23 +182,16 @@ fn bad_input_is_refused_clearly() {
 #[test]
 fn spectrum_cli_writes_tables_and_plots() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
-        .args([
-            "spectrum",
-            fixtures().join("llama-gqa").to_str().unwrap(),
-            fixtures().join("spectrum/llama-ft").to_str().unwrap(),
-            "--plot",
-            dir.path().to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, stdout, stderr) = tunelab(&[
+        "spectrum",
+        fixtures().join("llama-gqa").to_str().unwrap(),
+        fixtures().join("spectrum/llama-ft").to_str().unwrap(),
+        "--plot",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["runs"][0]["matrices"].as_array().unwrap().len(), 14);
     for f in [
         "rank_vs_layer.svg",
