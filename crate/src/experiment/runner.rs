@@ -178,7 +178,6 @@ struct Ctx<'a> {
     /// The base model on the evaluation device; a run's model is swapped in to evaluate it.
     session: Session,
     forgetting: Vec<Task>,
-    device: Device,
 }
 
 impl Ctx<'_> {
@@ -211,22 +210,26 @@ impl Ctx<'_> {
             false => None,
         };
         let base = &self.cfg.base_model;
-        let source = resume
-            .as_ref()
-            .map_or(base.clone(), |r| r.model_source(base));
-        let autodiff = self.device.clone().autodiff();
-        let loaded =
-            Session::load(&ModelSource::parse(&source), autodiff.clone(), &mut |_| {}).await?;
+        let autodiff = self.session.device.clone().autodiff();
+        // The base model is already loaded; only a resumed full fine-tune starts from other weights.
+        let model = match resume.as_ref().map(|r| r.model_source(base)) {
+            Some(source) if &source != base => {
+                Session::load(&ModelSource::parse(&source), autodiff.clone(), &mut |_| {})
+                    .await?
+                    .model
+            }
+            _ => self.session.model.clone().train(),
+        };
         let adapter = match &resume {
             Some(r) => {
-                r.check(&loaded.model)?;
+                r.check(&model)?;
                 r.adapter().await?
             }
             None => None,
         };
         let config = train_config(self.cfg, m, total);
         let mut trainer = Trainer::new(
-            loaded.model,
+            model,
             autodiff,
             config,
             self.session.config_json.clone(),
@@ -411,12 +414,7 @@ pub async fn run(
     }
     write_json(out, "config.json", &cfg)?;
     notice(on_event, format!("loading {}", cfg.base_model));
-    let session = Session::load(
-        &ModelSource::parse(&cfg.base_model),
-        device.clone(),
-        on_event,
-    )
-    .await?;
+    let session = Session::load(&ModelSource::parse(&cfg.base_model), device, on_event).await?;
     let tok = session.tokenizer()?;
     for t in &cfg.targets {
         if t.seq_len > session.config.max_positions() {
@@ -443,7 +441,6 @@ pub async fn run(
         out,
         session,
         forgetting,
-        device,
     };
     let base_path = out.join("base.json");
     let base = match read_json::<Metrics>(&base_path) {
