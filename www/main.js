@@ -7,7 +7,8 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 for (const [key, value] of params) {
   const el = $(key);
-  if (el && "value" in el && el.type !== "file") el.value = value;
+  if (el?.type === "checkbox") el.checked = value === "1" || value === "true";
+  else if (el && "value" in el && el.type !== "file") el.value = value;
 }
 
 function setStatus(text, state = "busy") {
@@ -61,6 +62,14 @@ worker.onmessage = ({ data }) => {
   switch (data.type) {
     case "progress": {
       const p = data.event;
+      if (!p.task.startsWith("loading ")) {
+        // Data download and tokenizing: one bar in the data box.
+        $("data-progress").max = p.total ?? 1;
+        $("data-progress").value = p.done;
+        $("data-progress-label").textContent = `${p.task}: ${(p.done / 1e6).toFixed(2)} / ${p.total ? (p.total / 1e6).toFixed(2) : "?"} MB`;
+        setStatus(p.task);
+        break;
+      }
       const li = fileRow(p.task);
       li.firstChild.textContent = `${p.task}: ${(p.done / 1e6).toFixed(2)} / ${p.total ? (p.total / 1e6).toFixed(2) : "?"} MB `;
       li.lastChild.max = p.total ?? 1;
@@ -79,9 +88,14 @@ worker.onmessage = ({ data }) => {
       setStatus(`loaded ${data.model} in ${(data.ms / 1000).toFixed(1)} s (vocabulary ${data.vocabSize})`, "ready");
       break;
     }
-    case "notice":
+    case "notice": {
+      // Kept in a list too: the status line moves on, a notice about caching should not vanish.
+      const li = document.createElement("li");
+      li.textContent = data.message;
+      $("notices").append(li);
       setStatus(data.message, $("status").dataset.state);
       break;
+    }
     case "data":
       timing.tokenized = performance.now();
       setStatus(`${data.summary.examples} training examples (${data.summary.targetTokens} target tokens, ${data.summary.regime}), tokenized in ${(data.ms / 1000).toFixed(1)} s`, "ready");
@@ -122,9 +136,10 @@ worker.onmessage = ({ data }) => {
       offerDownloads(data.kind, data.files);
       break;
     case "spectrum": {
-      $("spectrum").innerHTML = data.svg;
       const s = data.summary;
+      drawSpectrum(s);
       $("spectrum-summary").textContent = `rank for 90% of ΔW's energy: attention ${s.mean_rank_attention.toFixed(1)} (${(100 * s.mean_rank_fraction_attention).toFixed(0)}% of full rank), MLP ${s.mean_rank_mlp.toFixed(1)} (${(100 * s.mean_rank_fraction_mlp).toFixed(0)}%)`;
+      setStatus("spectrum of the weight change ready", "done");
       break;
     }
     case "result": {
@@ -194,6 +209,35 @@ function drawScatter() {
       return tr;
     }));
   $("scatter").dataset.json = JSON.stringify({ base: state.base, runs: state.runs });
+}
+
+// Rank of ΔW per layer, one line per matrix kind, and the same numbers as a table.
+function drawSpectrum(s) {
+  const kinds = Object.entries(s.rank_by_kind);
+  lineChart($("spectrum-chart"), {
+    xLabel: "layer", yLabel: `rank for ${100 * s.threshold}% of energy`,
+    series: kinds.map(([kind, points]) => ({ label: kind, points })),
+  });
+  const layers = [...new Set(kinds.flatMap(([, p]) => p.map(([l]) => l)))].sort((a, b) => a - b);
+  const head = document.createElement("tr");
+  for (const h of ["matrix", ...layers.map((l) => `layer ${l}`)]) {
+    const th = document.createElement("th");
+    th.textContent = h;
+    head.append(th);
+  }
+  const rows = kinds.map(([kind, points]) => {
+    const tr = document.createElement("tr");
+    const rank = new Map(points);
+    for (const v of [kind, ...layers.map((l) => rank.get(l) ?? "-")]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.append(td);
+    }
+    return tr;
+  });
+  $("spectrum-table").tHead.replaceChildren(head);
+  $("spectrum-table").tBodies[0].replaceChildren(...rows);
+  $("spectrum-table").hidden = false;
 }
 
 function offerDownloads(kind, files) {

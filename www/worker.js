@@ -7,6 +7,7 @@ const ready = init();
 const CACHE = "tunelab-models-v1";
 let session = null;
 let sessionModel = null;
+let cacheModels = true;
 let queue = Promise.resolve();
 const run = { active: false, paused: false, stop: false, total: 0, step: 0, evalEvery: 0, evalRequest: null };
 
@@ -14,11 +15,15 @@ const post = (msg) => self.postMessage(msg);
 const fail = (during) => (e) => post({ type: "error", during, message: String(e?.message ?? e) });
 
 // Model files are cached with the Cache API, so a second visit loads without the network.
-// The engine calls the global fetch, so caching wraps it here.
+// The engine calls the global fetch, so caching wraps it here. The response goes to the engine
+// at once (it streams each shard onto the GPU as it arrives) while a copy is written to the
+// cache in the background; a Range request (the engine resuming a dropped download) bypasses it.
 const networkFetch = self.fetch.bind(self);
+const caching = new Set();
 self.fetch = async (input, init) => {
   const url = typeof input === "string" ? input : input.url;
-  if (!run.cacheModels || !url.startsWith(sessionModel ?? "\u0000") || !("caches" in self)) {
+  const ranged = init?.headers && ("Range" in init.headers || "range" in init.headers);
+  if (!cacheModels || ranged || !url.startsWith(sessionModel ?? "\u0000") || !("caches" in self)) {
     return networkFetch(input, init);
   }
   const cache = await caches.open(CACHE);
@@ -26,11 +31,12 @@ self.fetch = async (input, init) => {
   if (hit) return hit;
   const response = await networkFetch(input, init);
   if (response.ok) {
-    try {
-      await cache.put(url, response.clone());
-    } catch (e) {
-      post({ type: "notice", message: `not cached (${e.name === "QuotaExceededError" ? "browser storage quota exceeded" : e.message}): ${url}` });
-    }
+    const put = cache.put(url, response.clone()).catch((e) => {
+      const why = e.name === "QuotaExceededError" ? "browser storage quota exceeded" : e.message;
+      post({ type: "notice", message: `not cached (${why}): ${url}` });
+    });
+    caching.add(put);
+    put.finally(() => caching.delete(put));
   }
   return response;
 };
@@ -41,16 +47,26 @@ async function storageUsage() {
   return { usage, quota };
 }
 
+// The adapter's largest storage buffer binding: a model tensor or training buffer above it
+// is refused up front with a message naming it (WebGPU's default is 128 MiB).
+async function maxBinding() {
+  const adapter = await navigator.gpu.requestAdapter();
+  const limits = adapter?.limits;
+  return limits ? Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize) : 134217728;
+}
+
 async function load({ model, cache }) {
   const t0 = performance.now();
   sessionModel = model;
-  run.cacheModels = cache !== false;
+  cacheModels = cache !== false;
   session?.free();
   session = null;
-  session = await loadModel(model, (event) => {
+  session = await loadModel(model, await maxBinding(), (event) => {
     if (event.event === "progress") post({ type: "progress", event });
   });
-  post({ type: "loaded", model, vocabSize: session.vocabSize, config: session.config, ms: performance.now() - t0, storage: await storageUsage() });
+  const ms = performance.now() - t0;
+  await Promise.allSettled([...caching]);
+  post({ type: "loaded", model, vocabSize: session.vocabSize, config: session.config, ms, storage: await storageUsage() });
 }
 
 async function need(model) {
@@ -58,31 +74,49 @@ async function need(model) {
   return session;
 }
 
-async function fetchBytes(url, what) {
+// A data file, read as it streams in with download progress.
+async function fetchBytes(url, what, name) {
   const response = await networkFetch(url);
   if (!response.ok) throw new Error(`${what} ${url}: HTTP ${response.status}`);
-  return new Uint8Array(await response.arrayBuffer());
+  const total = Number(response.headers.get("content-length")) || null;
+  const reader = response.body.getReader();
+  const parts = [];
+  let done = 0;
+  for (;;) {
+    const { done: end, value } = await reader.read();
+    if (end) break;
+    parts.push(value);
+    done += value.length;
+    post({ type: "progress", event: { task: `downloading ${name}`, done, total, unit: "bytes" } });
+  }
+  const bytes = new Uint8Array(done);
+  let at = 0;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return bytes;
 }
 
 async function setData({ model, source, regime, seqLen }) {
   const s = await need(model);
-  post({ type: "notice", message: "tokenizing…" });
   const t0 = performance.now();
+  const progress = (event) => {
+    if (event.event === "progress") post({ type: "progress", event });
+  };
   let summary;
   if (source.kind === "math") {
-    summary = s.setMathData(source.train, source.test, source.seed, regime === "auto" ? "ift" : regime, seqLen);
+    summary = s.setMathData(source.train, source.test, source.seed, regime === "auto" ? "ift" : regime, seqLen, progress);
   } else {
-    const bytes = source.kind === "url" ? await fetchBytes(source.url, "training data") : source.bytes;
-    summary = s.setData(bytes, source.name, regime, seqLen);
+    const bytes = source.kind === "url" ? await fetchBytes(source.url, "training data", source.name) : source.bytes;
+    summary = s.setData(bytes, source.name, regime, seqLen, progress);
   }
   post({ type: "data", summary, ms: performance.now() - t0 });
 }
 
 async function start({ config, evalEvery, evalRequest }) {
   if (!session) throw new Error("load a model first");
-  // The adapter's own limit, so a batch too large for this GPU is refused up front.
-  const adapter = await navigator.gpu.requestAdapter();
-  const info = session.startTraining(config, adapter?.limits.maxStorageBufferBindingSize ?? 134217728);
+  const info = session.startTraining(config, await maxBinding());
   Object.assign(run, { active: true, paused: false, stop: false, total: info.totalSteps, step: 0, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now() });
   post({ type: "started", info });
   await loop();
@@ -150,7 +184,7 @@ const handlers = {
     post({ type: "generation", label, prompt, text: await session.generate(prompt, maxNewTokens) });
   },
   export: async ({ kind }) => post({ type: "files", kind, files: await session.export(kind) }),
-  spectrum: async () => post({ type: "spectrum", ...(await session.spectrum()) }),
+  spectrum: async () => post({ type: "spectrum", summary: await session.spectrum() }),
   reset: async () => {
     session?.resetTraining();
     Object.assign(run, { active: false, paused: false, stop: false, step: 0, total: 0 });

@@ -32,7 +32,18 @@ impl Session {
         device: Device,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Self> {
-        let loaded = model::load(fetch, &device, on_event).await?;
+        Self::load_within(fetch, device, None, on_event).await
+    }
+
+    /// [`Session::load`], refusing (before reading it) a tensor larger than `max_tensor_bytes`:
+    /// the browser passes its adapter's buffer binding limit.
+    pub async fn load_within(
+        fetch: &impl Fetch,
+        device: Device,
+        max_tensor_bytes: Option<u64>,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Self> {
+        let loaded = model::load(fetch, &device, max_tensor_bytes, on_event).await?;
         Ok(Session {
             device,
             model: loaded.model,

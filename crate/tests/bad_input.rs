@@ -308,3 +308,38 @@ fn token_id_outside_vocabulary_and_too_long_input() {
     let e = pollster::block_on(s.logits(&vec![1; 500])).unwrap_err();
     assert!(e.to_string().contains("max_position_embeddings"), "{e}");
 }
+
+#[test]
+fn a_tensor_over_the_buffer_limit_is_refused_by_name() {
+    let source = ModelSource::Dir(fixtures().join("gpt2"));
+    // GPT-2's token embedding (vocab × hidden) is the largest tensor of the fixture.
+    let limit = 1000;
+    let e = match pollster::block_on(Session::load_within(
+        &source,
+        Device::flex(),
+        Some(limit),
+        &mut |_| {},
+    )) {
+        Ok(_) => panic!("a {limit}-byte limit should refuse the fixture"),
+        Err(Error::Hf(e)) => e,
+        Err(e) => panic!("expected an HfError, got {e}"),
+    };
+    let msg = e.to_string();
+    assert!(
+        matches!(e, HfError::TooLargeForDevice { limit: 1000, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("model.safetensors: tensor `")
+            && msg.contains("MiB over this GPU's max_storage_buffer_binding_size"),
+        "{msg}"
+    );
+    // A limit the model fits in loads it.
+    pollster::block_on(Session::load_within(
+        &source,
+        Device::flex(),
+        Some(1 << 30),
+        &mut |_| {},
+    ))
+    .unwrap();
+}

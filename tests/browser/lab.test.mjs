@@ -2,54 +2,22 @@
 // fixture model streams through the local server with per-file progress, trains with loss going
 // down, is evaluated (a point lands on the learning-vs-forgetting scatter), an adapter
 // downloads and parses; full fine-tuning matches the native CPU backend step for step; bad data
-// gives a message on the page and the worker can start another run.
-import { test, before, after } from "node:test";
+// gives a message on the page and the worker can start another run; a full run pauses and
+// resumes without changing its numbers, then shows its spectrum, exports merged weights that
+// parse, and passes an automated accessibility audit.
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { execFileSync } from "node:child_process";
-import { join, dirname } from "node:path";
+import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { fileURLToPath } from "node:url";
-import { launch } from "./chromium.mjs";
-import { serve } from "./server.mjs";
+import { useBrowser, settle, json, ROOT, SHOTS } from "./harness.mjs";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
-const SHOTS = join(ROOT, "target-browser");
-let http, browser;
-
-before(async () => {
-  assert.ok(existsSync(join(ROOT, "www/pkg/tunelab_bg.wasm")), "build the wasm bundle first: scripts/build-web.sh");
-  mkdirSync(SHOTS, { recursive: true });
-  http = await serve(ROOT);
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  http?.server.close();
-});
-
-async function open(query) {
-  const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
-  const console = [];
-  page.on("console", (m) => console.push(`${m.type()}: ${m.text()}`));
-  await page.goto(`${http.base}/www/index.html?${new URLSearchParams(query)}`);
-  return { page, console };
-}
-
-async function settle(page, states = ["done", "error"]) {
-  await page.waitForFunction((s) => s.includes(document.getElementById("status").dataset.state), states, { timeout: 900_000 });
-  return {
-    state: await page.$eval("#status", (e) => e.dataset.state),
-    status: await page.$eval("#status", (e) => e.textContent),
-  };
-}
-
-const json = async (page, sel, attr) => JSON.parse(await page.$eval(sel, (e, a) => e.dataset[a], attr));
+const lab = useBrowser();
 
 test("lab: stream a sharded model, train LoRA, evaluate, scatter point, download the adapter", async () => {
   const t0 = Date.now();
-  const { page, console } = await open({
+  const { page, console } = await lab.open({
     model: "/tests/fixtures/llama-gqa/", "data-preset": "math", "math-train": "16", "math-test": "2",
     "seq-len": "96", method: "lora", rank: "4", lr: "0.01", steps: "6", batch: "4", warmup: "0",
     schedule: "constant", "eval-limit": "3", generate: "0", autostart: "1",
@@ -90,7 +58,13 @@ test("lab: stream a sharded model, train LoRA, evaluate, scatter point, download
   await page.close();
 });
 
+let native;
 function nativeLosses() {
+  native ??= runNative();
+  return native;
+}
+
+function runNative() {
   const meta = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], { cwd: ROOT }));
   const bin = process.env.TUNELAB_BIN ?? join(meta.target_directory, "release/tunelab");
   assert.ok(existsSync(bin), `native binary missing (${bin}): run cargo build --release first`);
@@ -106,7 +80,7 @@ function nativeLosses() {
 test("browser training matches the native CPU backend step for step (full fine-tuning, fixed seed)", async () => {
   const native = nativeLosses();
   assert.equal(native.length, 4);
-  const { page, console } = await open({
+  const { page, console } = await lab.open({
     model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
     "seq-len": "32", method: "full", lr: "1e-3", steps: "4", batch: "4", warmup: "0", schedule: "constant",
     "eval-limit": "2", generate: "0", autostart: "1",
@@ -120,8 +94,74 @@ test("browser training matches the native CPU backend step for step (full fine-t
   await page.close();
 });
 
+test("pause and resume a full fine-tuning run (same losses as the native backend), then its spectrum panel, merged weights and an accessibility audit", async () => {
+  const native = nativeLosses();
+  const { page, console } = await lab.open({
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+    "seq-len": "32", method: "full", lr: "1e-3", steps: "12", batch: "4", warmup: "0", schedule: "constant",
+    evaluate: "0", generate: "0", autostart: "1",
+  });
+  await page.waitForFunction(() => document.getElementById("losses").textContent.startsWith("step "), null, { timeout: 600_000 });
+  await page.click("#pause");
+  const paused = await settle(page, ["paused", "error"]);
+  assert.equal(paused.state, "paused", `${paused.status}\n${console.join("\n")}`);
+  const at = Number(/paused at step (\d+)/.exec(paused.status)[1]);
+  assert.ok(at >= 1 && at < 12, paused.status);
+  // Nothing trains while paused.
+  const shown = await page.$eval("#losses", (e) => e.textContent);
+  await page.waitForTimeout(3000);
+  assert.equal(await page.$eval("#losses", (e) => e.textContent), shown);
+  assert.equal(await page.$eval("#resume", (e) => e.disabled), false);
+  await page.click("#resume");
+  const { state, status } = await settle(page);
+  assert.equal(state, "done", `${status}\n${console.join("\n")}`);
+  const steps = (await json(page, "#losses", "json")).steps;
+  assert.deepEqual(steps.map((s) => s.step), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  // At a constant learning rate the first 4 steps are the native 4-step run's.
+  const worst = Math.max(...native.map((l, i) => Math.abs(l - steps[i].loss)));
+  assert.ok(worst <= 1e-3, `paused at ${at}: native ${native} vs browser ${steps.slice(0, 4).map((s) => s.loss)}`);
+
+  await page.click("#spectrum-btn");
+  await page.waitForFunction(() => document.getElementById("status").textContent.startsWith("analysing"));
+  const spectrum = await settle(page);
+  assert.equal(spectrum.state, "done", `${spectrum.status}\n${console.join("\n")}`);
+  const ranks = await page.$$eval("#spectrum-table tbody tr", (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));
+  assert.ok(ranks.length >= 2 && ranks.every((r) => r.slice(1).every((v) => Number(v) >= 1)), JSON.stringify(ranks));
+  assert.match(await page.$eval("#spectrum-summary", (e) => e.textContent), /rank for 90% of ΔW's energy: attention [\d.]+ \(\d+% of full rank\), MLP [\d.]+/);
+
+  await page.click("#export-merged");
+  await page.waitForFunction(() => JSON.parse(document.getElementById("download").dataset.files ?? "{}").merged, null, { timeout: 120_000 });
+  const merged = (await json(page, "#download", "files")).merged;
+  assert.equal(JSON.parse(merged["config.json"]).model_type, "gpt2");
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download a >> text=merged/model.safetensors")]);
+  const path = join(mkdtempSync(join(tmpdir(), "tunelab-dl-")), "model.safetensors");
+  await download.saveAs(path);
+  const { readSafetensors } = await import("./safetensors.mjs");
+  const got = readSafetensors(path);
+  const base = readSafetensors(join(ROOT, "tests/fixtures/gpt2/model.safetensors"));
+  assert.equal(Object.keys(base).length, 28);
+  let changed = 0;
+  for (const [name, t] of Object.entries(base)) {
+    assert.deepEqual(got[name]?.shape, t.shape, `${name} in the merged download`);
+    const moved = got[name].data.some((v, i) => v !== t.data[i]);
+    // Full fine-tuning trains all but the embeddings (the page's default, as the paper's).
+    if (/\.(wte|wpe)\./.test(name)) assert.ok(!moved, `${name} is frozen but changed`);
+    else if (moved) changed++;
+  }
+  assert.ok(changed >= 20, `only ${changed} trained tensors differ from the base model's`);
+  await page.screenshot({ path: join(SHOTS, "lab-full.png"), fullPage: true });
+
+  // Automated accessibility audit (axe-core, WCAG 2.1 A/AA rules) of the page in this state.
+  await page.addScriptTag({ path: join(ROOT, "node_modules/axe-core/axe.min.js") });
+  const audit = await page.evaluate(() => window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] }));
+  const problems = audit.violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  assert.deepEqual(problems, [], problems.join("\n"));
+  process.stdout.write(`# browser: paused at step ${at} and resumed, max |Δloss| vs native ${worst.toExponential(2)}; ${changed} tensors changed in the merged download; axe: ${audit.passes.length} rules pass, 0 violations\n`);
+  await page.close();
+});
+
 test("bad training data gives a message on the page, and the worker can run again", async () => {
-  const { page } = await open({
+  const { page } = await lab.open({
     model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/bad.jsonl", regime: "ift",
     "seq-len": "32", method: "lora", steps: "2", batch: "2", "eval-limit": "1", generate: "0", autostart: "1",
   });

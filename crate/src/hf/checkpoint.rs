@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::safetensors::{self, Header, RawTensor};
+use super::safetensors::{Header, RawTensor};
 use super::{Fetch, HfError};
 use crate::event::{Event, Progress};
 
@@ -77,10 +77,13 @@ pub async fn layout(fetch: &impl Fetch) -> Result<Layout, HfError> {
 }
 
 /// Stream every tensor of the checkpoint through `on_tensor(shard_location, tensor)`, shard by
-/// shard, reporting byte progress per file. Checks that the index and the shards agree.
+/// shard as the bytes arrive, reporting byte progress per file. Checks that the index and the
+/// shards agree and, with `max_tensor_bytes` (a GPU's buffer binding limit), that every tensor
+/// of a shard fits once widened to f32 before any of that shard's data is read.
 pub async fn stream(
     fetch: &impl Fetch,
     layout: &Layout,
+    max_tensor_bytes: Option<u64>,
     mut on_tensor: impl FnMut(&str, RawTensor) -> Result<(), HfError>,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<CheckpointSummary, HfError> {
@@ -96,20 +99,25 @@ pub async fn stream(
         let task = format!("loading {shard}");
         let mut count = 0usize;
         let mut last = 0u64;
-        safetensors::stream_tensors(
-            opened.reader,
-            &location,
-            total,
-            |t| {
-                found.insert(t.info.name.clone(), shard.clone());
-                count += 1;
-                on_tensor(&location, t)
-            },
-            |done| {
-                last = done;
-                on_event(&Event::Progress(Progress::bytes(&task, done, total)));
-            },
-        )?;
+        on_event(&Event::Progress(Progress::bytes(&task, 0, total)));
+        opened
+            .stream_tensors(
+                &location,
+                &mut |header| match max_tensor_bytes {
+                    Some(limit) => check_fits(header, &location, limit),
+                    None => Ok(()),
+                },
+                &mut |t| {
+                    found.insert(t.info.name.clone(), shard.clone());
+                    count += 1;
+                    on_tensor(&location, t)
+                },
+                &mut |done| {
+                    last = done;
+                    on_event(&Event::Progress(Progress::bytes(&task, done, total)));
+                },
+            )
+            .await?;
         if total.is_none() {
             // Length unknown up front (chunked HTTP): the end of the stream fixes it.
             on_event(&Event::Progress(Progress::bytes(&task, last, Some(last))));
@@ -141,10 +149,24 @@ pub async fn headers(
 ) -> Result<Vec<(String, Option<u64>, Header)>, HfError> {
     let mut out = Vec::new();
     for shard in &layout.shards {
-        let mut opened = fetch.open(shard).await?;
-        let header =
-            safetensors::read_header(&mut opened.reader, &fetch.locate(shard), opened.len)?;
-        out.push((shard.clone(), opened.len, header));
+        let opened = fetch.open(shard).await?;
+        let len = opened.len;
+        let header = opened.read_header(&fetch.locate(shard)).await?;
+        out.push((shard.clone(), len, header));
     }
     Ok(out)
+}
+
+/// Refuse a shard holding a tensor that would not fit in one GPU buffer of `limit` bytes once
+/// widened to f32 (the model's working precision), naming the tensor and the excess.
+fn check_fits(header: &Header, file: &str, limit: u64) -> Result<(), HfError> {
+    match header.tensors.iter().find(|t| t.numel() as u64 * 4 > limit) {
+        Some(t) => Err(HfError::TooLargeForDevice {
+            file: file.to_string(),
+            tensor: t.name.clone(),
+            bytes: t.numel() as u64 * 4,
+            limit,
+        }),
+        None => Ok(()),
+    }
 }

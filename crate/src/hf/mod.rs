@@ -30,6 +30,17 @@ pub enum HfError {
         url: String,
         message: String,
     },
+    #[error(
+        "{file}: download from {url} stopped after {received} of {} bytes: {message}",
+        total.map_or("?".to_string(), |t| t.to_string())
+    )]
+    Interrupted {
+        file: String,
+        url: String,
+        received: u64,
+        total: Option<u64>,
+        message: String,
+    },
     #[error("{file}: read error: {message}")]
     Io { file: String, message: String },
     #[error("{file}: malformed JSON: {message}")]
@@ -90,6 +101,16 @@ pub enum HfError {
     },
     #[error("{file}: {message}")]
     Tokenizer { file: String, message: String },
+    #[error(
+        "{file}: tensor `{tensor}` needs a {:.1} MiB f32 buffer, {:.1} MiB over this GPU's max_storage_buffer_binding_size ({:.1} MiB); the model is too large for this adapter",
+        mib(*bytes), mib(bytes - limit), mib(*limit)
+    )]
+    TooLargeForDevice {
+        file: String,
+        tensor: String,
+        bytes: u64,
+        limit: u64,
+    },
 }
 
 impl HfError {
@@ -100,4 +121,9 @@ impl HfError {
             HfError::MissingFile { .. } | HfError::HttpStatus { status: 404, .. }
         )
     }
+}
+
+/// Bytes as MiB, for messages.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }

@@ -131,7 +131,15 @@ pub fn read_header(
 ) -> Result<Header, HfError> {
     let mut len_bytes = [0u8; 8];
     read_exact(reader, &mut len_bytes, file, "the 8-byte header length")?;
-    let n = u64::from_le_bytes(len_bytes);
+    let n = header_len(len_bytes, file, file_len)?;
+    let mut json = vec![0u8; n as usize];
+    read_exact(reader, &mut json, file, "the JSON header")?;
+    parse_header(&json, file, file_len)
+}
+
+/// Check the 8-byte length prefix against the file size and the format's bound.
+fn header_len(prefix: [u8; 8], file: &str, file_len: Option<u64>) -> Result<u64, HfError> {
+    let n = u64::from_le_bytes(prefix);
     if let Some(total) = file_len
         && n > total.saturating_sub(8)
     {
@@ -148,10 +156,14 @@ pub fn read_header(
             file_len: file_len.unwrap_or(0),
         });
     }
-    let mut json = vec![0u8; n as usize];
-    read_exact(reader, &mut json, file, "the JSON header")?;
+    Ok(n)
+}
+
+/// Parse and validate the JSON header (the bytes after the length prefix).
+fn parse_header(json: &[u8], file: &str, file_len: Option<u64>) -> Result<Header, HfError> {
+    let n = json.len() as u64;
     let header: HashMap<String, serde_json::Value> =
-        serde_json::from_slice(&json).map_err(|e| HfError::Json {
+        serde_json::from_slice(json).map_err(|e| HfError::Json {
             file: file.to_string(),
             message: format!("safetensors header: {e}"),
         })?;
@@ -229,6 +241,130 @@ pub fn read_header(
     })
 }
 
+/// An incremental safetensors parser: bytes go in as they arrive (a file read in pieces, a
+/// network stream), each tensor comes out as soon as its last byte is in. Only the header and
+/// the bytes of the tensor being completed are held, so a shard is never in memory whole.
+pub struct TensorStream {
+    file: String,
+    file_len: Option<u64>,
+    /// Bytes received but not yet consumed.
+    pending: Vec<u8>,
+    /// Bytes of the file consumed so far (header included).
+    consumed: u64,
+    header: Option<Header>,
+    /// Index of the next tensor to hand out, in file order.
+    next: usize,
+}
+
+impl TensorStream {
+    /// A parser for `file` (named in errors) of `file_len` bytes when known.
+    pub fn new(file: &str, file_len: Option<u64>) -> Self {
+        TensorStream {
+            file: file.to_string(),
+            file_len,
+            pending: Vec::new(),
+            consumed: 0,
+            header: None,
+            next: 0,
+        }
+    }
+
+    /// The validated header, once its bytes have arrived.
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_ref()
+    }
+
+    /// Feed the next `bytes` of the file; every tensor they complete goes to `on_tensor`.
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        on_tensor: &mut dyn FnMut(RawTensor) -> Result<(), HfError>,
+    ) -> Result<(), HfError> {
+        self.pending.extend_from_slice(bytes);
+        let mut at = 0usize;
+        let result = self.consume(&mut at, on_tensor);
+        self.pending.drain(..at);
+        self.consumed += at as u64;
+        result
+    }
+
+    /// Consume complete pieces of `pending` from `*at` on, advancing `*at` past them.
+    fn consume(
+        &mut self,
+        at: &mut usize,
+        on_tensor: &mut dyn FnMut(RawTensor) -> Result<(), HfError>,
+    ) -> Result<(), HfError> {
+        if self.header.is_none() {
+            let avail = &self.pending[*at..];
+            if avail.len() < 8 {
+                return Ok(());
+            }
+            let prefix = avail[..8].try_into().expect("8 bytes");
+            let n = header_len(prefix, &self.file, self.file_len)? as usize;
+            if avail.len() < 8 + n {
+                return Ok(());
+            }
+            self.header = Some(parse_header(&avail[8..8 + n], &self.file, self.file_len)?);
+            *at += 8 + n;
+        }
+        let header = self.header.as_ref().expect("parsed above");
+        while let Some(info) = header.tensors.get(self.next) {
+            // Position within the data section of the first pending byte.
+            let pos = self.consumed + *at as u64 - header.header_bytes;
+            if info.begin > pos {
+                // Padding or unreferenced bytes between tensors: skip them.
+                let skip = (info.begin - pos).min((self.pending.len() - *at) as u64) as usize;
+                *at += skip;
+                if pos + (skip as u64) < info.begin {
+                    return Ok(());
+                }
+            }
+            let len = (info.end - info.begin) as usize;
+            if self.pending.len() - *at < len {
+                // Make room once for the whole tensor rather than growing chunk by chunk.
+                self.pending.reserve(len - (self.pending.len() - *at));
+                return Ok(());
+            }
+            let values = widen(&self.pending[*at..*at + len], info.dtype).ok_or_else(|| {
+                HfError::UnsupportedDtype {
+                    file: self.file.clone(),
+                    tensor: info.name.clone(),
+                    dtype: info.dtype.name().to_string(),
+                }
+            })?;
+            *at += len;
+            self.next += 1;
+            on_tensor(RawTensor {
+                info: info.clone(),
+                values,
+            })?;
+        }
+        // Bytes after the last tensor are not part of any tensor: drop them.
+        *at = self.pending.len();
+        Ok(())
+    }
+
+    /// The end of the file: an error naming what is missing if it stopped short.
+    pub fn finish(self) -> Result<Header, HfError> {
+        let truncated = |what: String| HfError::Truncated {
+            file: self.file.clone(),
+            what,
+        };
+        let Some(header) = self.header else {
+            let what = if self.pending.len() < 8 {
+                "the 8-byte header length"
+            } else {
+                "the JSON header"
+            };
+            return Err(truncated(what.into()));
+        };
+        match header.tensors.get(self.next) {
+            Some(info) => Err(truncated(format!("tensor `{}`", info.name))),
+            None => Ok(header),
+        }
+    }
+}
+
 /// Stream every tensor of a file through `on_tensor`, in file order, after validating the header.
 ///
 /// Only one tensor's bytes are held at a time. `on_progress` receives the bytes read so far.
@@ -239,41 +375,25 @@ pub fn stream_tensors(
     mut on_tensor: impl FnMut(RawTensor) -> Result<(), HfError>,
     mut on_progress: impl FnMut(u64),
 ) -> Result<Header, HfError> {
-    let header = read_header(&mut reader, file, file_len)?;
-    let mut pos = 0u64;
-    let mut buf = Vec::new();
-    on_progress(header.header_bytes);
-    for info in &header.tensors {
-        if info.begin > pos {
-            // Padding or unreferenced bytes between tensors: skip them.
-            let gap = info.begin - pos;
-            let skipped = std::io::copy(&mut (&mut reader).take(gap), &mut std::io::sink())
-                .map_err(|e| io_error(file, e))?;
-            if skipped < gap {
-                return Err(truncated(file, &info.name));
-            }
-        }
-        buf.resize((info.end - info.begin) as usize, 0);
-        read_exact(
-            &mut reader,
-            &mut buf,
-            file,
-            &format!("tensor `{}`", info.name),
-        )?;
-        pos = info.end;
-        let values = widen(&buf, info.dtype).ok_or_else(|| HfError::UnsupportedDtype {
-            file: file.to_string(),
-            tensor: info.name.clone(),
-            dtype: info.dtype.name().to_string(),
-        })?;
-        on_tensor(RawTensor {
-            info: info.clone(),
-            values,
-        })?;
-        on_progress(header.header_bytes + pos);
+    let mut stream = TensorStream::new(file, file_len);
+    let mut chunk = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(file, e)),
+        };
+        stream.push(&chunk[..n], &mut on_tensor)?;
+        done += n as u64;
+        on_progress(done);
     }
-    Ok(header)
+    stream.finish()
 }
+
+/// Bytes read from a blocking reader at a time.
+pub const CHUNK: usize = 1 << 20;
 
 /// Convert little-endian float bytes to f32; `None` for non-float dtypes.
 pub fn widen(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
@@ -346,16 +466,144 @@ fn read_exact(
     })
 }
 
-fn truncated(file: &str, tensor: &str) -> HfError {
-    HfError::Truncated {
-        file: file.to_string(),
-        what: format!("tensor `{tensor}`"),
-    }
-}
-
 fn io_error(file: &str, e: std::io::Error) -> HfError {
     HfError::Io {
         file: file.to_string(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with a gap of padding between its two tensors (allowed by the format).
+    fn file_with_gap() -> Vec<u8> {
+        let header = serde_json::json!({
+            "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            "b": {"dtype": "F16", "shape": [3], "data_offsets": [12, 18]},
+            "__metadata__": {"format": "pt"},
+        });
+        let json = serde_json::to_vec(&header).unwrap();
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&json);
+        for v in [1.5f32, -2.0] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&[0xAA; 4]);
+        for v in [0.5f32, 3.0, -1.0] {
+            out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+        out
+    }
+
+    fn feed(bytes: &[u8], piece: usize) -> Result<Vec<(String, Vec<f32>)>, HfError> {
+        let mut stream = TensorStream::new("f.safetensors", Some(bytes.len() as u64));
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(piece) {
+            stream.push(chunk, &mut |t| {
+                got.push((t.info.name.clone(), t.values));
+                Ok(())
+            })?;
+        }
+        stream.finish()?;
+        Ok(got)
+    }
+
+    #[test]
+    fn tensors_come_out_the_same_whatever_the_chunking() {
+        let bytes = file_with_gap();
+        let expected = vec![
+            ("a".to_string(), vec![1.5, -2.0]),
+            ("b".to_string(), vec![0.5, 3.0, -1.0]),
+        ];
+        for piece in [1, 3, 7, 8, 13, bytes.len()] {
+            assert_eq!(feed(&bytes, piece).unwrap(), expected, "chunks of {piece}");
+        }
+    }
+
+    #[test]
+    fn a_stream_that_stops_short_names_what_is_missing() {
+        let bytes = file_with_gap();
+        let n = bytes.len();
+        let mut stream = TensorStream::new("f.safetensors", None);
+        stream.push(&bytes[..n - 1], &mut |_| Ok(())).unwrap();
+        let err = stream.finish().unwrap_err().to_string();
+        assert_eq!(err, "f.safetensors: truncated while reading tensor `b`");
+        let mut stream = TensorStream::new("f.safetensors", None);
+        stream.push(&bytes[..5], &mut |_| Ok(())).unwrap();
+        let err = stream.finish().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "f.safetensors: truncated while reading the 8-byte header length"
+        );
+        let mut stream = TensorStream::new("f.safetensors", None);
+        stream.push(&bytes[..20], &mut |_| Ok(())).unwrap();
+        assert!(stream.header().is_none());
+        let err = stream.finish().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "f.safetensors: truncated while reading the JSON header"
+        );
+    }
+
+    #[test]
+    fn the_header_is_available_before_any_tensor_data() {
+        let bytes = file_with_gap();
+        let header_len = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut stream = TensorStream::new("f.safetensors", Some(bytes.len() as u64));
+        let mut seen = 0;
+        stream
+            .push(&bytes[..header_len], &mut |_| {
+                seen += 1;
+                Ok(())
+            })
+            .unwrap();
+        let header = stream.header().expect("header parsed");
+        assert_eq!(header.tensors.len(), 2);
+        assert_eq!(header.metadata["format"], "pt");
+        assert_eq!(seen, 0);
+    }
+
+    #[test]
+    fn opened_body_streams_tensors_and_lets_the_header_refuse_them() {
+        let bytes = file_with_gap();
+        let len = Some(bytes.len() as u64);
+        let opened = crate::hf::Opened::from_reader(std::io::Cursor::new(bytes.clone()), len, "f");
+        let mut names = Vec::new();
+        let mut progress = Vec::new();
+        let header = pollster::block_on(opened.stream_tensors(
+            "f",
+            &mut |_| Ok(()),
+            &mut |t| {
+                names.push(t.info.name);
+                Ok(())
+            },
+            &mut |done| progress.push(done),
+        ))
+        .unwrap();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(header.tensors.len(), 2);
+        assert_eq!(progress.last(), len.as_ref());
+        let opened = crate::hf::Opened::from_reader(std::io::Cursor::new(bytes), len, "f");
+        let mut any = false;
+        let err = pollster::block_on(opened.stream_tensors(
+            "f",
+            &mut |h| {
+                Err(HfError::Field {
+                    file: "f".into(),
+                    field: h.tensors[0].name.clone(),
+                    message: "refused".into(),
+                })
+            },
+            &mut |_| {
+                any = true;
+                Ok(())
+            },
+            &mut |_| {},
+        ))
+        .unwrap_err();
+        assert_eq!(err.to_string(), "f: field `a`: refused");
+        assert!(!any, "a tensor was handed out before the header check");
     }
 }

@@ -2,15 +2,129 @@
 //! Hugging Face hub's `resolve/main/`. Fetching is async so the same loader runs in the browser;
 //! natively it is driven to completion with a blocking executor.
 
+use std::future::Future;
 use std::io::Read;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use super::HfError;
+use super::safetensors::{CHUNK, Header, RawTensor, TensorStream};
 
-/// An opened file: a byte stream and its length when known.
+/// The next chunk of an opened file, or `None` at its end.
+pub type Chunk<'a> = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, HfError>> + 'a>>;
+
+/// A file's bytes, delivered in chunks as they arrive (a blocking reader natively, the
+/// browser's streaming `fetch` body on the web).
+pub trait Body {
+    /// The next chunk, `Ok(None)` at the end.
+    fn next_chunk(&mut self) -> Chunk<'_>;
+}
+
+/// A blocking reader as a [`Body`]: each chunk is read at once.
+struct ReaderBody {
+    reader: Box<dyn Read>,
+    file: String,
+}
+
+impl Body for ReaderBody {
+    fn next_chunk(&mut self) -> Chunk<'_> {
+        let mut buf = vec![0u8; CHUNK];
+        let read = loop {
+            match self.reader.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        let out = match read {
+            Ok(0) => Ok(None),
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Err(e) => Err(HfError::Io {
+                file: self.file.clone(),
+                message: e.to_string(),
+            }),
+        };
+        Box::pin(std::future::ready(out))
+    }
+}
+
+/// An opened file: its bytes and its length when known.
 pub struct Opened {
-    pub reader: Box<dyn Read>,
+    pub body: Box<dyn Body>,
     pub len: Option<u64>,
+}
+
+impl Opened {
+    /// A file read from a blocking `reader`; `file` names it in errors.
+    pub fn from_reader(reader: impl Read + 'static, len: Option<u64>, file: &str) -> Self {
+        Opened {
+            body: Box::new(ReaderBody {
+                reader: Box::new(reader),
+                file: file.to_string(),
+            }),
+            len,
+        }
+    }
+
+    /// All the bytes.
+    pub async fn read_all(mut self) -> Result<Vec<u8>, HfError> {
+        let mut out = Vec::with_capacity(self.len.unwrap_or(0) as usize);
+        while let Some(chunk) = self.body.next_chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Stream the tensors of this safetensors file (`file` names it in errors) as its bytes
+    /// arrive: `on_header` sees the validated header before any tensor data is read (and may
+    /// refuse it), `on_tensor` each tensor in file order, `on_progress` the bytes received.
+    pub async fn stream_tensors(
+        mut self,
+        file: &str,
+        on_header: &mut dyn FnMut(&Header) -> Result<(), HfError>,
+        on_tensor: &mut dyn FnMut(RawTensor) -> Result<(), HfError>,
+        on_progress: &mut dyn FnMut(u64),
+    ) -> Result<Header, HfError> {
+        let mut stream = TensorStream::new(file, self.len);
+        let mut done = 0u64;
+        let mut checked = false;
+        while let Some(chunk) = self.body.next_chunk().await? {
+            done += chunk.len() as u64;
+            if checked {
+                stream.push(&chunk, on_tensor)?;
+            } else {
+                // Check the header before handing out any tensor of this chunk.
+                let mut held = Vec::new();
+                stream.push(&chunk, &mut |t| {
+                    held.push(t);
+                    Ok(())
+                })?;
+                if let Some(header) = stream.header() {
+                    on_header(header)?;
+                    checked = true;
+                }
+                for t in held {
+                    on_tensor(t)?;
+                }
+            }
+            on_progress(done);
+        }
+        stream.finish()
+    }
+
+    /// Only the header: reads until it is complete, then stops.
+    pub async fn read_header(mut self, file: &str) -> Result<Header, HfError> {
+        let mut stream = TensorStream::new(file, self.len);
+        while let Some(chunk) = self.body.next_chunk().await? {
+            stream.push(&chunk, &mut |_| Ok(()))?;
+            if let Some(header) = stream.header() {
+                return Ok(header.clone());
+            }
+        }
+        stream.finish()
+    }
 }
 
 /// Something that can open the files of one model by name (`config.json`, shards, ...).
@@ -24,16 +138,11 @@ pub trait Fetch {
 
     /// Read `name` completely as UTF-8 text.
     async fn read_string(&self, name: &str) -> Result<String, HfError> {
-        let mut opened = self.open(name).await?;
-        let mut s = String::new();
-        opened
-            .reader
-            .read_to_string(&mut s)
-            .map_err(|e| HfError::Io {
-                file: self.locate(name),
-                message: e.to_string(),
-            })?;
-        Ok(s)
+        let bytes = self.open(name).await?.read_all().await?;
+        String::from_utf8(bytes).map_err(|e| HfError::Io {
+            file: self.locate(name),
+            message: format!("not UTF-8 text: {e}"),
+        })
     }
 }
 
@@ -89,10 +198,7 @@ impl Fetch for ModelSource {
                     }
                 })?;
                 let len = file.metadata().ok().map(|m| m.len());
-                Ok(Opened {
-                    reader: Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
-                    len,
-                })
+                Ok(Opened::from_reader(file, len, &path.display().to_string()))
             }
             ModelSource::Url(base) => {
                 let url = format!("{base}{name}");
@@ -119,10 +225,7 @@ impl Fetch for ModelSource {
                     .into_with_config()
                     .limit(u64::MAX)
                     .reader();
-                Ok(Opened {
-                    reader: Box::new(reader),
-                    len,
-                })
+                Ok(Opened::from_reader(reader, len, &url))
             }
         }
     }

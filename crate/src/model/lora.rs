@@ -220,18 +220,20 @@ pub async fn read_peft(fetch: &impl crate::hf::Fetch) -> Result<PeftAdapter> {
             message: e.to_string(),
         })?;
     let name = "adapter_model.safetensors";
-    let opened = fetch.open(name).await?;
     let mut tensors = BTreeMap::new();
-    crate::hf::safetensors::stream_tensors(
-        opened.reader,
-        &fetch.locate(name),
-        opened.len,
-        |t| {
-            tensors.insert(t.info.name.clone(), (t.info.shape.clone(), t.values));
-            Ok(())
-        },
-        |_| {},
-    )?;
+    fetch
+        .open(name)
+        .await?
+        .stream_tensors(
+            &fetch.locate(name),
+            &mut |_| Ok(()),
+            &mut |t| {
+                tensors.insert(t.info.name.clone(), (t.info.shape.clone(), t.values));
+                Ok(())
+            },
+            &mut |_| {},
+        )
+        .await?;
     Ok(PeftAdapter { config, tensors })
 }
 

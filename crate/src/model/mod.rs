@@ -202,10 +202,12 @@ pub const EXTRA_FILES: &[&str] = &[
 ];
 
 /// Load `config.json`, `tokenizer.json` and the weights from `fetch` onto `device`, streaming
-/// each shard tensor by tensor onto the device.
+/// each shard tensor by tensor onto the device as its bytes arrive. With `max_tensor_bytes`
+/// (the device's buffer limit), a tensor too large for it is refused before it is read.
 pub async fn load(
     fetch: &impl Fetch,
     device: &Device,
+    max_tensor_bytes: Option<u64>,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<LoadedModel> {
     let config_text = fetch.read_string("config.json").await?;
@@ -234,6 +236,7 @@ pub async fn load(
     let summary = checkpoint::stream(
         fetch,
         &layout,
+        max_tensor_bytes,
         |file, t| {
             store.insert(file, t);
             Ok::<(), HfError>(())

@@ -651,12 +651,11 @@ pub fn check_buffer_limit(
 ) -> Result<()> {
     let (bytes, what) = largest_buffer(config, batch, seq);
     if bytes > max_binding {
-        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         return Err(Error::Device(format!(
             "a batch of {batch} × {seq} tokens needs a {:.1} MiB {what} buffer, {:.1} MiB over this adapter's max_storage_buffer_binding_size ({:.1} MiB); use a smaller --batch-size or --seq-len",
-            mib(bytes),
-            mib(bytes - max_binding),
-            mib(max_binding)
+            crate::hf::mib(bytes),
+            crate::hf::mib(bytes - max_binding),
+            crate::hf::mib(max_binding)
         )));
     }
     Ok(())

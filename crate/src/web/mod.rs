@@ -1,8 +1,6 @@
 //! The browser entry points (wasm-bindgen): a thin shell over [`Session`], meant to run inside a
 //! Web Worker so GPU work never blocks the page. All readbacks are asynchronous.
 
-use std::io::Cursor;
-
 use burn::tensor::Device;
 use js_sys::{Function, Uint8Array};
 use wasm_bindgen::JsCast;
@@ -10,13 +8,14 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::eval::generate::GenerateOptions;
-use crate::event::Event;
+use crate::event::{Event, ProgressReader};
 use crate::experiment::config::Forgetting;
 use crate::experiment::evaluate::{
     EvalSpec, ForgettingData, evaluate, forgetting_tasks, math_jsonl, math_training_lines,
     target_eval,
 };
 use crate::export::{DEFAULT_MAX_SHARD, MemorySink, hf_files, peft_files};
+use crate::hf::source::{Body, Chunk};
 use crate::hf::{Fetch, HfError, Opened};
 use crate::session::Session;
 use crate::train::data::{self, DataOptions, Dataset, Regime};
@@ -47,47 +46,182 @@ impl WebFetch {
     }
 }
 
-async fn fetch_bytes(url: &str, name: &str) -> Result<Vec<u8>, HfError> {
-    let connect = |message: String| HfError::HttpConnect {
-        file: name.to_string(),
-        url: url.to_string(),
-        message,
-    };
+/// How often a dropped download is resumed (with a `Range` request) before giving up.
+const RESUME_ATTEMPTS: u32 = 3;
+
+/// `fetch(url)` (the worker's own, so its cache applies), with a `Range` header from byte
+/// `from` when resuming.
+async fn fetch_response(url: &str, from: u64) -> Result<web_sys::Response, String> {
     let global = js_sys::global();
     let fetch: Function = js_sys::Reflect::get(&global, &"fetch".into())
-        .map_err(|_| connect("no fetch() in this context".into()))?
+        .map_err(|_| "no fetch() in this context".to_string())?
         .unchecked_into();
-    let promise: js_sys::Promise = fetch
-        .call1(&global, &url.into())
-        .map_err(|e| connect(format!("{e:?}")))?
-        .unchecked_into();
-    let response: web_sys::Response = JsFuture::from(promise)
+    let call = if from == 0 {
+        fetch.call1(&global, &url.into())
+    } else {
+        let headers = js_sys::Object::new();
+        js_sys::Reflect::set(&headers, &"Range".into(), &format!("bytes={from}-").into())
+            .map_err(|e| format!("{e:?}"))?;
+        let init = js_sys::Object::new();
+        js_sys::Reflect::set(&init, &"headers".into(), &headers).map_err(|e| format!("{e:?}"))?;
+        fetch.call2(&global, &url.into(), &init)
+    };
+    let promise: js_sys::Promise = call.map_err(js_message)?.unchecked_into();
+    Ok(JsFuture::from(promise)
         .await
-        .map_err(|e| connect(format!("{e:?}")))?
-        .unchecked_into();
-    if !response.ok() {
-        return Err(HfError::HttpStatus {
-            file: name.to_string(),
-            url: url.to_string(),
-            status: response.status(),
-        });
+        .map_err(js_message)?
+        .unchecked_into())
+}
+
+/// The message of a thrown JavaScript value.
+fn js_message(e: JsValue) -> String {
+    match e.dyn_ref::<js_sys::Error>() {
+        Some(err) => String::from(err.message()),
+        None => format!("{e:?}"),
     }
-    let buffer = JsFuture::from(
-        response
-            .array_buffer()
-            .map_err(|e| connect(format!("{e:?}")))?,
-    )
-    .await
-    .map_err(|e| connect(format!("{e:?}")))?;
-    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// A response body's stream reader (`response.body.getReader()`).
+fn body_reader(response: &web_sys::Response) -> Result<JsValue, String> {
+    // Through Reflect, so web-sys needs no more features (adding some rebuilds wgpu and burn).
+    let body = js_sys::Reflect::get(response, &"body".into()).map_err(js_message)?;
+    if body.is_null() || body.is_undefined() {
+        return Err("the response has no body".into());
+    }
+    let get_reader: Function = js_sys::Reflect::get(&body, &"getReader".into())
+        .map_err(js_message)?
+        .unchecked_into();
+    get_reader.call0(&body).map_err(js_message)
+}
+
+/// The `Content-Length` of a response, when it states one.
+fn content_length(response: &web_sys::Response) -> Option<u64> {
+    let headers = js_sys::Reflect::get(response, &"headers".into()).ok()?;
+    let get: Function = js_sys::Reflect::get(&headers, &"get".into())
+        .ok()?
+        .unchecked_into();
+    let header = |name: &str| get.call1(&headers, &name.into()).ok()?.as_string();
+    // A compressed transfer states the compressed size, but the body yields decoded bytes.
+    if header("content-encoding").is_some_and(|e| e != "identity") {
+        return None;
+    }
+    header("content-length")?.parse().ok()
+}
+
+/// The next `{done, value}` of a stream reader: `Ok(None)` at the end.
+async fn read_chunk(reader: &JsValue) -> Result<Option<Vec<u8>>, String> {
+    let read: Function = js_sys::Reflect::get(reader, &"read".into())
+        .map_err(js_message)?
+        .unchecked_into();
+    let promise: js_sys::Promise = read.call0(reader).map_err(js_message)?.unchecked_into();
+    let result = JsFuture::from(promise).await.map_err(js_message)?;
+    let done = js_sys::Reflect::get(&result, &"done".into()).map_err(js_message)?;
+    if done.is_truthy() {
+        return Ok(None);
+    }
+    let value = js_sys::Reflect::get(&result, &"value".into()).map_err(js_message)?;
+    Ok(Some(value.unchecked_into::<Uint8Array>().to_vec()))
+}
+
+/// A file streamed from the network chunk by chunk as it arrives (never whole in memory). A
+/// dropped connection is resumed from the byte where it stopped with a `Range` request; a
+/// server that cannot resume, or a connection that keeps dropping, gives an error saying how
+/// far the download got.
+struct WebBody {
+    url: String,
+    name: String,
+    reader: JsValue,
+    received: u64,
+    len: Option<u64>,
+    attempts: u32,
+}
+
+impl WebBody {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, HfError> {
+        loop {
+            let why = match read_chunk(&self.reader).await {
+                Ok(Some(chunk)) => {
+                    self.received += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
+                Ok(None) => match self.len {
+                    Some(len) if self.received < len => "the connection closed early".to_string(),
+                    _ => return Ok(None),
+                },
+                Err(e) => e,
+            };
+            self.resume(why).await?;
+        }
+    }
+
+    /// Reopen the download at `received`, or fail naming the reason it stopped (`why`).
+    async fn resume(&mut self, why: String) -> Result<(), HfError> {
+        let fail = |message: String| HfError::Interrupted {
+            file: self.name.clone(),
+            url: self.url.clone(),
+            received: self.received,
+            total: self.len,
+            message,
+        };
+        if self.attempts >= RESUME_ATTEMPTS {
+            return Err(fail(format!(
+                "{why} (after {RESUME_ATTEMPTS} resumed attempts)"
+            )));
+        }
+        self.attempts += 1;
+        log::warn!(
+            "{}: {why} at byte {}; resuming (attempt {})",
+            self.url,
+            self.received,
+            self.attempts
+        );
+        let response = fetch_response(&self.url, self.received)
+            .await
+            .map_err(|e| fail(format!("{why}; resuming failed: {e}")))?;
+        if response.status() != 206 {
+            return Err(fail(format!(
+                "{why}; the server answered HTTP {} to a Range request, so it cannot resume",
+                response.status()
+            )));
+        }
+        self.reader = body_reader(&response).map_err(|e| fail(format!("{why}; {e}")))?;
+        Ok(())
+    }
+}
+
+impl Body for WebBody {
+    fn next_chunk(&mut self) -> Chunk<'_> {
+        Box::pin(self.next())
+    }
 }
 
 impl Fetch for WebFetch {
     async fn open(&self, name: &str) -> Result<Opened, HfError> {
-        let bytes = fetch_bytes(&self.locate(name), name).await?;
-        let len = Some(bytes.len() as u64);
+        let url = self.locate(name);
+        let connect = |message: String| HfError::HttpConnect {
+            file: name.to_string(),
+            url: url.clone(),
+            message,
+        };
+        let response = fetch_response(&url, 0).await.map_err(connect)?;
+        if !response.ok() {
+            return Err(HfError::HttpStatus {
+                file: name.to_string(),
+                url,
+                status: response.status(),
+            });
+        }
+        let len = content_length(&response);
+        let reader = body_reader(&response).map_err(connect)?;
         Ok(Opened {
-            reader: Box::new(Cursor::new(bytes)),
+            body: Box::new(WebBody {
+                url,
+                name: name.to_string(),
+                reader,
+                received: 0,
+                len,
+                attempts: 0,
+            }),
             len,
         })
     }
@@ -134,18 +268,29 @@ fn files_object(files: &[crate::export::File]) -> Result<JsValue, JsValue> {
     Ok(out.into())
 }
 
-/// Start WebGPU (with the adapter's own limits) and load the model at `base_url`.
-/// `on_event` receives each progress event as a plain object.
+/// Start WebGPU (with the adapter's own limits) and load the model at `base_url`, streaming
+/// each shard onto the GPU as it downloads. `max_binding` is the adapter's
+/// `maxStorageBufferBindingSize`: a model with a larger tensor is refused, naming it, before
+/// that shard's data is read. `on_event` receives each progress event as a plain object.
 #[wasm_bindgen(js_name = loadModel)]
-pub async fn load_model(base_url: String, on_event: Function) -> Result<WebSession, JsValue> {
+pub async fn load_model(
+    base_url: String,
+    max_binding: f64,
+    on_event: Function,
+) -> Result<WebSession, JsValue> {
     let device: Device = Device::wgpu_options()
         .init_async()
         .await
         .map_err(|e| js_err(format!("WebGPU is not available: {e}")))?;
     let fetch = WebFetch::new(&base_url);
-    let inner = Session::load(&fetch, device, &mut emitter(&on_event))
-        .await
-        .map_err(js_err)?;
+    let inner = Session::load_within(
+        &fetch,
+        device,
+        Some(max_binding as u64),
+        &mut emitter(&on_event),
+    )
+    .await
+    .map_err(js_err)?;
     Ok(WebSession {
         inner,
         data: None,
@@ -193,7 +338,8 @@ impl WebSession {
 
     /// Tokenize training data: the bytes of a file called `name` (`.txt`, `.jsonl`, `.gz`),
     /// read as `regime` (`cpt`, `ift` or `auto`: text → cpt, JSONL with `text` → cpt, else ift)
-    /// into `seq_len`-token examples. Returns `{examples, targetTokens, skipped, regime}`.
+    /// into `seq_len`-token examples, reporting progress (bytes tokenized) to `on_event`.
+    /// Returns `{examples, targetTokens, skipped, regime}`.
     #[wasm_bindgen(js_name = setData)]
     pub fn set_data(
         &mut self,
@@ -201,6 +347,7 @@ impl WebSession {
         name: String,
         regime: String,
         seq_len: usize,
+        on_event: Function,
     ) -> Result<JsValue, JsValue> {
         let gz = name.ends_with(".gz");
         let bytes = if gz {
@@ -236,7 +383,14 @@ impl WebSession {
             skip_bad_lines: false,
             pad_id: tok.eos_id.unwrap_or(0),
         };
-        let data = data::read(&bytes[..], &name, jsonl, tok, &opts).map_err(js_err)?;
+        let mut emit = emitter(&on_event);
+        let reader = ProgressReader::new(
+            &bytes[..],
+            &format!("tokenizing {name}"),
+            Some(bytes.len() as u64),
+            &mut emit,
+        );
+        let data = data::read(reader, &name, jsonl, tok, &opts).map_err(js_err)?;
         let summary = serde_json::json!({
             "examples": data.examples.len(), "targetTokens": data.target_tokens,
             "skipped": data.skipped_lines, "regime": regime.to_string(),
@@ -255,11 +409,18 @@ impl WebSession {
         seed: u32,
         regime: String,
         seq_len: usize,
+        on_event: Function,
     ) -> Result<JsValue, JsValue> {
         let (tr, te) = crate::corpus::math::splits(train, test, seed.into());
         let regime: Regime = regime.parse().map_err(js_err)?;
         let lines = math_training_lines(&tr, regime);
-        let summary = self.set_data(lines, "math.jsonl".into(), regime.to_string(), seq_len)?;
+        let summary = self.set_data(
+            lines,
+            "math.jsonl".into(),
+            regime.to_string(),
+            seq_len,
+            on_event,
+        )?;
         js_sys::Reflect::set(
             &summary,
             &"test".into(),
@@ -444,10 +605,10 @@ impl WebSession {
         files_object(&files)
     }
 
-    /// Rank of the run's weight change per matrix (90% of σ² energy): `{summary, svg}` with the
-    /// rank-vs-layer plot as SVG.
+    /// Rank of the run's weight change per matrix (90% of σ² energy), summarised as
+    /// [`crate::analysis::spectrum::SpectrumSummary`] (`rank_by_kind`: kind → `[layer, rank]`).
     pub async fn spectrum(&self) -> Result<JsValue, JsValue> {
-        use crate::analysis::{plot, spectrum};
+        use crate::analysis::spectrum;
         let trainer = self
             .trainer
             .as_ref()
@@ -466,16 +627,9 @@ impl WebSession {
             }
         }
         .map_err(js_err)?;
-        let files =
-            plot::spectrum_plots(&spectra, opts.threshold, "rank of ΔW for 90% of its energy")
-                .map_err(js_err)?;
-        let svg = files
-            .iter()
-            .find(|f| f.0 == "rank_vs_layer.svg")
-            .map(|f| String::from_utf8_lossy(&f.1).into_owned())
-            .unwrap_or_default();
-        let summary = spectrum::summarize(&spectra, opts.threshold);
-        to_js(&serde_json::json!({"summary": summary, "svg": svg}))
+        // The page draws the chart from `rankByKind` itself: plotters measures text with a DOM
+        // canvas on wasm, and a worker has no DOM.
+        to_js(&spectrum::summarize(&spectra, opts.threshold))
     }
 
     /// Forget the run (the base model stays loaded).
