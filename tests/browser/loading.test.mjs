@@ -65,6 +65,7 @@ test("a server that cannot resume a dropped download: the message says how far i
   const { state, status } = await settle(page, ["ready", "error"]);
   assert.equal(state, "error", status);
   assert.match(status, new RegExp(`${SHARD3}: download from .* stopped after [1-9]\\d* of 32904 bytes: .*HTTP 200 to a Range request, so it cannot resume`));
+  process.stdout.write(`# ${status}\n`);
   await page.fill("#model", "/tests/fixtures/llama-gqa/");
   await page.click("#load");
   const again = await settle(page, ["ready", "error"]);
@@ -96,6 +97,7 @@ test("a tensor larger than the adapter's buffer limit is refused, named, before 
   assert.equal(state, "error", status);
   assert.match(status, /model\.safetensors: tensor `model\.embed_tokens\.weight` needs a 15625\.0 MiB f32 buffer, [\d.]+ MiB over this GPU's max_storage_buffer_binding_size \([\d.]+ MiB\)/);
   assert.equal(sent, 8 + header.length);
+  process.stdout.write(`# ${status}\n`);
   await page.close();
 });
 

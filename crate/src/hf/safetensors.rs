@@ -274,15 +274,18 @@ impl TensorStream {
         self.header.as_ref()
     }
 
-    /// Feed the next `bytes` of the file; every tensor they complete goes to `on_tensor`.
+    /// Feed the next `bytes` of the file. `on_header` sees the validated header as soon as it
+    /// is complete, before any tensor data is touched (and may refuse it); every tensor the
+    /// bytes complete goes to `on_tensor`.
     pub fn push(
         &mut self,
         bytes: &[u8],
+        on_header: &mut dyn FnMut(&Header) -> Result<(), HfError>,
         on_tensor: &mut dyn FnMut(RawTensor) -> Result<(), HfError>,
     ) -> Result<(), HfError> {
         self.pending.extend_from_slice(bytes);
         let mut at = 0usize;
-        let result = self.consume(&mut at, on_tensor);
+        let result = self.consume(&mut at, on_header, on_tensor);
         self.pending.drain(..at);
         self.consumed += at as u64;
         result
@@ -292,6 +295,7 @@ impl TensorStream {
     fn consume(
         &mut self,
         at: &mut usize,
+        on_header: &mut dyn FnMut(&Header) -> Result<(), HfError>,
         on_tensor: &mut dyn FnMut(RawTensor) -> Result<(), HfError>,
     ) -> Result<(), HfError> {
         if self.header.is_none() {
@@ -304,7 +308,9 @@ impl TensorStream {
             if avail.len() < 8 + n {
                 return Ok(());
             }
-            self.header = Some(parse_header(&avail[8..8 + n], &self.file, self.file_len)?);
+            let header = parse_header(&avail[8..8 + n], &self.file, self.file_len)?;
+            on_header(&header)?;
+            self.header = Some(header);
             *at += 8 + n;
         }
         let header = self.header.as_ref().expect("parsed above");
@@ -319,7 +325,11 @@ impl TensorStream {
                     return Ok(());
                 }
             }
-            let len = (info.end - info.begin) as usize;
+            let len = usize::try_from(info.end - info.begin).map_err(|_| HfError::BadOffsets {
+                file: self.file.clone(),
+                tensor: info.name.clone(),
+                reason: "is larger than this platform's address space".into(),
+            })?;
             if self.pending.len() - *at < len {
                 // Make room once for the whole tensor rather than growing chunk by chunk.
                 self.pending.reserve(len - (self.pending.len() - *at));
@@ -385,7 +395,7 @@ pub fn stream_tensors(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io_error(file, e)),
         };
-        stream.push(&chunk[..n], &mut on_tensor)?;
+        stream.push(&chunk[..n], &mut |_| Ok(()), &mut on_tensor)?;
         done += n as u64;
         on_progress(done);
     }
@@ -501,7 +511,7 @@ mod tests {
         let mut stream = TensorStream::new("f.safetensors", Some(bytes.len() as u64));
         let mut got = Vec::new();
         for chunk in bytes.chunks(piece) {
-            stream.push(chunk, &mut |t| {
+            stream.push(chunk, &mut |_| Ok(()), &mut |t| {
                 got.push((t.info.name.clone(), t.values));
                 Ok(())
             })?;
@@ -527,18 +537,24 @@ mod tests {
         let bytes = file_with_gap();
         let n = bytes.len();
         let mut stream = TensorStream::new("f.safetensors", None);
-        stream.push(&bytes[..n - 1], &mut |_| Ok(())).unwrap();
+        stream
+            .push(&bytes[..n - 1], &mut |_| Ok(()), &mut |_| Ok(()))
+            .unwrap();
         let err = stream.finish().unwrap_err().to_string();
         assert_eq!(err, "f.safetensors: truncated while reading tensor `b`");
         let mut stream = TensorStream::new("f.safetensors", None);
-        stream.push(&bytes[..5], &mut |_| Ok(())).unwrap();
+        stream
+            .push(&bytes[..5], &mut |_| Ok(()), &mut |_| Ok(()))
+            .unwrap();
         let err = stream.finish().unwrap_err().to_string();
         assert_eq!(
             err,
             "f.safetensors: truncated while reading the 8-byte header length"
         );
         let mut stream = TensorStream::new("f.safetensors", None);
-        stream.push(&bytes[..20], &mut |_| Ok(())).unwrap();
+        stream
+            .push(&bytes[..20], &mut |_| Ok(()), &mut |_| Ok(()))
+            .unwrap();
         assert!(stream.header().is_none());
         let err = stream.finish().unwrap_err().to_string();
         assert_eq!(
@@ -554,7 +570,7 @@ mod tests {
         let mut stream = TensorStream::new("f.safetensors", Some(bytes.len() as u64));
         let mut seen = 0;
         stream
-            .push(&bytes[..header_len], &mut |_| {
+            .push(&bytes[..header_len], &mut |_| Ok(()), &mut |_| {
                 seen += 1;
                 Ok(())
             })

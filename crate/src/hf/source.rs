@@ -89,26 +89,9 @@ impl Opened {
     ) -> Result<Header, HfError> {
         let mut stream = TensorStream::new(file, self.len);
         let mut done = 0u64;
-        let mut checked = false;
         while let Some(chunk) = self.body.next_chunk().await? {
             done += chunk.len() as u64;
-            if checked {
-                stream.push(&chunk, on_tensor)?;
-            } else {
-                // Check the header before handing out any tensor of this chunk.
-                let mut held = Vec::new();
-                stream.push(&chunk, &mut |t| {
-                    held.push(t);
-                    Ok(())
-                })?;
-                if let Some(header) = stream.header() {
-                    on_header(header)?;
-                    checked = true;
-                }
-                for t in held {
-                    on_tensor(t)?;
-                }
-            }
+            stream.push(&chunk, on_header, on_tensor)?;
             on_progress(done);
         }
         stream.finish()
@@ -117,13 +100,31 @@ impl Opened {
     /// Only the header: reads until it is complete, then stops.
     pub async fn read_header(mut self, file: &str) -> Result<Header, HfError> {
         let mut stream = TensorStream::new(file, self.len);
-        while let Some(chunk) = self.body.next_chunk().await? {
-            stream.push(&chunk, &mut |_| Ok(()))?;
-            if let Some(header) = stream.header() {
-                return Ok(header.clone());
+        let mut found = None;
+        while found.is_none() {
+            let Some(chunk) = self.body.next_chunk().await? else {
+                break;
+            };
+            // Refusing the header stops the parser before it reads any tensor data.
+            let pushed = stream.push(
+                &chunk,
+                &mut |h| {
+                    found = Some(h.clone());
+                    Err(HfError::Io {
+                        file: file.to_string(),
+                        message: "stopped after the header".into(),
+                    })
+                },
+                &mut |_| Ok(()),
+            );
+            if found.is_none() {
+                pushed?;
             }
         }
-        stream.finish()
+        match found {
+            Some(header) => Ok(header),
+            None => stream.finish(),
+        }
     }
 }
 

@@ -268,6 +268,25 @@ fn files_object(files: &[crate::export::File]) -> Result<JsValue, JsValue> {
     Ok(out.into())
 }
 
+thread_local! {
+    /// The worker's WebGPU device: started once, shared by every model it loads (the runtime
+    /// refuses to register a second one for the same adapter).
+    static GPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The worker's WebGPU device, started on first use with the adapter's own limits.
+async fn gpu() -> Result<Device, JsValue> {
+    if let Some(device) = GPU.with(|g| g.borrow().clone()) {
+        return Ok(device);
+    }
+    let device: Device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| js_err(format!("WebGPU is not available: {e}")))?;
+    GPU.with(|g| *g.borrow_mut() = Some(device.clone()));
+    Ok(device)
+}
+
 /// Start WebGPU (with the adapter's own limits) and load the model at `base_url`, streaming
 /// each shard onto the GPU as it downloads. `max_binding` is the adapter's
 /// `maxStorageBufferBindingSize`: a model with a larger tensor is refused, naming it, before
@@ -278,10 +297,7 @@ pub async fn load_model(
     max_binding: f64,
     on_event: Function,
 ) -> Result<WebSession, JsValue> {
-    let device: Device = Device::wgpu_options()
-        .init_async()
-        .await
-        .map_err(|e| js_err(format!("WebGPU is not available: {e}")))?;
+    let device = gpu().await?;
     let fetch = WebFetch::new(&base_url);
     let inner = Session::load_within(
         &fetch,
