@@ -343,3 +343,23 @@ fn a_tensor_over_the_buffer_limit_is_refused_by_name() {
     ))
     .unwrap();
 }
+
+#[test]
+fn a_dropped_download_the_server_cannot_resume_says_how_far_it_got() {
+    let shard = "model-00003-of-00009.safetensors";
+    let base = serve_flaky(fixtures(), shard, false);
+    let e = load_err(&ModelSource::parse(&format!("{base}llama-gqa")));
+    let msg = e.to_string();
+    let size = std::fs::metadata(fixtures().join("llama-gqa").join(shard))
+        .unwrap()
+        .len();
+    assert!(matches!(e, HfError::Interrupted { .. }), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "{shard}: download from {base}llama-gqa/{shard} stopped after "
+        )) && msg.contains(&format!(" of {size} bytes: "))
+            && msg
+                .ends_with("the server answered HTTP 200 to a Range request, so it cannot resume"),
+        "{msg}"
+    );
+}

@@ -128,6 +128,138 @@ impl Opened {
     }
 }
 
+/// An HTTP response as [`open_url`] needs it: status, length when stated, and the body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub len: Option<u64>,
+    pub body: Box<dyn Body>,
+}
+
+/// The future of a [`Reopen::open_at`] request.
+pub type Request<'a> = Pin<Box<dyn Future<Output = Result<HttpResponse, String>> + 'a>>;
+
+/// One URL that can be requested from a byte offset: the first request (`from` = 0) and each
+/// resumption after a dropped connection (`Range: bytes=<from>-`). Natively ureq, in the
+/// browser `fetch`.
+pub trait Reopen {
+    /// Request the URL's bytes from `from` on.
+    fn open_at(&self, from: u64) -> Request<'_>;
+}
+
+/// How often a dropped download is resumed before giving up.
+pub const RESUME_ATTEMPTS: u32 = 3;
+
+/// Open `url` (the file `name`) through `reopen` as a body that resumes a dropped connection
+/// from the byte where it stopped, so a multi-gigabyte shard survives a network hiccup; a
+/// server that cannot resume, or a connection that keeps dropping, gives an error saying how
+/// far the download got.
+pub async fn open_url(
+    reopen: impl Reopen + 'static,
+    url: &str,
+    name: &str,
+) -> Result<Opened, HfError> {
+    let first = reopen
+        .open_at(0)
+        .await
+        .map_err(|message| HfError::HttpConnect {
+            file: name.to_string(),
+            url: url.to_string(),
+            message,
+        })?;
+    if first.status != 200 {
+        return Err(HfError::HttpStatus {
+            file: name.to_string(),
+            url: url.to_string(),
+            status: first.status,
+        });
+    }
+    Ok(Opened {
+        len: first.len,
+        body: Box::new(Resuming {
+            reopen,
+            url: url.to_string(),
+            name: name.to_string(),
+            body: first.body,
+            received: 0,
+            len: first.len,
+            attempts: 0,
+        }),
+    })
+}
+
+/// The body behind [`open_url`].
+struct Resuming<R> {
+    reopen: R,
+    url: String,
+    name: String,
+    body: Box<dyn Body>,
+    received: u64,
+    len: Option<u64>,
+    attempts: u32,
+}
+
+impl<R: Reopen> Resuming<R> {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, HfError> {
+        loop {
+            let why = match self.body.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    self.received += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
+                Ok(None) => match self.len {
+                    Some(len) if self.received < len => "the connection closed early".to_string(),
+                    _ => return Ok(None),
+                },
+                Err(HfError::Io { message, .. }) => message,
+                Err(e) => e.to_string(),
+            };
+            self.resume(why).await?;
+        }
+    }
+
+    /// Reopen the download at `received`, or fail naming the reason it stopped (`why`).
+    async fn resume(&mut self, why: String) -> Result<(), HfError> {
+        let fail = |message: String| HfError::Interrupted {
+            file: self.name.clone(),
+            url: self.url.clone(),
+            received: self.received,
+            total: self.len,
+            message,
+        };
+        if self.attempts >= RESUME_ATTEMPTS {
+            return Err(fail(format!(
+                "{why} (after {RESUME_ATTEMPTS} resumed attempts)"
+            )));
+        }
+        self.attempts += 1;
+        log::warn!(
+            "{}: {why} at byte {}; resuming (attempt {})",
+            self.url,
+            self.received,
+            self.attempts
+        );
+        let response = self
+            .reopen
+            .open_at(self.received)
+            .await
+            .map_err(|e| fail(format!("{why}; resuming failed: {e}")))?;
+        if response.status != 206 {
+            return Err(fail(format!(
+                "{why}; the server answered HTTP {} to a Range request, so it cannot resume",
+                response.status
+            )));
+        }
+        self.body = response.body;
+        Ok(())
+    }
+}
+
+impl<R: Reopen> Body for Resuming<R> {
+    fn next_chunk(&mut self) -> Chunk<'_> {
+        Box::pin(self.next())
+    }
+}
+
 /// Something that can open the files of one model by name (`config.json`, shards, ...).
 #[allow(async_fn_in_trait)] // used through generics only, never as `dyn`
 pub trait Fetch {
@@ -203,30 +335,7 @@ impl Fetch for ModelSource {
             }
             ModelSource::Url(base) => {
                 let url = format!("{base}{name}");
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
-                let response = agent.get(&url).call().map_err(|e| HfError::HttpConnect {
-                    file: name.to_string(),
-                    url: url.clone(),
-                    message: e.to_string(),
-                })?;
-                let status = response.status().as_u16();
-                if status != 200 {
-                    return Err(HfError::HttpStatus {
-                        file: name.to_string(),
-                        url,
-                        status,
-                    });
-                }
-                let len = response.body().content_length();
-                let reader = response
-                    .into_body()
-                    .into_with_config()
-                    .limit(u64::MAX)
-                    .reader();
-                Ok(Opened::from_reader(reader, len, &url))
+                open_url(UreqUrl(url.clone()), &url, name).await
             }
         }
     }
@@ -236,5 +345,41 @@ impl Fetch for ModelSource {
             ModelSource::Dir(dir) => dir.join(name).display().to_string(),
             ModelSource::Url(base) => format!("{base}{name}"),
         }
+    }
+}
+
+/// A URL fetched natively with ureq.
+#[cfg(feature = "native")]
+struct UreqUrl(String);
+
+#[cfg(feature = "native")]
+impl Reopen for UreqUrl {
+    fn open_at(&self, from: u64) -> Request<'_> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = agent.get(&self.0);
+        if from > 0 {
+            request = request.header("Range", &format!("bytes={from}-"));
+        }
+        let response = request.call().map_err(|e| e.to_string()).map(|response| {
+            let status = response.status().as_u16();
+            let len = response.body().content_length();
+            let reader = response
+                .into_body()
+                .into_with_config()
+                .limit(u64::MAX)
+                .reader();
+            HttpResponse {
+                status,
+                len,
+                body: Box::new(ReaderBody {
+                    reader: Box::new(reader),
+                    file: self.0.clone(),
+                }),
+            }
+        });
+        Box::pin(std::future::ready(response))
     }
 }

@@ -15,7 +15,7 @@ use crate::experiment::evaluate::{
     target_eval,
 };
 use crate::export::{DEFAULT_MAX_SHARD, MemorySink, hf_files, peft_files};
-use crate::hf::source::{Body, Chunk};
+use crate::hf::source::{Body, Chunk, HttpResponse, Reopen, Request, open_url};
 use crate::hf::{Fetch, HfError, Opened};
 use crate::session::Session;
 use crate::train::data::{self, DataOptions, Dataset, Regime};
@@ -45,9 +45,6 @@ impl WebFetch {
         WebFetch { base }
     }
 }
-
-/// How often a dropped download is resumed (with a `Range` request) before giving up.
-const RESUME_ATTEMPTS: u32 = 3;
 
 /// `fetch(url)` (the worker's own, so its cache applies), with a `Range` header from byte
 /// `from` when resuming.
@@ -123,107 +120,53 @@ async fn read_chunk(reader: &JsValue) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(value.unchecked_into::<Uint8Array>().to_vec()))
 }
 
-/// A file streamed from the network chunk by chunk as it arrives (never whole in memory). A
-/// dropped connection is resumed from the byte where it stopped with a `Range` request; a
-/// server that cannot resume, or a connection that keeps dropping, gives an error saying how
-/// far the download got.
-struct WebBody {
-    url: String,
-    name: String,
+/// A response body read chunk by chunk as it arrives (never whole in memory).
+struct WebReader {
     reader: JsValue,
-    received: u64,
-    len: Option<u64>,
-    attempts: u32,
+    url: String,
 }
 
-impl WebBody {
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, HfError> {
-        loop {
-            let why = match read_chunk(&self.reader).await {
-                Ok(Some(chunk)) => {
-                    self.received += chunk.len() as u64;
-                    return Ok(Some(chunk));
-                }
-                Ok(None) => match self.len {
-                    Some(len) if self.received < len => "the connection closed early".to_string(),
-                    _ => return Ok(None),
-                },
-                Err(e) => e,
-            };
-            self.resume(why).await?;
-        }
-    }
-
-    /// Reopen the download at `received`, or fail naming the reason it stopped (`why`).
-    async fn resume(&mut self, why: String) -> Result<(), HfError> {
-        let fail = |message: String| HfError::Interrupted {
-            file: self.name.clone(),
-            url: self.url.clone(),
-            received: self.received,
-            total: self.len,
-            message,
-        };
-        if self.attempts >= RESUME_ATTEMPTS {
-            return Err(fail(format!(
-                "{why} (after {RESUME_ATTEMPTS} resumed attempts)"
-            )));
-        }
-        self.attempts += 1;
-        log::warn!(
-            "{}: {why} at byte {}; resuming (attempt {})",
-            self.url,
-            self.received,
-            self.attempts
-        );
-        let response = fetch_response(&self.url, self.received)
-            .await
-            .map_err(|e| fail(format!("{why}; resuming failed: {e}")))?;
-        if response.status() != 206 {
-            return Err(fail(format!(
-                "{why}; the server answered HTTP {} to a Range request, so it cannot resume",
-                response.status()
-            )));
-        }
-        self.reader = body_reader(&response).map_err(|e| fail(format!("{why}; {e}")))?;
-        Ok(())
-    }
-}
-
-impl Body for WebBody {
+impl Body for WebReader {
     fn next_chunk(&mut self) -> Chunk<'_> {
-        Box::pin(self.next())
+        Box::pin(async move {
+            read_chunk(&self.reader)
+                .await
+                .map_err(|message| HfError::Io {
+                    file: self.url.clone(),
+                    message,
+                })
+        })
+    }
+}
+
+/// A URL fetched with the worker's `fetch`.
+struct WebUrl(String);
+
+impl Reopen for WebUrl {
+    fn open_at(&self, from: u64) -> Request<'_> {
+        Box::pin(async move {
+            let response = fetch_response(&self.0, from).await?;
+            let status = response.status();
+            let len = content_length(&response);
+            // An error status is reported without its body ever being read.
+            let reader = if response.ok() {
+                body_reader(&response)?
+            } else {
+                JsValue::NULL
+            };
+            let body = Box::new(WebReader {
+                reader,
+                url: self.0.clone(),
+            });
+            Ok(HttpResponse { status, len, body })
+        })
     }
 }
 
 impl Fetch for WebFetch {
     async fn open(&self, name: &str) -> Result<Opened, HfError> {
         let url = self.locate(name);
-        let connect = |message: String| HfError::HttpConnect {
-            file: name.to_string(),
-            url: url.clone(),
-            message,
-        };
-        let response = fetch_response(&url, 0).await.map_err(connect)?;
-        if !response.ok() {
-            return Err(HfError::HttpStatus {
-                file: name.to_string(),
-                url,
-                status: response.status(),
-            });
-        }
-        let len = content_length(&response);
-        let reader = body_reader(&response).map_err(connect)?;
-        Ok(Opened {
-            body: Box::new(WebBody {
-                url,
-                name: name.to_string(),
-                reader,
-                received: 0,
-                len,
-                attempts: 0,
-            }),
-            len,
-        })
+        open_url(WebUrl(url.clone()), &url, name).await
     }
 
     fn locate(&self, name: &str) -> String {

@@ -123,6 +123,62 @@ pub fn serve(root: PathBuf) -> String {
     format!("http://127.0.0.1:{port}/")
 }
 
+/// Serve `root` like [`serve`], but as a flaky network: the first response for the file
+/// `drop_once` stops halfway through its body and the connection closes. With `ranges`, a
+/// `Range: bytes=N-` request gets the rest (206), as model hosts do; without, it gets the whole
+/// file again (200), as a server that cannot resume. Returns the base URL.
+#[allow(dead_code)] // used by some test crates only
+pub fn serve_flaky(root: PathBuf, drop_once: &str, ranges: bool) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let drop_once = drop_once.to_string();
+    std::thread::spawn(move || {
+        let mut dropped = false;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let path = request_line.split(' ').nth(1).unwrap_or("/").to_string();
+            let mut from = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("range: bytes=") {
+                    from = v.trim().trim_end_matches('-').parse::<usize>().ok();
+                }
+            }
+            let Ok(body) = std::fs::read(root.join(path.trim_start_matches('/'))) else {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                continue;
+            };
+            let (status, part) = match from {
+                Some(n) if ranges && n < body.len() => ("206 Partial Content", &body[n..]),
+                _ => ("200 OK", &body[..]),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                part.len()
+            );
+            if !dropped && status.starts_with("200") && path.ends_with(&drop_once) {
+                dropped = true;
+                let _ = stream.write_all(&part[..part.len() / 2]);
+            } else {
+                let _ = stream.write_all(part);
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    format!("http://127.0.0.1:{port}/")
+}
+
 /// A fresh copy of a fixture model directory to damage in a test.
 pub fn copy_fixture(model: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
