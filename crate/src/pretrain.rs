@@ -150,14 +150,13 @@ pub async fn pretrain(
     let tok = Tokenizer::from_bytes(&tok_bytes, "tokenizer.json")?;
     let config_json = cfg.config_json(tok.vocab_size());
     let config = ModelConfig::parse(&config_json, "config.json")?;
-    notice(on_event, format!("tokenizing {}", cfg.corpus.display()));
     let opts = DataOptions {
         regime: Regime::Cpt,
         seq_len: cfg.seq_len,
         skip_bad_lines: false,
         pad_id: tok.eos_id.unwrap_or(0),
     };
-    let dataset = data::load(&cfg.corpus, &tok, &opts)?;
+    let dataset = data::load(&cfg.corpus, &tok, &opts, on_event)?;
     let corpus_tokens = dataset.examples.len() * cfg.seq_len;
     notice(
         on_event,

@@ -67,12 +67,18 @@ fn text_data(model: &str, seq_len: usize) -> data::Dataset {
         skip_bad_lines: false,
         pad_id: 0,
     };
-    data::load(
-        &fixtures().join("data/tiny.txt"),
-        s.tokenizer().unwrap(),
-        &opts,
-    )
-    .unwrap()
+    let path = fixtures().join("data/tiny.txt");
+    let mut last = None;
+    let d = data::load(&path, s.tokenizer().unwrap(), &opts, &mut |e| {
+        if let tunelab::Event::Progress(p) = e {
+            last = Some((p.done, p.total));
+        }
+    })
+    .unwrap();
+    // Tokenizing reports its progress, ending with the whole file.
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(last, Some((size, Some(size))));
+    d
 }
 
 fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) {
@@ -469,7 +475,7 @@ fn data_files_are_read_with_line_numbers_and_masks() {
         skip_bad_lines: false,
         pad_id: 0,
     };
-    let e = data::load(&fixtures().join("data/bad.jsonl"), tok, &opts)
+    let e = data::load(&fixtures().join("data/bad.jsonl"), tok, &opts, &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(
@@ -483,18 +489,25 @@ fn data_files_are_read_with_line_numbers_and_masks() {
             skip_bad_lines: true,
             ..opts.clone()
         },
+        &mut |_| {},
     )
     .unwrap();
     assert_eq!(d.skipped_lines, 2);
 
     let empty = tempfile::NamedTempFile::with_suffix(".txt").unwrap();
-    let e = data::load(empty.path(), tok, &opts)
+    let e = data::load(empty.path(), tok, &opts, &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(e.contains("no training examples"), "{e}");
 
     // Packing: every block is full and labels equal inputs.
-    let d = data::load(&fixtures().join("data/tiny_text.jsonl"), tok, &opts).unwrap();
+    let d = data::load(
+        &fixtures().join("data/tiny_text.jsonl"),
+        tok,
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(d.examples.iter().all(|x| x.ids.len() == 16 && x.labels.iter().zip(&x.ids).all(|(l, i)| *l == *i as i64)));
 
     // Instruction tuning: loss only on the response (+ EOS), padding masked.
@@ -508,7 +521,13 @@ fn data_files_are_read_with_line_numbers_and_masks() {
         skip_bad_lines: false,
         pad_id: 0,
     };
-    let d = data::load(&fixtures().join("data/tiny_ift.jsonl"), tok, &ift).unwrap();
+    let d = data::load(
+        &fixtures().join("data/tiny_ift.jsonl"),
+        tok,
+        &ift,
+        &mut |_| {},
+    )
+    .unwrap();
     let x = &d.examples[0];
     let prompt_len = tok.encode("Question: what is").unwrap().len();
     assert!(x.labels[..prompt_len].iter().all(|&l| l == IGNORE));
@@ -645,6 +664,7 @@ fn generated_math_data_trains_and_evaluates() {
             skip_bad_lines: false,
             pad_id: 0,
         },
+        &mut |_| {},
     )
     .unwrap();
     assert_eq!(d.examples.len(), 40);

@@ -12,8 +12,8 @@ use tunelab::device::{self, DeviceChoice};
 use tunelab::eval::generate::GenerateOptions;
 use tunelab::event::{Event, Unit};
 use tunelab::export::{DirSink, write_dir};
-use tunelab::hf::ModelSource;
 use tunelab::hf::safetensors::serialize_f32;
+use tunelab::hf::{ModelSource, Tokenizer};
 use tunelab::model::lora::{LoraConfig, LoraInit};
 use tunelab::train::data::{self, DataOptions, Regime};
 use tunelab::train::optim::{OptimizerConfig, OptimizerKind};
@@ -992,9 +992,9 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
             adapter.max_storage_buffer_binding_size,
         )?;
     }
-    let train_data = data::load(&a.data, tok, &opts)?;
+    let train_data = load_data(&a.data, tok, &opts, json)?;
     let eval_data = match &a.eval_data {
-        Some(p) => Some(data::load(p, tok, &opts)?),
+        Some(p) => Some(load_data(p, tok, &opts, json)?),
         None => None,
     };
     if let Some(r) = &resumed {
@@ -1313,6 +1313,29 @@ fn load(
     Ok(session)
 }
 
+/// Tokenize a data file with a progress bar (bytes of the file read).
+fn load_data(
+    path: &Path,
+    tok: &Tokenizer,
+    opts: &DataOptions,
+    json: bool,
+) -> Result<data::Dataset, Error> {
+    let bar = progress_bar(
+        0,
+        "{msg:30} [{bar:30}] {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]",
+        json,
+    );
+    let dataset = data::load(path, tok, opts, &mut |e| {
+        if let Event::Progress(p) = e {
+            bar.set_message(p.task.clone());
+            bar.set_length(p.total.unwrap_or(p.done));
+            bar.set_position(p.done);
+        }
+    });
+    bar.finish_and_clear();
+    dataset
+}
+
 /// The progress bar of a training run (length set by the first step event).
 fn step_bar(json: bool) -> ProgressBar {
     progress_bar(
@@ -1346,6 +1369,14 @@ fn show_training_event(bar: &ProgressBar, e: &Event, json: bool) {
         Event::Eval { step, loss, .. } => bar.println(format!("step {step}: eval loss {loss:.4}")),
         Event::Checkpoint { name, .. } => bar.println(format!("saved {name}")),
         Event::Notice { message } => bar.println(message.clone()),
+        // Work before the first step (tokenizing): shown on the bar until steps begin.
+        Event::Progress(p) if p.unit == Unit::Bytes => bar.set_message(format!(
+            "{} {:.1}/{} MB",
+            p.task,
+            p.done as f64 / 1e6,
+            p.total
+                .map_or("?".into(), |t| format!("{:.1}", t as f64 / 1e6))
+        )),
         _ => {}
     }
 }

@@ -116,7 +116,7 @@ fn prepare(
             let lines = math_training_lines(problems, t.regime);
             data::read(&lines[..], &field("train"), true, tok, &opts)?
         }
-        (_, file) => data::load(&root.join(file), tok, &opts)?,
+        (_, file) => data::load(&root.join(file), tok, &opts, &mut |_| {})?,
     };
     let test = match (&math, t.test.as_str()) {
         (Some((_, test)), "math") => math_jsonl(test),

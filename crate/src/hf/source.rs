@@ -70,7 +70,8 @@ impl Opened {
 
     /// All the bytes.
     pub async fn read_all(mut self) -> Result<Vec<u8>, HfError> {
-        let mut out = Vec::with_capacity(self.len.unwrap_or(0) as usize);
+        // The stated length is only a hint: a server may claim anything.
+        let mut out = Vec::with_capacity(self.len.unwrap_or(0).min(CHUNK as u64) as usize);
         while let Some(chunk) = self.body.next_chunk().await? {
             out.extend_from_slice(&chunk);
         }

@@ -9,6 +9,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::loss::IGNORE;
 use crate::error::{Error, Result};
+use crate::event::{Event, ProgressReader};
 use crate::hf::Tokenizer;
 use crate::rng::SplitMix64;
 
@@ -95,10 +96,24 @@ pub struct DataOptions {
 }
 
 /// Read `path` (`.jsonl` → JSON lines, anything else → plain text; `.gz` is decompressed) into
-/// examples.
-pub fn load(path: &std::path::Path, tok: &Tokenizer, opts: &DataOptions) -> Result<Dataset> {
+/// examples, reporting progress (bytes of the file read and tokenized) to `on_event`.
+pub fn load(
+    path: &std::path::Path,
+    tok: &Tokenizer,
+    opts: &DataOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Dataset> {
+    let file = open_file(path)?;
+    let total = file.metadata().ok().map(|m| m.len());
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let counted = ProgressReader::new(
+        std::io::BufReader::new(file),
+        &format!("tokenizing {name}"),
+        total,
+        on_event,
+    );
     read(
-        open(path)?,
+        decode(path, counted),
         &path.display().to_string(),
         is_jsonl(path),
         tok,
@@ -107,14 +122,24 @@ pub fn load(path: &std::path::Path, tok: &Tokenizer, opts: &DataOptions) -> Resu
 }
 
 /// A line reader over a data file, gunzipped when its name ends in `.gz`.
-pub fn open(path: &std::path::Path) -> Result<Box<dyn BufRead + Send>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::Input(format!("data file {}: {e}", path.display())))?;
-    Ok(if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(file)))
+pub fn open(path: &std::path::Path) -> Result<Box<dyn BufRead>> {
+    Ok(decode(path, std::io::BufReader::new(open_file(path)?)))
+}
+
+fn open_file(path: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::File::open(path)
+        .map_err(|e| Error::Input(format!("data file {}: {e}", path.display())))
+}
+
+/// `reader` gunzipped when `path` ends in `.gz`.
+fn decode<'a>(path: &std::path::Path, reader: impl BufRead + 'a) -> Box<dyn BufRead + 'a> {
+    if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(std::io::BufReader::new(flate2::bufread::GzDecoder::new(
+            reader,
+        )))
     } else {
-        Box::new(std::io::BufReader::new(file))
-    })
+        Box::new(reader)
+    }
 }
 
 /// Whether a data file is JSON lines (`.jsonl`/`.json`, also under `.gz`).
