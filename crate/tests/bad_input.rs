@@ -347,7 +347,7 @@ fn a_tensor_over_the_buffer_limit_is_refused_by_name() {
 #[test]
 fn a_dropped_download_the_server_cannot_resume_says_how_far_it_got() {
     let shard = "model-00003-of-00009.safetensors";
-    let base = serve_flaky(fixtures(), shard, false);
+    let base = serve_flaky(fixtures(), shard, Ranges::Ignored);
     let e = load_err(&ModelSource::parse(&format!("{base}llama-gqa")));
     let msg = e.to_string();
     let size = std::fs::metadata(fixtures().join("llama-gqa").join(shard))
@@ -360,6 +360,19 @@ fn a_dropped_download_the_server_cannot_resume_says_how_far_it_got() {
         )) && msg.contains(&format!(" of {size} bytes: "))
             && msg
                 .ends_with("the server answered HTTP 200 to a Range request, so it cannot resume"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_resumed_download_that_would_not_line_up_is_refused() {
+    let shard = "model-00003-of-00009.safetensors";
+    let base = serve_flaky(fixtures(), shard, Ranges::Wrong);
+    let e = load_err(&ModelSource::parse(&format!("{base}llama-gqa")));
+    let msg = e.to_string();
+    assert!(matches!(e, HfError::Interrupted { .. }), "{msg}");
+    assert!(
+        msg.contains("the server resumed with ") && msg.ends_with(" are missing"),
         "{msg}"
     );
 }

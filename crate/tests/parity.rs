@@ -201,7 +201,11 @@ fn kv_cached_decoding_gives_the_full_forward_logits() {
 
 #[test]
 fn a_shard_download_that_drops_midway_resumes_with_a_range_request() {
-    let base = serve_flaky(fixtures(), "model-00003-of-00009.safetensors", true);
+    let base = serve_flaky(
+        fixtures(),
+        "model-00003-of-00009.safetensors",
+        Ranges::Honest,
+    );
     let source = ModelSource::parse(&format!("{base}llama-gqa"));
     let session = load(&source, burn::tensor::Device::flex());
     assert_eq!(session.checkpoint.shards.len(), 9);

@@ -250,6 +250,15 @@ impl<R: Reopen> Resuming<R> {
                 response.status
             )));
         }
+        // The rest must be exactly what is missing, or the bytes would not line up.
+        if let (Some(total), Some(rest)) = (self.len, response.len)
+            && rest != total - self.received
+        {
+            return Err(fail(format!(
+                "{why}; the server resumed with {rest} bytes where {} are missing",
+                total - self.received
+            )));
+        }
         self.body = response.body;
         Ok(())
     }

@@ -123,12 +123,23 @@ pub fn serve(root: PathBuf) -> String {
     format!("http://127.0.0.1:{port}/")
 }
 
-/// Serve `root` like [`serve`], but as a flaky network: the first response for the file
-/// `drop_once` stops halfway through its body and the connection closes. With `ranges`, a
-/// `Range: bytes=N-` request gets the rest (206), as model hosts do; without, it gets the whole
-/// file again (200), as a server that cannot resume. Returns the base URL.
+/// How [`serve_flaky`] answers a `Range: bytes=N-` request.
 #[allow(dead_code)] // used by some test crates only
-pub fn serve_flaky(root: PathBuf, drop_once: &str, ranges: bool) -> String {
+#[derive(Clone, Copy, PartialEq)]
+pub enum Ranges {
+    /// The rest of the file (206), as model hosts do.
+    Honest,
+    /// The whole file again (200), as a server that cannot resume.
+    Ignored,
+    /// 206, but from the wrong byte (one too late).
+    Wrong,
+}
+
+/// Serve `root` like [`serve`], but as a flaky network: the first response for the file
+/// `drop_once` stops halfway through its body and the connection closes; `ranges` says how a
+/// resumption is answered. Returns the base URL.
+#[allow(dead_code)] // used by some test crates only
+pub fn serve_flaky(root: PathBuf, drop_once: &str, ranges: Ranges) -> String {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -158,8 +169,11 @@ pub fn serve_flaky(root: PathBuf, drop_once: &str, ranges: bool) -> String {
                 );
                 continue;
             };
-            let (status, part) = match from {
-                Some(n) if ranges && n < body.len() => ("206 Partial Content", &body[n..]),
+            let (status, part) = match (from, ranges) {
+                (Some(n), Ranges::Honest) if n < body.len() => ("206 Partial Content", &body[n..]),
+                (Some(n), Ranges::Wrong) if n < body.len() => {
+                    ("206 Partial Content", &body[n + 1..])
+                }
                 _ => ("200 OK", &body[..]),
             };
             let _ = write!(
