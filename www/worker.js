@@ -83,12 +83,19 @@ async function fetchBytes(url, what, name) {
   const parts = [];
   let done = 0;
   for (;;) {
-    const { done: end, value } = await reader.read();
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      throw new Error(`${what} ${url}: download stopped after ${done} of ${total ?? "?"} bytes (${e.message}); try again`);
+    }
+    const { done: end, value } = chunk;
     if (end) break;
     parts.push(value);
     done += value.length;
     post({ type: "progress", event: { task: `downloading ${name}`, done, total, unit: "bytes" } });
   }
+  if (total && done < total) throw new Error(`${what} ${url}: download stopped after ${done} of ${total} bytes; try again`);
   const bytes = new Uint8Array(done);
   let at = 0;
   for (const p of parts) {

@@ -160,7 +160,17 @@ test("pause and resume a full fine-tuning run (same losses as the native backend
   await page.close();
 });
 
-test("bad training data gives a message on the page, and the worker can run again", async () => {
+test("a dropped or bad training data download gives a message on the page, and the worker can run again", async () => {
+  lab.http.drop("/tests/fixtures/data/tiny.txt");
+  const dropped = await lab.open({
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+    "seq-len": "32", method: "lora", steps: "2", batch: "2", evaluate: "0", generate: "0", autostart: "1",
+  });
+  const cut = await settle(dropped.page);
+  assert.equal(cut.state, "error", cut.status);
+  assert.match(cut.status, /training data .*tiny\.txt: download stopped after \d+ of \d+ bytes/);
+  process.stdout.write(`# ${cut.status}\n`);
+  await dropped.page.close();
   const { page } = await lab.open({
     model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/bad.jsonl", regime: "ift",
     "seq-len": "32", method: "lora", steps: "2", batch: "2", "eval-limit": "1", generate: "0", autostart: "1",
