@@ -1,8 +1,9 @@
 // End-to-end tests of the lab page in headless Chromium (WebGPU on SwiftShader): a sharded
 // fixture model streams through the local server with per-file progress, trains with loss going
 // down, is evaluated (a point lands on the learning-vs-forgetting scatter), an adapter
-// downloads and parses; full fine-tuning matches the native CPU backend step for step; bad data
-// gives a message on the page and the worker can start another run; a full run pauses and
+// downloads and parses; full fine-tuning matches the native CPU backend step for step; a data
+// download cut off midway and bad data give messages on the page and the worker can start
+// another run; a full run pauses and
 // resumes without changing its numbers, then shows its spectrum, exports merged weights that
 // parse, and passes an automated accessibility audit.
 import { test } from "node:test";
