@@ -604,16 +604,31 @@ fn train_cli_reports_progress_and_checks_sequence_length() {
 fn oversized_batches_are_refused_before_allocation() {
     let s = session("gpt2", Device::flex());
     // 64 × 128 × 512 × 4 B = 16 MiB of logits against a 8 MiB binding limit.
-    let e = tunelab::train::trainer::check_buffer_limit(&s.config, 64, 128, 8 << 20)
-        .unwrap_err()
-        .to_string();
+    let e = tunelab::train::trainer::check_buffer_limit(
+        &s.config,
+        64,
+        128,
+        8 << 20,
+        "--batch-size or --seq-len",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("max_storage_buffer_binding_size")
             && e.contains("8.0 MiB over")
             && e.contains("--batch-size"),
         "{e}"
     );
-    assert!(tunelab::train::trainer::check_buffer_limit(&s.config, 1, 128, 8 << 20).is_ok());
+    assert!(
+        tunelab::train::trainer::check_buffer_limit(
+            &s.config,
+            1,
+            128,
+            8 << 20,
+            "--batch-size or --seq-len"
+        )
+        .is_ok()
+    );
 }
 
 #[test]

@@ -990,6 +990,7 @@ fn train(a: TrainArgs, choice: DeviceChoice, json: bool) -> Result<(), Error> {
             a.batch_size,
             a.seq_len,
             adapter.max_storage_buffer_binding_size,
+            "--batch-size or --seq-len",
         )?;
     }
     let train_data = load_data(&a.data, tok, &opts, json)?;

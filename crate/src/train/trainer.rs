@@ -642,17 +642,19 @@ pub fn largest_buffer(
 }
 
 /// Refuse a batch whose largest buffer would exceed the device's binding limit (WebGPU and
-/// Vulkan fail such allocations), saying which limit and by how much.
+/// Vulkan fail such allocations), saying which limit and by how much; `knobs` names the
+/// settings to lower in the caller's own words (flags in the CLI, fields on the page).
 pub fn check_buffer_limit(
     config: &crate::hf::ModelConfig,
     batch: usize,
     seq: usize,
     max_binding: u64,
+    knobs: &str,
 ) -> Result<()> {
     let (bytes, what) = largest_buffer(config, batch, seq);
     if bytes > max_binding {
         return Err(Error::Device(format!(
-            "a batch of {batch} × {seq} tokens needs a {:.1} MiB {what} buffer, {:.1} MiB over this adapter's max_storage_buffer_binding_size ({:.1} MiB); use a smaller --batch-size or --seq-len",
+            "a batch of {batch} × {seq} tokens needs a {:.1} MiB {what} buffer, {:.1} MiB over this adapter's max_storage_buffer_binding_size ({:.1} MiB); use a smaller {knobs}",
             crate::hf::mib(bytes),
             crate::hf::mib(bytes - max_binding),
             crate::hf::mib(max_binding)

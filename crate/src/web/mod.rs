@@ -412,13 +412,9 @@ impl WebSession {
             config.batch_size,
             seq_len,
             max_binding as u64,
+            "batch or sequence length",
         )
-        .map_err(|e| {
-            js_err(
-                e.to_string()
-                    .replace("--batch-size or --seq-len", "batch or sequence length"),
-            )
-        })?;
+        .map_err(js_err)?;
         let device = self.inner.device.clone().autodiff();
         let trainer = Trainer::new(
             self.inner.model.clone().train(),
@@ -586,7 +582,7 @@ impl WebSession {
             }
         }
         .map_err(js_err)?;
-        // The page draws the chart from `rankByKind` itself: plotters measures text with a DOM
+        // The page draws the chart from `rank_by_kind` itself: plotters measures text with a DOM
         // canvas on wasm, and a worker has no DOM.
         to_js(&spectrum::summarize(&spectra, opts.threshold))
     }
