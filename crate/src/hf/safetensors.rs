@@ -375,29 +375,17 @@ impl TensorStream {
     }
 }
 
-/// Stream every tensor of a file through `on_tensor`, in file order, after validating the header.
-///
-/// Only one tensor's bytes are held at a time. `on_progress` receives the bytes read so far.
+/// Every tensor of a safetensors file already in memory, through `on_tensor` in file order,
+/// after validating the header (fed to [`TensorStream`] a chunk at a time, so only one tensor
+/// is widened at once). Files on disk or the network stream through [`super::Opened`].
 pub fn stream_tensors(
-    mut reader: impl Read,
+    bytes: &[u8],
     file: &str,
-    file_len: Option<u64>,
     mut on_tensor: impl FnMut(RawTensor) -> Result<(), HfError>,
-    mut on_progress: impl FnMut(u64),
 ) -> Result<Header, HfError> {
-    let mut stream = TensorStream::new(file, file_len);
-    let mut chunk = vec![0u8; CHUNK];
-    let mut done = 0u64;
-    loop {
-        let n = match reader.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(file, e)),
-        };
-        stream.push(&chunk[..n], &mut |_| Ok(()), &mut on_tensor)?;
-        done += n as u64;
-        on_progress(done);
+    let mut stream = TensorStream::new(file, Some(bytes.len() as u64));
+    for piece in bytes.chunks(CHUNK) {
+        stream.push(piece, &mut |_| Ok(()), &mut on_tensor)?;
     }
     stream.finish()
 }

@@ -32,16 +32,10 @@ impl Resume {
         let opt_path = dir.join("optimizer.safetensors");
         let bytes = std::fs::read(&opt_path).map_err(|e| bad(&opt_path, e.to_string()))?;
         let mut optimizer = Vec::new();
-        crate::hf::safetensors::stream_tensors(
-            &bytes[..],
-            &opt_path.display().to_string(),
-            Some(bytes.len() as u64),
-            |t| {
-                optimizer.push((t.info.name.clone(), t.values));
-                Ok(())
-            },
-            |_| {},
-        )?;
+        crate::hf::safetensors::stream_tensors(&bytes, &opt_path.display().to_string(), |t| {
+            optimizer.push((t.info.name.clone(), t.values));
+            Ok(())
+        })?;
         Ok(Resume {
             dir: dir.to_path_buf(),
             state_json,
