@@ -338,16 +338,26 @@ fn a_tensor_over_the_buffer_limit_is_refused_by_name() {
     .unwrap();
 }
 
-#[test]
-fn a_dropped_download_the_server_cannot_resume_says_how_far_it_got() {
-    let shard = "model-00003-of-00009.safetensors";
-    let base = serve_flaky(fixtures(), shard, Ranges::Ignored);
+/// The shard [`flaky_load_err`] drops midway.
+const DROPPED: &str = "model-00003-of-00009.safetensors";
+
+/// Load the sharded fixture from a server that drops [`DROPPED`] halfway and answers the
+/// resumption as `ranges`: the `Interrupted` error's message and the server's base URL.
+fn flaky_load_err(ranges: Ranges) -> (String, String) {
+    let base = serve_flaky(fixtures(), DROPPED, ranges);
     let e = load_err(&ModelSource::parse(&format!("{base}llama-gqa")));
     let msg = e.to_string();
+    assert!(matches!(e, HfError::Interrupted { .. }), "{msg}");
+    (msg, base)
+}
+
+#[test]
+fn a_dropped_download_the_server_cannot_resume_says_how_far_it_got() {
+    let shard = DROPPED;
+    let (msg, base) = flaky_load_err(Ranges::Ignored);
     let size = std::fs::metadata(fixtures().join("llama-gqa").join(shard))
         .unwrap()
         .len();
-    assert!(matches!(e, HfError::Interrupted { .. }), "{msg}");
     assert!(
         msg.starts_with(&format!(
             "{shard}: download from {base}llama-gqa/{shard} stopped after "
@@ -360,11 +370,7 @@ fn a_dropped_download_the_server_cannot_resume_says_how_far_it_got() {
 
 #[test]
 fn a_resumed_download_that_would_not_line_up_is_refused() {
-    let shard = "model-00003-of-00009.safetensors";
-    let base = serve_flaky(fixtures(), shard, Ranges::Wrong);
-    let e = load_err(&ModelSource::parse(&format!("{base}llama-gqa")));
-    let msg = e.to_string();
-    assert!(matches!(e, HfError::Interrupted { .. }), "{msg}");
+    let (msg, _) = flaky_load_err(Ranges::Wrong);
     assert!(
         msg.contains("the server resumed with ") && msg.ends_with(" are missing"),
         "{msg}"
