@@ -5,6 +5,7 @@
 //! [`eval`] → results; [`session::Session`] is the API both shells (CLI, web) use.
 
 pub mod analysis;
+pub mod bench;
 pub mod corpus;
 pub mod device;
 pub mod error;

@@ -171,3 +171,105 @@ fn every_command_has_help() {
         assert!(ok && stdout.contains("Usage"), "{cmd} --help: {stdout}");
     }
 }
+
+/// `tunelab bench --json` lines of `args`.
+fn bench_lines(args: &[&str]) -> Vec<serde_json::Value> {
+    let (ok, stdout, stderr) = tunelab(args);
+    assert!(ok, "tunelab {args:?} failed: {stderr}");
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn bench_measures_full_and_lora_of_a_model() {
+    let dir = model("llama-gqa");
+    let lines = bench_lines(&[
+        "bench",
+        &dir,
+        "--methods",
+        "full,lora4",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--steps",
+        "2",
+        "--window",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert_eq!(lines.len(), 2);
+    let (full, lora) = (&lines[0], &lines[1]);
+    // Everything but embed_tokens and lm_head (2 × 512 × 64) trains in full fine-tuning.
+    assert_eq!(full["parameters"], 139584);
+    assert_eq!(full["trainable_parameters"], 139584 - 65536);
+    // r = 4 on q,o (64→64), k,v (64→32), gate,up (64→128), down (128→64), two layers.
+    let per_layer = 4 * (2 * 128 + 2 * 96 + 3 * 192);
+    assert_eq!(lora["trainable_parameters"], 2 * per_layer);
+    assert_eq!(
+        (full["method"].as_str(), lora["method"].as_str()),
+        (Some("full"), Some("lora"))
+    );
+    assert_eq!(lora["rank"], 4);
+    for r in &lines {
+        assert_eq!(r["window_tokens_per_s"].as_array().unwrap().len(), 2);
+        let tps = r["tokens_per_s"].as_f64().unwrap();
+        assert!(tps > 0.0 && tps.is_finite());
+        // The model's own weights: its loss on this batch is a real number near ln(vocab).
+        let loss = r["loss_first"].as_f64().unwrap();
+        assert!(loss > 1.0 && loss < 20.0, "{loss}");
+        let tflops = r["tflops"].as_f64().unwrap();
+        let expected = r["flops_per_step"].as_f64().unwrap() / r["step_s"].as_f64().unwrap() / 1e12;
+        assert!((tflops - expected).abs() <= 1e-9 * expected);
+        assert_eq!(
+            r["memory"]["device_reserved_peak_mib"],
+            serde_json::Value::Null
+        );
+        assert!(r["memory"]["peak_rss_mib"].as_f64().unwrap() > 1.0);
+    }
+    // LoRA drops the block's weight-gradient matmuls and adds its low-rank paths.
+    assert!(lora["flops_per_step"].as_f64() < full["flops_per_step"].as_f64());
+}
+
+#[test]
+fn bench_takes_a_config_for_random_weights_and_refuses_bad_settings() {
+    let config = fixtures()
+        .join("llama-gqa/config.json")
+        .display()
+        .to_string();
+    let lines = bench_lines(&[
+        "bench",
+        &config,
+        "--methods",
+        "r2",
+        "--batch",
+        "1",
+        "--seq",
+        "8",
+        "--steps",
+        "1",
+        "--window",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert_eq!(lines[0]["parameters"], 139584);
+    let (ok, _, err) = tunelab(&["bench", "small", "--seq", "100000", "--device", "cpu"]);
+    assert!(
+        !ok && err.contains("max_position_embeddings (2048)"),
+        "{err}"
+    );
+    let (ok, _, err) = tunelab(&["bench", "tiny", "--device", "cpu"]);
+    assert!(!ok && err.contains("tiny"), "{err}");
+    let (ok, _, err) = tunelab(&["bench", "small", "--methods", "qlora", "--device", "cpu"]);
+    assert!(!ok && err.contains("full or lora<rank>"), "{err}");
+}

@@ -58,8 +58,8 @@ fn lora_method() -> Method {
     })
 }
 
-fn trainer(model: &str, method: Method, lr: f64, device: &Device) -> Trainer {
-    let device = device.clone().autodiff();
+fn trainer(model: &str, method: Method, lr: f64, device: &Device, checkpointed: bool) -> Trainer {
+    let device = tunelab::train::training_device(device, checkpointed);
     let src = ModelSource::Dir(fixtures().join(model));
     let session = pollster::block_on(Session::load(&src, device.clone(), &mut |_| {})).unwrap();
     let adapter = match method {
@@ -74,7 +74,10 @@ fn trainer(model: &str, method: Method, lr: f64, device: &Device) -> Trainer {
     Trainer::new(
         session.model,
         device,
-        train_config(method, lr),
+        TrainConfig {
+            checkpoint_activations: checkpointed,
+            ..train_config(method, lr)
+        },
         session.config_json,
         session.extra_files,
         model.into(),
@@ -109,7 +112,7 @@ fn check_one_step(model: &str, kind: &str, label: &str, device: &Device) {
     } else {
         lora_method()
     };
-    let mut t = trainer(model, method, 1e-3, device);
+    let mut t = trainer(model, method, 1e-3, device, false);
     let rj = reference(model);
     let want: Vec<String> = serde_json::from_value(rj[kind]["trainable"].clone()).unwrap();
     let grads_ref =
@@ -165,13 +168,13 @@ fn check_one_step(model: &str, kind: &str, label: &str, device: &Device) {
     );
 }
 
-fn check_trajectory(model: &str, kind: &str, label: &str, device: &Device) {
+fn check_trajectory(model: &str, kind: &str, label: &str, device: &Device, checkpointed: bool) {
     let (method, lr) = if kind == "full" {
         (Method::Full(FullConfig::default()), 1e-3)
     } else {
         (lora_method(), 1e-2)
     };
-    let mut t = trainer(model, method, lr, device);
+    let mut t = trainer(model, method, lr, device, checkpointed);
     let examples = batch_examples();
     let data = Dataset {
         target_tokens: examples.iter().map(targets).sum(),
@@ -210,7 +213,12 @@ fn check_trajectory(model: &str, kind: &str, label: &str, device: &Device) {
     }
     assert_eq!(steps.len(), 10);
     eprintln!(
-        "{model} {kind} {label}: 10-step loss/grad-norm trajectory worst rel. error {worst:.2e}"
+        "{model} {kind} {label}{}: 10-step loss/grad-norm trajectory worst rel. error {worst:.2e}",
+        if checkpointed {
+            " (activations recomputed)"
+        } else {
+            ""
+        }
     );
     assert!(
         worst <= TRAJ_TOL,
@@ -235,8 +243,17 @@ fn ten_step_trajectories_match_pytorch() {
     for (label, device) in devices() {
         for model in ["llama-gqa", "gpt2"] {
             for kind in ["full", "lora"] {
-                check_trajectory(model, kind, label, &device);
+                check_trajectory(model, kind, label, &device, false);
             }
+        }
+    }
+}
+
+#[test]
+fn recomputed_activations_keep_the_pytorch_trajectory() {
+    for (label, device) in devices() {
+        for kind in ["full", "lora"] {
+            check_trajectory("llama-gqa", kind, label, &device, true);
         }
     }
 }

@@ -95,7 +95,7 @@ impl Linear {
         self.weight.shape().dims()
     }
 
-    /// `x @ W + b (+ scaling · dropout(x) @ A @ B)` over the last dimension.
+    /// `x @ W + b (+ (scaling · dropout(x) @ A) @ B)` over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let base = burn::tensor::module::linear(
             x.clone(),
@@ -105,8 +105,11 @@ impl Linear {
         match &self.lora {
             None => base,
             Some(l) => {
-                let h = burn::tensor::module::linear(dropout(x, l.dropout), l.a.val(), None);
-                base + burn::tensor::module::linear(h, l.b.val(), None).mul_scalar(l.scaling)
+                // The scaling is applied to the rank-r activations, not to the output: one pass
+                // over `[tokens, r]` instead of `[tokens, out]`, forward and backward.
+                let h = burn::tensor::module::linear(dropout(x, l.dropout), l.a.val(), None)
+                    .mul_scalar(l.scaling);
+                base + burn::tensor::module::linear(h, l.b.val(), None)
             }
         }
     }

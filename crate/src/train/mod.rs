@@ -9,4 +9,4 @@ pub mod resume;
 pub mod schedule;
 pub mod trainer;
 
-pub use trainer::{CheckpointSink, FullConfig, Method, TrainConfig, Trainer};
+pub use trainer::{CheckpointSink, FullConfig, Method, TrainConfig, Trainer, training_device};

@@ -62,6 +62,11 @@ pub struct TrainConfig {
     pub log_every: usize,
     pub eval_every: Option<usize>,
     pub save_every: Option<usize>,
+    /// Recompute memory-bound activations (norms, activations, elementwise products) in the
+    /// backward pass instead of keeping them (burn's balanced gradient checkpointing); matmul
+    /// outputs are still kept. Needs a device made by [`training_device`].
+    #[serde(default)]
+    pub checkpoint_activations: bool,
 }
 
 impl TrainConfig {
@@ -88,6 +93,7 @@ impl TrainConfig {
             log_every: 1,
             eval_every: None,
             save_every: None,
+            checkpoint_activations: false,
         }
     }
 
@@ -114,6 +120,29 @@ impl TrainConfig {
             return bad(format!("--clip must be positive, got {c}"));
         }
         Ok(())
+    }
+}
+
+/// The autodiff device to load a model on for training: `device` with autodiff, and with
+/// activation checkpointing when asked (every tensor of a step must carry the same strategy, so
+/// the model is loaded on this device, not converted later).
+pub fn training_device(device: &Device, checkpoint_activations: bool) -> Device {
+    let d = device.clone().autodiff();
+    if checkpoint_activations {
+        d.gradient_checkpointing()
+    } else {
+        d
+    }
+}
+
+/// `t` as a tracked tensor of the training device (same checkpointing strategy as the device).
+fn on_device<const D: usize>(t: Tensor<D>, device: &Device) -> Tensor<D> {
+    let t = t.autodiff();
+    match device.gradient_checkpointing_strategy() {
+        Some(s) if t.gradient_checkpointing_strategy() != Some(s) => {
+            t.with_gradient_checkpointing_strategy(s)
+        }
+        _ => t,
     }
 }
 
@@ -209,6 +238,15 @@ impl Trainer {
         config.validate()?;
         if !device.is_autodiff() {
             return Err(Error::Device("training needs an autodiff device".into()));
+        }
+        let checkpointing = device.gradient_checkpointing_strategy()
+            == Some(burn::tensor::GradientCheckpointingStrategy::Balanced);
+        if config.checkpoint_activations != checkpointing {
+            return Err(Error::Device(format!(
+                "checkpoint_activations is {} but the model was loaded on a device {} activation checkpointing (make it with train::training_device)",
+                config.checkpoint_activations,
+                if checkpointing { "with" } else { "without" }
+            )));
         }
         device.seed(config.seed);
         match &config.method {
@@ -336,12 +374,12 @@ impl Trainer {
                 ParamMut::Vector(t) => {
                     let new =
                         optimizer.update(name, t.val().inner(), g.reshape(t.val().dims()), lr);
-                    *t = Param::from_tensor(new.autodiff());
+                    *t = Param::from_tensor(on_device(new, &self.device));
                 }
                 ParamMut::Matrix(t, _) => {
                     let new =
                         optimizer.update(name, t.val().inner(), g.reshape(t.val().dims()), lr);
-                    *t = Param::from_tensor(new.autodiff());
+                    *t = Param::from_tensor(on_device(new, &self.device));
                 }
             }
         });
