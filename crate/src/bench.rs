@@ -317,6 +317,24 @@ fn diff_mib(after: Option<u64>, before: Option<u64>) -> Option<f64> {
     Some((after? as f64 - before? as f64) / MIB)
 }
 
+/// `tunelab <version>` and the burn features that change speed on wgpu, e.g.
+/// `tunelab 0.1.0 (fusion, autotune)`.
+pub fn engine() -> String {
+    let features: Vec<&str> = [
+        (cfg!(feature = "fusion"), "fusion"),
+        (cfg!(feature = "autotune"), "autotune"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let version = env!("CARGO_PKG_VERSION");
+    if features.is_empty() {
+        format!("tunelab {version}")
+    } else {
+        format!("tunelab {version} ({})", features.join(", "))
+    }
+}
+
 /// A deterministic batch of `batch × seq` token ids spread over the vocabulary (every position
 /// is a target).
 pub fn synthetic_batch(vocab: usize, batch: usize, seq: usize, device: &Device) -> Batch {
@@ -433,7 +451,7 @@ pub async fn run(
         BenchMethod::Lora(_) => trainable,
     };
     Ok(BenchResult {
-        engine: format!("tunelab {}", env!("CARGO_PKG_VERSION")),
+        engine: engine(),
         device: device_label.to_string(),
         model: model_name.to_string(),
         method: match method {

@@ -268,7 +268,9 @@ pub fn attention(
     let [b, h, t, d] = q.dims();
     let kvh = k.dims()[1];
     let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask;
+    // The scale goes on q (`[.., T, head_dim]`) rather than on the `[.., T, T]` scores: one
+    // pass over a tensor T / head_dim times smaller, forward and backward.
+    let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)) + mask;
     let probs = dropout(softmax(scores, 3), p_drop);
     probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d])
 }
