@@ -500,19 +500,26 @@ pub async fn model(
     device: &Device,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(ModelConfig, CausalLm)> {
-    use crate::hf::{Fetch, ModelSource};
     if let Some(text) = preset(spec) {
         return random_model(text, &format!("preset {spec}"), device);
     }
+    from_source(spec, device, on_event).await
+}
+
+/// A `config.json` or model directory / URL, natively (the page has its own transport and uses
+/// the presets).
+#[cfg(feature = "native")]
+async fn from_source(
+    spec: &str,
+    device: &Device,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(ModelConfig, CausalLm)> {
+    use crate::hf::{Fetch, ModelSource};
     let source = ModelSource::parse(spec);
-    #[cfg(not(target_arch = "wasm32"))]
     if let ModelSource::Dir(path) = &source
         && !path.exists()
     {
-        return Err(Error::Input(format!(
-            "`{spec}` is neither a preset ({}) nor a model directory or config.json",
-            PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-        )));
+        return Err(not_a_model(spec));
     }
     if let Some(base) = spec.strip_suffix("config.json") {
         let source = ModelSource::parse(if base.is_empty() { "." } else { base });
@@ -521,6 +528,22 @@ pub async fn model(
     }
     let loaded = crate::model::load(&source, device, None, on_event).await?;
     Ok((loaded.config, loaded.model))
+}
+
+#[cfg(not(feature = "native"))]
+async fn from_source(
+    spec: &str,
+    _device: &Device,
+    _on_event: &mut dyn FnMut(&Event),
+) -> Result<(ModelConfig, CausalLm)> {
+    Err(not_a_model(spec))
+}
+
+fn not_a_model(spec: &str) -> Error {
+    Error::Input(format!(
+        "`{spec}` is neither a preset ({}) nor a model directory or config.json",
+        PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 /// A model of the shape `config_json` describes, with random weights (N(0, 0.02)); `file` names

@@ -172,9 +172,13 @@ fn every_command_has_help() {
     }
 }
 
-/// `tunelab bench --json` lines of `args`.
-fn bench_lines(args: &[&str]) -> Vec<serde_json::Value> {
-    let (ok, stdout, stderr) = tunelab(args);
+/// `tunelab bench --json` lines of `bench MODEL args`, with one-step windows on the CPU backend.
+fn bench_lines(model: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec![
+        "bench", model, "--window", "1", "--warmup", "0", "--device", "cpu", "--json",
+    ];
+    all.extend_from_slice(args);
+    let (ok, stdout, stderr) = tunelab(&all);
     assert!(ok, "tunelab {args:?} failed: {stderr}");
     stdout
         .lines()
@@ -185,25 +189,19 @@ fn bench_lines(args: &[&str]) -> Vec<serde_json::Value> {
 #[test]
 fn bench_measures_full_and_lora_of_a_model() {
     let dir = model("llama-gqa");
-    let lines = bench_lines(&[
-        "bench",
+    let lines = bench_lines(
         &dir,
-        "--methods",
-        "full,lora4",
-        "--batch",
-        "2",
-        "--seq",
-        "16",
-        "--steps",
-        "2",
-        "--window",
-        "1",
-        "--warmup",
-        "0",
-        "--device",
-        "cpu",
-        "--json",
-    ]);
+        &[
+            "--methods",
+            "full,lora4",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--steps",
+            "2",
+        ],
+    );
     assert_eq!(lines.len(), 2);
     let (full, lora) = (&lines[0], &lines[1]);
     // Everything but embed_tokens and lm_head (2 × 512 × 64) trains in full fine-tuning.
@@ -243,25 +241,19 @@ fn bench_takes_a_config_for_random_weights_and_refuses_bad_settings() {
         .join("llama-gqa/config.json")
         .display()
         .to_string();
-    let lines = bench_lines(&[
-        "bench",
+    let lines = bench_lines(
         &config,
-        "--methods",
-        "r2",
-        "--batch",
-        "1",
-        "--seq",
-        "8",
-        "--steps",
-        "1",
-        "--window",
-        "1",
-        "--warmup",
-        "0",
-        "--device",
-        "cpu",
-        "--json",
-    ]);
+        &[
+            "--methods",
+            "r2",
+            "--batch",
+            "1",
+            "--seq",
+            "8",
+            "--steps",
+            "1",
+        ],
+    );
     assert_eq!(lines[0]["parameters"], 139584);
     let (ok, _, err) = tunelab(&["bench", "small", "--seq", "100000", "--device", "cpu"]);
     assert!(
