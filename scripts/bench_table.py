@@ -1,7 +1,8 @@
 """Side-by-side table of `tunelab bench --json` and `scripts/bench_torch.py` lines (read from
 the files given, or stdin): one row per shape × method, tunelab and PyTorch tokens/s, their
-ratio, TFLOP/s (tunelab's FLOP count for both), device memory (allocator peak where the device
-reports one, else peak RSS), and LoRA vs full fine-tuning within each engine.
+ratio, TFLOP/s (tunelab's FLOP count for both), memory (nvidia-smi's peak where sampled, else
+the allocator's peak where the device reports one, else peak RSS), and LoRA vs full fine-tuning
+within each engine.
 """
 import json, sys
 
@@ -23,9 +24,10 @@ def label(r):
 
 
 def mem(r):
+    """nvidia-smi's peak for the process where scripts/bench-device.sh sampled it (the same
+    meter for both engines), else the allocator's reserved peak, else peak RSS."""
     m = r["memory"]
-    v = m.get("device_reserved_peak_mib") or m.get("peak_rss_mib")
-    return v
+    return m.get("smi_peak_mib") or m.get("device_reserved_peak_mib") or m.get("peak_rss_mib")
 
 
 flops = {(key(r), r["method"], r["rank"]): r["flops_per_step"] for r in rows if r.get("flops_per_step")}
