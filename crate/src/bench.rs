@@ -81,6 +81,14 @@ impl std::fmt::Display for BenchMethod {
 }
 
 impl BenchMethod {
+    /// The LoRA rank (0 for full fine-tuning, as in the JSON output).
+    pub fn rank(&self) -> usize {
+        match *self {
+            Self::Full => 0,
+            Self::Lora(r) => r,
+        }
+    }
+
     /// The training method with the benchmark's fixed settings.
     pub fn method(&self) -> Method {
         match *self {
@@ -219,13 +227,7 @@ pub struct BenchResult {
 /// weight gradient of trainable linears only, twice the forward for attention. A LoRA adapter of
 /// rank r on an `in × out` linear costs `2·r·(in + out)` forward and twice that backward. Norms,
 /// activations, softmax and the optimizer are not counted (memory-bound).
-pub fn train_flops(
-    config: &ModelConfig,
-    method: BenchMethod,
-    batch: usize,
-    seq: usize,
-    train_embeddings: bool,
-) -> f64 {
+pub fn train_flops(config: &ModelConfig, method: BenchMethod, batch: usize, seq: usize) -> f64 {
     let (d, layers, heads, head_dim, kv_heads, ff, vocab) = match &config.arch {
         Architecture::Llama(c) => (
             c.hidden_size,
@@ -264,12 +266,8 @@ pub fn train_flops(
             (block_fwd, 3.0 * fwd)
         }
     };
-    let head_bwd = if train_embeddings {
-        2.0 * head_fwd
-    } else {
-        head_fwd
-    };
-    tokens * (block_fwd + block_bwd + head_fwd + head_bwd + 3.0 * attn_fwd + lora)
+    // The LM head (or tied embedding) is frozen, as in `train --method full`: input gradient only.
+    tokens * (block_fwd + block_bwd + 2.0 * head_fwd + 3.0 * attn_fwd + lora)
 }
 
 /// The allocator's (in use, reserved) bytes, after the device has finished its queued work.
@@ -433,9 +431,9 @@ pub async fn run(
         .model
         .forward(batch.ids.clone(), Some(batch.mask.clone()));
     let loss = summed_cross_entropy(logits, batch.labels.clone());
-    let held = read_loss(loss.clone().inner()).await?;
+    read_loss(loss.clone().inner()).await?;
     let with_graph = sampler.sample(device);
-    drop((loss, held));
+    drop(loss);
     let (_, grads) = trainer.gradients(micro);
     let with_grads = sampler.sample(device);
     drop(grads);
@@ -443,25 +441,16 @@ pub async fn run(
     let mut sorted = window_tokens_per_s.clone();
     sorted.sort_by(f64::total_cmp);
     let tokens_per_s = sorted[sorted.len() / 2];
-    let flops_per_step = train_flops(config, method, opts.batch, opts.seq, false);
+    let flops_per_step = train_flops(config, method, opts.batch, opts.seq);
     let step_s = (opts.batch * opts.seq) as f64 / tokens_per_s;
     let trainable = trainer.trainable_parameters;
-    let lora_params = match method {
-        BenchMethod::Full => 0,
-        BenchMethod::Lora(_) => trainable,
-    };
+    let lora_params = if method.rank() > 0 { trainable } else { 0 };
     Ok(BenchResult {
         engine: engine(),
         device: device_label.to_string(),
         model: model_name.to_string(),
-        method: match method {
-            BenchMethod::Full => "full".into(),
-            BenchMethod::Lora(_) => "lora".into(),
-        },
-        rank: match method {
-            BenchMethod::Full => 0,
-            BenchMethod::Lora(r) => r,
-        },
+        method: if method.rank() > 0 { "lora" } else { "full" }.into(),
+        rank: method.rank(),
         batch: opts.batch,
         seq: opts.seq,
         checkpoint_activations: opts.checkpoint_activations,
@@ -572,7 +561,7 @@ mod tests {
     fn flops_of_the_medium_preset_match_the_hand_count() {
         // h1024 L8 ff2816 V4096, 16 heads of 64, batch 8 × 256.
         let config = ModelConfig::parse(preset("medium").unwrap(), "medium").unwrap();
-        let full = train_flops(&config, BenchMethod::Full, 8, 256, false);
+        let full = train_flops(&config, BenchMethod::Full, 8, 256);
         let tokens = 8.0 * 256.0;
         let block = 8.0 * 2.0 * (4.0 * 1024.0 * 1024.0 + 3.0 * 1024.0 * 2816.0);
         let head = 2.0 * 1024.0 * 4096.0;
@@ -583,7 +572,7 @@ mod tests {
             "{full} vs {expected}"
         );
         // LoRA drops the weight-gradient matmuls of the block and adds the low-rank paths.
-        let lora = train_flops(&config, BenchMethod::Lora(16), 8, 256, false);
+        let lora = train_flops(&config, BenchMethod::Lora(16), 8, 256);
         let lora_paths = 8.0 * 2.0 * 16.0 * (4.0 * 2048.0 + 2.0 * 3840.0 + 3840.0) * 3.0;
         let expected = tokens * (2.0 * block + 2.0 * head + 3.0 * attn + lora_paths);
         assert!(

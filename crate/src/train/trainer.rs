@@ -139,10 +139,8 @@ pub fn training_device(device: &Device, checkpoint_activations: bool) -> Device 
 fn on_device<const D: usize>(t: Tensor<D>, device: &Device) -> Tensor<D> {
     let t = t.autodiff();
     match device.gradient_checkpointing_strategy() {
-        Some(s) if t.gradient_checkpointing_strategy() != Some(s) => {
-            t.with_gradient_checkpointing_strategy(s)
-        }
-        _ => t,
+        Some(s) => t.with_gradient_checkpointing_strategy(s),
+        None => t,
     }
 }
 
