@@ -1,7 +1,14 @@
 // The Web Worker that hosts the wasm engine: model loading, tokenizing, training, evaluation and
-// export all happen here, so the page never freezes. Requests are queued and run one at a time
-// (the engine's session is not re-entrant); pause / resume / stop act between training chunks.
-import init, { loadModel } from "./pkg/tunelab.js";
+// export all happen here, so the page never freezes.
+//
+// Protocol (www/protocol.js is the page's side): every request is {id, type, ...}; everything the
+// worker sends about it carries the same id — events {id, type: "event", event} while it runs,
+// then exactly one {id, type: "reply", result} or {id, type: "error", message, field}. Messages
+// with no id (notices) concern no request. Requests run one at a time in arrival order (the
+// engine's session is not re-entrant); "pause" and "stop" act at once, between training chunks.
+// The run's step and total come from the engine (the Rust `Run` owns them); the worker keeps only
+// whether a pause or stop was asked for.
+import init, { loadModel, validateRunSpec } from "./pkg/tunelab.js";
 
 const ready = init();
 const CACHE = "tunelab-models-v1";
@@ -9,10 +16,10 @@ let session = null;
 let sessionModel = null;
 let cacheModels = true;
 let queue = Promise.resolve();
-const run = { active: false, paused: false, stop: false, total: 0, step: 0, evalEvery: 0, evalRequest: null };
+// Loop control of the current run: the chunked training loop reads these between chunks.
+const control = { active: false, pause: false, stop: false, evalEvery: 0, evalRequest: null, t0: 0 };
 
 const post = (msg) => self.postMessage(msg);
-const fail = (during) => (e) => post({ type: "error", during, message: String(e?.message ?? e) });
 
 // Model files are cached with the Cache API, so a second visit loads without the network.
 // The engine calls the global fetch, so caching wraps it here. The response goes to the engine
@@ -55,27 +62,27 @@ async function maxBinding() {
   return limits ? Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize) : 134217728;
 }
 
-async function load({ model, cache }) {
+async function load({ model, cache }, emit) {
   const t0 = performance.now();
   sessionModel = model;
   cacheModels = cache !== false;
   session?.free();
   session = null;
   session = await loadModel(model, await maxBinding(), (event) => {
-    if (event.event === "progress") post({ type: "progress", event });
+    if (event.event === "progress") emit(event);
   });
   const ms = performance.now() - t0;
   await Promise.allSettled([...caching]);
-  post({ type: "loaded", model, vocabSize: session.vocabSize, config: session.config, ms, storage: await storageUsage() });
+  return { model, vocabSize: session.vocabSize, config: session.config, ms, storage: await storageUsage() };
 }
 
-async function need(model) {
-  if (!session || sessionModel !== model) await load({ model });
+async function need(model, emit) {
+  if (!session || sessionModel !== model) await load({ model }, emit);
   return session;
 }
 
 // A data file, read as it streams in with download progress.
-async function fetchBytes(url, what, name) {
+async function fetchBytes(url, what, name, emit) {
   const response = await networkFetch(url);
   if (!response.ok) throw new Error(`${what} ${url}: HTTP ${response.status}`);
   const total = Number(response.headers.get("content-length")) || null;
@@ -93,7 +100,7 @@ async function fetchBytes(url, what, name) {
     if (end) break;
     parts.push(value);
     done += value.length;
-    post({ type: "progress", event: { task: `downloading ${name}`, done, total, unit: "bytes" } });
+    emit({ event: "progress", task: `downloading ${name}`, done, total, unit: "bytes" });
   }
   if (total && done < total) throw new Error(`${what} ${url}: download stopped after ${done} of ${total} bytes; try again`);
   const bytes = new Uint8Array(done);
@@ -105,74 +112,71 @@ async function fetchBytes(url, what, name) {
   return bytes;
 }
 
-async function setData({ model, source, regime, seqLen }) {
-  const s = await need(model);
+// Tokenize training data as `spec` says (seq_len, regime); the spec is the page's partial one.
+async function setData({ model, source, spec }, emit) {
+  const s = await need(model, emit);
   const t0 = performance.now();
   const progress = (event) => {
-    if (event.event === "progress") post({ type: "progress", event });
+    if (event.event === "progress") emit(event);
   };
   let summary;
   if (source.kind === "math") {
-    summary = s.setMathData(source.train, source.test, source.seed, regime === "auto" ? "ift" : regime, seqLen, progress);
+    summary = s.setMathData(source.train, source.test, source.seed, spec, progress);
   } else {
-    const bytes = source.kind === "url" ? await fetchBytes(source.url, "training data", source.name) : source.bytes;
-    summary = s.setData(bytes, source.name, regime, seqLen, progress);
+    const bytes = source.kind === "url" ? await fetchBytes(source.url, "training data", source.name, emit) : source.bytes;
+    summary = s.setData(bytes, source.name, spec, progress);
   }
-  post({ type: "data", summary, ms: performance.now() - t0 });
+  return { summary, ms: performance.now() - t0 };
 }
 
-async function start({ config, evalEvery, evalRequest }) {
+// Start a run of `spec`; resolves when the run pauses or finishes (see `loop`).
+async function start({ spec, evalEvery, evalRequest }, emit) {
   if (!session) throw new Error("load a model first");
-  const info = session.startTraining(config, await maxBinding());
-  Object.assign(run, { active: true, paused: false, stop: false, total: info.totalSteps, step: 0, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now() });
-  post({ type: "started", info });
-  await loop();
+  const info = session.startTraining(spec, await maxBinding());
+  Object.assign(control, { active: true, pause: false, stop: false, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now() });
+  emit({ event: "started", info });
+  return loop(emit);
 }
 
-// Train in chunks up to the next evaluation point; between chunks pause/stop take effect.
-async function loop() {
-  const chunk = 1;
-  while (run.active && !run.paused && !run.stop && run.step < run.total) {
-    let next = Math.min(run.total, run.step + chunk);
-    const r = await session.trainUntil(next, (event) => {
-      if (event.event === "step") post({ type: "step", event });
+// Train in chunks of one step, so pause, stop and evaluations act at step granularity; periodic
+// evaluations run between chunks. Resolves {state: "paused" | "finished", step, total, stopped, ms}.
+async function loop(emit) {
+  let r = session.progress();
+  while (!r.done && !control.pause && !control.stop) {
+    r = await session.trainSteps(1, (event) => {
+      if (event.event === "step") emit(event);
     });
-    run.step = r.step;
-    if (run.evalEvery > 0 && run.step % run.evalEvery === 0 && run.step < run.total && run.evalRequest) {
-      await evaluate({ request: run.evalRequest, step: run.step });
+    if (!r.done && control.evalEvery > 0 && r.step % control.evalEvery === 0 && control.evalRequest) {
+      const metrics = await evaluate({ request: control.evalRequest }, emit);
+      emit({ event: "metrics", step: r.step, ...metrics });
     }
   }
-  if (run.paused) {
-    post({ type: "paused", step: run.step });
-    return;
-  }
-  run.active = false;
-  post({ type: "finished", step: run.step, total: run.total, stopped: run.stop, ms: performance.now() - run.t0 });
+  const ms = performance.now() - control.t0;
+  if (control.pause && !control.stop && !r.done) return { state: "paused", step: r.step, total: r.totalSteps, ms };
+  control.active = false;
+  return { state: "finished", step: r.step, total: r.totalSteps, stopped: control.stop, ms };
 }
 
-async function evaluate({ request, step }) {
+async function evaluate({ request }, emit) {
   const t0 = performance.now();
   const metrics = await session.evaluate(request, (event) => {
-    if (event.event === "progress") post({ type: "evalProgress", event });
+    if (event.event === "progress") emit(event);
   });
-  post({ type: "metrics", metrics, step: step ?? run.step, ms: performance.now() - t0 });
+  return { metrics, ms: performance.now() - t0 };
 }
 
-async function logits(data) {
+async function logits(data, emit) {
   const t0 = performance.now();
-  const s = await need(data.model);
+  const s = await need(data.model, emit);
   const t1 = performance.now();
   const out = await s.logits(Uint32Array.from(data.tokens));
   const t2 = performance.now();
   const score = data.text ? await s.scoreText(data.text) : null;
   const t3 = performance.now();
-  post({
-    type: "result",
-    result: {
-      shape: [data.tokens.length, s.vocabSize], logits: Array.from(out), score,
-      ms: { load: t1 - t0, logits: t2 - t1, score: t3 - t2, total: t3 - t0 },
-    },
-  });
+  return {
+    shape: [data.tokens.length, s.vocabSize], logits: Array.from(out), score,
+    ms: { load: t1 - t0, logits: t2 - t1, score: t3 - t2, total: t3 - t0 },
+  };
 }
 
 const handlers = {
@@ -181,48 +185,55 @@ const handlers = {
   data: setData,
   start,
   evaluate,
-  resume: async () => {
-    if (!run.active) throw new Error("no paused run to resume");
-    run.paused = false;
-    post({ type: "resumed", step: run.step });
-    await loop();
+  // The spec with every default filled in, or an error naming the field.
+  validate: async ({ spec }) => validateRunSpec(spec),
+  resume: async (_, emit) => {
+    if (!control.active) throw new Error("no paused run to resume");
+    control.pause = false;
+    return loop(emit);
   },
-  generate: async ({ prompt, maxNewTokens, label }) => {
-    post({ type: "generation", label, prompt, text: await session.generate(prompt, maxNewTokens) });
+  generate: async ({ prompt, maxNewTokens }) => {
+    if (!session) throw new Error("load a model first");
+    return { text: await session.generate(prompt, maxNewTokens) };
   },
-  export: async ({ kind }) => post({ type: "files", kind, files: await session.export(kind) }),
-  spectrum: async () => post({ type: "spectrum", summary: await session.spectrum() }),
+  export: async ({ kind }) => {
+    if (!session) throw new Error("load a model first");
+    return { kind, files: await session.export(kind) };
+  },
+  spectrum: async () => {
+    if (!session) throw new Error("load a model first");
+    return session.spectrum();
+  },
+  // Stopping a paused run: its loop ends at once, as finished (stopped).
+  stop: async (_, emit) => {
+    control.stop = true;
+    return loop(emit);
+  },
   reset: async () => {
     session?.resetTraining();
-    Object.assign(run, { active: false, paused: false, stop: false, step: 0, total: 0 });
-    post({ type: "reset" });
+    Object.assign(control, { active: false, pause: false, stop: false });
+    return {};
   },
 };
 
 self.onmessage = ({ data }) => {
-  // Pause and stop act at once (between chunks of the running loop); the rest wait their turn.
-  if (data.type === "pause") {
-    if (run.active) run.paused = true;
-    return;
+  const { id, type } = data;
+  // Pause and stop act at once, between chunks of the running loop (whose request then resolves
+  // as paused or finished); only stopping a paused run waits its turn.
+  if (type === "pause" || (type === "stop" && !(control.active && control.pause))) {
+    if (control.active) control[type] = true;
+    return post({ id, type: "reply", result: {} });
   }
-  if (data.type === "stop") {
-    if (run.active) {
-      run.stop = true;
-      if (run.paused) {
-        run.paused = false;
-        queue = queue.then(loop).catch(fail("stop"));
-      }
-    }
-    return;
-  }
-  const handler = handlers[data.type];
-  if (!handler) return post({ type: "error", during: data.type, message: `unknown request ${data.type}` });
+  const handler = handlers[type];
+  if (!handler) return post({ id, type: "error", message: `unknown request ${type}` });
+  const emit = (event) => post({ id, type: "event", event });
   queue = queue
     .then(() => ready)
-    .then(() => handler(data))
+    .then(() => handler(data, emit))
+    .then((result) => post({ id, type: "reply", result }))
     .catch((e) => {
       // A failed request leaves the worker usable: the run is dropped, the model stays.
-      if (data.type === "start" || data.type === "resume") run.active = false;
-      fail(data.type)(e);
+      if (type === "start" || type === "resume") control.active = false;
+      post({ id, type: "error", message: String(e?.message ?? e), field: e?.field ?? null });
     });
 };

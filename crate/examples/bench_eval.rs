@@ -44,14 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             };
             pollster::block_on(suite::run(
-                &s,
+                &s.view(),
                 std::slice::from_ref(&task),
                 &opts,
                 &mut |_| {},
             ))?; // warm-up
             let t = Instant::now();
             let r = pollster::block_on(suite::run(
-                &s,
+                &s.view(),
                 std::slice::from_ref(&task),
                 &opts,
                 &mut |_| {},

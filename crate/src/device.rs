@@ -128,7 +128,7 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
         (DeviceChoice::Auto, None, Some(sw)) => {
             // A software rasterizer runs our kernels far slower than the CPU backend does.
             return Ok(cpu(Some(format!(
-                "no hardware GPU adapter; using the CPU backend (software adapter `{}` skipped: pass --device gpu to use it)",
+                "no hardware GPU adapter; using the CPU backend (software adapter `{}` skipped: set `device` to gpu to use it)",
                 sw.name
             ))));
         }

@@ -1,4 +1,8 @@
-//! The library's top-level error: each layer's error, plus input and device problems.
+//! The library's top-level error: each layer's error, plus settings, files and device problems.
+//!
+//! Messages speak the library's vocabulary: a setting is named by its field (`batch_size`,
+//! `allow_exec`), in backticks, so each shell can put its own words there (CLI flags, the page's
+//! form labels) with one table ([`Error::describe`]).
 
 use crate::hf::HfError;
 
@@ -7,6 +11,16 @@ use crate::hf::HfError;
 pub enum Error {
     #[error(transparent)]
     Hf(#[from] HfError),
+    /// A setting whose value cannot work: `field` is the field of the options struct
+    /// ([`crate::run::RunSpec`], the eval options, …).
+    #[error("`{field}`: {message}")]
+    Setting {
+        field: &'static str,
+        message: String,
+    },
+    /// A file that cannot be read or written, or whose contents are not what they should be.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
     #[error("device: {0}")]
     Device(String),
     #[error("{0}")]
@@ -15,6 +29,32 @@ pub enum Error {
     Readback(String),
     #[error("training diverged at step {step}: {message}")]
     Diverged { step: usize, message: String },
+}
+
+impl Error {
+    /// A [`Error::Setting`] error.
+    pub fn setting(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Setting {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The message with every backticked field name in `names` replaced by the shell's word
+    /// for it (a CLI flag, a form label): `(field, word)` pairs.
+    pub fn describe(&self, names: &[(&str, &str)]) -> String {
+        in_words(&self.to_string(), names)
+    }
+}
+
+/// `text` (an error message or a report note) with every backticked field name in `names`
+/// replaced by the shell's word for it.
+pub fn in_words(text: &str, names: &[(&str, &str)]) -> String {
+    let mut text = text.to_string();
+    for (field, word) in names {
+        text = text.replace(&format!("`{field}`"), word);
+    }
+    text
 }
 
 /// Result with the library's error.

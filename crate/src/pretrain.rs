@@ -6,18 +6,19 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::corpus::tokenizer::{EOS, train_bpe};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::export::{File, MemorySink};
+use crate::files::File;
 use crate::hf::{ModelConfig, Tokenizer};
+use crate::run::{MethodKind, Run, RunSpec};
+use crate::session::Session;
+use crate::train::MemorySink;
 use crate::train::data::{self, DataOptions, Regime};
-use crate::train::optim::OptimizerConfig;
 use crate::train::schedule::Schedule;
-use crate::train::trainer::{FullConfig, Method, Summary, TrainConfig, Trainer};
+use crate::train::trainer::Summary;
 
 /// Everything that determines a pretrained model (same settings, same backend → same weights).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -167,41 +168,28 @@ pub async fn pretrain(
         ),
     );
     let model = crate::model::init_random(&config, &device, 0.02, cfg.seed)?;
-    let train_cfg = TrainConfig {
-        optimizer: OptimizerConfig::adamw(cfg.weight_decay),
+    let session = Session::from_model(model, device, &config_json, tok_bytes.clone(), "scratch")?;
+    let spec = RunSpec {
+        method: MethodKind::Full,
+        train_embeddings: true,
+        lr: Some(cfg.lr),
+        weight_decay: cfg.weight_decay,
         schedule: Schedule::Cosine,
-        epochs: f64::INFINITY,
+        warmup: cfg.warmup,
         max_tokens: Some(cfg.max_tokens),
         batch_size: cfg.batch_size,
+        seq_len: cfg.seq_len,
         seed: cfg.seed,
         log_every: 10,
-        ..TrainConfig::new(
-            Method::Full(FullConfig {
-                train_embeddings: true,
-                freeze: Vec::new(),
-            }),
-            cfg.lr,
-        )
+        ..RunSpec::default()
     };
-    let extra = vec![("tokenizer.json".to_string(), tok_bytes.clone())];
-    let mut trainer = Trainer::new(
-        model,
-        device,
-        train_cfg,
-        config_json.clone(),
-        extra,
-        "scratch".into(),
-        None,
-    )?;
-    let total = trainer.total_steps(dataset.examples.len(), cfg.seq_len);
-    trainer.config.warmup_steps = (cfg.warmup * total as f64).round() as usize;
-    // Only the final weights are kept; the trainer's own checkpoint (with optimizer) is dropped.
-    let mut sink = MemorySink::default();
-    let summary = trainer.run(&dataset, None, &mut sink, on_event).await?;
-    drop(sink);
-    let mut files =
-        crate::export::hf_files(&trainer.model.valid(), &config_json, cfg.max_shard).await?;
-    files.push(("tokenizer.json".into(), tok_bytes));
+    let mut run = Run::new(&session, &spec, dataset, None, None)?;
+    // Only the final weights are kept; the run's own checkpoint (with optimizer) is dropped.
+    let summary = run
+        .train_until(None, &mut MemorySink::default(), on_event)
+        .await?;
+    let mut files = crate::export::hf_files(&run.model(), &config_json, cfg.max_shard).await?;
+    files.push(File::new("tokenizer.json", tok_bytes));
     let record = serde_json::json!({
         "tool": "tunelab pretrain",
         "eos_token": EOS,
@@ -209,9 +197,6 @@ pub async fn pretrain(
         "corpus_tokens": corpus_tokens,
         "summary": summary,
     });
-    files.push((
-        "pretrain.json".into(),
-        serde_json::to_vec_pretty(&record).expect("JSON value"),
-    ));
+    files.push(File::json("pretrain.json", &record));
     Ok(Pretrained { files, summary })
 }

@@ -1,14 +1,15 @@
-//! The library's one entry point for shells: a loaded model on a device, and what can be done
-//! with it. The CLI and the web page are thin layers over this.
+//! A loaded model on a device and what can be done with it directly (score, logits, generate);
+//! fine-tuning it is a [`crate::run::Run`]. The CLI and the web page are thin layers over both.
 
 use burn::tensor::Device;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::generate::{self, GenerateOptions};
 use crate::eval::perplexity::{self, Score};
 use crate::event::Event;
+use crate::files::File;
 use crate::hf::{CheckpointSummary, Fetch, ModelConfig, Tokenizer};
-use crate::model::{self, CausalLm, ids_tensor, read_f32};
+use crate::model::{self, CausalLm, LmView};
 
 /// A model loaded on a device.
 pub struct Session {
@@ -17,12 +18,12 @@ pub struct Session {
     pub config: ModelConfig,
     pub tokenizer: Option<Tokenizer>,
     pub checkpoint: CheckpointSummary,
-    /// Where the model came from (path or URL).
+    /// Where the model came from (path or URL); recorded as the base model of adapters.
     pub source: String,
     /// `config.json` as written.
     pub config_json: String,
     /// Tokenizer and generation files that came with the model.
-    pub extra_files: Vec<crate::export::File>,
+    pub extra_files: Vec<File>,
 }
 
 impl Session {
@@ -50,9 +51,30 @@ impl Session {
             config: loaded.config,
             tokenizer: loaded.tokenizer,
             checkpoint: loaded.checkpoint,
-            source: fetch.locate(""),
+            source: fetch.locate("").trim_end_matches('/').to_string(),
             config_json: loaded.config_json,
             extra_files: loaded.extra_files,
+        })
+    }
+
+    /// A session over a model built in memory (pretraining's random initialisation): its
+    /// `config.json` text and tokenizer file, which become the checkpoint's files.
+    pub fn from_model(
+        model: CausalLm,
+        device: Device,
+        config_json: &str,
+        tokenizer_json: Vec<u8>,
+        source: &str,
+    ) -> Result<Self> {
+        Ok(Session {
+            config: ModelConfig::parse(config_json, "config.json")?,
+            tokenizer: Some(Tokenizer::from_bytes(&tokenizer_json, "tokenizer.json")?),
+            checkpoint: CheckpointSummary::default(),
+            source: source.to_string(),
+            config_json: config_json.to_string(),
+            extra_files: vec![File::new("tokenizer.json", tokenizer_json)],
+            model,
+            device,
         })
     }
 
@@ -70,39 +92,42 @@ impl Session {
         )
     }
 
+    /// The session's model as evaluation sees it.
+    pub fn view(&self) -> LmView<'_> {
+        self.view_of(&self.model)
+    }
+
+    /// Another model of the same architecture (a run's tuned model) with this session's
+    /// config, tokenizer and device.
+    pub fn view_of<'a>(&'a self, model: &'a CausalLm) -> LmView<'a> {
+        LmView {
+            model,
+            config: &self.config,
+            tokenizer: self.tokenizer.as_ref(),
+            device: &self.device,
+            source: &self.source,
+        }
+    }
+
     /// The tokenizer, or an error saying the model has none.
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| {
-            Error::Input(format!(
-                "{} has no tokenizer.json; pass token ids instead of text",
-                self.source
-            ))
-        })
+        self.view().tokenizer()
     }
 
     /// Full logits `[len, vocab]` (row-major) for one sequence of token ids.
     pub async fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.check_len(ids.len())?;
-        let input = ids_tensor(ids, self.config.vocab_size(), &self.device)?;
-        read_f32(self.model.forward(input, None)).await
+        self.view().logits(ids).await
     }
 
     /// Mean next-token NLL and perplexity of `text`.
     pub async fn score_text(&self, text: &str) -> Result<Score> {
-        let ids = self.tokenizer()?.encode(text)?;
-        self.score_ids(&ids).await
+        perplexity::score_text(&self.view(), text).await
     }
 
     /// Mean next-token NLL and perplexity of token ids (long inputs are windowed).
     pub async fn score_ids(&self, ids: &[u32]) -> Result<Score> {
-        perplexity::score_ids(
-            &self.model,
-            ids,
-            self.config.vocab_size(),
-            self.config.max_positions(),
-            &self.device,
-        )
-        .await
+        let lm = self.view();
+        perplexity::score_ids(lm.model, ids, lm.vocab(), lm.context(), lm.device).await
     }
 
     /// Continue `prompt`, emitting `Event::Token` for each piece of text as it is decoded.
@@ -113,56 +138,12 @@ impl Session {
         opts: &GenerateOptions,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<String> {
-        let tok = self.tokenizer()?;
-        let ids = tok.encode(prompt)?;
-        let mut opts = opts.clone();
-        if opts.stop_id.is_none() {
-            opts.stop_id = tok.eos_id;
-        }
-        let mut generated: Vec<u32> = Vec::new();
-        let mut shown = String::new();
-        let mut decode_err = None;
-        generate::generate(
-            &self.model,
-            &ids,
-            self.config.vocab_size(),
-            self.config.max_positions(),
-            &self.device,
-            &opts,
-            |id| {
-                generated.push(id);
-                // Decode the whole continuation so multi-token characters come out whole.
-                match tok.decode(&generated) {
-                    Ok(text) => {
-                        if text.len() > shown.len() && text.starts_with(&shown) {
-                            on_event(&Event::Token {
-                                text: text[shown.len()..].to_string(),
-                            });
-                            shown = text;
-                        }
-                    }
-                    Err(e) => decode_err = Some(e),
-                }
-                true
-            },
-        )
-        .await?;
-        if let Some(e) = decode_err {
-            return Err(e.into());
-        }
-        Ok(tok.decode(&generated)?)
+        generate::stream_text(&self.view(), prompt, opts, on_event).await
     }
 
-    fn check_len(&self, len: usize) -> Result<()> {
-        let max = self.config.max_positions();
-        if len == 0 {
-            return Err(Error::Input("no tokens given".into()));
-        }
-        if len > max {
-            return Err(Error::Input(format!(
-                "{len} tokens exceed the model's context of {max} (max_position_embeddings)"
-            )));
-        }
-        Ok(())
+    /// The model (with any attached adapter merged in) as a Hugging Face checkpoint, with the
+    /// tokenizer and generation files it came with.
+    pub async fn merged_files(&self) -> Result<Vec<File>> {
+        crate::export::merged_files(&self.model, &self.config_json, &self.extra_files).await
     }
 }

@@ -168,7 +168,7 @@ fn bad_input_is_refused_clearly() {
     .validate()
     .unwrap_err()
     .to_string();
-    assert!(e.contains("--threshold"), "{e}");
+    assert!(e.contains("`threshold`"), "{e}");
     let mut s = load(&fixtures().join("llama-gqa"));
     let e = pollster::block_on(
         s.attach_adapter(&ModelSource::Dir(fixtures().join("train/gpt2-lora-init"))),

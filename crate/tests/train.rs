@@ -8,9 +8,9 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::Device;
 use common::*;
-use tunelab::export::MemorySink;
 use tunelab::hf::ModelSource;
 use tunelab::model::lora::{self, LoraConfig, LoraInit};
+use tunelab::train::MemorySink;
 use tunelab::train::data::{self, DataOptions, Regime};
 use tunelab::train::loss::IGNORE;
 use tunelab::train::{FullConfig, Method, TrainConfig, Trainer};
@@ -81,8 +81,8 @@ fn text_data(model: &str, seq_len: usize) -> data::Dataset {
     d
 }
 
-fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) {
-    tunelab::export::write_dir(dir, files).unwrap();
+fn write_files(dir: &Path, files: &[tunelab::files::File]) {
+    tunelab::files::write_dir(dir, files).unwrap();
 }
 
 fn logits_of(model: &tunelab::model::CausalLm, ids: &[u32]) -> Vec<f32> {
@@ -143,7 +143,9 @@ fn lora_adapter_exports_in_peft_layout_and_reloads_to_the_same_logits() {
         let files = pollster::block_on(tunelab::export::hf_files(&s.model, &s.config_json, 40_000))
             .unwrap();
         assert!(
-            files.iter().any(|f| f.0 == "model.safetensors.index.json"),
+            files
+                .iter()
+                .any(|f| f.name == "model.safetensors.index.json"),
             "small shard size → sharded"
         );
         write_files(merged_dir.path(), &files);
@@ -350,11 +352,11 @@ fn divergence_stops_the_run_and_keeps_the_last_good_state() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Diverged { .. }), "{msg}");
-    assert!(msg.contains("--lr") && msg.contains("checkpoint-"), "{msg}");
+    assert!(msg.contains("`lr`") && msg.contains("checkpoint-"), "{msg}");
     let last = sink.checkpoints.last().unwrap();
     let (name, files) = (&last.name, &last.files);
     assert!(name.starts_with("checkpoint-"));
-    assert!(files.iter().any(|f| f.0 == "model.safetensors"));
+    assert!(files.iter().any(|f| f.name == "model.safetensors"));
 }
 
 #[test]
@@ -367,7 +369,7 @@ fn lora_bad_settings_name_the_problem() {
     .unwrap()
     .to_string();
     assert!(
-        e.contains("--rank 100") && e.contains("transformer.h.0.attn.c_attn"),
+        e.contains("`rank`: 100") && e.contains("transformer.h.0.attn.c_attn"),
         "{e}"
     );
     let e = trainer(
@@ -479,7 +481,7 @@ fn data_files_are_read_with_line_numbers_and_masks() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("bad.jsonl") && e.contains("line 2") && e.contains("--skip-bad-lines"),
+        e.contains("bad.jsonl") && e.contains("line 2") && e.contains("`skip_bad_lines`"),
         "{e}"
     );
     let d = data::load(
@@ -555,7 +557,10 @@ fn train_cli_reports_progress_and_checks_sequence_length() {
         "--out",
         out.path().to_str().unwrap(),
     ]);
-    assert!(!ok && stderr.contains("--seq-len 4096"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("--seq-len: 4096 exceeds"),
+        "{stderr}"
+    );
     let (ok, stdout, stderr) = tunelab(&[
         "train",
         fixtures().join("llama-gqa").to_str().unwrap(),
@@ -604,31 +609,16 @@ fn train_cli_reports_progress_and_checks_sequence_length() {
 fn oversized_batches_are_refused_before_allocation() {
     let s = session("gpt2", Device::flex());
     // 64 × 128 × 512 × 4 B = 16 MiB of logits against a 8 MiB binding limit.
-    let e = tunelab::train::trainer::check_buffer_limit(
-        &s.config,
-        64,
-        128,
-        8 << 20,
-        "--batch-size or --seq-len",
-    )
-    .unwrap_err()
-    .to_string();
+    let e = tunelab::train::trainer::check_buffer_limit(&s.config, 64, 128, 8 << 20)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("max_storage_buffer_binding_size")
             && e.contains("8.0 MiB over")
-            && e.contains("--batch-size"),
+            && e.contains("`batch_size`"),
         "{e}"
     );
-    assert!(
-        tunelab::train::trainer::check_buffer_limit(
-            &s.config,
-            1,
-            128,
-            8 << 20,
-            "--batch-size or --seq-len"
-        )
-        .is_ok()
-    );
+    assert!(tunelab::train::trainer::check_buffer_limit(&s.config, 1, 128, 8 << 20,).is_ok());
 }
 
 #[test]

@@ -7,10 +7,10 @@ mod common;
 
 use burn::tensor::Device;
 use common::*;
-use tunelab::export::MemorySink;
 use tunelab::hf::ModelSource;
 use tunelab::model::lora::{self, LoraConfig, LoraInit};
 use tunelab::model::read_f32;
+use tunelab::train::MemorySink;
 use tunelab::train::data::{Dataset, Example, collate, targets};
 use tunelab::train::optim::OptimizerConfig;
 use tunelab::train::schedule::Schedule;

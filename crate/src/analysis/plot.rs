@@ -7,6 +7,7 @@ use plotters::prelude::*;
 
 use super::spectrum::{MatrixSpectrum, explained_variance};
 use crate::error::{Error, Result};
+use crate::files::File;
 
 /// LoRA ranks drawn as reference lines (the paper's 16, 64, 256).
 pub const LORA_RANKS: &[usize] = &[16, 64, 256];
@@ -161,7 +162,7 @@ pub fn spectrum_plots(
     spectra: &[MatrixSpectrum],
     threshold: f64,
     title: &str,
-) -> Result<Vec<(String, Vec<u8>)>> {
+) -> Result<Vec<File>> {
     // Natively, text is measured (and for PNG drawn) with the bundled font, SVG included.
     #[cfg(feature = "native")]
     register_font();
@@ -188,22 +189,22 @@ pub fn spectrum_plots(
         threshold,
         title,
     )?;
-    files.push(("rank_vs_layer.svg".to_string(), svg.into_bytes()));
+    files.push(File::new("rank_vs_layer.svg", svg.into_bytes()));
     let mut svg = String::new();
     cumulative_variance(
         &SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area(),
         &chosen,
         threshold,
     )?;
-    files.push(("cumulative_variance.svg".to_string(), svg.into_bytes()));
+    files.push(File::new("cumulative_variance.svg", svg.into_bytes()));
     #[cfg(feature = "native")]
     {
-        files.push((
-            "rank_vs_layer.png".into(),
+        files.push(File::new(
+            "rank_vs_layer.png",
             png(w, h, |a| rank_vs_layer(a, spectra, threshold, title))?,
         ));
-        files.push((
-            "cumulative_variance.png".into(),
+        files.push(File::new(
+            "cumulative_variance.png",
             png(w, h, |a| cumulative_variance(a, &chosen, threshold))?,
         ));
     }
@@ -307,7 +308,7 @@ pub fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Cha
 }
 
 /// `<name>.svg` and, natively, `<name>.png` of `chart`.
-pub fn chart_files(name: &str, chart: &Chart) -> Result<Vec<(String, Vec<u8>)>> {
+pub fn chart_files(name: &str, chart: &Chart) -> Result<Vec<File>> {
     #[cfg(feature = "native")]
     register_font();
     let (w, h) = (900u32, 600u32);
@@ -317,9 +318,12 @@ pub fn chart_files(name: &str, chart: &Chart) -> Result<Vec<(String, Vec<u8>)>> 
         chart,
     )?;
     #[allow(unused_mut)]
-    let mut files = vec![(format!("{name}.svg"), svg.into_bytes())];
+    let mut files = vec![File::new(format!("{name}.svg"), svg)];
     #[cfg(feature = "native")]
-    files.push((format!("{name}.png"), png(w, h, |a| draw_chart(a, chart))?));
+    files.push(File::new(
+        format!("{name}.png"),
+        png(w, h, |a| draw_chart(a, chart))?,
+    ));
     Ok(files)
 }
 

@@ -39,10 +39,10 @@ impl SpectrumOptions {
     /// Reject a threshold outside (0, 1].
     pub fn validate(&self) -> Result<()> {
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
-            return Err(Error::Input(format!(
-                "--threshold must be in (0, 1], got {}",
-                self.threshold
-            )));
+            return Err(Error::setting(
+                "threshold",
+                format!("must be in (0, 1], got {}", self.threshold),
+            ));
         }
         Ok(())
     }
@@ -241,10 +241,10 @@ pub async fn compare_checkpoints(
     let b = block_matrices(base, &opts.modules).await?;
     let f = block_matrices(finetuned, &opts.modules).await?;
     if b.is_empty() {
-        return Err(Error::Input(format!(
-            "--modules {:?} selects no weight matrix of this model",
-            opts.modules
-        )));
+        return Err(Error::setting(
+            "modules",
+            format!("{:?} selects no weight matrix of this model", opts.modules),
+        ));
     }
     let pairs: Vec<(usize, &HostMatrix, &HostMatrix)> = b
         .iter()

@@ -105,6 +105,18 @@ fn split_half(s: &str) -> Option<(String, String)> {
     })
 }
 
+impl ForgettingSets {
+    /// `hellaswag.jsonl`, `arc.jsonl` and `winogrande.jsonl`.
+    pub fn files(&self) -> Vec<crate::files::File> {
+        use crate::files::File;
+        vec![
+            File::jsonl("hellaswag.jsonl", &self.hellaswag),
+            File::jsonl("arc.jsonl", &self.arc),
+            File::jsonl("winogrande.jsonl", &self.winogrande),
+        ]
+    }
+}
+
 /// Build up to `n` items of each layout from `text` (paragraphs separated by blank lines).
 pub fn build(text: &str, n: usize, seed: u64) -> ForgettingSets {
     let mut rng = SplitMix64(seed);

@@ -2,7 +2,9 @@
 //! with calculator annotations (`<<3*4=12>>`) ending in `#### N`, generated from a seed. The
 //! train and test splits come from disjoint random streams, so they never share a problem.
 
+use crate::files::File;
 use crate::rng::SplitMix64;
+use crate::train::data::Regime;
 
 /// One problem in the GSM8K layout.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -233,6 +235,42 @@ pub fn splits(train: usize, test: usize, seed: u64) -> (Vec<Problem>, Vec<Proble
         stream = stream.wrapping_add(1);
     }
     (out, test_set)
+}
+
+/// JSON lines of problems in the GSM8K layout.
+pub fn jsonl(problems: &[Problem]) -> Vec<u8> {
+    File::jsonl("", problems).bytes
+}
+
+/// Training lines for problems: GSM8K-layout JSONL for instruction tuning, or
+/// `{"text": "Question: …\nAnswer: …"}` documents for continued pretraining.
+pub fn training_lines(problems: &[Problem], regime: Regime) -> Vec<u8> {
+    match regime {
+        Regime::Ift => jsonl(problems),
+        Regime::Cpt => problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({"text": format!("Question: {}\nAnswer: {}", p.question, p.answer)})
+                    .to_string()
+                    + "\n"
+            })
+            .collect::<String>()
+            .into_bytes(),
+    }
+}
+
+/// The files of a generated dataset: `train.jsonl` and `test.jsonl` (GSM8K layout, also usable
+/// for instruction tuning) and `train.txt` (the continued-pretraining form).
+pub fn files(train: &[Problem], test: &[Problem]) -> Vec<File> {
+    let text: String = train
+        .iter()
+        .map(|p| format!("Question: {}\nAnswer: {}\n\n", p.question, p.answer))
+        .collect();
+    vec![
+        File::new("train.jsonl", jsonl(train)),
+        File::new("test.jsonl", jsonl(test)),
+        File::new("train.txt", text),
+    ]
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! Text generation: greedy or temperature + nucleus (top-p) sampling, streamed token by token.
 
-use crate::error::{Error, Result};
-use crate::model::{CausalLm, KvCache, ids_tensor, read_f32};
-use crate::rng::SplitMix64;
-use crate::session::Session;
 use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::model::{CausalLm, KvCache, LmView, ids_tensor, read_f32};
+use crate::rng::SplitMix64;
 
 /// How to pick each next token.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,19 +33,19 @@ impl Default for GenerateOptions {
 }
 
 impl GenerateOptions {
-    /// Reject settings that cannot be honoured, naming the flag.
+    /// Reject settings that cannot be honoured, naming the field.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::Input(format!(
-                "--temperature must be >= 0, got {}",
-                self.temperature
-            )));
+            return Err(Error::setting(
+                "temperature",
+                format!("must be >= 0, got {}", self.temperature),
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Input(format!(
-                "--top-p must be in (0, 1], got {}",
-                self.top_p
-            )));
+            return Err(Error::setting(
+                "top_p",
+                format!("must be in (0, 1], got {}", self.top_p),
+            ));
         }
         Ok(())
     }
@@ -91,24 +92,61 @@ pub async fn generate(
     Ok(out)
 }
 
+/// Continue the text `prompt`, emitting `Event::Token` for each piece of text as it is decoded
+/// (multi-token characters come out whole). Stops at EOS unless `opts.stop_id` says otherwise.
+/// Returns the generated text.
+pub async fn stream_text(
+    lm: &LmView<'_>,
+    prompt: &str,
+    opts: &GenerateOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<String> {
+    let tok = lm.tokenizer()?;
+    let ids = tok.encode(prompt)?;
+    let mut opts = opts.clone();
+    if opts.stop_id.is_none() {
+        opts.stop_id = tok.eos_id;
+    }
+    let mut generated: Vec<u32> = Vec::new();
+    let mut shown = String::new();
+    let mut decode_err = None;
+    let (vocab, context) = (lm.vocab(), lm.context());
+    generate(lm.model, &ids, vocab, context, lm.device, &opts, |id| {
+        generated.push(id);
+        match tok.decode(&generated) {
+            Ok(text) => {
+                if text.len() > shown.len() && text.starts_with(&shown) {
+                    on_event(&Event::Token {
+                        text: text[shown.len()..].to_string(),
+                    });
+                    shown = text;
+                }
+            }
+            Err(e) => decode_err = Some(e),
+        }
+        true
+    })
+    .await?;
+    if let Some(e) = decode_err {
+        return Err(e.into());
+    }
+    Ok(tok.decode(&generated)?)
+}
+
 /// Generate after `prompt` (token ids) until one of `stop` appears in the decoded text, EOS,
 /// or `opts.max_new_tokens`. Returns the text before the first stop sequence.
 pub async fn generate_until(
-    session: &Session,
+    lm: &LmView<'_>,
     prompt: &[u32],
     stop: &[&str],
     opts: &GenerateOptions,
 ) -> Result<String> {
-    let tok = session.tokenizer()?;
+    let tok = lm.tokenizer()?;
     let mut generated = Vec::new();
     let mut text = String::new();
     let mut failed = None;
-    let (model, vocab, context) = (
-        &session.model,
-        session.config.vocab_size(),
-        session.config.max_positions(),
-    );
-    generate(model, prompt, vocab, context, &session.device, opts, |id| {
+    let (model, vocab, context) = (lm.model, lm.vocab(), lm.context());
+    generate(model, prompt, vocab, context, lm.device, opts, |id| {
         generated.push(id);
         match tok.decode(&generated) {
             Ok(t) => text = t,
@@ -216,6 +254,6 @@ mod tests {
             top_p: 0.0,
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("--top-p"));
+        assert!(bad.validate().unwrap_err().to_string().contains("top_p"));
     }
 }

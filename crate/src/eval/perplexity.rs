@@ -4,7 +4,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, ids_tensor, read_f32};
+use crate::model::{CausalLm, LmView, ids_tensor, read_f32};
 
 /// Likelihood of a text under a model.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -35,6 +35,12 @@ pub async fn token_nll(
     let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [1, t - 1, 1]), device);
     let picked = logp.gather(2, targets).neg();
     read_f32(picked).await
+}
+
+/// Mean next-token NLL and perplexity of `text` under `lm` (long texts are windowed).
+pub async fn score_text(lm: &LmView<'_>, text: &str) -> Result<Score> {
+    let ids = lm.tokenizer()?.encode(text)?;
+    score_ids(lm.model, &ids, lm.vocab(), lm.context(), lm.device).await
 }
 
 /// Score `ids`, splitting sequences longer than `context` into windows that overlap by one

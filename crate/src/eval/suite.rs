@@ -11,7 +11,7 @@ use super::perplexity;
 use super::tasks::{self, CodeProblem, GsmItem, McItem};
 use crate::error::{Error, Result};
 use crate::event::{Event, Progress};
-use crate::session::Session;
+use crate::model::LmView;
 
 /// The task families tunelab scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -230,9 +230,9 @@ const VARIANT_ACC: &str = "highest summed log-likelihood";
 const VARIANT_NORM: &str = "highest log-likelihood per character (lm-eval acc_norm)";
 const VARIANT_PPL: &str = "lowest per-token perplexity (paper's harness)";
 
-/// Run `tasks` on the session's model, in order, reporting item progress.
+/// Run `tasks` on the lm's model, in order, reporting item progress.
 pub async fn run(
-    session: &Session,
+    lm: &LmView<'_>,
     tasks: &[Task],
     opts: &EvalOptions,
     on_event: &mut dyn FnMut(&Event),
@@ -247,7 +247,7 @@ pub async fn run(
         }
         match &task.data {
             TaskData::MultipleChoice(items) => {
-                let r = run_mc(session, task, items, opts, on_event).await?;
+                let r = run_mc(lm, task, items, opts, on_event).await?;
                 report.push(&task.name, "acc", VARIANT_ACC, r.acc, r.items);
                 report.push(&task.name, "acc_norm", VARIANT_NORM, r.acc_norm, r.items);
                 report.push(&task.name, "ppl_acc", VARIANT_PPL, r.ppl_acc, r.items);
@@ -264,14 +264,12 @@ pub async fn run(
                 mc_results.push((task.name.clone(), r));
             }
             TaskData::Gsm8k { test, train } => {
-                run_gsm8k(session, task, test, train, opts, on_event, &mut report).await?
+                run_gsm8k(lm, task, test, train, opts, on_event, &mut report).await?
             }
             TaskData::Code(problems) => {
-                run_code(session, task, problems, opts, on_event, &mut report).await?
+                run_code(lm, task, problems, opts, on_event, &mut report).await?
             }
-            TaskData::Text(docs) => {
-                run_perplexity(session, task, docs, on_event, &mut report).await?
-            }
+            TaskData::Text(docs) => run_perplexity(lm, task, docs, on_event, &mut report).await?,
         }
     }
     if !mc_results.is_empty() {
@@ -306,25 +304,18 @@ fn progress(task: &str, done: usize, total: usize) -> Event {
 }
 
 async fn run_mc(
-    session: &Session,
+    lm: &LmView<'_>,
     task: &Task,
     items: &[McItem],
     opts: &EvalOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<McResult> {
-    let tok = session.tokenizer()?;
+    let tok = lm.tokenizer()?;
     let mut per_item = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         per_item.push(
-            multiple_choice::score_item(
-                &session.model,
-                tok,
-                item,
-                session.config.max_positions(),
-                &session.device,
-                opts.batched,
-            )
-            .await?,
+            multiple_choice::score_item(lm.model, tok, item, lm.context(), lm.device, opts.batched)
+                .await?,
         );
         on_event(&progress(&task.name, i + 1, items.len()));
     }
@@ -332,8 +323,8 @@ async fn run_mc(
 }
 
 /// The model's context and the new tokens a generation task may use (at most context − 1).
-fn generation_budget(session: &Session, opts: &EvalOptions) -> (usize, usize) {
-    let context = session.config.max_positions();
+fn generation_budget(lm: &LmView<'_>, opts: &EvalOptions) -> (usize, usize) {
+    let context = lm.context();
     (context, opts.max_gen_toks.min(context - 1))
 }
 
@@ -348,7 +339,7 @@ fn fit_prompt(ids: Vec<u32>, context: usize, max_gen: usize) -> (Vec<u32>, bool)
 }
 
 async fn run_gsm8k(
-    session: &Session,
+    lm: &LmView<'_>,
     task: &Task,
     test: &[GsmItem],
     train: &[GsmItem],
@@ -356,8 +347,8 @@ async fn run_gsm8k(
     on_event: &mut dyn FnMut(&Event),
     report: &mut EvalReport,
 ) -> Result<()> {
-    let tok = session.tokenizer()?;
-    let (context, max_gen) = generation_budget(session, opts);
+    let tok = lm.tokenizer()?;
+    let (context, max_gen) = generation_budget(lm, opts);
     let shots = &train[..opts.shots.min(train.len())];
     if shots.len() < opts.shots {
         report.notes.push(format!(
@@ -383,7 +374,7 @@ async fn run_gsm8k(
             max_gen,
         );
         truncated += cut as usize;
-        let text = generate_until(session, &ids, gsm8k::STOP, &gen_opts).await?;
+        let text = generate_until(lm, &ids, gsm8k::STOP, &gen_opts).await?;
         let gold = gsm8k::gold(item);
         let (s, f) = (gsm8k::strict(&text), gsm8k::flexible(&text));
         strict_ok += (gsm8k::normalize(&s) == gold) as usize;
@@ -419,22 +410,22 @@ async fn run_gsm8k(
 }
 
 async fn run_code(
-    session: &Session,
+    lm: &LmView<'_>,
     task: &Task,
     problems: &[CodeProblem],
     opts: &EvalOptions,
     on_event: &mut dyn FnMut(&Event),
     report: &mut EvalReport,
 ) -> Result<()> {
-    let tok = session.tokenizer()?;
-    let (context, max_gen) = generation_budget(session, opts);
+    let tok = lm.tokenizer()?;
+    let (context, max_gen) = generation_budget(lm, opts);
     let executing = opts.allow_exec && cfg!(feature = "native");
     if !executing {
         report.notes.push(format!(
             "{}: generated code was not executed ({}), so pass@k is not reported",
             task.name,
             if cfg!(feature = "native") {
-                "pass --allow-exec to run it with python3"
+                "set `allow_exec` to run it with python3"
             } else {
                 "execution is unavailable in the browser"
             }
@@ -455,7 +446,7 @@ async fn run_code(
                 seed: opts.seed.wrapping_add((pi * opts.samples + s) as u64),
                 stop_id: tok.eos_id,
             };
-            samples.push(generate_until(session, &ids, code::STOP, &gen_opts).await?);
+            samples.push(generate_until(lm, &ids, code::STOP, &gen_opts).await?);
             on_event(&progress(&task.name, pi * opts.samples + s + 1, total));
         }
         let passed: Option<Vec<bool>> = if executing {
@@ -555,25 +546,19 @@ fn exec_all(_: &CodeProblem, _: &[String], _: &EvalOptions) -> Result<Vec<bool>>
 }
 
 async fn run_perplexity(
-    session: &Session,
+    lm: &LmView<'_>,
     task: &Task,
     docs: &[String],
     on_event: &mut dyn FnMut(&Event),
     report: &mut EvalReport,
 ) -> Result<()> {
-    let tok = session.tokenizer()?;
+    let tok = lm.tokenizer()?;
     let (mut nll, mut preds, mut bytes) = (0.0f64, 0usize, 0usize);
     for (i, d) in docs.iter().enumerate() {
         let ids = tok.encode(d)?;
         if ids.len() >= 2 {
-            let s = perplexity::score_ids(
-                &session.model,
-                &ids,
-                session.config.vocab_size(),
-                session.config.max_positions(),
-                &session.device,
-            )
-            .await?;
+            let s =
+                perplexity::score_ids(lm.model, &ids, lm.vocab(), lm.context(), lm.device).await?;
             nll += s.nll * s.predictions as f64;
             preds += s.predictions;
             bytes += d.len();

@@ -73,7 +73,7 @@ pub fn read_jsonl<T>(
             Err(_) if skip_bad => skipped += 1,
             Err(msg) => {
                 return Err(Error::Input(format!(
-                    "{file}: line {}: {msg} (use --skip-bad-lines to skip such lines)",
+                    "{file}: line {}: {msg} (set `skip_bad_lines` to skip such lines)",
                     i + 1
                 )));
             }

@@ -3,6 +3,7 @@
 //! field is named in errors.
 
 use crate::error::{Error, Result};
+use crate::run::{MethodKind, default_lr};
 use crate::train::data::Regime;
 use crate::train::schedule::Schedule;
 
@@ -132,7 +133,7 @@ pub struct MethodSpec {
     /// Label in tables and plots (e.g. `full`, `lora-r16`).
     pub name: String,
     /// `full` or `lora`.
-    pub method: String,
+    pub method: MethodKind,
     #[serde(default)]
     pub rank: usize,
     /// Default 2 × rank, as the paper.
@@ -225,6 +226,12 @@ impl ExperimentConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
+        if !(0.0..1.0).contains(&self.warmup) {
+            return bad(format!(
+                "warmup is a fraction of each run's steps, in [0, 1); got {}",
+                self.warmup
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for t in &self.targets {
             if !names.insert(&t.name) || t.name.contains(['/', '\\']) || t.name.is_empty() {
@@ -263,16 +270,8 @@ impl ExperimentConfig {
                     m.name
                 ));
             }
-            match m.method.as_str() {
-                "full" => {}
-                "lora" if m.rank > 0 => {}
-                "lora" => return bad(format!("methods.{}: lora needs rank ≥ 1", m.name)),
-                o => {
-                    return bad(format!(
-                        "methods.{}: method `{o}`: expected full or lora",
-                        m.name
-                    ));
-                }
+            if m.method == MethodKind::Lora && m.rank == 0 {
+                return bad(format!("methods.{}: lora needs rank ≥ 1", m.name));
             }
         }
         let f = &self.forgetting;
@@ -290,11 +289,7 @@ impl ExperimentConfig {
 
     /// The learning rate of `m`.
     pub fn lr(&self, m: &MethodSpec) -> f64 {
-        m.lr.unwrap_or(if m.method == "lora" {
-            self.full_lr * self.lora_lr_multiplier
-        } else {
-            self.full_lr
-        })
+        m.lr.unwrap_or(default_lr(m.method, self.full_lr, self.lora_lr_multiplier))
     }
 }
 
@@ -305,9 +300,13 @@ mod tests {
     #[test]
     fn bundled_default_parses() {
         let cfg = ExperimentConfig::parse(DEFAULT_TOML, "default.toml").unwrap();
-        assert!(cfg.methods.iter().any(|m| m.method == "full"));
-        assert!(cfg.methods.iter().any(|m| m.method == "lora"));
-        let lora = cfg.methods.iter().find(|m| m.method == "lora").unwrap();
+        assert!(cfg.methods.iter().any(|m| m.method == MethodKind::Full));
+        assert!(cfg.methods.iter().any(|m| m.method == MethodKind::Lora));
+        let lora = cfg
+            .methods
+            .iter()
+            .find(|m| m.method == MethodKind::Lora)
+            .unwrap();
         assert_eq!(cfg.lr(lora), cfg.full_lr * cfg.lora_lr_multiplier);
     }
 

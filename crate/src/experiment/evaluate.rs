@@ -3,12 +3,11 @@
 
 use super::config::{Forgetting, LearningMetric, Target};
 use super::results::{FORGETTING_SCORE, Metrics};
-use crate::corpus::math;
 use crate::error::Result;
 use crate::eval::suite::{self, EvalOptions, Task, TaskData, TaskKind};
 use crate::event::Event;
 use crate::hf::Tokenizer;
-use crate::session::Session;
+use crate::model::LmView;
 use crate::train::data::{self, DataOptions, Dataset, Regime};
 use crate::train::trainer::evaluate_loss;
 
@@ -35,32 +34,6 @@ pub fn cap_text(text: &str, max_chars: Option<usize>) -> String {
             }
         }
         _ => text.to_string(),
-    }
-}
-
-/// JSON lines of problems in the GSM8K layout.
-pub fn math_jsonl(problems: &[math::Problem]) -> Vec<u8> {
-    problems
-        .iter()
-        .map(|p| serde_json::to_string(p).expect("serializes") + "\n")
-        .collect::<String>()
-        .into_bytes()
-}
-
-/// Training lines for generated math problems: GSM8K-layout JSONL for instruction tuning, or
-/// `{"text": "Question: …\nAnswer: …"}` documents for continued pretraining.
-pub fn math_training_lines(problems: &[math::Problem], regime: Regime) -> Vec<u8> {
-    match regime {
-        Regime::Ift => math_jsonl(problems),
-        Regime::Cpt => problems
-            .iter()
-            .map(|p| {
-                serde_json::json!({"text": format!("Question: {}\nAnswer: {}", p.question, p.answer)})
-                    .to_string()
-                    + "\n"
-            })
-            .collect::<String>()
-            .into_bytes(),
     }
 }
 
@@ -197,9 +170,9 @@ fn metrics_of(report: &suite::EvalReport, into: &mut Metrics) {
     }
 }
 
-/// Score `session`'s model on the forgetting tasks and, if given, one target's learning task.
+/// Score `lm`'s model on the forgetting tasks and, if given, one target's learning task.
 pub async fn evaluate(
-    session: &Session,
+    lm: &LmView<'_>,
     forgetting: &[Task],
     target: Option<&TargetEval>,
     batch: usize,
@@ -211,15 +184,15 @@ pub async fn evaluate(
         ..EvalOptions::default()
     };
     if !forgetting.is_empty() {
-        let report = suite::run(session, forgetting, &opts, on_event).await?;
+        let report = suite::run(lm, forgetting, &opts, on_event).await?;
         metrics_of(&report, &mut metrics);
     }
     if let Some(t) = target {
         opts.max_gen_toks = t.max_gen_toks;
-        let report = suite::run(session, std::slice::from_ref(&t.task), &opts, on_event).await?;
+        let report = suite::run(lm, std::slice::from_ref(&t.task), &opts, on_event).await?;
         metrics_of(&report, &mut metrics);
         if let Some(d) = &t.test_loss {
-            let loss = evaluate_loss(&session.model, &session.device, d, batch).await?;
+            let loss = evaluate_loss(lm.model, lm.device, d, batch).await?;
             metrics.insert(format!("{}/answer_loss", t.name), loss);
         }
     }

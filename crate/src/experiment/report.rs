@@ -5,7 +5,7 @@
 use super::results::{FORGETTING_SCORE, Finding, Point, Results, RunRecord, SOURCE_PERPLEXITY};
 use crate::analysis::plot::{Chart, Series, chart_files};
 use crate::error::Result;
-use crate::export::File;
+use crate::files::File;
 
 /// Each method's point at the target's largest budget.
 fn last_points<'a>(r: &'a Results, target: &str) -> Vec<&'a Point> {
@@ -438,12 +438,9 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
 /// All report files: results.json, results.csv, report.md and the plots.
 pub fn files(r: &Results) -> Result<Vec<File>> {
     let mut out = vec![
-        (
-            "results.json".to_string(),
-            serde_json::to_vec_pretty(r).expect("results serialize"),
-        ),
-        ("results.csv".into(), csv(r).into_bytes()),
-        ("report.md".into(), markdown(r).into_bytes()),
+        File::json("results.json", r),
+        File::new("results.csv", csv(r)),
+        File::new("report.md", markdown(r)),
     ];
     out.extend(plots(r)?);
     Ok(out)

@@ -5,28 +5,24 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::Device;
 use web_time::Instant;
 
 use super::config::{BudgetUnit, ExperimentConfig, MethodSpec, Target};
-use super::evaluate::{
-    self, ForgettingData, TargetEval, evaluate, math_jsonl, math_training_lines, target_eval,
-};
+use super::evaluate::{self, ForgettingData, TargetEval, evaluate, target_eval};
 use super::results::{Metrics, Point, Results, RunRecord, Timings, forgetting_key};
 use crate::analysis::{plot, spectrum};
 use crate::corpus::math;
 use crate::error::{Error, Result};
 use crate::eval::suite::Task;
 use crate::event::Event;
-use crate::export::{DirSink, write_dir};
+use crate::files::{File, write_dir};
 use crate::hf::{ModelSource, Tokenizer};
-use crate::model::lora::{LoraConfig, LoraInit};
+use crate::run::{ExportKind, MethodKind, Run, RunSpec};
 use crate::session::Session;
 use crate::train::data::{self, DataOptions, Dataset};
-use crate::train::optim::OptimizerConfig;
 use crate::train::resume::Resume;
-use crate::train::trainer::{FullConfig, Method, TrainConfig, Trainer};
+use crate::train::sink::DirSink;
 
 /// A target's data, ready for training and evaluation.
 struct Prepared {
@@ -47,13 +43,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 }
 
 fn write_json<T: serde::Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
-    write_dir(
-        dir,
-        &[(
-            name.to_string(),
-            serde_json::to_vec_pretty(v).expect("results serialize"),
-        )],
-    )
+    write_dir(dir, &[File::json(name, v)])
 }
 
 /// Text of a file (`.gz` decompressed).
@@ -106,20 +96,20 @@ fn prepare(
         write_dir(
             &out.join("data").join(&t.name),
             &[
-                ("train.jsonl".into(), math_jsonl(train)),
-                ("test.jsonl".into(), math_jsonl(test)),
+                File::new("train.jsonl", math::jsonl(train)),
+                File::new("test.jsonl", math::jsonl(test)),
             ],
         )?;
     }
     let train = match (&math, t.train.as_str()) {
         (Some((problems, _)), "math") => {
-            let lines = math_training_lines(problems, t.regime);
+            let lines = math::training_lines(problems, t.regime);
             data::read(&lines[..], &field("train"), true, tok, &opts)?
         }
         (_, file) => data::load(&root.join(file), tok, &opts, &mut |_| {})?,
     };
     let test = match (&math, t.test.as_str()) {
-        (Some((_, test)), "math") => math_jsonl(test),
+        (Some((_, test)), "math") => math::jsonl(test),
         (_, file) => read_text(&root.join(file))
             .map_err(|e| input(format!("{}: {e}", field("test"))))?
             .into_bytes(),
@@ -136,33 +126,27 @@ fn steps_for(t: &Target, budget: f64, examples: usize, batch: usize) -> usize {
     .max(1)
 }
 
-fn train_config(cfg: &ExperimentConfig, m: &MethodSpec, total: usize) -> TrainConfig {
-    let method = if m.method == "lora" {
-        Method::Lora(LoraConfig {
-            rank: m.rank,
-            alpha: m.alpha.unwrap_or(2.0 * m.rank as f64),
-            dropout: m.dropout,
-            rslora: false,
-            init: LoraInit::Kaiming,
-            targets: m.targets.clone(),
-        })
-    } else {
-        Method::Full(FullConfig {
-            train_embeddings: false,
-            freeze: Vec::new(),
-        })
-    };
-    TrainConfig {
-        optimizer: OptimizerConfig::adamw(m.weight_decay),
+/// The run of method `m` for `total` steps, as the experiment sets every method up.
+fn run_spec(cfg: &ExperimentConfig, m: &MethodSpec, t: &Target, total: usize) -> RunSpec {
+    RunSpec {
+        method: m.method,
+        rank: m.rank,
+        alpha: m.alpha,
+        lora_dropout: m.dropout,
+        targets: m.targets.clone(),
+        weight_decay: m.weight_decay,
+        lr: Some(cfg.lr(m)),
         schedule: cfg.schedule,
-        warmup_steps: (cfg.warmup * total as f64).round() as usize,
+        warmup: cfg.warmup,
         max_steps: Some(total),
         batch_size: cfg.batch_size,
+        seq_len: t.seq_len,
+        regime: Some(t.regime),
         seed: cfg.seed,
         attention_dropout: m.attention_dropout,
         residual_dropout: m.residual_dropout,
         log_every: 5,
-        ..TrainConfig::new(method, cfg.lr(m))
+        ..RunSpec::default()
     }
 }
 
@@ -175,7 +159,7 @@ fn run_dir(out: &Path, target: &str, method: &str) -> PathBuf {
 struct Ctx<'a> {
     cfg: &'a ExperimentConfig,
     out: &'a Path,
-    /// The base model on the evaluation device; a run's model is swapped in to evaluate it.
+    /// The base model on the evaluation device.
     session: Session,
     forgetting: Vec<Task>,
 }
@@ -205,45 +189,17 @@ impl Ctx<'_> {
             .collect();
         let total = *steps.last().expect("validated: budgets non-empty");
         let ckpt = dir.join("checkpoint");
-        let resume = match ckpt.join("trainer_state.json").exists() {
-            true => Some(Resume::read(&ckpt)?),
-            false => None,
-        };
-        let base = &self.cfg.base_model;
-        let autodiff = self.session.device.clone().autodiff();
-        // The base model is already loaded; only a resumed full fine-tune starts from other weights.
-        let model = match resume.as_ref().map(|r| r.model_source(base)) {
-            Some(source) if &source != base => {
-                Session::load(&ModelSource::parse(&source), autodiff.clone(), &mut |_| {})
-                    .await?
-                    .model
-            }
-            _ => self.session.model.clone().train(),
-        };
-        let adapter = match &resume {
-            Some(r) => {
-                r.check(&model)?;
-                r.adapter().await?
-            }
-            None => None,
-        };
-        let config = train_config(self.cfg, m, total);
-        let mut trainer = Trainer::new(
-            model,
-            autodiff,
-            config,
-            self.session.config_json.clone(),
-            self.session.extra_files.clone(),
-            base.clone(),
-            adapter.as_ref(),
-        )?;
-        if let Some(r) = resume {
+        let mut run = if ckpt.join("trainer_state.json").exists() {
             notice(
                 on_event,
                 format!("[{}/{}] resuming from {}", t.name, m.name, ckpt.display()),
             );
-            r.apply(&mut trainer)?;
-        }
+            let resume = Resume::read(&ckpt)?;
+            Run::resume(&self.session, resume, p.train.clone(), None, None).await?
+        } else {
+            let spec = run_spec(self.cfg, m, t, total);
+            Run::new(&self.session, &spec, p.train.clone(), None, None)?
+        };
         let mut sink = DirSink { root: dir.clone() };
         let mut train_s = points.last().map_or(0.0, |p| p.train_seconds);
         for (k, (&budget, &at)) in t.budgets.iter().zip(&steps).enumerate() {
@@ -261,27 +217,24 @@ impl Ctx<'_> {
                     t.budget_unit.as_str()
                 ),
             );
-            trainer.pause_at = (at < total).then_some(at);
             let start = Instant::now();
-            trainer.run(&p.train, None, &mut sink, on_event).await?;
+            run.train_until(Some(at), &mut sink, on_event).await?;
             train_s += start.elapsed().as_secs_f64();
-            write_dir(&ckpt, &trainer.checkpoint_files().await?)?;
+            write_dir(&ckpt, &run.export(ExportKind::Checkpoint).await?)?;
             let start = Instant::now();
             notice(on_event, format!("[{}/{}] evaluating", t.name, m.name));
-            let base_model = std::mem::replace(&mut self.session.model, trainer.model.valid());
-            let result = evaluate(
-                &self.session,
+            let tuned = run.model();
+            let metrics = evaluate(
+                &run.view(&tuned),
                 &self.forgetting,
                 Some(&p.eval),
                 self.cfg.batch_size,
                 on_event,
             )
-            .await;
-            self.session.model = base_model;
-            let metrics = result?;
+            .await?;
             let secs = start.elapsed().as_secs_f64();
-            let recent: Vec<f64> = trainer
-                .progress
+            let recent: Vec<f64> = run
+                .progress()
                 .losses
                 .iter()
                 .rev()
@@ -289,7 +242,7 @@ impl Ctx<'_> {
                 .map(|l| l.1)
                 .collect();
             points.push(point(
-                self.cfg, t, m, budget, &trainer, metrics, &recent, train_s, secs,
+                self.cfg, t, m, budget, &run, metrics, &recent, train_s, secs,
             ));
             write_json(&dir, "points.json", &points)?;
         }
@@ -299,7 +252,7 @@ impl Ctx<'_> {
                 on_event,
                 format!("[{}/{}] spectrum of the weight change", t.name, m.name),
             );
-            Some(self.spectrum(&trainer, t, m).await?)
+            Some(self.spectrum(&run, t, m).await?)
         } else {
             None
         };
@@ -307,12 +260,12 @@ impl Ctx<'_> {
         let record = RunRecord {
             target: t.name.clone(),
             method: m.name.clone(),
-            kind: m.method.clone(),
-            rank: (m.method == "lora").then_some(m.rank),
+            kind: m.method.to_string(),
+            rank: (m.method == MethodKind::Lora).then_some(m.rank),
             lr: self.cfg.lr(m),
-            trainable_parameters: trainer.trainable_parameters,
+            trainable_parameters: run.trainable_parameters(),
             total_steps: total,
-            losses: trainer.progress.losses.clone(),
+            losses: run.progress().losses.clone(),
             train_seconds: train_s,
             eval_seconds: points.iter().map(|p| p.eval_seconds).sum(),
             spectrum,
@@ -325,23 +278,14 @@ impl Ctx<'_> {
         Ok(done)
     }
 
-    async fn spectrum(
-        &self,
-        trainer: &Trainer,
-        t: &Target,
-        m: &MethodSpec,
-    ) -> Result<serde_json::Value> {
+    async fn spectrum(&self, run: &Run, t: &Target, m: &MethodSpec) -> Result<serde_json::Value> {
         let opts = spectrum::SpectrumOptions {
             threshold: 0.9,
             modules: Vec::new(),
             noise_scale: 0.01,
             seed: self.cfg.seed,
         };
-        let tuned = trainer.model.valid();
-        let spectra = match m.method.as_str() {
-            "lora" => spectrum::adapter_spectra(&tuned, &opts).await?,
-            _ => spectrum::compare_checkpoints(&self.session.model, &tuned, &opts).await?,
-        };
+        let spectra = run.spectrum(&self.session.model, &opts).await?;
         let title = format!("rank of ΔW: {} on {}", m.name, t.name);
         let files = plot::spectrum_plots(&spectra, opts.threshold, &title)?;
         write_dir(
@@ -361,7 +305,7 @@ fn point(
     t: &Target,
     m: &MethodSpec,
     budget: f64,
-    trainer: &Trainer,
+    run: &Run,
     metrics: Metrics,
     recent_losses: &[f64],
     train_seconds: f64,
@@ -374,8 +318,8 @@ fn point(
         method: m.name.clone(),
         budget,
         budget_unit: t.budget_unit,
-        step: trainer.progress.step,
-        tokens_seen: trainer.progress.tokens_seen,
+        step: run.progress().step,
+        tokens_seen: run.progress().tokens_seen,
         learning: metrics.get(&lkey).copied().unwrap_or(f64::NAN),
         forgetting: metrics.get(fkey).copied().unwrap_or(f64::NAN),
         train_loss: (!recent_losses.is_empty())
@@ -408,7 +352,7 @@ pub async fn run(
         && old != cfg
     {
         return Err(input(format!(
-            "{} holds results of a different experiment configuration; use another --out (or delete it)",
+            "{} holds results of a different experiment configuration; use another `out` directory (or delete it)",
             out.display()
         )));
     }
@@ -452,7 +396,7 @@ pub async fn run(
             notice(on_event, "evaluating the base model".into());
             let t0 = Instant::now();
             let mut base = evaluate(
-                &ctx.session,
+                &ctx.session.view(),
                 &ctx.forgetting,
                 None,
                 cfg.batch_size,
@@ -460,8 +404,14 @@ pub async fn run(
             )
             .await?;
             for p in &prepared {
-                let m =
-                    evaluate(&ctx.session, &[], Some(&p.eval), cfg.batch_size, on_event).await?;
+                let m = evaluate(
+                    &ctx.session.view(),
+                    &[],
+                    Some(&p.eval),
+                    cfg.batch_size,
+                    on_event,
+                )
+                .await?;
                 base.extend(m);
             }
             timings.base_eval = t0.elapsed().as_secs_f64();

@@ -1,13 +1,11 @@
-//! Writing results in Hugging Face formats, as in-memory files (name, bytes) so the same code
-//! serves the CLI (written atomically to a directory) and the browser (offered as downloads).
+//! Writing models in Hugging Face formats (PEFT adapters, `save_pretrained` checkpoints), as
+//! in-memory [`File`]s.
 
 use crate::error::Result;
+use crate::files::File;
 use crate::hf::safetensors::serialize_f32;
 use crate::model::CausalLm;
 use crate::model::lora::{self, LoraConfig};
-
-/// A file to write: its name inside the output directory and its bytes.
-pub type File = (String, Vec<u8>);
 
 /// Checkpoints larger than this are split into shards with an index, as `save_pretrained`.
 pub const DEFAULT_MAX_SHARD: usize = 2 << 30;
@@ -21,12 +19,60 @@ pub async fn peft_files(model: &CausalLm, cfg: &LoraConfig, base_model: &str) ->
         .map(|(k, (shape, v))| (k.clone(), shape.clone(), &v[..]))
         .collect();
     Ok(vec![
-        (
-            "adapter_config.json".into(),
-            serde_json::to_vec_pretty(&adapter.config).expect("JSON value"),
-        ),
-        ("adapter_model.safetensors".into(), serialize_f32(&tensors)),
+        File::json("adapter_config.json", &adapter.config),
+        File::new("adapter_model.safetensors", serialize_f32(&tensors)),
     ])
+}
+
+/// A Hugging Face checkpoint directory of `model` with LoRA adapters (if any) merged into the
+/// base weights, with the base model's tokenizer and generation files (`extra_files`).
+pub async fn merged_files(
+    model: &CausalLm,
+    config_json: &str,
+    extra_files: &[File],
+) -> Result<Vec<File>> {
+    let mut model = model.clone();
+    lora::merge(&mut model);
+    let mut files = hf_files(&model, config_json, DEFAULT_MAX_SHARD).await?;
+    files.extend(extra_files.iter().cloned());
+    Ok(files)
+}
+
+/// A randomly initialised Hugging Face checkpoint for `config_json` (the start of pretraining)
+/// with `tokenizer_json`, weights N(0, `std`) — by default the config's `initializer_range`,
+/// else 0.02, as transformers — made repeatable by `seed`. Returns the files and the std used.
+/// `names` are the two files' names, for messages.
+#[cfg(feature = "native")]
+pub async fn random_checkpoint(
+    config_json: &str,
+    tokenizer_json: Vec<u8>,
+    std: Option<f64>,
+    seed: u64,
+    names: (&str, &str),
+) -> Result<(Vec<File>, f64)> {
+    let config = crate::hf::ModelConfig::parse(config_json, names.0)?;
+    let tok = crate::hf::Tokenizer::from_bytes(&tokenizer_json, names.1)?;
+    if tok.vocab_size() > config.vocab_size() {
+        return Err(crate::Error::File {
+            path: names.1.to_string(),
+            message: format!(
+                "{} tokens, but the config's vocab_size is {}",
+                tok.vocab_size(),
+                config.vocab_size()
+            ),
+        });
+    }
+    let std = std
+        .or_else(|| {
+            serde_json::from_str::<serde_json::Value>(config_json).ok()?["initializer_range"]
+                .as_f64()
+        })
+        .unwrap_or(0.02);
+    let device = burn::tensor::Device::flex();
+    let model = crate::model::init_random(&config, &device, std, seed)?;
+    let mut files = hf_files(&model, config_json, DEFAULT_MAX_SHARD).await?;
+    files.push(File::new("tokenizer.json", tokenizer_json));
+    Ok((files, std))
 }
 
 /// The model's base weights as a Hugging Face checkpoint: `config.json` (from `config_json`,
@@ -46,10 +92,7 @@ pub async fn hf_files(model: &CausalLm, config_json: &str, max_shard: usize) -> 
         obj.remove("torch_dtype");
         obj.insert("dtype".into(), "float32".into());
     }
-    let mut files = vec![(
-        "config.json".to_string(),
-        serde_json::to_vec_pretty(&config).expect("JSON value"),
-    )];
+    let mut files = vec![File::json("config.json", &config)];
     // Greedy sharding in parameter order.
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut size = 0usize;
@@ -68,8 +111,8 @@ pub async fn hf_files(model: &CausalLm, config_json: &str, max_shard: usize) -> 
             .collect()
     };
     if shards.len() == 1 {
-        files.push((
-            "model.safetensors".into(),
+        files.push(File::new(
+            "model.safetensors",
             serialize_f32(&slices(&shards[0])),
         ));
     } else {
@@ -82,73 +125,11 @@ pub async fn hf_files(model: &CausalLm, config_json: &str, max_shard: usize) -> 
                 weight_map.insert(named[i].0.clone(), fname.clone().into());
                 total += named[i].2.len() * 4;
             }
-            files.push((fname, serialize_f32(&slices(idx))));
+            files.push(File::new(fname, serialize_f32(&slices(idx))));
         }
         let index =
             serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        files.push((
-            "model.safetensors.index.json".into(),
-            serde_json::to_vec_pretty(&index).expect("JSON value"),
-        ));
+        files.push(File::json("model.safetensors.index.json", &index));
     }
     Ok(files)
-}
-
-/// A named set of files written by a training run.
-#[derive(Debug, Clone)]
-pub struct Checkpoint {
-    pub name: String,
-    pub files: Vec<File>,
-}
-
-/// Keeps checkpoints in memory (the browser offers them as downloads; tests inspect them).
-#[derive(Debug, Default)]
-pub struct MemorySink {
-    pub checkpoints: Vec<Checkpoint>,
-}
-
-impl crate::train::CheckpointSink for MemorySink {
-    fn save(&mut self, name: &str, files: Vec<File>) -> Result<()> {
-        self.checkpoints.push(Checkpoint {
-            name: name.to_string(),
-            files,
-        });
-        Ok(())
-    }
-}
-
-/// Writes each checkpoint into `<root>/<name>/` (the final one, `final`, into `<root>` itself),
-/// every file through a temporary name and a rename, so an interrupted write never leaves a
-/// half-written file under a real name.
-#[cfg(feature = "native")]
-pub struct DirSink {
-    pub root: std::path::PathBuf,
-}
-
-#[cfg(feature = "native")]
-impl crate::train::CheckpointSink for DirSink {
-    fn save(&mut self, name: &str, files: Vec<File>) -> Result<()> {
-        let dir = if name == "final" {
-            self.root.clone()
-        } else {
-            self.root.join(name)
-        };
-        write_dir(&dir, &files)
-    }
-}
-
-/// Write `files` into `dir` atomically file by file (temp + rename).
-#[cfg(feature = "native")]
-pub fn write_dir(dir: &std::path::Path, files: &[File]) -> Result<()> {
-    let err = |p: &std::path::Path, e: std::io::Error| {
-        crate::Error::Input(format!("cannot write {}: {e}", p.display()))
-    };
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes).map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
-    }
-    Ok(())
 }

@@ -30,7 +30,7 @@ pub struct ShardSummary {
 }
 
 /// What was read from a whole checkpoint.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckpointSummary {
     pub shards: Vec<ShardSummary>,
     pub sharded: bool,

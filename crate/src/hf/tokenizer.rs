@@ -3,6 +3,7 @@
 use super::HfError;
 
 /// A loaded tokenizer plus the end-of-sequence id if the vocabulary has a known EOS token.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     file: String,

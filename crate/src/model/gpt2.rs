@@ -4,11 +4,11 @@
 use burn::module::Module;
 use burn::tensor::{Int, Tensor};
 
+use super::Visit;
 use super::layers::{
     Embedding, KvCache, LayerCache, LayerNorm, Linear, activation, attention, dropout,
 };
 use super::weights::WeightStore;
-use super::{ParamMut, Visit};
 use crate::hf::{Gpt2Config, HfError};
 
 /// `GPT2Attention`: fused q/k/v projection `c_attn` and output `c_proj`.
@@ -60,16 +60,11 @@ impl Gpt2LmHeadModel {
     pub fn load(cfg: &Gpt2Config, w: &mut WeightStore) -> Result<Self, HfError> {
         let (d, v) = (cfg.n_embd, cfg.vocab_size);
         let hint = format!("n_embd {d}, n_head {}, n_inner {}", cfg.n_head, cfg.n_inner);
-        let emb = |w: &mut WeightStore, name: &str, n: usize, hint: &str| {
-            Ok::<_, HfError>(Embedding {
-                weight: w.param(name, [n, d], hint)?,
-            })
-        };
-        let wte = emb(w, "wte.weight", v, &format!("vocab_size {v}, n_embd {d}"))?;
-        let wpe = emb(
+        let wte = Embedding::load(w, "wte", [v, d], &format!("vocab_size {v}, n_embd {d}"))?;
+        let wpe = Embedding::load(
             w,
-            "wpe.weight",
-            cfg.n_positions,
+            "wpe",
+            [cfg.n_positions, d],
             &format!("n_positions {}, n_embd {d}", cfg.n_positions),
         )?;
         let head_dim = d / cfg.n_head;
@@ -117,7 +112,7 @@ impl Gpt2LmHeadModel {
                 [v, d],
                 &format!("vocab_size {v}, n_embd {d}"),
             )?;
-            Some(Linear::from_weight(lm.transpose()))
+            Some(Linear::from_weight(lm.transpose(), "lm_head"))
         };
         Ok(Gpt2LmHeadModel {
             wte,
@@ -157,37 +152,26 @@ impl Gpt2LmHeadModel {
 impl Gpt2LmHeadModel {
     /// Visit every linear layer with its HF module path.
     pub fn for_each_linear(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
-        for (i, b) in self.h.iter_mut().enumerate() {
-            let p = format!("{PREFIX}h.{i}");
-            f(&format!("{p}.attn.c_attn"), &mut b.attn.c_attn);
-            f(&format!("{p}.attn.c_proj"), &mut b.attn.c_proj);
-            f(&format!("{p}.mlp.c_fc"), &mut b.mlp.c_fc);
-            f(&format!("{p}.mlp.c_proj"), &mut b.mlp.c_proj);
+        for b in &mut self.h {
+            let (a, m) = (&mut b.attn, &mut b.mlp);
+            for lin in [&mut a.c_attn, &mut a.c_proj, &mut m.c_fc, &mut m.c_proj] {
+                lin.visit_named(f);
+            }
         }
         if let Some(head) = &mut self.lm_head {
-            f("lm_head", head);
+            head.visit_named(f);
         }
     }
 
     /// Visit every parameter that is not inside a linear layer, with its HF name.
     pub fn for_each_other_param(&mut self, f: &mut Visit) {
-        f(
-            &format!("{PREFIX}wte.weight"),
-            ParamMut::Matrix(&mut self.wte.weight, false),
-        );
-        f(
-            &format!("{PREFIX}wpe.weight"),
-            ParamMut::Matrix(&mut self.wpe.weight, false),
-        );
-        let mut norm = |name: String, ln: &mut LayerNorm| {
-            f(&format!("{name}.weight"), ParamMut::Vector(&mut ln.weight));
-            f(&format!("{name}.bias"), ParamMut::Vector(&mut ln.bias));
-        };
-        for (i, b) in self.h.iter_mut().enumerate() {
-            norm(format!("{PREFIX}h.{i}.ln_1"), &mut b.ln_1);
-            norm(format!("{PREFIX}h.{i}.ln_2"), &mut b.ln_2);
+        self.wte.visit_named(f);
+        self.wpe.visit_named(f);
+        for b in &mut self.h {
+            b.ln_1.visit_named(f);
+            b.ln_2.visit_named(f);
         }
-        norm(format!("{PREFIX}ln_f"), &mut self.ln_f);
+        self.ln_f.visit_named(f);
     }
 
     /// Set attention-probability and residual dropout (active only while training).
@@ -235,10 +219,5 @@ impl Gpt2Mlp {
 }
 
 fn layer_norm(w: &mut WeightStore, name: &str, cfg: &Gpt2Config) -> Result<LayerNorm, HfError> {
-    let hint = format!("n_embd {}", cfg.n_embd);
-    Ok(LayerNorm {
-        weight: w.param(&format!("{name}.weight"), [cfg.n_embd], &hint)?,
-        bias: w.param(&format!("{name}.bias"), [cfg.n_embd], &hint)?,
-        eps: cfg.layer_norm_epsilon,
-    })
+    LayerNorm::load(w, name, cfg.n_embd, cfg.layer_norm_epsilon)
 }

@@ -5,6 +5,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use super::weights::WeightStore;
+use super::{ParamMut, Visit};
 use crate::hf::HfError;
 
 /// A dense layer. `weight` is stored `[in, out]` (burn's matmul layout); HF `nn.Linear`
@@ -17,6 +18,8 @@ pub struct Linear {
     pub lora: Option<Lora>,
     /// True for GPT-2's `Conv1D`, whose checkpoint layout is already `[in, out]`.
     pub conv1d: bool,
+    /// Hugging Face module path (`model.layers.0.self_attn.q_proj`), recorded at load.
+    pub path: String,
 }
 
 /// A LoRA adapter on one [`Linear`]: `ΔW = scaling · A B` in our `[in, out]` layout, i.e. PEFT's
@@ -77,17 +80,25 @@ impl Linear {
             bias,
             lora: None,
             conv1d: false,
+            path: w.path(name),
         })
     }
 
-    /// A bias-free layer from a `[in, out]` weight (e.g. an untied LM head).
-    pub fn from_weight(weight: Tensor<2>) -> Self {
+    /// A bias-free layer from a `[in, out]` weight (e.g. an untied LM head) at HF path `path`.
+    pub fn from_weight(weight: Tensor<2>, path: &str) -> Self {
         Linear {
             weight: Param::from_tensor(weight),
             bias: None,
             lora: None,
             conv1d: false,
+            path: path.to_string(),
         }
+    }
+
+    /// Call `f` with this layer and its HF module path.
+    pub fn visit_named(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        let path = self.path.clone();
+        f(&path, self);
     }
 
     /// Input and output sizes.
@@ -129,9 +140,32 @@ pub fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
 #[derive(Module, Debug)]
 pub struct Embedding {
     pub weight: Param<Tensor<2>>,
+    /// Hugging Face module path (`model.embed_tokens`), recorded at load.
+    pub path: String,
 }
 
 impl Embedding {
+    /// Load `{name}.weight` `[num, dim]`.
+    pub fn load(
+        w: &mut WeightStore,
+        name: &str,
+        shape: [usize; 2],
+        hint: &str,
+    ) -> Result<Self, HfError> {
+        Ok(Embedding {
+            weight: w.param(&format!("{name}.weight"), shape, hint)?,
+            path: w.path(name),
+        })
+    }
+
+    /// Call `f` with the table and its HF tensor name.
+    pub fn visit_named(&mut self, f: &mut Visit) {
+        f(
+            &format!("{}.weight", self.path),
+            ParamMut::Matrix(&mut self.weight, false),
+        );
+    }
+
     /// Look up `ids` `[batch, seq]` → `[batch, seq, dim]`.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         burn::tensor::module::embedding(self.weight.val(), ids)
@@ -148,9 +182,32 @@ impl Embedding {
 pub struct RmsNorm {
     pub weight: Param<Tensor<1>>,
     pub eps: f64,
+    /// Hugging Face module path, recorded at load.
+    pub path: String,
 }
 
 impl RmsNorm {
+    /// Load `{name}.weight` `[dim]`.
+    pub fn load(w: &mut WeightStore, name: &str, dim: usize, eps: f64) -> Result<Self, HfError> {
+        Ok(RmsNorm {
+            weight: w.param(
+                &format!("{name}.weight"),
+                [dim],
+                &format!("hidden_size {dim}"),
+            )?,
+            eps,
+            path: w.path(name),
+        })
+    }
+
+    /// Call `f` with the weight and its HF tensor name.
+    pub fn visit_named(&mut self, f: &mut Visit) {
+        f(
+            &format!("{}.weight", self.path),
+            ParamMut::Vector(&mut self.weight),
+        );
+    }
+
     /// Normalize over the last dimension.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
@@ -164,9 +221,34 @@ pub struct LayerNorm {
     pub weight: Param<Tensor<1>>,
     pub bias: Param<Tensor<1>>,
     pub eps: f64,
+    /// Hugging Face module path, recorded at load.
+    pub path: String,
 }
 
 impl LayerNorm {
+    /// Load `{name}.weight` and `{name}.bias` `[dim]`.
+    pub fn load(w: &mut WeightStore, name: &str, dim: usize, eps: f64) -> Result<Self, HfError> {
+        let hint = format!("n_embd {dim}");
+        Ok(LayerNorm {
+            weight: w.param(&format!("{name}.weight"), [dim], &hint)?,
+            bias: w.param(&format!("{name}.bias"), [dim], &hint)?,
+            eps,
+            path: w.path(name),
+        })
+    }
+
+    /// Call `f` with the weight and bias and their HF tensor names.
+    pub fn visit_named(&mut self, f: &mut Visit) {
+        f(
+            &format!("{}.weight", self.path),
+            ParamMut::Vector(&mut self.weight),
+        );
+        f(
+            &format!("{}.bias", self.path),
+            ParamMut::Vector(&mut self.bias),
+        );
+    }
+
     /// Normalize over the last dimension (biased variance, as PyTorch).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (var, mean) = x.clone().var_mean_bias(2);

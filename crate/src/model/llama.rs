@@ -5,9 +5,9 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor};
 
+use super::Visit;
 use super::layers::{Embedding, KvCache, LayerCache, Linear, RmsNorm, Rope, attention, dropout};
 use super::weights::WeightStore;
-use super::{ParamMut, Visit};
 use crate::hf::{HfError, LlamaConfig};
 
 /// `LlamaAttention`: q/k/v/o projections.
@@ -73,7 +73,7 @@ impl LlamaForCausalLm {
             cfg.intermediate_size
         );
         let hint_emb = format!("vocab_size {v}, hidden_size {d}");
-        let embed = w.take("embed_tokens.weight", [v, d], &hint_emb)?;
+        let embed_tokens = Embedding::load(w, "embed_tokens", [v, d], &hint_emb)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("layers.{i}");
@@ -109,18 +109,16 @@ impl LlamaForCausalLm {
             None
         } else {
             let lm = w.take_exact("lm_head.weight", [v, d], &hint_emb)?;
-            Some(Linear::from_weight(lm.transpose()))
+            Some(Linear::from_weight(lm.transpose(), "lm_head"))
         };
         let rope = Rope::new(
             hd,
             cfg.rope_theta,
             cfg.max_position_embeddings,
-            &embed.device(),
+            &embed_tokens.weight.device(),
         );
         Ok(LlamaForCausalLm {
-            embed_tokens: Embedding {
-                weight: burn::module::Param::from_tensor(embed),
-            },
+            embed_tokens,
             layers,
             norm,
             lm_head,
@@ -153,43 +151,33 @@ impl LlamaForCausalLm {
 impl LlamaForCausalLm {
     /// Visit every linear layer with its HF module path.
     pub fn for_each_linear(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            let p = format!("{PREFIX}layers.{i}");
-            let a = &mut l.self_attn;
-            f(&format!("{p}.self_attn.q_proj"), &mut a.q_proj);
-            f(&format!("{p}.self_attn.k_proj"), &mut a.k_proj);
-            f(&format!("{p}.self_attn.v_proj"), &mut a.v_proj);
-            f(&format!("{p}.self_attn.o_proj"), &mut a.o_proj);
-            f(&format!("{p}.mlp.gate_proj"), &mut l.mlp.gate_proj);
-            f(&format!("{p}.mlp.up_proj"), &mut l.mlp.up_proj);
-            f(&format!("{p}.mlp.down_proj"), &mut l.mlp.down_proj);
+        for l in &mut self.layers {
+            let (a, m) = (&mut l.self_attn, &mut l.mlp);
+            for lin in [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ] {
+                lin.visit_named(f);
+            }
         }
         if let Some(head) = &mut self.lm_head {
-            f("lm_head", head);
+            head.visit_named(f);
         }
     }
 
     /// Visit every parameter that is not inside a linear layer, with its HF name.
     pub fn for_each_other_param(&mut self, f: &mut Visit) {
-        f(
-            &format!("{PREFIX}embed_tokens.weight"),
-            ParamMut::Matrix(&mut self.embed_tokens.weight, false),
-        );
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            let p = format!("{PREFIX}layers.{i}");
-            f(
-                &format!("{p}.input_layernorm.weight"),
-                ParamMut::Vector(&mut l.input_layernorm.weight),
-            );
-            f(
-                &format!("{p}.post_attention_layernorm.weight"),
-                ParamMut::Vector(&mut l.post_attention_layernorm.weight),
-            );
+        self.embed_tokens.visit_named(f);
+        for l in &mut self.layers {
+            l.input_layernorm.visit_named(f);
+            l.post_attention_layernorm.visit_named(f);
         }
-        f(
-            &format!("{PREFIX}norm.weight"),
-            ParamMut::Vector(&mut self.norm.weight),
-        );
+        self.norm.visit_named(f);
     }
 
     /// Set attention-probability and residual dropout (active only while training).
@@ -256,12 +244,5 @@ impl LlamaMlp {
 }
 
 fn rms(w: &mut WeightStore, name: &str, cfg: &LlamaConfig) -> Result<RmsNorm, HfError> {
-    Ok(RmsNorm {
-        weight: w.param(
-            &format!("{name}.weight"),
-            [cfg.hidden_size],
-            &format!("hidden_size {}", cfg.hidden_size),
-        )?,
-        eps: cfg.rms_norm_eps,
-    })
+    RmsNorm::load(w, name, cfg.hidden_size, cfg.rms_norm_eps)
 }

@@ -25,6 +25,19 @@ pub enum LoraInit {
     Gaussian,
 }
 
+impl std::str::FromStr for LoraInit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kaiming" => Ok(LoraInit::Kaiming),
+            "gaussian" => Ok(LoraInit::Gaussian),
+            _ => Err(format!(
+                "unknown LoRA init `{s}`; expected kaiming or gaussian"
+            )),
+        }
+    }
+}
+
 /// LoRA hyper-parameters.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LoraConfig {
@@ -88,7 +101,7 @@ pub fn resolve_targets(model: &mut CausalLm, specs: &[String]) -> Result<Vec<Str
                 .collect(),
             _ if spec.starts_with("re:") => {
                 let re = regex::Regex::new(&format!("^(?:{})$", &spec[3..]))
-                    .map_err(|e| Error::Input(format!("--targets {spec}: bad regex: {e}")))?;
+                    .map_err(|e| Error::setting("targets", format!("{spec}: bad regex: {e}")))?;
                 all.iter().filter(|p| re.is_match(p)).collect()
             }
             _ => all
@@ -108,10 +121,13 @@ pub fn resolve_targets(model: &mut CausalLm, specs: &[String]) -> Result<Vec<Str
                     }
                 })
                 .collect();
-            return Err(Error::Input(format!(
-                "LoRA target `{spec}` matches no linear layer of this model; its linears are: {} (presets: attention, mlp, all; or re:<regex> on full paths)",
-                names.into_iter().collect::<Vec<_>>().join(", ")
-            )));
+            return Err(Error::setting(
+                "targets",
+                format!(
+                    "LoRA target `{spec}` matches no linear layer of this model; its linears are: {} (presets: attention, mlp, all; or re:<regex> on full paths)",
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
         }
         chosen.extend(matched.into_iter().cloned());
     }
@@ -122,13 +138,13 @@ pub fn resolve_targets(model: &mut CausalLm, specs: &[String]) -> Result<Vec<Str
 /// adapted module paths.
 pub fn attach(model: &mut CausalLm, cfg: &LoraConfig, device: &Device) -> Result<Vec<String>> {
     if cfg.rank == 0 {
-        return Err(Error::Input("--rank must be at least 1".into()));
+        return Err(Error::setting("rank", "must be at least 1"));
     }
     if !(0.0..1.0).contains(&cfg.dropout) {
-        return Err(Error::Input(format!(
-            "--dropout must be in [0, 1), got {}",
-            cfg.dropout
-        )));
+        return Err(Error::setting(
+            "lora_dropout",
+            format!("must be in [0, 1), got {}", cfg.dropout),
+        ));
     }
     let targets = resolve_targets(model, &cfg.targets)?;
     freeze_all(model);
@@ -139,10 +155,13 @@ pub fn attach(model: &mut CausalLm, cfg: &LoraConfig, device: &Device) -> Result
         }
         let [d_in, d_out] = lin.dims();
         if cfg.rank > d_in.min(d_out) {
-            err = Some(Error::Input(format!(
-                "--rank {} exceeds the smaller dimension of `{path}` ({d_in}×{d_out})",
-                cfg.rank
-            )));
+            err = Some(Error::setting(
+                "rank",
+                format!(
+                    "{} exceeds the smaller dimension of {path} ({d_in}×{d_out})",
+                    cfg.rank
+                ),
+            ));
             return;
         }
         let a = match cfg.init {

@@ -178,6 +178,57 @@ impl CausalLm {
     }
 }
 
+/// A model with what running it needs (its config, tokenizer and device), borrowed: a session's
+/// base model and a run's tuned model are evaluated and sampled from alike.
+#[derive(Clone, Copy)]
+pub struct LmView<'a> {
+    pub model: &'a CausalLm,
+    pub config: &'a ModelConfig,
+    pub tokenizer: Option<&'a Tokenizer>,
+    /// A non-autodiff device (evaluation tracks no gradients).
+    pub device: &'a Device,
+    /// Where the model came from, for messages.
+    pub source: &'a str,
+}
+
+impl<'a> LmView<'a> {
+    /// The tokenizer, or an error saying the model has none.
+    pub fn tokenizer(&self) -> Result<&'a Tokenizer> {
+        self.tokenizer.ok_or_else(|| {
+            Error::Input(format!(
+                "{} has no tokenizer.json; pass token ids instead of text",
+                self.source
+            ))
+        })
+    }
+
+    /// Vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.config.vocab_size()
+    }
+
+    /// Context length (`max_position_embeddings`).
+    pub fn context(&self) -> usize {
+        self.config.max_positions()
+    }
+
+    /// Full logits `[len, vocab]` (row-major) for one sequence of token ids.
+    pub async fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let max = self.context();
+        if ids.is_empty() {
+            return Err(Error::Input("no tokens given".into()));
+        }
+        if ids.len() > max {
+            return Err(Error::Input(format!(
+                "{} tokens exceed the model's context of {max} (max_position_embeddings)",
+                ids.len()
+            )));
+        }
+        let input = ids_tensor(ids, self.vocab(), self.device)?;
+        read_f32(self.model.forward(input, None)).await
+    }
+}
+
 /// A model with everything that came with it.
 pub struct LoadedModel {
     pub model: CausalLm,
@@ -190,7 +241,7 @@ pub struct LoadedModel {
     /// `config.json` as written (re-used when exporting a fine-tuned checkpoint).
     pub config_json: String,
     /// Tokenizer and generation files present beside the weights, copied into exports.
-    pub extra_files: Vec<crate::export::File>,
+    pub extra_files: Vec<crate::files::File>,
 }
 
 /// Optional files that travel with a checkpoint.
@@ -215,14 +266,14 @@ pub async fn load(
     let mut extra_files = Vec::new();
     for name in EXTRA_FILES {
         match fetch.read_string(name).await {
-            Ok(text) => extra_files.push((name.to_string(), text.into_bytes())),
+            Ok(text) => extra_files.push(crate::files::File::new(*name, text)),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let tokenizer = match extra_files.iter().find(|f| f.0 == "tokenizer.json") {
-        Some((_, bytes)) => Some(Tokenizer::from_bytes(
-            bytes,
+    let tokenizer = match extra_files.iter().find(|f| f.name == "tokenizer.json") {
+        Some(f) => Some(Tokenizer::from_bytes(
+            &f.bytes,
             &fetch.locate("tokenizer.json"),
         )?),
         None => None,

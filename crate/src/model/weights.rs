@@ -50,6 +50,12 @@ impl WeightStore {
         }
     }
 
+    /// The Hugging Face name of a body tensor or module (`layers.0.mlp` → `model.layers.0.mlp`):
+    /// recorded in each layer at load, so the names are spelled once, where they are loaded.
+    pub fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     /// Move one tensor onto the device as soon as it has been read.
     pub fn insert(&mut self, file: &str, raw: RawTensor) {
         if !self.files.iter().any(|f| f == file) {

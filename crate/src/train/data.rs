@@ -37,21 +37,26 @@ impl Regime {
     /// Guess from a file: plain text, or JSONL whose first record has `text`, is continued
     /// pretraining; other JSONL is instruction tuning.
     pub fn detect(path: &std::path::Path) -> Result<Self> {
-        if !is_jsonl(path) {
-            return Ok(Regime::Cpt);
+        Ok(Self::detect_in(open(path)?, is_jsonl(path)))
+    }
+
+    /// [`Regime::detect`] over a reader of the (decompressed) contents.
+    pub fn detect_in(reader: impl BufRead, jsonl: bool) -> Self {
+        if !jsonl {
+            return Regime::Cpt;
         }
-        for line in open(path)?.lines().map_while(|l| l.ok()) {
+        for line in reader.lines().map_while(|l| l.ok()) {
             if line.trim().is_empty() {
                 continue;
             }
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            return Ok(if v.get("text").is_some() {
+            return if v.get("text").is_some() {
                 Regime::Cpt
             } else {
                 Regime::Ift
-            });
+            };
         }
-        Ok(Regime::Cpt)
+        Regime::Cpt
     }
 }
 
@@ -79,7 +84,7 @@ impl std::str::FromStr for Regime {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub examples: Vec<Example>,
-    /// Lines skipped with `--skip-bad-lines`.
+    /// Lines skipped (`skip_bad_lines`).
     pub skipped_lines: usize,
     /// Tokens that take part in the loss, over all examples.
     pub target_tokens: usize,
@@ -127,8 +132,10 @@ pub fn open(path: &std::path::Path) -> Result<Box<dyn BufRead>> {
 }
 
 fn open_file(path: &std::path::Path) -> Result<std::fs::File> {
-    std::fs::File::open(path)
-        .map_err(|e| Error::Input(format!("data file {}: {e}", path.display())))
+    std::fs::File::open(path).map_err(|e| Error::File {
+        path: path.display().to_string(),
+        message: format!("data file: {e}"),
+    })
 }
 
 /// `reader` gunzipped when `path` ends in `.gz`.
@@ -162,10 +169,10 @@ pub fn read(
     opts: &DataOptions,
 ) -> Result<Dataset> {
     if opts.seq_len < 2 {
-        return Err(Error::Input(format!(
-            "--seq-len must be at least 2, got {}",
-            opts.seq_len
-        )));
+        return Err(Error::setting(
+            "seq_len",
+            format!("must be at least 2, got {}", opts.seq_len),
+        ));
     }
     let eos = tok.eos_id;
     let mut stream: Vec<u32> = Vec::new();
@@ -196,7 +203,7 @@ pub fn read(
             }
             Err(msg) => {
                 return Err(Error::Input(format!(
-                    "{name}: line {}: {msg} (use --skip-bad-lines to skip such lines)",
+                    "{name}: line {}: {msg} (set `skip_bad_lines` to skip such lines)",
                     i + 1
                 )));
             }
@@ -231,7 +238,7 @@ pub fn read(
     }
     if examples.is_empty() {
         return Err(Error::Input(format!(
-            "{name}: no training examples (empty file, or fewer than --seq-len {} tokens)",
+            "{name}: no training examples (empty file, or fewer than `seq_len` ({}) tokens)",
             opts.seq_len
         )));
     }

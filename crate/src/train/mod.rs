@@ -1,5 +1,5 @@
-//! Fine-tuning: data, loss, optimizers, schedules and the step loop shared by full fine-tuning
-//! and LoRA.
+//! Fine-tuning: data, loss, optimizers, schedules, checkpoint sinks and the step loop shared by
+//! full fine-tuning and LoRA.
 
 pub mod data;
 pub mod loss;
@@ -7,6 +7,8 @@ pub mod optim;
 #[cfg(feature = "native")]
 pub mod resume;
 pub mod schedule;
+pub mod sink;
 pub mod trainer;
 
-pub use trainer::{CheckpointSink, FullConfig, Method, TrainConfig, Trainer, training_device};
+pub use sink::{CheckpointSink, MemorySink};
+pub use trainer::{FullConfig, Method, TrainConfig, Trainer, training_device};

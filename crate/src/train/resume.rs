@@ -22,7 +22,7 @@ pub struct Resume {
 impl Resume {
     /// Read `dir/trainer_state.json` and `dir/optimizer.safetensors`.
     pub fn read(dir: &Path) -> Result<Self> {
-        let bad = |p: &Path, e: String| Error::Input(format!("--resume: {}: {e}", p.display()));
+        let bad = |p: &Path, e: String| Error::setting("resume", format!("{}: {e}", p.display()));
         let path = dir.join("trainer_state.json");
         let state_json = std::fs::read_to_string(&path).map_err(|e| bad(&path, e.to_string()))?;
         let v: serde_json::Value =

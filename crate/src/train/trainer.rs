@@ -12,9 +12,11 @@ use super::data::{Batch, Dataset, collate, epoch_order};
 use super::loss::summed_cross_entropy;
 use super::optim::{Optimizer, OptimizerConfig};
 use super::schedule::{Schedule, factor};
+use super::sink::CheckpointSink;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::export::{self, File};
+use crate::export;
+use crate::files::File;
 use crate::model::lora::{self, LoraConfig};
 use crate::model::{CausalLm, ParamMut, read_f32};
 
@@ -97,27 +99,35 @@ impl TrainConfig {
         }
     }
 
-    /// Reject settings that cannot work, naming the flag.
+    /// Reject settings that cannot work, naming the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Input(m));
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr must be positive, got {}", self.lr));
+            return Err(Error::setting(
+                "lr",
+                format!("must be positive, got {}", self.lr),
+            ));
         }
-        if self.batch_size == 0 || self.grad_accum == 0 || self.log_every == 0 {
-            return bad("--batch-size, --grad-accum and --log-every must be at least 1".into());
+        for (field, v) in [
+            ("batch_size", self.batch_size),
+            ("grad_accum", self.grad_accum),
+            ("log_every", self.log_every),
+        ] {
+            if v == 0 {
+                return Err(Error::setting(field, "must be at least 1"));
+            }
         }
-        for (flag, p) in [
-            ("--attention-dropout", self.attention_dropout),
-            ("--residual-dropout", self.residual_dropout),
+        for (field, p) in [
+            ("attention_dropout", self.attention_dropout),
+            ("residual_dropout", self.residual_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
-                return bad(format!("{flag} must be in [0, 1), got {p}"));
+                return Err(Error::setting(field, format!("must be in [0, 1), got {p}")));
             }
         }
         if let Some(c) = self.clip
-            && c <= 0.0
+            && !(c > 0.0 && c.is_finite())
         {
-            return bad(format!("--clip must be positive, got {c}"));
+            return Err(Error::setting("clip", format!("must be positive, got {c}")));
         }
         Ok(())
     }
@@ -160,12 +170,6 @@ pub async fn evaluate_loss(
         total += read_f32(summed_cross_entropy(logits, b.labels)).await?[0] as f64;
     }
     Ok(total / data.target_tokens.max(1) as f64)
-}
-
-/// Where checkpoints go: a directory natively, downloads in the browser.
-pub trait CheckpointSink {
-    /// Store `files` as the checkpoint `name` (e.g. `checkpoint-100`, or `final`), atomically.
-    fn save(&mut self, name: &str, files: Vec<File>) -> Result<()>;
 }
 
 /// Training progress that a checkpoint must restore.
@@ -262,7 +266,7 @@ impl Trainer {
                     .iter()
                     .map(|r| {
                         regex::Regex::new(r)
-                            .map_err(|e| Error::Input(format!("--freeze `{r}`: {e}")))
+                            .map_err(|e| Error::setting("freeze", format!("`{r}`: {e}")))
                     })
                     .collect::<Result<_>>()?;
                 model.for_each_param(&mut |name, mut p| {
@@ -497,7 +501,7 @@ impl Trainer {
                         return Err(Error::Diverged {
                             step: s + 1,
                             message: format!(
-                                "loss {loss}, gradient norm {norm} (try a lower --lr or --clip 1.0); {kept}"
+                                "loss {loss}, gradient norm {norm} (try a lower `lr` or `clip` 1.0); {kept}"
                             ),
                         });
                     }
@@ -575,8 +579,8 @@ impl Trainer {
             .iter()
             .map(|(k, v)| (k.clone(), vec![v.len()], &v[..]))
             .collect();
-        files.push((
-            "optimizer.safetensors".into(),
+        files.push(File::new(
+            "optimizer.safetensors",
             crate::hf::safetensors::serialize_f32(&tensors),
         ));
         let state = serde_json::json!({
@@ -586,10 +590,7 @@ impl Trainer {
             "model_signature": signature(&self.model),
             "trainable_parameters": self.trainable_parameters,
         });
-        files.push((
-            "trainer_state.json".into(),
-            serde_json::to_vec_pretty(&state).expect("JSON value"),
-        ));
+        files.push(File::json("trainer_state.json", &state));
         Ok(files)
     }
 
@@ -610,7 +611,7 @@ impl Trainer {
     /// Continue from a checkpoint's `trainer_state.json` and `optimizer.safetensors` (the model
     /// weights or adapter must already be loaded). Fails if the checkpoint is of another model.
     pub fn restore(&mut self, state_json: &str, optimizer: Vec<(String, Vec<f32>)>) -> Result<()> {
-        let bad = |m: String| Error::Input(format!("--resume: trainer_state.json: {m}"));
+        let bad = |m: String| Error::setting("resume", format!("trainer_state.json: {m}"));
         let v: serde_json::Value =
             serde_json::from_str(state_json).map_err(|e| bad(e.to_string()))?;
         let sig = v["model_signature"].as_str().unwrap_or_default();
@@ -633,11 +634,11 @@ impl Trainer {
 /// architecture (same parameter names and shapes).
 pub fn check_signature(model: &CausalLm, state_json: &str) -> Result<()> {
     let v: serde_json::Value = serde_json::from_str(state_json)
-        .map_err(|e| Error::Input(format!("--resume: trainer_state.json: {e}")))?;
+        .map_err(|e| Error::setting("resume", format!("trainer_state.json: {e}")))?;
     if v["model_signature"].as_str().unwrap_or_default() != signature(model) {
-        return Err(Error::Input(
-            "--resume: the checkpoint belongs to a different model (parameter names or shapes differ)"
-                .into(),
+        return Err(Error::setting(
+            "resume",
+            "the checkpoint belongs to a different model (parameter names or shapes differ)",
         ));
     }
     Ok(())
@@ -678,19 +679,17 @@ pub fn largest_buffer(
 }
 
 /// Refuse a batch whose largest buffer would exceed the device's binding limit (WebGPU and
-/// Vulkan fail such allocations), saying which limit and by how much; `knobs` names the
-/// settings to lower in the caller's own words (flags in the CLI, fields on the page).
+/// Vulkan fail such allocations), saying which limit, by how much, and which settings to lower.
 pub fn check_buffer_limit(
     config: &crate::hf::ModelConfig,
     batch: usize,
     seq: usize,
     max_binding: u64,
-    knobs: &str,
 ) -> Result<()> {
     let (bytes, what) = largest_buffer(config, batch, seq);
     if bytes > max_binding {
         return Err(Error::Device(format!(
-            "a batch of {batch} × {seq} tokens needs a {:.1} MiB {what} buffer, {:.1} MiB over this adapter's max_storage_buffer_binding_size ({:.1} MiB); use a smaller {knobs}",
+            "a batch of {batch} × {seq} tokens needs a {:.1} MiB {what} buffer, {:.1} MiB over this adapter's max_storage_buffer_binding_size ({:.1} MiB); use a smaller `batch_size` or `seq_len`",
             crate::hf::mib(bytes),
             crate::hf::mib(bytes - max_binding),
             crate::hf::mib(max_binding)

@@ -1,5 +1,5 @@
-//! The browser entry points (wasm-bindgen): a thin shell over [`Session`], meant to run inside a
-//! Web Worker so GPU work never blocks the page. All readbacks are asynchronous.
+//! The browser entry points (wasm-bindgen): a thin shell over [`Session`] and [`Run`], meant to
+//! run inside a Web Worker so GPU work never blocks the page. All readbacks are asynchronous.
 
 use burn::tensor::Device;
 use js_sys::{Function, Uint8Array};
@@ -8,19 +8,18 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::eval::generate::GenerateOptions;
-use crate::event::{Event, ProgressReader};
+use crate::event::Event;
 use crate::experiment::config::Forgetting;
 use crate::experiment::evaluate::{
-    EvalSpec, ForgettingData, evaluate, forgetting_tasks, math_jsonl, math_training_lines,
-    target_eval,
+    EvalSpec, ForgettingData, evaluate, forgetting_tasks, target_eval,
 };
-use crate::export::{DEFAULT_MAX_SHARD, MemorySink, hf_files, peft_files};
+use crate::files::File;
 use crate::hf::source::{Body, Chunk, HttpResponse, Reopen, Request, open_url};
 use crate::hf::{Fetch, HfError, Opened};
+use crate::run::{DataSource, ExportKind, Prepared, Run, RunSpec, prepare_data};
 use crate::session::Session;
-use crate::train::data::{self, DataOptions, Dataset, Regime};
-use crate::train::{Method, TrainConfig, Trainer};
-use burn::module::Module;
+use crate::train::MemorySink;
+use crate::train::data::Dataset;
 
 /// Install the panic hook and a console logger, so cubecl's WGSL errors (reported through
 /// `log::error!`) and panics reach the browser console.
@@ -174,18 +173,48 @@ impl Fetch for WebFetch {
     }
 }
 
-/// A model loaded on the browser's GPU, with the training data, run and evaluations of the lab
-/// page. Calls must not overlap (the worker serialises them).
+/// A model loaded on the browser's GPU, with the training data and the run of the lab page.
+/// Calls must not overlap (the worker serialises them).
 #[wasm_bindgen]
 pub struct WebSession {
-    /// The base model (and, while a run's model is being evaluated, that model).
+    /// The base model.
     inner: Session,
     data: Option<Dataset>,
-    trainer: Option<Trainer>,
+    run: Option<Run>,
 }
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from(js_sys::Error::new(&e.to_string()))
+}
+
+/// A library error as a JavaScript `Error` whose `field` property names the setting at fault
+/// (the page puts its own label there; the message names it in backticks).
+fn lib_err(e: crate::Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    if let crate::Error::Setting { field, .. } = &e {
+        let _ = js_sys::Reflect::set(&err, &"field".into(), &(*field).into());
+    }
+    err.into()
+}
+
+/// A run spec from the page: the fields its form sets; the rest take [`RunSpec`]'s defaults.
+fn spec_from(value: JsValue) -> Result<RunSpec, JsValue> {
+    let spec: RunSpec = serde_wasm_bindgen::from_value(value)
+        .map_err(|e| js_err(format!("training settings: {e}")))?;
+    spec.validate().map_err(lib_err)?;
+    Ok(spec)
+}
+
+/// Every setting of a run with its default value (the page's form starts from these).
+#[wasm_bindgen(js_name = runSpecDefaults)]
+pub fn run_spec_defaults() -> Result<JsValue, JsValue> {
+    to_js(&RunSpec::default())
+}
+
+/// `spec` with defaults filled in, or an error naming the field at fault.
+#[wasm_bindgen(js_name = validateRunSpec)]
+pub fn validate_run_spec(spec: JsValue) -> Result<JsValue, JsValue> {
+    to_js(&spec_from(spec)?)
 }
 
 fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
@@ -203,10 +232,14 @@ fn emitter(on_event: &Function) -> impl FnMut(&Event) + '_ {
     }
 }
 
-fn files_object(files: &[crate::export::File]) -> Result<JsValue, JsValue> {
+fn files_object(files: &[File]) -> Result<JsValue, JsValue> {
     let out = js_sys::Object::new();
-    for (name, bytes) in files {
-        js_sys::Reflect::set(&out, &name.into(), &Uint8Array::from(&bytes[..]))?;
+    for f in files {
+        js_sys::Reflect::set(
+            &out,
+            &f.name.as_str().into(),
+            &Uint8Array::from(&f.bytes[..]),
+        )?;
     }
     Ok(out.into())
 }
@@ -249,11 +282,11 @@ pub async fn load_model(
         &mut emitter(&on_event),
     )
     .await
-    .map_err(js_err)?;
+    .map_err(lib_err)?;
     Ok(WebSession {
         inner,
         data: None,
-        trainer: None,
+        run: None,
     })
 }
 
@@ -285,191 +318,115 @@ struct EvalRequest {
 impl WebSession {
     /// Logits `[tokens.length, vocab]`, row-major.
     pub async fn logits(&self, tokens: Vec<u32>) -> Result<Vec<f32>, JsValue> {
-        self.inner.logits(&tokens).await.map_err(js_err)
+        self.inner.logits(&tokens).await.map_err(lib_err)
     }
 
     /// Mean next-token NLL, perplexity and token count of `text`.
     #[wasm_bindgen(js_name = scoreText)]
     pub async fn score_text(&self, text: String) -> Result<JsValue, JsValue> {
-        let score = self.inner.score_text(&text).await.map_err(js_err)?;
+        let score = self.inner.score_text(&text).await.map_err(lib_err)?;
         to_js(&score)
     }
 
     /// Tokenize training data: the bytes of a file called `name` (`.txt`, `.jsonl`, `.gz`),
-    /// read as `regime` (`cpt`, `ift` or `auto`: text → cpt, JSONL with `text` → cpt, else ift)
-    /// into `seq_len`-token examples, reporting progress (bytes tokenized) to `on_event`.
-    /// Returns `{examples, targetTokens, skipped, regime}`.
+    /// read as `spec` says (`regime` — detected when absent —, `seq_len`, `skip_bad_lines`),
+    /// reporting progress (bytes tokenized) to `on_event`. Returns `{examples, targetTokens,
+    /// skipped, regime}`.
     #[wasm_bindgen(js_name = setData)]
     pub fn set_data(
         &mut self,
         bytes: Vec<u8>,
         name: String,
-        regime: String,
-        seq_len: usize,
+        spec: JsValue,
         on_event: Function,
     ) -> Result<JsValue, JsValue> {
-        let gz = name.ends_with(".gz");
-        let bytes = if gz {
-            let mut out = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
-                .map_err(|e| js_err(format!("{name}: not valid gzip: {e}")))?;
-            out
-        } else {
-            bytes
+        let source = DataSource::Bytes {
+            name: &name,
+            bytes: &bytes,
         };
-        let jsonl = crate::train::data::is_jsonl(std::path::Path::new(&name));
-        let regime = match regime.as_str() {
-            "auto" => {
-                let first = String::from_utf8_lossy(&bytes)
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .map(str::to_string)
-                    .unwrap_or_default();
-                let text_field = serde_json::from_str::<serde_json::Value>(&first)
-                    .is_ok_and(|v| v.get("text").is_some());
-                if !jsonl || text_field {
-                    Regime::Cpt
-                } else {
-                    Regime::Ift
-                }
-            }
-            r => r.parse::<Regime>().map_err(js_err)?,
-        };
-        let tok = self.inner.tokenizer().map_err(js_err)?;
-        let opts = DataOptions {
-            regime,
-            seq_len,
-            skip_bad_lines: false,
-            pad_id: tok.eos_id.unwrap_or(0),
-        };
-        let mut emit = emitter(&on_event);
-        let reader = ProgressReader::new(
-            &bytes[..],
-            &format!("tokenizing {name}"),
-            Some(bytes.len() as u64),
-            &mut emit,
-        );
-        let data = data::read(reader, &name, jsonl, tok, &opts).map_err(js_err)?;
-        let summary = serde_json::json!({
-            "examples": data.examples.len(), "targetTokens": data.target_tokens,
-            "skipped": data.skipped_lines, "regime": regime.to_string(),
-        });
-        self.data = Some(data);
-        to_js(&summary)
+        self.prepare(source, spec, on_event)
     }
 
-    /// Generate GSM8K-layout math problems from `seed` (`train` for training, read as `regime`;
-    /// `test` returned as JSONL for the learning metric).
+    /// Generate GSM8K-layout math problems from `seed` (`train` for training, read as `spec`
+    /// says, instruction tuning by default; `test` returned as JSONL for the learning metric).
     #[wasm_bindgen(js_name = setMathData)]
     pub fn set_math_data(
         &mut self,
         train: usize,
         test: usize,
         seed: u32,
-        regime: String,
-        seq_len: usize,
+        spec: JsValue,
         on_event: Function,
     ) -> Result<JsValue, JsValue> {
-        let (tr, te) = crate::corpus::math::splits(train, test, seed.into());
-        let regime: Regime = regime.parse().map_err(js_err)?;
-        let lines = math_training_lines(&tr, regime);
-        let summary = self.set_data(
-            lines,
-            "math.jsonl".into(),
-            regime.to_string(),
-            seq_len,
-            on_event,
-        )?;
-        js_sys::Reflect::set(
-            &summary,
-            &"test".into(),
-            &String::from_utf8_lossy(&math_jsonl(&te))
-                .into_owned()
-                .into(),
-        )?;
-        Ok(summary)
+        let source = DataSource::Math {
+            train,
+            test,
+            seed: seed.into(),
+        };
+        self.prepare(source, spec, on_event)
     }
 
-    /// Prepare a run on the loaded data with `config` (the fields of `TrainConfig`), starting from
-    /// the base model. `max_binding` is the GPU adapter's `maxStorageBufferBindingSize`: a batch
-    /// whose largest buffer would exceed it is refused, saying by how much. Returns
-    /// `{trainableParameters, totalSteps}`.
+    /// Prepare a run of `spec` (the fields the page sets; the rest default) on the loaded data,
+    /// starting from the base model. `max_binding` is the GPU adapter's
+    /// `maxStorageBufferBindingSize`: a batch whose largest buffer would exceed it is refused,
+    /// saying by how much. Returns `{trainableParameters, totalSteps, spec}` (the spec with every
+    /// default filled in).
     #[wasm_bindgen(js_name = startTraining)]
-    pub fn start_training(
-        &mut self,
-        config: JsValue,
-        max_binding: f64,
-    ) -> Result<JsValue, JsValue> {
-        let config: TrainConfig = serde_wasm_bindgen::from_value(config)
-            .map_err(|e| js_err(format!("training settings: {e}")))?;
+    pub fn start_training(&mut self, spec: JsValue, max_binding: f64) -> Result<JsValue, JsValue> {
+        let spec = spec_from(spec)?;
         let data = self
             .data
-            .as_ref()
+            .clone()
             .ok_or_else(|| js_err("load training data first"))?;
-        let seq_len = data.examples[0].ids.len();
-        crate::train::trainer::check_buffer_limit(
-            &self.inner.config,
-            config.batch_size,
-            seq_len,
-            max_binding as u64,
-            "batch or sequence length",
-        )
-        .map_err(js_err)?;
-        let device = self.inner.device.clone().autodiff();
-        let trainer = Trainer::new(
-            self.inner.model.clone().train(),
-            device,
-            config,
-            self.inner.config_json.clone(),
-            self.inner.extra_files.clone(),
-            self.inner.source.clone(),
-            None,
-        )
-        .map_err(js_err)?;
-        let total = trainer.total_steps(data.examples.len(), data.examples[0].ids.len());
-        let out = serde_json::json!({"trainableParameters": trainer.trainable_parameters, "totalSteps": total});
-        self.trainer = Some(trainer);
+        self.run = None;
+        let run =
+            Run::new(&self.inner, &spec, data, None, Some(max_binding as u64)).map_err(lib_err)?;
+        let out = serde_json::json!({
+            "trainableParameters": run.trainable_parameters(),
+            "totalSteps": run.total_steps(),
+            "spec": spec,
+        });
+        self.run = Some(run);
         to_js(&out)
     }
 
-    /// Train until optimizer step `step` (or the end), streaming events to `on_event`. Calling
-    /// it in chunks is how the page pauses, resumes and stops. Returns `{step, totalSteps,
-    /// done}`.
-    #[wasm_bindgen(js_name = trainUntil)]
-    pub async fn train_until(
+    /// Train `steps` more optimizer steps (or to the end), streaming events to `on_event`.
+    /// Calling it in chunks is how the page pauses, resumes and stops. Returns [`progress`].
+    ///
+    /// [`progress`]: WebSession::progress
+    #[wasm_bindgen(js_name = trainSteps)]
+    pub async fn train_steps(
         &mut self,
-        step: usize,
+        steps: usize,
         on_event: Function,
     ) -> Result<JsValue, JsValue> {
-        let data = self
-            .data
-            .as_ref()
-            .ok_or_else(|| js_err("load training data first"))?;
-        let trainer = self
-            .trainer
+        let run = self
+            .run
             .as_mut()
             .ok_or_else(|| js_err("start a run first"))?;
-        let total = trainer.total_steps(data.examples.len(), data.examples[0].ids.len());
-        trainer.pause_at = (step < total).then_some(step);
-        let mut sink = MemorySink::default();
-        trainer
-            .run(data, None, &mut sink, &mut emitter(&on_event))
-            .await
-            .map_err(js_err)?;
-        let done = trainer.progress.step >= total;
-        to_js(
-            &serde_json::json!({"step": trainer.progress.step, "totalSteps": total, "done": done}),
+        let until = run.progress().step + steps;
+        run.train_until(
+            Some(until),
+            &mut MemorySink::default(),
+            &mut emitter(&on_event),
         )
+        .await
+        .map_err(lib_err)?;
+        self.progress()
+    }
+
+    /// Where the run stands: `{step, totalSteps, done}` (all zero without a run).
+    pub fn progress(&self) -> Result<JsValue, JsValue> {
+        let (step, total, done) = self.run.as_ref().map_or((0, 0, true), |r| {
+            (r.progress().step, r.total_steps(), r.done())
+        });
+        to_js(&serde_json::json!({"step": step, "totalSteps": total, "done": done}))
     }
 
     /// Score the current model (the run's, else the base) on forgetting evals and a target.
     /// Returns the metrics keyed as in `results.json` (`forgetting/score`, `source/perplexity`,
     /// `<target>/<metric>`).
-    pub async fn evaluate(
-        &mut self,
-        request: JsValue,
-        on_event: Function,
-    ) -> Result<JsValue, JsValue> {
+    pub async fn evaluate(&self, request: JsValue, on_event: Function) -> Result<JsValue, JsValue> {
         let r: EvalRequest = serde_wasm_bindgen::from_value(request)
             .map_err(|e| js_err(format!("evaluation request: {e}")))?;
         let forgetting = Forgetting {
@@ -486,86 +443,57 @@ impl WebSession {
             winogrande: r.winogrande.map(String::into_bytes),
             perplexity: r.source_text,
         };
-        let tasks = forgetting_tasks(&forgetting, &d).map_err(js_err)?;
-        let tok = self.inner.tokenizer().map_err(js_err)?;
+        let tasks = forgetting_tasks(&forgetting, &d).map_err(lib_err)?;
+        let tok = self.inner.tokenizer().map_err(lib_err)?;
         let target = match (&r.target, &r.target_test) {
             (Some(spec), Some(test)) => {
-                Some(target_eval(spec, test.as_bytes(), tok).map_err(js_err)?)
+                Some(target_eval(spec, test.as_bytes(), tok).map_err(lib_err)?)
             }
             _ => None,
         };
         let mut emit = emitter(&on_event);
-        let batch = self.trainer.as_ref().map_or(8, |t| t.config.batch_size);
-        let result = self
-            .with_current_model(async |s: &Session| {
-                evaluate(s, &tasks, target.as_ref(), batch, &mut emit).await
-            })
-            .await;
-        to_js(&result.map_err(js_err)?)
+        let metrics = match &self.run {
+            Some(run) => {
+                let tuned = run.model();
+                let batch = run.config().batch_size;
+                evaluate(&run.view(&tuned), &tasks, target.as_ref(), batch, &mut emit).await
+            }
+            None => evaluate(&self.inner.view(), &tasks, target.as_ref(), 8, &mut emit).await,
+        };
+        to_js(&metrics.map_err(lib_err)?)
     }
 
     /// Greedy continuation of `prompt` by the current model (the run's, else the base).
-    pub async fn generate(
-        &mut self,
-        prompt: String,
-        max_new_tokens: usize,
-    ) -> Result<String, JsValue> {
+    pub async fn generate(&self, prompt: String, max_new_tokens: usize) -> Result<String, JsValue> {
         let opts = GenerateOptions {
             max_new_tokens,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            stop_id: None,
+            ..GenerateOptions::default()
         };
-        self.with_current_model(async |s: &Session| s.generate(&prompt, &opts, &mut |_| {}).await)
-            .await
-            .map_err(js_err)
+        match &self.run {
+            Some(run) => run.generate(&prompt, &opts, &mut |_| {}).await,
+            None => self.inner.generate(&prompt, &opts, &mut |_| {}).await,
+        }
+        .map_err(lib_err)
     }
 
     /// Files of the run: `adapter` (PEFT, LoRA runs), `merged` (a Hugging Face checkpoint with
     /// the adapter merged in, or the fully fine-tuned weights) or `checkpoint` (with optimizer
     /// state, to resume natively).
     pub async fn export(&self, kind: String) -> Result<JsValue, JsValue> {
-        let trainer = self
-            .trainer
+        let run = self
+            .run
             .as_ref()
             .ok_or_else(|| js_err("no run to export"))?;
-        let files = match kind.as_str() {
-            "adapter" => match &trainer.config.method {
-                Method::Lora(l) => peft_files(&trainer.model.valid(), l, &self.inner.source)
-                    .await
-                    .map_err(js_err)?,
-                Method::Full(_) => {
-                    return Err(js_err(
-                        "a full fine-tuning run has no adapter; export merged weights",
-                    ));
-                }
-            },
-            "merged" => {
-                let mut model = trainer.model.valid();
-                crate::model::lora::merge(&mut model);
-                let mut files = hf_files(&model, &self.inner.config_json, DEFAULT_MAX_SHARD)
-                    .await
-                    .map_err(js_err)?;
-                files.extend(self.inner.extra_files.iter().cloned());
-                files
-            }
-            "checkpoint" => trainer.checkpoint_files().await.map_err(js_err)?,
-            o => {
-                return Err(js_err(format!(
-                    "export `{o}`: expected adapter, merged or checkpoint"
-                )));
-            }
-        };
-        files_object(&files)
+        let kind: ExportKind = kind.parse().map_err(lib_err)?;
+        files_object(&run.export(kind).await.map_err(lib_err)?)
     }
 
     /// Rank of the run's weight change per matrix (90% of σ² energy), summarised as
     /// [`crate::analysis::spectrum::SpectrumSummary`] (`rank_by_kind`: kind → `[layer, rank]`).
     pub async fn spectrum(&self) -> Result<JsValue, JsValue> {
         use crate::analysis::spectrum;
-        let trainer = self
-            .trainer
+        let run = self
+            .run
             .as_ref()
             .ok_or_else(|| js_err("no run to analyse"))?;
         let opts = spectrum::SpectrumOptions {
@@ -574,14 +502,10 @@ impl WebSession {
             noise_scale: 0.01,
             seed: 0,
         };
-        let tuned = trainer.model.valid();
-        let spectra = match trainer.config.method {
-            Method::Lora(_) => spectrum::adapter_spectra(&tuned, &opts).await,
-            Method::Full(_) => {
-                spectrum::compare_checkpoints(&self.inner.model, &tuned, &opts).await
-            }
-        }
-        .map_err(js_err)?;
+        let spectra = run
+            .spectrum(&self.inner.model, &opts)
+            .await
+            .map_err(lib_err)?;
         // The page draws the chart from `rank_by_kind` itself: plotters measures text with a DOM
         // canvas on wasm, and a worker has no DOM.
         to_js(&spectrum::summarize(&spectra, opts.threshold))
@@ -590,7 +514,7 @@ impl WebSession {
     /// Forget the run (the base model stays loaded).
     #[wasm_bindgen(js_name = resetTraining)]
     pub fn reset_training(&mut self) {
-        self.trainer = None;
+        self.run = None;
     }
 
     /// Vocabulary size.
@@ -607,17 +531,29 @@ impl WebSession {
 }
 
 impl WebSession {
-    /// Run `f` on a session holding the run's model (if there is a run), then put the base back.
-    async fn with_current_model<T>(
+    /// Tokenize `source` as `spec` says and keep it as the next run's data. Returns `{examples,
+    /// targetTokens, skipped, regime}`, with `test` (JSONL) for generated math problems.
+    fn prepare(
         &mut self,
-        f: impl AsyncFnOnce(&Session) -> crate::Result<T>,
-    ) -> crate::Result<T> {
-        let Some(trainer) = &self.trainer else {
-            return f(&self.inner).await;
-        };
-        let base = std::mem::replace(&mut self.inner.model, trainer.model.valid());
-        let result = f(&self.inner).await;
-        self.inner.model = base;
-        result
+        source: DataSource<'_>,
+        spec: JsValue,
+        on_event: Function,
+    ) -> Result<JsValue, JsValue> {
+        let spec = spec_from(spec)?;
+        let tok = self.inner.tokenizer().map_err(lib_err)?;
+        let Prepared {
+            data,
+            regime,
+            generated,
+        } = prepare_data(tok, source, &spec, &mut emitter(&on_event)).map_err(lib_err)?;
+        let mut summary = serde_json::json!({
+            "examples": data.examples.len(), "targetTokens": data.target_tokens,
+            "skipped": data.skipped_lines, "regime": regime.to_string(),
+        });
+        if let Some(test) = generated.iter().find(|f| f.name == "test.jsonl") {
+            summary["test"] = String::from_utf8_lossy(&test.bytes).into_owned().into();
+        }
+        self.data = Some(data);
+        to_js(&summary)
     }
 }

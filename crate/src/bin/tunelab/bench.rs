@@ -1,0 +1,122 @@
+//! `tunelab bench [MODEL]`: training speed and memory of full fine-tuning and LoRA.
+
+use tunelab::Error;
+use tunelab::error::in_words;
+use tunelab::event::Event;
+
+use crate::output::{select, step_bar};
+use crate::{Global, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A preset shape (small, medium, smollm2-135m) with random weights, a config.json (random
+    /// weights), or a model directory / Hugging Face base URL (its weights).
+    #[arg(default_value = "small")]
+    model: String,
+    /// Comma-separated methods: full, lora<rank> (e.g. full,lora16,lora256).
+    #[arg(long, value_delimiter = ',', default_value = "full,lora16,lora256")]
+    methods: Vec<tunelab::bench::BenchMethod>,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Timed steps (rounded up to whole windows).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps after the first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Steps per timing window (tokens/s is the median window).
+    #[arg(long, default_value_t = 5)]
+    window: usize,
+    /// Recompute memory-bound activations in the backward pass.
+    #[arg(long)]
+    checkpoint_activations: bool,
+}
+
+pub fn run(a: Args, g: &Global) -> Result {
+    let json = g.json;
+    use tunelab::bench;
+    let selected = select(g.device)?;
+    let device = tunelab::train::training_device(&selected.device, a.checkpoint_activations);
+    let opts = bench::BenchOptions {
+        batch: a.batch,
+        seq: a.seq,
+        steps: a.steps,
+        warmup: a.warmup,
+        window: a.window,
+        checkpoint_activations: a.checkpoint_activations,
+    };
+    if !json {
+        eprintln!("device: {}", selected.label);
+        println!(
+            "{:<8} {:>12} {:>9} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "method",
+            "trainable",
+            "first s",
+            "tok/s",
+            "TFLOP/s",
+            "dev MiB",
+            "optim MiB",
+            "activ MiB",
+            "grads MiB",
+            "RSS MiB"
+        );
+    }
+    let mib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+    for method in &a.methods {
+        let bar = step_bar(json);
+        let (config, model) = pollster::block_on(bench::model(&a.model, &device, &mut |_| {}))?;
+        if let Some(adapter) = &selected.adapter {
+            tunelab::train::trainer::check_buffer_limit(
+                &config,
+                a.batch,
+                a.seq,
+                adapter.max_storage_buffer_binding_size,
+            )
+            // The bench names its shape --batch and --seq.
+            .map_err(|e| {
+                Error::Input(in_words(
+                    &e.to_string(),
+                    &[("batch_size", "--batch"), ("seq_len", "--seq")],
+                ))
+            })?;
+        }
+        let r = pollster::block_on(bench::run(
+            model,
+            &config,
+            &a.model,
+            &device,
+            &selected.label,
+            *method,
+            &opts,
+            &mut |e| {
+                if let Event::Progress(p) = e {
+                    bar.set_length(p.total.unwrap_or(0));
+                    bar.set_position(p.done);
+                    bar.set_message(p.task.clone());
+                }
+            },
+        ));
+        bar.finish_and_clear();
+        let r = r?;
+        if json {
+            println!("{}", serde_json::to_string(&r).expect("results serialize"));
+        } else {
+            println!(
+                "{:<8} {:>12} {:>9.2} {:>10.0} {:>8.3} {:>10} {:>10} {:>10} {:>10} {:>9}",
+                method.to_string(),
+                r.trainable_parameters,
+                r.first_step_s,
+                r.tokens_per_s,
+                r.tflops,
+                mib(r.memory.device_reserved_peak_mib),
+                mib(r.memory.optimizer_state_mib),
+                mib(r.memory.activations_mib),
+                mib(r.memory.gradients_mib),
+                mib(r.memory.peak_rss_mib)
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! `tunelab generate MODEL --prompt`: stream a continuation.
+
+use std::io::Write;
+
+use tunelab::eval::generate::GenerateOptions;
+use tunelab::event::Event;
+
+use crate::output::{load, print_json};
+use crate::{Global, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory or Hugging Face base URL.
+    model: String,
+    /// PEFT LoRA adapter directory or URL to apply to the model.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Text to continue.
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(a: Args, g: &Global) -> Result {
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        stop_id: None,
+    };
+    opts.validate()?;
+    let session = load(&a.model, a.adapter.as_deref(), g.device, g.json)?;
+    if !g.json {
+        print!("{}", a.prompt);
+    }
+    let text = pollster::block_on(session.generate(&a.prompt, &opts, &mut |e| {
+        if let (Event::Token { text }, false) = (e, g.json) {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }))?;
+    if g.json {
+        print_json(&serde_json::json!({"prompt": a.prompt, "completion": text}));
+    } else {
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `tunelab info MODEL`: what a checkpoint holds, without loading its weights.
+
+use tunelab::hf::ModelSource;
+
+use crate::output::print_json;
+use crate::{Global, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory or Hugging Face base URL (…/resolve/main/).
+    model: String,
+}
+
+pub fn run(a: Args, g: &Global) -> Result {
+    let source = ModelSource::parse(&a.model);
+    let info = pollster::block_on(tunelab::info::inspect(&source))?;
+    if g.json {
+        print_json(&info);
+        return Ok(());
+    }
+    println!("model:      {}", info.source);
+    println!("model_type: {}", info.config.model_type);
+    println!(
+        "dtype:      {} (stored: {})",
+        info.config.dtype.as_deref().unwrap_or("unspecified"),
+        info.dtypes
+            .iter()
+            .map(|(d, n)| format!("{d} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("parameters: {}", info.total_parameters);
+    for (kind, c) in &info.parameters_by_kind {
+        println!(
+            "  {kind:<10} {:>12} in {} tensors ({:.1}%)",
+            c.parameters,
+            c.tensors,
+            100.0 * c.parameters as f64 / info.total_parameters.max(1) as f64
+        );
+    }
+    println!(
+        "shards:     {}{}",
+        info.shards.len(),
+        if info.sharded { " (indexed)" } else { "" }
+    );
+    for s in &info.shards {
+        println!("  {} {} bytes, {} tensors", s.file, s.bytes, s.tensors);
+    }
+    println!(
+        "config:     {}",
+        serde_json::to_string(&info.config.arch).unwrap_or_default()
+    );
+    Ok(())
+}

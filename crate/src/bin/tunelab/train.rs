@@ -1,0 +1,281 @@
+//! `tunelab train MODEL --data FILE --out DIR`: a fine-tuning run, its settings from a run spec
+//! (defaults, a `--spec` file, then flags), with a progress bar and a JSONL log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tunelab::Error;
+use tunelab::model::lora::LoraInit;
+use tunelab::run::{MethodKind, Run, RunSpec};
+use tunelab::train::data::Regime;
+use tunelab::train::optim::OptimizerKind;
+use tunelab::train::resume::Resume;
+use tunelab::train::schedule::Schedule;
+use tunelab::train::sink::DirSink;
+
+use crate::output::{
+    load_data, load_on, print_json, read_text, select, show_training_event, step_bar,
+};
+use crate::{Global, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Base model directory or Hugging Face base URL.
+    #[arg(required_unless_present = "print_spec")]
+    model: Option<String>,
+    /// Training data: .txt (continued pretraining) or .jsonl (`text`, or prompt/response).
+    #[arg(long, required_unless_present = "print_spec")]
+    data: Option<PathBuf>,
+    /// Held-out data for periodic evaluation loss.
+    #[arg(long)]
+    eval_data: Option<PathBuf>,
+    /// Output directory (the final adapter or checkpoint; checkpoint-N/ inside).
+    #[arg(long, required_unless_present = "print_spec")]
+    out: Option<PathBuf>,
+    /// Continue exactly from a checkpoint directory written by an earlier run (its settings).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Run spec file (JSON or TOML: any fields of --print-spec); flags override it.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Print the run spec these flags make (every setting, defaults filled in) and exit.
+    #[arg(long)]
+    print_spec: bool,
+    #[command(flatten)]
+    set: SpecFlags,
+}
+
+/// Flags that override the run spec's fields (same names, `-` for `_`).
+#[derive(clap::Args)]
+struct SpecFlags {
+    /// cpt (loss on every token, packed) or ift (loss on responses); default: from the file.
+    #[arg(long)]
+    regime: Option<Regime>,
+    /// full or lora.
+    #[arg(long)]
+    method: Option<MethodKind>,
+    /// LoRA rank.
+    #[arg(long)]
+    rank: Option<usize>,
+    /// LoRA alpha (default 2 × rank, as the paper).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// LoRA targets: module names (q_proj, c_attn…), presets attention|mlp|all, or re:<regex>.
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// LoRA dropout.
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Scale LoRA by alpha/sqrt(rank) (rsLoRA).
+    #[arg(long)]
+    rslora: bool,
+    /// LoRA A initialisation: kaiming (PEFT default) or gaussian.
+    #[arg(long)]
+    lora_init: Option<LoraInit>,
+    /// LoRA+: learning rate of B = lr × ratio.
+    #[arg(long)]
+    lora_plus_ratio: Option<f64>,
+    /// Full fine-tuning: also train embeddings and LM head.
+    #[arg(long)]
+    train_embeddings: bool,
+    /// Full fine-tuning: keep tensors matching this regex frozen (repeatable).
+    #[arg(long)]
+    freeze: Vec<String>,
+    /// adamw or lion.
+    #[arg(long)]
+    optimizer: Option<OptimizerKind>,
+    /// Peak learning rate (default 1e-5 for full, 10× that for LoRA, as the paper's rule).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// constant, linear, cosine or inverse_sqrt.
+    #[arg(long)]
+    schedule: Option<Schedule>,
+    /// Warm-up: a fraction of the steps (< 1) or a number of steps.
+    #[arg(long)]
+    warmup: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    epochs: Option<f64>,
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long)]
+    clip: Option<f64>,
+    /// Dropout on attention probabilities (regularisation baseline).
+    #[arg(long)]
+    attention_dropout: Option<f64>,
+    /// Dropout on residual branches (regularisation baseline).
+    #[arg(long)]
+    residual_dropout: Option<f64>,
+    #[arg(long)]
+    log_every: Option<usize>,
+    #[arg(long)]
+    eval_every: Option<usize>,
+    #[arg(long)]
+    save_every: Option<usize>,
+    /// Skip JSONL lines that are not JSON or lack the field, and count them.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    /// Recompute memory-bound activations in the backward pass instead of keeping them: less
+    /// memory, more time (see `tunelab bench --checkpoint-activations`).
+    #[arg(long)]
+    checkpoint_activations: bool,
+}
+
+impl SpecFlags {
+    /// `spec` with every flag given applied.
+    fn apply(self, mut s: RunSpec) -> RunSpec {
+        macro_rules! set {
+            ($($field:ident <- $flag:ident),*) => { $(if let Some(v) = self.$flag { s.$field = v; })* };
+        }
+        set!(method <- method, rank <- rank, targets <- targets, lora_dropout <- dropout,
+            lora_init <- lora_init, optimizer <- optimizer, schedule <- schedule,
+            warmup <- warmup, weight_decay <- weight_decay, epochs <- epochs,
+            batch_size <- batch_size, grad_accum <- grad_accum, seq_len <- seq_len,
+            seed <- seed, clip <- clip, attention_dropout <- attention_dropout,
+            residual_dropout <- residual_dropout, log_every <- log_every);
+        macro_rules! set_some {
+            ($($field:ident),*) => { $(if self.$field.is_some() { s.$field = self.$field; })* };
+        }
+        set_some!(
+            regime,
+            alpha,
+            lora_plus_ratio,
+            lr,
+            max_steps,
+            max_tokens,
+            eval_every,
+            save_every
+        );
+        s.rslora |= self.rslora;
+        s.train_embeddings |= self.train_embeddings;
+        s.skip_bad_lines |= self.skip_bad_lines;
+        s.checkpoint_activations |= self.checkpoint_activations;
+        if !self.freeze.is_empty() {
+            s.freeze = self.freeze;
+        }
+        s
+    }
+}
+
+pub fn run(a: Args, g: &Global) -> Result {
+    let base = match &a.spec {
+        Some(p) => RunSpec::parse(&read_text(p)?, &p.display().to_string())?,
+        None => RunSpec::default(),
+    };
+    let spec = a.set.apply(base);
+    spec.validate()?;
+    if a.print_spec {
+        print_json(&spec);
+        return Ok(());
+    }
+    let (Some(model), Some(data), Some(out)) = (&a.model, &a.data, &a.out) else {
+        unreachable!("clap requires MODEL, --data and --out without --print-spec")
+    };
+    // A resumed run takes its settings from the checkpoint, so it continues exactly.
+    let resume = a.resume.as_deref().map(Resume::read).transpose()?;
+    let checkpointing = resume.as_ref().map_or(spec.checkpoint_activations, |r| {
+        r.config.checkpoint_activations
+    });
+    let selected = select(g.device)?;
+    let device = tunelab::train::training_device(&selected.device, checkpointing);
+    // Full fine-tuning resumes from the checkpoint's own weights; LoRA from the base model.
+    let source = match &resume {
+        Some(r) => r.model_source(model),
+        None => model.clone(),
+    };
+    let session = load_on(&source, device)?;
+    let max_binding = selected
+        .adapter
+        .as_ref()
+        .map(|a| a.max_storage_buffer_binding_size);
+    let batch = resume
+        .as_ref()
+        .map_or(spec.batch_size, |r| r.config.batch_size);
+    tunelab::run::check_limits(&session, batch, spec.seq_len, max_binding)?;
+    let tok = session.tokenizer()?;
+    let train_data = load_data(data, tok, &spec, g.json)?;
+    let eval_data = match &a.eval_data {
+        Some(p) => Some(load_data(p, tok, &spec, g.json)?),
+        None => None,
+    };
+    let mut run = match resume {
+        Some(r) => {
+            pollster::block_on(Run::resume(&session, r, train_data, eval_data, max_binding))?
+        }
+        None => Run::new(&session, &spec, train_data, eval_data, max_binding)?,
+    };
+    drop(session);
+    if !g.json {
+        eprintln!("device: {}", selected.label);
+        let skipped = run.data().skipped_lines;
+        eprintln!(
+            "training {} parameters ({} tensors) on {} examples × {} tokens{}, {} steps",
+            run.trainable_parameters(),
+            run.trainable().len(),
+            run.data().examples.len(),
+            run.data().examples[0].ids.len(),
+            if skipped > 0 {
+                format!(" ({skipped} bad lines skipped)")
+            } else {
+                String::new()
+            },
+            run.total_steps()
+        );
+    }
+    let summary = train_into(&mut run, out, g.json)?;
+    if g.json {
+        print_json(&summary);
+    } else {
+        let fmt = |l: Option<f64>| l.map_or("-".into(), |l| format!("{l:.4}"));
+        println!(
+            "trained {} steps ({} tokens) in {:.1}s: final loss {}, eval loss {}; wrote {}",
+            summary.steps,
+            summary.tokens_seen,
+            summary.seconds,
+            fmt(summary.final_loss),
+            fmt(summary.final_eval_loss),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Train `run` to the end, writing checkpoints and the event log `train_log.jsonl` into `out`.
+fn train_into(run: &mut Run, out: &Path, json: bool) -> Result<tunelab::train::trainer::Summary> {
+    let log_path = out.join("train_log.jsonl");
+    let file_err = |e: std::io::Error, p: &Path| Error::File {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| file_err(e, out))?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| file_err(e, &log_path))?;
+    let bar = step_bar(json);
+    bar.set_length(run.total_steps() as u64);
+    bar.set_position(run.progress().step as u64);
+    let mut sink = DirSink {
+        root: out.to_path_buf(),
+    };
+    let summary = pollster::block_on(run.train_until(None, &mut sink, &mut |e| {
+        let line = serde_json::to_string(e).expect("events serialize");
+        let _ = writeln!(log, "{line}");
+        show_training_event(&bar, e, json);
+    }));
+    bar.finish();
+    summary
+}
