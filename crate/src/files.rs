@@ -2,6 +2,7 @@
 //! code serves the CLI (written atomically to a directory) and the browser (offered as
 //! downloads).
 
+#[cfg(feature = "native")]
 use crate::error::{Error, Result};
 
 /// A file to write: its name inside the output directory and its bytes.

@@ -196,3 +196,37 @@ test("a dropped or bad training data download gives a message on the page, and t
   assert.equal(again.state, "done", again.status);
   await page.close();
 });
+
+test("overlapping requests each resolve with their own reply, an error rejects only its request, and errors name the form's labels", async () => {
+  const { page, console } = await lab.open({
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+    "seq-len": "32", method: "lora", lr: "-1", steps: "2", batch: "2", evaluate: "0", generate: "0",
+  });
+  const r = await page.evaluate(async (model) => {
+    const { request } = window.lab;
+    await request("load", { model });
+    // Sent together: the worker answers in order, each reply carrying its request's id.
+    const short = request("generate", { prompt: "The", maxNewTokens: 3 });
+    const failing = request("export", { kind: "adapter" }).then(() => "resolved", (e) => e.message);
+    const long = request("generate", { prompt: "Once upon a time", maxNewTokens: 6 });
+    const together = { short: (await short).text, failing: await failing, long: (await long).text };
+    // The same requests one at a time.
+    const alone = {
+      long: (await request("generate", { prompt: "Once upon a time", maxNewTokens: 6 })).text,
+      short: (await request("generate", { prompt: "The", maxNewTokens: 3 })).text,
+    };
+    const invalid = await request("validate", { spec: { lr: -1 } }).then(() => null, (e) => ({ message: e.message, field: e.field }));
+    return { together, alone, invalid };
+  }, new URL("/tests/fixtures/gpt2/", page.url()).href);
+  assert.equal(r.together.short, r.alone.short, `${JSON.stringify(r)}\n${console.join("\n")}`);
+  assert.equal(r.together.long, r.alone.long, JSON.stringify(r));
+  assert.match(r.together.failing, /no run to export/);
+  assert.deepEqual(r.invalid, { message: "`lr`: must be positive, got -1", field: "lr" });
+  // On the page the engine's field name reads as the form's label.
+  await page.click("#start");
+  const { state, status } = await settle(page);
+  assert.equal(state, "error");
+  assert.equal(status, "error: Learning rate: must be positive, got -1");
+  process.stdout.write(`# protocol: 3 overlapping requests answered by id; ${status}\n`);
+  await page.close();
+});
