@@ -265,3 +265,44 @@ fn bench_takes_a_config_for_random_weights_and_refuses_bad_settings() {
     let (ok, _, err) = tunelab(&["bench", "small", "--methods", "qlora", "--device", "cpu"]);
     assert!(!ok && err.contains("full or lora<rank>"), "{err}");
 }
+
+#[test]
+fn train_settings_come_from_one_run_spec_and_errors_name_flags() {
+    // Defaults, then a spec file, then flags.
+    let v = json(&["train", "--print-spec", "--rank", "4"]);
+    assert_eq!(v["rank"], 4);
+    assert_eq!(v["method"], "lora");
+    assert!(v["alpha"].is_null() && v["lr"].is_null(), "{v}");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("run.toml");
+    std::fs::write(&spec, "method = \"full\"\nlr = 2e-3\nbatch_size = 2\n").unwrap();
+    let spec = spec.to_str().unwrap();
+    let v = json(&["train", "--print-spec", "--spec", spec, "--batch-size", "3"]);
+    assert_eq!(
+        (v["method"].as_str(), v["lr"].as_f64()),
+        (Some("full"), Some(2e-3))
+    );
+    assert_eq!(v["batch_size"], 3);
+    // The printed spec reads back as the same spec.
+    let printed = dir.path().join("printed.json");
+    std::fs::write(&printed, v.to_string()).unwrap();
+    assert_eq!(
+        json(&["train", "--print-spec", "--spec", printed.to_str().unwrap()]),
+        v
+    );
+    // Library errors name fields; the CLI shows its flags.
+    let (ok, _, err) = tunelab(&["train", "--print-spec", "--lr=-1"]);
+    assert!(
+        !ok && err.contains("error: --lr: must be positive, got -1"),
+        "{err}"
+    );
+    let (ok, _, err) = tunelab(&["train", "--print-spec", "--dropout", "1.5"]);
+    assert!(!ok && err.contains("--dropout: must be in [0, 1)"), "{err}");
+    std::fs::write(dir.path().join("bad.toml"), "bach_size = 2\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    let (ok, _, err) = tunelab(&["train", "--print-spec", "--spec", bad.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("bad.toml") && err.contains("bach_size"),
+        "{err}"
+    );
+}
