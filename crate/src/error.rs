@@ -12,7 +12,7 @@ pub enum Error {
     #[error(transparent)]
     Hf(#[from] HfError),
     /// A setting whose value cannot work: `field` is the field of the options struct
-    /// ([`crate::run::RunSpec`], the eval options, …).
+    /// (the run spec, the eval options, …).
     #[error("`{field}`: {message}")]
     Setting {
         field: &'static str,

@@ -263,7 +263,7 @@ impl RunSpec {
                 ),
             ));
         }
-        if !(self.epochs > 0.0) {
+        if self.epochs.is_nan() || self.epochs <= 0.0 {
             return Err(Error::setting(
                 "epochs",
                 format!("must be positive, got {}", self.epochs),
@@ -758,7 +758,7 @@ mod tests {
         let toml_text = "method = \"lora\"\nrank = 8\nalpha = 4.0\ntargets = [\"q_proj\", \"v_proj\"]\n\
                          lr = 3e-4\nwarmup = 5.0\nmax_steps = 40\nregime = \"ift\"\nclip = 0.0\n";
         let from_json = RunSpec::parse(&json, "a.json").unwrap();
-        let from_toml = RunSpec::parse(&toml_text, "a.toml").unwrap();
+        let from_toml = RunSpec::parse(toml_text, "a.toml").unwrap();
         assert_eq!(from_json, spec);
         assert_eq!(from_toml, spec);
         let c = serde_json::to_value(from_toml.train_config(100)).unwrap();

@@ -1,5 +1,5 @@
 //! A loaded model on a device and what can be done with it directly (score, logits, generate);
-//! fine-tuning it is a [`crate::run::Run`]. The CLI and the web page are thin layers over both.
+//! fine-tuning it is a `Run` (run.rs). The CLI and the web page are thin layers over both.
 
 use burn::tensor::Device;
 

@@ -205,13 +205,8 @@ fn spec_from(value: JsValue) -> Result<RunSpec, JsValue> {
     Ok(spec)
 }
 
-/// Every setting of a run with its default value (the page's form starts from these).
-#[wasm_bindgen(js_name = runSpecDefaults)]
-pub fn run_spec_defaults() -> Result<JsValue, JsValue> {
-    to_js(&RunSpec::default())
-}
-
-/// `spec` with defaults filled in, or an error naming the field at fault.
+/// `spec` (the fields the page sets) with every other field at its `RunSpec` default, or an error
+/// naming the field at fault.
 #[wasm_bindgen(js_name = validateRunSpec)]
 pub fn validate_run_spec(spec: JsValue) -> Result<JsValue, JsValue> {
     to_js(&spec_from(spec)?)
