@@ -16,6 +16,7 @@ pub mod event;
 pub mod experiment;
 pub mod export;
 pub mod files;
+pub mod gguf;
 pub mod hf;
 pub mod info;
 pub mod model;

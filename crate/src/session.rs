@@ -45,16 +45,49 @@ impl Session {
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Self> {
         let loaded = model::load(fetch, &device, max_tensor_bytes, on_event).await?;
-        Ok(Session {
+        Ok(Self::from_loaded(loaded, device, fetch.locate("")))
+    }
+
+    /// [`Session::load_within`] of the GGUF file `file` at `fetch` (a directory or base URL).
+    pub async fn load_gguf(
+        fetch: &impl Fetch,
+        file: &str,
+        device: Device,
+        max_tensor_bytes: Option<u64>,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Self> {
+        let loaded = model::load_gguf(fetch, file, &device, max_tensor_bytes, on_event).await?;
+        Ok(Self::from_loaded(loaded, device, fetch.locate(file)))
+    }
+
+    /// Load the model named `model` the way a user names it: a directory or base URL of a
+    /// Hugging Face checkpoint, or a `.gguf` file (path or URL).
+    #[cfg(feature = "native")]
+    pub async fn open(
+        model: &str,
+        device: Device,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Self> {
+        use crate::hf::ModelSource;
+        match crate::hf::source::gguf_file(model) {
+            Some((base, file)) => {
+                Self::load_gguf(&ModelSource::parse(&base), &file, device, None, on_event).await
+            }
+            None => Self::load(&ModelSource::parse(model), device, on_event).await,
+        }
+    }
+
+    fn from_loaded(loaded: model::LoadedModel, device: Device, source: String) -> Self {
+        Session {
             device,
             model: loaded.model,
             config: loaded.config,
             tokenizer: loaded.tokenizer,
             checkpoint: loaded.checkpoint,
-            source: fetch.locate("").trim_end_matches('/').to_string(),
+            source: source.trim_end_matches('/').to_string(),
             config_json: loaded.config_json,
             extra_files: loaded.extra_files,
-        })
+        }
     }
 
     /// A session over a model built in memory (pretraining's random initialisation): its

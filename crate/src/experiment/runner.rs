@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::eval::suite::Task;
 use crate::event::Event;
 use crate::files::{File, write_dir};
-use crate::hf::{ModelSource, Tokenizer};
+use crate::hf::Tokenizer;
 use crate::run::{ExportKind, MethodKind, Run, RunSpec};
 use crate::session::Session;
 use crate::train::data::{self, DataOptions, Dataset};
@@ -358,7 +358,7 @@ pub async fn run(
     }
     write_json(out, "config.json", &cfg)?;
     notice(on_event, format!("loading {}", cfg.base_model));
-    let session = Session::load(&ModelSource::parse(&cfg.base_model), device, on_event).await?;
+    let session = Session::open(&cfg.base_model, device, on_event).await?;
     let tok = session.tokenizer()?;
     for t in &cfg.targets {
         if t.seq_len > session.config.max_positions() {

@@ -55,6 +55,8 @@ pub enum HfError {
         "{file}: unsupported model_type `{model_type}`; supported: llama, qwen2, mistral (without sliding window), gpt2"
     )]
     UnsupportedModelType { file: String, model_type: String },
+    #[error("{file}: not a valid GGUF file: {message}")]
+    Gguf { file: String, message: String },
     #[error("{file}: truncated while reading {what}")]
     Truncated { file: String, what: String },
     #[error("{file}: header claims {header_len} bytes but the file has {file_len} bytes")]

@@ -289,6 +289,17 @@ pub trait Fetch {
     }
 }
 
+/// A `.gguf` file named by path or URL, split into its directory (or base URL) and file name.
+pub fn gguf_file(model: &str) -> Option<(String, String)> {
+    let trimmed = model.split(['?', '#']).next().unwrap_or(model);
+    if !trimmed.to_ascii_lowercase().ends_with(".gguf") {
+        return None;
+    }
+    let cut = trimmed.rfind('/').map_or(0, |i| i + 1);
+    let base = if cut == 0 { "." } else { &trimmed[..cut] };
+    Some((base.to_string(), trimmed[cut..].to_string()))
+}
+
 /// A model location given by the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {

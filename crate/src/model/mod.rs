@@ -310,6 +310,99 @@ pub async fn load(
     })
 }
 
+/// Load a GGUF file (`file` at `fetch`) onto `device`: its header gives `config.json`, the
+/// tokenizer and the chat template; each tensor is dequantised to f32, renamed and un-permuted
+/// to the Hugging Face layout and moved to the device as soon as its bytes have arrived. With
+/// `max_tensor_bytes`, a tensor too large once widened to f32 is refused before any data is read.
+pub async fn load_gguf(
+    fetch: &impl Fetch,
+    file: &str,
+    device: &Device,
+    max_tensor_bytes: Option<u64>,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<LoadedModel> {
+    use crate::event::Progress;
+    use crate::gguf::{self, GgufStream};
+    let location = fetch.locate(file);
+    let mut opened = fetch.open(file).await?;
+    let total = opened.len;
+    let task = format!("loading {file}");
+    on_event(&Event::Progress(Progress::bytes(&task, 0, total)));
+    let mut stream = GgufStream::new(&location, total);
+    let mut store = WeightStore::new(device, llama::PREFIX);
+    let mut done = 0u64;
+    let mut count = 0usize;
+    while let Some(chunk) = opened.body.next_chunk().await? {
+        done += chunk.len() as u64;
+        stream.push(
+            &chunk,
+            &mut |h| {
+                // The config must be readable before any tensor data is.
+                ModelConfig::parse(&gguf::llama::config_json(h, &location)?, &location)?;
+                if let (Some(limit), Some(t)) = (
+                    max_tensor_bytes,
+                    h.tensors
+                        .iter()
+                        .find(|t| Some(t.elements() * 4) > max_tensor_bytes),
+                ) {
+                    return Err(HfError::TooLargeForDevice {
+                        file: location.clone(),
+                        tensor: t.name.clone(),
+                        bytes: t.elements() * 4,
+                        limit,
+                    });
+                }
+                Ok(())
+            },
+            &mut |h, t, values| {
+                if let Some(raw) = gguf::llama::to_hf(h, t, values, &location)? {
+                    store.insert(&location, raw);
+                    count += 1;
+                }
+                Ok(())
+            },
+        )?;
+        on_event(&Event::Progress(Progress::bytes(&task, done, total)));
+    }
+    let h = stream.finish()?;
+    if total.is_none() {
+        on_event(&Event::Progress(Progress::bytes(&task, done, Some(done))));
+    }
+    let config_json = gguf::llama::config_json(&h, &location)?;
+    let config = ModelConfig::parse(&config_json, &location)?;
+    let mut extra_files = Vec::new();
+    if let Some(t) = gguf::llama::tokenizer_json(&h, &location)? {
+        extra_files.push(crate::files::File::new("tokenizer.json", t));
+    }
+    if let Some(t) = gguf::llama::tokenizer_config_json(&h) {
+        extra_files.push(crate::files::File::new("tokenizer_config.json", t));
+    }
+    let tokenizer = match extra_files.iter().find(|f| f.name == "tokenizer.json") {
+        Some(f) => Some(Tokenizer::from_bytes(&f.bytes, &location)?),
+        None => None,
+    };
+    let model = match &config.arch {
+        Architecture::Llama(c) => CausalLm::Llama(LlamaForCausalLm::load(c, &mut store)?),
+        Architecture::Gpt2(_) => unreachable!("GGUF configs are llama"),
+    };
+    Ok(LoadedModel {
+        model,
+        config,
+        tokenizer,
+        checkpoint: CheckpointSummary {
+            shards: vec![crate::hf::ShardSummary {
+                file: file.to_string(),
+                bytes: total.unwrap_or(done),
+                tensors: count,
+            }],
+            sharded: false,
+        },
+        unused_tensors: store.leftover(),
+        config_json,
+        extra_files,
+    })
+}
+
 /// A randomly initialised model for `config` (the starting point of pretraining), with
 /// transformers' initialisation: N(0, `std`) weights, unit norms, zero biases; `seed` makes it
 /// repeatable on one backend.

@@ -258,7 +258,8 @@ async fn gpu() -> Result<Device, JsValue> {
     Ok(device)
 }
 
-/// Start WebGPU (with the adapter's own limits) and load the model at `base_url`, streaming
+/// Start WebGPU (with the adapter's own limits) and load the model at `base_url` (a Hugging Face
+/// base URL, or a `.gguf` file's URL), streaming
 /// each shard onto the GPU as it downloads. `max_binding` is the adapter's
 /// `maxStorageBufferBindingSize`: a model with a larger tensor is refused, naming it, before
 /// that shard's data is read. `on_event` receives each progress event as a plain object.
@@ -269,14 +270,14 @@ pub async fn load_model(
     on_event: Function,
 ) -> Result<WebSession, JsValue> {
     let device = gpu().await?;
-    let fetch = WebFetch::new(&base_url);
-    let inner = Session::load_within(
-        &fetch,
-        device,
-        Some(max_binding as u64),
-        &mut emitter(&on_event),
-    )
-    .await
+    let max = Some(max_binding as u64);
+    let mut emit = emitter(&on_event);
+    let inner = match crate::hf::source::gguf_file(&base_url) {
+        Some((base, file)) => {
+            Session::load_gguf(&WebFetch::new(&base), &file, device, max, &mut emit).await
+        }
+        None => Session::load_within(&WebFetch::new(&base_url), device, max, &mut emit).await,
+    }
     .map_err(lib_err)?;
     Ok(WebSession {
         inner,

@@ -2,6 +2,7 @@
 //! flags and showing results; the work is the library's.
 
 mod bench;
+mod convert;
 mod devices;
 mod eval;
 mod experiment;
@@ -93,6 +94,9 @@ enum Command {
     Bench(Box<bench::Args>),
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face checkpoint.
     Merge(merge::Args),
+    /// Write a model (a GGUF file, or any checkpoint tunelab reads) as a Hugging Face
+    /// checkpoint directory: config, tokenizer, chat template, f32 safetensors.
+    Convert(convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(*a, g),
         Command::Merge(a) => merge::run(a, g),
+        Command::Convert(a) => convert::run(a, g),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -92,16 +92,16 @@ pub fn load(
     Ok(session)
 }
 
-/// Load the model at `model` onto `device` with a progress bar per shard.
+/// Load the model at `model` (directory, base URL or `.gguf` file) onto `device` with a
+/// progress bar per file.
 pub fn load_on(model: &str, device: burn::tensor::Device) -> Result<Session, Error> {
-    let source = ModelSource::parse(model);
     let bars = MultiProgress::new();
     let mut open: HashMap<String, ProgressBar> = HashMap::new();
     let style =
         ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
             .expect("valid template")
             .progress_chars("=> ");
-    pollster::block_on(Session::load(&source, device, &mut |e| {
+    pollster::block_on(Session::open(model, device, &mut |e| {
         if let Event::Progress(p) = e {
             if p.unit != Unit::Bytes {
                 return;

@@ -1,0 +1,369 @@
+//! The llama family in GGUF, as llama.cpp's `convert_hf_to_gguf.py` writes it, turned back into
+//! a Hugging Face checkpoint: tensor names (`blk.0.attn_q.weight` → `model.layers.0.self_attn.
+//! q_proj.weight`), Q/K rows un-permuted (the converter interleaves the rotary halves of each
+//! head), `config.json` from the `llama.*` metadata, and `tokenizer.json` /
+//! `tokenizer_config.json` (chat template, BOS/EOS) from `tokenizer.ggml.*`.
+
+use serde_json::json;
+
+use super::{Header, TensorInfo};
+use crate::hf::HfError;
+use crate::hf::safetensors::{Dtype, RawTensor, TensorInfo as SafeInfo};
+
+fn field(file: &str, field: &str, message: impl Into<String>) -> HfError {
+    HfError::Field {
+        file: file.to_string(),
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The architecture, checked to be one tunelab reads from GGUF.
+pub fn architecture<'h>(h: &'h Header, file: &str) -> Result<&'h str, HfError> {
+    let arch = h
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| field(file, "general.architecture", "missing"))?;
+    match arch {
+        // llama.cpp files Mistral and SmolLM checkpoints under `llama` too.
+        "llama" => Ok(arch),
+        other => Err(HfError::UnsupportedModelType {
+            file: file.to_string(),
+            model_type: format!("{other} (GGUF architecture)"),
+        }),
+    }
+}
+
+fn meta_u64(h: &Header, file: &str, key: &str) -> Result<u64, HfError> {
+    h.get(key)
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| field(file, key, "missing or not an integer"))
+}
+
+/// The Hugging Face name of a llama.cpp tensor name (None: not part of the model, e.g.
+/// `rope_freqs.weight`).
+pub fn hf_name(name: &str) -> Option<String> {
+    let top = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(t) = top {
+        return Some(t.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    layer.parse::<usize>().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// Undo the converter's permutation of Q or K rows (`heads` heads of `rows / heads` rows, each
+/// stored with its two rotary halves interleaved) in a row-major `[rows, cols]` matrix.
+fn unpermute(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for i in 0..2 {
+            for j in 0..half {
+                let dst = h * head_dim + i * half + j;
+                let src = h * head_dim + 2 * j + i;
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// A dequantised GGUF tensor as the safetensors loader hands it on: Hugging Face name and
+/// shape, Q/K un-permuted. None for tensors the model does not use.
+pub fn to_hf(
+    h: &Header,
+    t: &TensorInfo,
+    values: Vec<f32>,
+    file: &str,
+) -> Result<Option<RawTensor>, HfError> {
+    let Some(name) = hf_name(&t.name) else {
+        return Ok(None);
+    };
+    let shape = t.shape();
+    let heads = if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
+        Some(meta_u64(h, file, "llama.attention.head_count")?)
+    } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
+        Some(match h.get("llama.attention.head_count_kv") {
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| field(file, "llama.attention.head_count_kv", "not an integer"))?,
+            None => meta_u64(h, file, "llama.attention.head_count")?,
+        })
+    } else {
+        None
+    };
+    let values = match heads {
+        Some(heads) => {
+            let heads = heads as usize;
+            let (rows, cols) = (shape[0], shape.get(1).copied().unwrap_or(1));
+            if heads == 0 || !rows.is_multiple_of(2 * heads) {
+                return Err(field(
+                    file,
+                    &t.name,
+                    format!("{rows} rows cannot be {heads} heads of rotary pairs"),
+                ));
+            }
+            unpermute(&values, rows, cols, heads)
+        }
+        None => values,
+    };
+    let bytes = values.len() as u64 * 4;
+    Ok(Some(RawTensor {
+        info: SafeInfo {
+            name,
+            dtype: Dtype::F32,
+            shape,
+            begin: t.offset,
+            end: t.offset + bytes,
+        },
+        values,
+    }))
+}
+
+/// `config.json` of the checkpoint (a transformers `LlamaForCausalLM`).
+pub fn config_json(h: &Header, file: &str) -> Result<String, HfError> {
+    architecture(h, file)?;
+    let key = |k: &str| format!("llama.{k}");
+    let get = |k: &str| meta_u64(h, file, &key(k));
+    let heads = get("attention.head_count")?;
+    let hidden = get("embedding_length")?;
+    let has = |name: &str| h.tensors.iter().any(|t| t.name == name);
+    let vocab = match h.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
+        Some(v) => v,
+        None => match h.get("tokenizer.ggml.tokens") {
+            Some(super::Value::Array(a)) => a.len() as u64,
+            _ => h
+                .tensors
+                .iter()
+                .find(|t| t.name == "token_embd.weight")
+                .map(|t| t.dims[1])
+                .ok_or_else(|| {
+                    field(
+                        file,
+                        &key("vocab_size"),
+                        "missing, and no token_embd.weight",
+                    )
+                })?,
+        },
+    };
+    let float = |k: &str, default: f64| h.get(&key(k)).and_then(|v| v.as_f64()).unwrap_or(default);
+    let mut c = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": get("feed_forward_length")?,
+        "num_hidden_layers": get("block_count")?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": h.get(&key("attention.head_count_kv")).and_then(|v| v.as_u64()).unwrap_or(heads),
+        "head_dim": h.get(&key("attention.key_length")).and_then(|v| v.as_u64()).unwrap_or(hidden / heads.max(1)),
+        "max_position_embeddings": get("context_length")?,
+        "rms_norm_eps": float("attention.layer_norm_rms_epsilon", 1e-5),
+        "rope_theta": float("rope.freq_base", 10000.0),
+        "hidden_act": "silu",
+        "attention_bias": has("blk.0.attn_q.bias"),
+        "mlp_bias": false,
+        "tie_word_embeddings": !has("output.weight"),
+        "dtype": "float32",
+    });
+    for (k, out) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+        ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+        ("tokenizer.ggml.padding_token_id", "pad_token_id"),
+    ] {
+        if let Some(v) = h.get(k).and_then(|v| v.as_u64()) {
+            c[out] = v.into();
+        }
+    }
+    if let Some(s) = h.get(&key("rope.scaling.type")).and_then(|v| v.as_str())
+        && s != "none"
+    {
+        c["rope_scaling"] = json!({"type": s, "factor": float("rope.scaling.factor", 1.0)});
+    }
+    Ok(serde_json::to_string_pretty(&c).expect("JSON value"))
+}
+
+/// The pre-tokenizer of llama.cpp's `tokenizer.ggml.pre` name, as the Hugging Face tokenizer of
+/// that family spells it.
+fn pre_tokenizer(pre: &str, file: &str) -> Result<serde_json::Value, HfError> {
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
+    Ok(match pre {
+        "default" | "gpt2" | "gpt-2" => byte_level(true),
+        "smollm" | "starcoder" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
+            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+            byte_level(false)]}),
+        "qwen2" => json!({"type": "Sequence", "pretokenizers": [
+            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+            byte_level(false)]}),
+        other => {
+            return Err(HfError::Tokenizer {
+                file: file.to_string(),
+                message: format!(
+                    "tokenizer.ggml.pre `{other}` is not supported (supported: default, gpt2, smollm, starcoder, llama-bpe, qwen2)"
+                ),
+            });
+        }
+    })
+}
+
+/// `tokenizer.json` rebuilt from `tokenizer.ggml.*` (the `gpt2` byte-level BPE model), or None
+/// when the file has no tokenizer.
+pub fn tokenizer_json(h: &Header, file: &str) -> Result<Option<Vec<u8>>, HfError> {
+    let Some(model) = h.get("tokenizer.ggml.model").and_then(|v| v.as_str()) else {
+        return Ok(None);
+    };
+    if model != "gpt2" {
+        return Err(HfError::Tokenizer {
+            file: file.to_string(),
+            message: format!(
+                "tokenizer.ggml.model `{model}` is not supported (only `gpt2`, byte-level BPE)"
+            ),
+        });
+    }
+    let strings = |key: &str| -> Result<Vec<&str>, HfError> {
+        match h.get(key) {
+            Some(super::Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| field(file, key, "not strings")))
+                .collect(),
+            _ => Err(field(file, key, "missing")),
+        }
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = strings("tokenizer.ggml.merges")?;
+    let types: Vec<u64> = match h.get("tokenizer.ggml.token_type") {
+        Some(super::Value::Array(a)) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+        _ => vec![1; tokens.len()],
+    };
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i.into()))
+        .collect();
+    // Control (3) and user-defined (4) tokens are added tokens, matched before the BPE.
+    let added: Vec<serde_json::Value> = tokens
+        .iter()
+        .zip(&types)
+        .enumerate()
+        .filter(|(_, (_, ty))| **ty == 3 || **ty == 4)
+        .map(|(i, (t, ty))| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": *ty == 4, "special": *ty == 3})
+        })
+        .collect();
+    let pre = h
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    let bos = h
+        .get("tokenizer.ggml.bos_token_id")
+        .and_then(|v| v.as_u64());
+    let add_bos = matches!(
+        h.get("tokenizer.ggml.add_bos_token"),
+        Some(super::Value::Bool(true))
+    );
+    let post = match (add_bos, bos.and_then(|b| tokens.get(b as usize))) {
+        (true, Some(b)) => json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": b, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {*b: {"id": b, "ids": [bos], "tokens": [b]}}}),
+        _ => serde_json::Value::Null,
+    };
+    let tok = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer(pre, file)?,
+        "post_processor": post,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": matches!(pre, "llama-bpe" | "llama3"),
+            "vocab": vocab, "merges": merges,
+        },
+    });
+    Ok(Some(serde_json::to_vec_pretty(&tok).expect("JSON value")))
+}
+
+/// `tokenizer_config.json`: the chat template and the BOS/EOS/PAD tokens, when the file names
+/// them.
+pub fn tokenizer_config_json(h: &Header) -> Option<Vec<u8>> {
+    let tokens = match h.get("tokenizer.ggml.tokens") {
+        Some(super::Value::Array(a)) => a,
+        _ => return None,
+    };
+    let token = |key: &str| {
+        let id = h.get(key)?.as_u64()? as usize;
+        tokens.get(id)?.as_str()
+    };
+    let mut c = json!({"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": false});
+    if let Some(t) = h.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+        c["chat_template"] = t.into();
+    }
+    for (key, out) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token"),
+        ("tokenizer.ggml.eos_token_id", "eos_token"),
+        ("tokenizer.ggml.padding_token_id", "pad_token"),
+        ("tokenizer.ggml.unknown_token_id", "unk_token"),
+    ] {
+        if let Some(t) = token(key) {
+            c[out] = t.into();
+        }
+    }
+    Some(serde_json::to_vec_pretty(&c).expect("JSON value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_hugging_face() {
+        assert_eq!(
+            hf_name("blk.12.attn_k.weight").as_deref(),
+            Some("model.layers.12.self_attn.k_proj.weight")
+        );
+        assert_eq!(hf_name("output.weight").as_deref(), Some("lm_head.weight"));
+        assert_eq!(hf_name("rope_freqs.weight"), None);
+        assert_eq!(hf_name("blk.x.attn_k.weight"), None);
+    }
+
+    #[test]
+    fn unpermute_inverts_the_converter() {
+        // 2 heads of head_dim 4, 1 column: converter order per head is [0, 2, 1, 3].
+        let permuted = [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0];
+        assert_eq!(
+            unpermute(&permuted, 8, 1, 2),
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! GGUF files: every tensor type dequantises as gguf-py does, a llama GGUF (Q/K permuted,
+//! mixed quantisations) loads to the logits transformers computes from the same file, on the CPU
+//! backend and on wgpu, from a path and from a URL; its tokenizer and chat template come back;
+//! `tunelab convert` writes a checkpoint that loads to the same logits; bad files are errors
+//! naming the file. References: tests/fixtures/make_gguf_fixtures.py.
+
+mod common;
+
+use common::*;
+use tunelab::Session;
+use tunelab::gguf::{self, GgufStream};
+use tunelab::hf::{HfError, ModelSource};
+
+fn gguf_dir() -> std::path::PathBuf {
+    fixtures().join("gguf")
+}
+
+fn load(source: &ModelSource, device: burn::tensor::Device) -> Session {
+    pollster::block_on(Session::load_gguf(
+        source,
+        "llama-gqa.gguf",
+        device,
+        None,
+        &mut |_| {},
+    ))
+    .unwrap()
+}
+
+fn check_logits(session: &Session, label: &str) {
+    let r = read_reference(&gguf_dir().join("reference.safetensors"));
+    let ids: Vec<u32> = r["ids"].i64.iter().map(|&i| i as u32).collect();
+    let got = pollster::block_on(session.logits(&ids)).unwrap();
+    let worst = max_abs_diff(&got, &r["logits"].f32);
+    assert!(worst <= 1e-4, "{label}: max |Δlogit| {worst}");
+    eprintln!("{label}: max |Δlogit| vs transformers on the GGUF {worst:.2e}");
+}
+
+#[test]
+fn every_tensor_type_dequantises_as_gguf_py() {
+    let r = read_reference(&gguf_dir().join("reference.safetensors"));
+    for file in ["kquants", "llama-gqa"] {
+        let bytes = std::fs::read(gguf_dir().join(format!("{file}.gguf"))).unwrap();
+        let mut seen = 0;
+        let header = gguf::read(&bytes, file, |_, t, values| {
+            let expected = &r[&format!("{file}/{}", t.name)].f32;
+            assert_eq!(values.len(), expected.len(), "{}", t.name);
+            let worst = values
+                .iter()
+                .zip(expected)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-6,
+                "{file}/{} ({}): {worst}",
+                t.name,
+                t.kind.name()
+            );
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, header.tensors.len());
+        assert!(header.version == 3 && seen >= 11, "{file}: {seen} tensors");
+    }
+}
+
+#[test]
+fn chunk_sizes_do_not_change_what_is_read() {
+    let bytes = std::fs::read(gguf_dir().join("kquants.gguf")).unwrap();
+    let mut whole = Vec::new();
+    gguf::read(&bytes, "k", |_, t, v| {
+        whole.push((t.name.clone(), v));
+        Ok(())
+    })
+    .unwrap();
+    for size in [1, 7, 333] {
+        let mut stream = GgufStream::new("k", Some(bytes.len() as u64));
+        let mut got = Vec::new();
+        for piece in bytes.chunks(size) {
+            stream
+                .push(piece, &mut |_| Ok(()), &mut |_, t, v| {
+                    got.push((t.name.clone(), v));
+                    Ok(())
+                })
+                .unwrap();
+        }
+        stream.finish().unwrap();
+        assert_eq!(got, whole, "chunks of {size}");
+    }
+}
+
+#[test]
+fn a_llama_gguf_loads_to_transformers_logits_on_every_device_and_from_a_url() {
+    for (label, device) in devices() {
+        check_logits(&load(&ModelSource::Dir(gguf_dir()), device), label);
+    }
+    let url = serve(fixtures());
+    let session = load(
+        &ModelSource::parse(&format!("{url}gguf/")),
+        burn::tensor::Device::flex(),
+    );
+    check_logits(&session, "cpu, from a URL");
+    assert!(
+        session.source.ends_with("gguf/llama-gqa.gguf"),
+        "{}",
+        session.source
+    );
+}
+
+#[test]
+fn the_tokenizer_and_chat_template_come_back_from_the_metadata() {
+    let session = load(&ModelSource::Dir(gguf_dir()), burn::tensor::Device::flex());
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gguf_dir().join("reference.json")).unwrap()).unwrap();
+    let ids: Vec<u64> = session
+        .tokenizer()
+        .unwrap()
+        .encode(reference["text"].as_str().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(u64::from)
+        .collect();
+    let expected: Vec<u64> = serde_json::from_value(reference["ids"].clone()).unwrap();
+    assert_eq!(ids, expected);
+    let config = session
+        .extra_files
+        .iter()
+        .find(|f| f.name == "tokenizer_config.json")
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&config.bytes).unwrap();
+    assert_eq!(config["chat_template"], reference["chat_template"]);
+    assert_eq!(config["eos_token"], "<|endoftext|>");
+    assert_eq!(session.config.max_positions(), 128);
+}
+
+#[test]
+fn convert_writes_a_checkpoint_with_the_same_logits() {
+    let out = tempfile::tempdir().unwrap();
+    let model = gguf_dir().join("llama-gqa.gguf");
+    let (ok, stdout, stderr) = tunelab(&[
+        "convert",
+        model.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ] {
+        assert!(v["files"].as_array().unwrap().iter().any(|x| x == f), "{v}");
+    }
+    let converted = pollster::block_on(Session::load(
+        &ModelSource::Dir(out.path().to_path_buf()),
+        burn::tensor::Device::flex(),
+        &mut |_| {},
+    ))
+    .unwrap();
+    check_logits(&converted, "converted checkpoint");
+    // Every command takes the .gguf path as a model.
+    let (ok, stdout, stderr) = tunelab(&[
+        "score",
+        model.to_str().unwrap(),
+        "--text",
+        "The quick brown fox",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("perplexity"), "{stdout}");
+}
+
+#[test]
+fn bad_gguf_files_are_errors_naming_the_file() {
+    let bytes = std::fs::read(gguf_dir().join("kquants.gguf")).unwrap();
+    let err = |b: &[u8]| {
+        gguf::read(b, "bad.gguf", |_, _, _| Ok(()))
+            .unwrap_err()
+            .to_string()
+    };
+    // Cut short: caught from the header when the length is known, at the end of the stream
+    // when it is not.
+    let e = err(&bytes[..bytes.len() - 10]);
+    assert!(
+        e.contains("bad.gguf") && e.contains("but the file has"),
+        "{e}"
+    );
+    let mut stream = GgufStream::new("bad.gguf", None);
+    stream
+        .push(
+            &bytes[..bytes.len() - 10],
+            &mut |_| Ok(()),
+            &mut |_, _, _| Ok(()),
+        )
+        .unwrap();
+    let e = stream.finish().unwrap_err().to_string();
+    assert!(
+        e.contains("bad.gguf") && e.contains("truncated") && e.contains("tensor"),
+        "{e}"
+    );
+    let e = err(&bytes[..20]);
+    assert!(e.contains("bad.gguf") && e.contains("header"), "{e}");
+    let e = err(b"GGML\x03\0\0\0");
+    assert!(e.contains("not a valid GGUF file: no GGUF magic"), "{e}");
+    let mut v1 = bytes.clone();
+    v1[4] = 1;
+    assert!(err(&v1).contains("GGUF version 1"));
+    // A header claiming 2^40 tensors is refused before anything is allocated for them.
+    let mut huge = bytes.clone();
+    huge[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let e = err(&huge);
+    assert!(e.contains("claims"), "{e}");
+    // A string claiming 2^60 bytes.
+    let mut long = bytes.clone();
+    long[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    let e = err(&long);
+    assert!(e.contains("bad.gguf"), "{e}");
+    // An unsupported quantisation names the tensor and the type.
+    let header = gguf::read(&bytes, "k", |_, _, _| Ok(())).unwrap();
+    let first = &header.tensors[0].name;
+    let at = bytes
+        .windows(first.len())
+        .position(|w| w == first.as_bytes())
+        .unwrap();
+    let type_at = at + first.len() + 4 + 8 * header.tensors[0].dims.len();
+    let mut q3 = bytes.clone();
+    q3[type_at..type_at + 4].copy_from_slice(&11u32.to_le_bytes());
+    let e = err(&q3);
+    assert!(e.contains(first.as_str()) && e.contains("Q3_K"), "{e}");
+    // A missing file through the model loader.
+    let e = pollster::block_on(Session::load_gguf(
+        &ModelSource::Dir(gguf_dir()),
+        "missing.gguf",
+        burn::tensor::Device::flex(),
+        None,
+        &mut |_| {},
+    ))
+    .err()
+    .unwrap();
+    assert!(
+        matches!(e, tunelab::Error::Hf(HfError::MissingFile { .. })),
+        "{e}"
+    );
+}
