@@ -44,6 +44,42 @@ pub fn kind_of(name: &str) -> &'static str {
     }
 }
 
+/// Inspect the GGUF file `file` at `fetch`: only its header is read.
+pub async fn inspect_gguf(fetch: &impl Fetch, file: &str) -> Result<ModelInfo> {
+    let location = fetch.locate(file);
+    let opened = fetch.open(file).await?;
+    let len = opened.len;
+    let header = crate::gguf::read_header(opened, &location).await?;
+    let config_json = crate::gguf::llama::config_json(&header, &location)?;
+    let config = ModelConfig::parse(&config_json, &location)?;
+    let mut by_kind: BTreeMap<String, KindCount> = BTreeMap::new();
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total = 0u64;
+    for t in &header.tensors {
+        let Some(name) = crate::gguf::llama::hf_name(&t.name) else {
+            continue;
+        };
+        let entry = by_kind.entry(kind_of(&name).to_string()).or_default();
+        entry.tensors += 1;
+        entry.parameters += t.elements();
+        total += t.elements();
+        *dtypes.entry(t.kind.name().to_string()).or_default() += 1;
+    }
+    Ok(ModelInfo {
+        source: location,
+        config,
+        parameters_by_kind: by_kind,
+        total_parameters: total,
+        dtypes,
+        shards: vec![checkpoint::ShardSummary {
+            file: file.to_string(),
+            bytes: len.unwrap_or(0),
+            tensors: header.tensors.len(),
+        }],
+        sharded: false,
+    })
+}
+
 /// Inspect the model at `fetch`.
 pub async fn inspect(fetch: &impl Fetch) -> Result<ModelInfo> {
     let config_text = fetch.read_string("config.json").await?;

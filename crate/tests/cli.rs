@@ -306,3 +306,50 @@ fn train_settings_come_from_one_run_spec_and_errors_name_flags() {
         "{err}"
     );
 }
+
+#[test]
+fn the_bundled_humaneval_is_the_real_one_and_evaluates() {
+    use tunelab::eval::suite::{TaskData, TaskKind, read_task};
+    let path = fixtures().join("../../data/humaneval/HumanEval.jsonl.gz");
+    let mut reader = tunelab::train::data::open(&path).unwrap();
+    let task = read_task(
+        "humaneval",
+        TaskKind::Humaneval,
+        ("HumanEval.jsonl.gz", &mut reader),
+        None,
+        false,
+        None,
+    )
+    .unwrap();
+    match &task.data {
+        TaskData::Code(problems) => {
+            assert_eq!(problems.len(), 164);
+            assert_eq!(problems[0].task_id, "HumanEval/0");
+            assert_eq!(problems[163].entry_point, "generate_integers");
+        }
+        _ => panic!("humaneval reads as code problems"),
+    }
+    let spec = format!("humaneval={}", path.display());
+    let v = json(&[
+        "eval",
+        &model("gpt2"),
+        "--task",
+        &spec,
+        "--limit",
+        "2",
+        "--samples",
+        "1",
+        "--max-gen-toks",
+        "4",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    let items: Vec<u64> = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["items"].as_u64().unwrap())
+        .collect();
+    assert!(!items.is_empty() && items.iter().all(|&n| n == 2), "{v}");
+}

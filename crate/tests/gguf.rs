@@ -247,3 +247,17 @@ fn bad_gguf_files_are_errors_naming_the_file() {
         "{e}"
     );
 }
+
+#[test]
+fn info_reads_only_the_header() {
+    let model = gguf_dir().join("llama-gqa.gguf");
+    let (ok, stdout, stderr) = tunelab(&["info", model.to_str().unwrap(), "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    // The same counts as the safetensors fixture it was made from.
+    assert_eq!(v["total_parameters"], 139584);
+    assert_eq!(v["parameters_by_kind"]["embedding"]["parameters"], 65536);
+    assert_eq!(v["config"]["model_type"], "llama");
+    assert_eq!(v["dtypes"]["Q8_0"], 1);
+    assert_eq!(v["dtypes"]["BF16"], 1);
+}

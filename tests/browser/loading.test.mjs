@@ -3,7 +3,7 @@
 // that match Hugging Face transformers — also when a shard's connection drops midway (resumed
 // with a Range request). Bad hosts and bad models give clear messages on the page: a 404, a
 // server that cannot resume, a tensor larger than the adapter's buffer limit; a full browser
-// storage quota is reported and the model still loads.
+// storage quota is reported and the model still loads. A GGUF file loads the same way.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -23,6 +23,22 @@ async function runPage(query) {
 }
 
 const SHARD3 = "model-00003-of-00009.safetensors";
+
+test("a GGUF file (mixed quantisations, Q/K permuted) streams into the worker, its dropped connection resumed: WebGPU logits match transformers reading the same file", async () => {
+  const file = "/tests/fixtures/gguf/llama-gqa.gguf";
+  lab.http.drop(file);
+  const ref = readSafetensors(join(ROOT, "tests/fixtures/gguf/reference.safetensors"));
+  const { page, state, status, result, console } = await runPage({ model: file, tokens: Array.from(ref.ids.data).join(",") });
+  assert.equal(state, "done", `${status}\n${console.join("\n")}`);
+  const requests = lab.http.requests.filter((r) => r.path === file);
+  assert.deepEqual(requests.map((r) => r.status), [200, 206], JSON.stringify(requests));
+  assert.deepEqual(result.shape, ref.logits.shape);
+  let maxErr = 0;
+  for (let i = 0; i < result.logits.length; i++) maxErr = Math.max(maxErr, Math.abs(result.logits[i] - ref.logits.data[i]));
+  assert.ok(maxErr <= 1e-4, `max |Δlogit| ${maxErr}`);
+  process.stdout.write(`# browser GGUF: max |Δlogit| ${maxErr.toExponential(2)} vs transformers on the same file\n`);
+  await page.close();
+});
 
 test("sharded llama fixture, one shard's connection dropped midway and resumed: WebGPU logits match transformers", async () => {
   lab.http.drop(`/tests/fixtures/llama-gqa/${SHARD3}`);

@@ -386,6 +386,19 @@ impl GgufStream {
     }
 }
 
+/// Only the header of an opened GGUF file: reads until it is complete (at most one chunk of
+/// tensor data beyond it), then stops.
+pub async fn read_header(mut opened: crate::hf::Opened, file: &str) -> Result<Header, HfError> {
+    let mut stream = GgufStream::new(file, opened.len);
+    while stream.header.is_none() {
+        let Some(chunk) = opened.body.next_chunk().await? else {
+            return stream.finish();
+        };
+        stream.push(&chunk, &mut |_| Ok(()), &mut |_, _, _| Ok(()))?;
+    }
+    Ok(stream.header.expect("parsed above"))
+}
+
 /// Parse a whole GGUF file in memory (tests, small files), calling `on_tensor` for each tensor.
 pub fn read(
     bytes: &[u8],

@@ -55,14 +55,8 @@ pub struct Args {
 /// A `--task NAME=FILE[,train=FILE]` spec read into a task.
 fn read_task(spec: &str, a: &Args) -> Result<suite::Task> {
     let bad = |m: String| Error::setting("tasks", m);
-    let open = |p: &str| -> Result<std::io::BufReader<std::fs::File>> {
-        std::fs::File::open(p)
-            .map(std::io::BufReader::new)
-            .map_err(|e| Error::File {
-                path: p.to_string(),
-                message: e.to_string(),
-            })
-    };
+    // `.gz` files are read decompressed (HumanEval ships as HumanEval.jsonl.gz).
+    let open = |p: &str| tunelab::train::data::open(std::path::Path::new(p));
     let (name, rest) = spec
         .split_once('=')
         .ok_or_else(|| bad(format!("`{spec}`: expected NAME=FILE")))?;
@@ -87,7 +81,7 @@ fn read_task(spec: &str, a: &Args) -> Result<suite::Task> {
         kind,
         (&file, &mut reader),
         match (&train, train_reader.as_mut()) {
-            (Some(t), Some(r)) => Some((t.as_str(), r as &mut dyn std::io::BufRead)),
+            (Some(t), Some(r)) => Some((t.as_str(), &mut **r as &mut dyn std::io::BufRead)),
             _ => None,
         },
         a.skip_bad_lines,

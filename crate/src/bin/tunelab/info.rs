@@ -7,13 +7,18 @@ use crate::{Global, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory or Hugging Face base URL (…/resolve/main/).
+    /// Model directory or Hugging Face base URL (…/resolve/main/), or a `.gguf` file.
     model: String,
 }
 
 pub fn run(a: Args, g: &Global) -> Result {
-    let source = ModelSource::parse(&a.model);
-    let info = pollster::block_on(tunelab::info::inspect(&source))?;
+    let info = match tunelab::hf::source::gguf_file(&a.model) {
+        Some((base, file)) => pollster::block_on(tunelab::info::inspect_gguf(
+            &ModelSource::parse(&base),
+            &file,
+        ))?,
+        None => pollster::block_on(tunelab::info::inspect(&ModelSource::parse(&a.model)))?,
+    };
     if g.json {
         print_json(&info);
         return Ok(());
