@@ -156,6 +156,7 @@ pub async fn pretrain(
         seq_len: cfg.seq_len,
         skip_bad_lines: false,
         pad_id: tok.eos_id.unwrap_or(0),
+        chat_template: None,
     };
     let dataset = data::load(&cfg.corpus, &tok, &opts, on_event)?;
     let corpus_tokens = dataset.examples.len() * cfg.seq_len;

@@ -333,20 +333,24 @@ pub struct Prepared {
     pub generated: Vec<File>,
 }
 
-/// Tokenize `source` into `spec.seq_len`-token examples, read as `spec.regime` (or detected:
-/// plain text and JSONL with `text` are continued pretraining, other JSONL instruction tuning;
-/// generated math problems default to instruction tuning), reporting progress.
+/// Tokenize `source` with `session`'s tokenizer into `spec.seq_len`-token examples, read as
+/// `spec.regime` (or detected: plain text and JSONL with `text` are continued pretraining, other
+/// JSONL instruction tuning; generated math problems default to instruction tuning), reporting
+/// progress. Chat records (`messages`) are rendered with the model's chat template if it has one.
 pub fn prepare_data(
-    tok: &Tokenizer,
+    session: &Session,
     source: DataSource<'_>,
     spec: &RunSpec,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Prepared> {
+    let tok = session.tokenizer()?;
+    let chat_template = session.chat_template()?;
     let opts = |regime| DataOptions {
         regime,
         seq_len: spec.seq_len,
         skip_bad_lines: spec.skip_bad_lines,
         pad_id: tok.eos_id.unwrap_or(0),
+        chat_template: chat_template.clone(),
     };
     match source {
         #[cfg(feature = "native")]
@@ -397,7 +401,7 @@ pub fn prepare_data(
             let regime = spec.regime.unwrap_or(Regime::Ift);
             let lines = crate::corpus::math::training_lines(&tr, regime);
             let prepared = prepare_data(
-                tok,
+                session,
                 DataSource::Bytes {
                     name: "math.jsonl",
                     bytes: &lines,

@@ -8,6 +8,7 @@ use crate::eval::generate::{self, GenerateOptions};
 use crate::eval::perplexity::{self, Score};
 use crate::event::Event;
 use crate::files::File;
+use crate::hf::chat::ChatTemplate;
 use crate::hf::{CheckpointSummary, Fetch, ModelConfig, Tokenizer};
 use crate::model::{self, CausalLm, LmView};
 
@@ -123,6 +124,21 @@ impl Session {
             &fetch.locate("adapter_config.json"),
             &self.device,
         )
+    }
+
+    /// The model's chat template (from its `tokenizer_config.json`), if it has one.
+    pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
+        match self
+            .extra_files
+            .iter()
+            .find(|f| f.name == "tokenizer_config.json")
+        {
+            Some(f) => Ok(ChatTemplate::from_tokenizer_config(
+                &f.bytes,
+                &format!("{}/tokenizer_config.json", self.source),
+            )?),
+            None => Ok(None),
+        }
     }
 
     /// The session's model as evaluation sees it.

@@ -261,3 +261,89 @@ fn info_reads_only_the_header() {
     assert_eq!(v["dtypes"]["Q8_0"], 1);
     assert_eq!(v["dtypes"]["BF16"], 1);
 }
+
+#[test]
+fn chat_templates_render_as_transformers_and_split_training_turns() {
+    use tunelab::hf::chat::{ChatTemplate, Message};
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gguf_dir().join("reference.json")).unwrap()).unwrap();
+    let template = |name: &str| {
+        let config = serde_json::json!({
+            "chat_template": reference["templates"][name], "bos_token": "<s>",
+            "eos_token": {"content": "</s>", "special": true},
+        });
+        ChatTemplate::from_tokenizer_config(config.to_string().as_bytes(), "tokenizer_config.json")
+            .unwrap()
+            .unwrap()
+    };
+    let cases = reference["chat"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for case in cases {
+        let t = template(case["template"].as_str().unwrap());
+        let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let generation = case["add_generation_prompt"].as_bool().unwrap();
+        assert_eq!(
+            t.render(&messages, generation).unwrap(),
+            case["text"].as_str().unwrap(),
+            "{case}"
+        );
+        if !generation {
+            // Training: the prompt is everything up to the last assistant turn's content.
+            let (prompt, response) = t.split_last_turn(&messages).unwrap();
+            assert_eq!(
+                format!("{prompt}{response}"),
+                case["text"].as_str().unwrap()
+            );
+            let last = messages.last().unwrap().content.trim();
+            assert!(
+                response.contains(last) && !prompt.ends_with(last),
+                "{prompt:?} | {response:?}"
+            );
+        }
+    }
+    // A role the template refuses is an error naming the file and the template's message.
+    let bad = [Message {
+        role: "tool".into(),
+        content: "x".into(),
+    }];
+    let e = template("styled")
+        .render(&bad, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tokenizer_config.json") && e.contains("unknown role tool"),
+        "{e}"
+    );
+}
+
+#[test]
+fn chat_records_train_on_the_assistant_turn_as_the_template_renders_it() {
+    use tunelab::run::{DataSource, RunSpec, prepare_data};
+    let session = load(&ModelSource::Dir(gguf_dir()), burn::tensor::Device::flex());
+    let record = serde_json::json!({"messages": [
+        {"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "2 + 3 = 5."}]});
+    let bytes = format!("{record}\n");
+    let spec = RunSpec {
+        seq_len: 128,
+        ..RunSpec::default()
+    };
+    let source = DataSource::Bytes {
+        name: "chat.jsonl",
+        bytes: bytes.as_bytes(),
+    };
+    let prepared = prepare_data(&session, source, &spec, &mut |_| {}).unwrap();
+    let example = &prepared.data.examples[0];
+    let tok = session.tokenizer().unwrap();
+    let chat = session.chat_template().unwrap().unwrap();
+    let messages: Vec<tunelab::hf::chat::Message> =
+        serde_json::from_value(record["messages"].clone()).unwrap();
+    let (prompt, response) = chat.split_last_turn(&messages).unwrap();
+    let (p, r) = (tok.encode(&prompt).unwrap(), tok.encode(&response).unwrap());
+    assert_eq!(
+        &example.ids[..p.len() + r.len()],
+        [p.clone(), r.clone()].concat()
+    );
+    // Loss on the response only (its end-of-turn tokens included, no EOS added after them).
+    let targets: Vec<i64> = example.labels.iter().copied().filter(|&l| l >= 0).collect();
+    assert_eq!(targets, r.iter().map(|&i| i as i64).collect::<Vec<_>>());
+}

@@ -66,6 +66,7 @@ fn text_data(model: &str, seq_len: usize) -> data::Dataset {
         seq_len,
         skip_bad_lines: false,
         pad_id: 0,
+        chat_template: None,
     };
     let path = fixtures().join("data/tiny.txt");
     let mut last = None;
@@ -476,6 +477,7 @@ fn data_files_are_read_with_line_numbers_and_masks() {
         seq_len: 16,
         skip_bad_lines: false,
         pad_id: 0,
+        chat_template: None,
     };
     let e = data::load(&fixtures().join("data/bad.jsonl"), tok, &opts, &mut |_| {})
         .unwrap_err()
@@ -522,6 +524,7 @@ fn data_files_are_read_with_line_numbers_and_masks() {
         seq_len: 32,
         skip_bad_lines: false,
         pad_id: 0,
+        chat_template: None,
     };
     let d = data::load(
         &fixtures().join("data/tiny_ift.jsonl"),
@@ -668,6 +671,7 @@ fn generated_math_data_trains_and_evaluates() {
             seq_len: 96,
             skip_bad_lines: false,
             pad_id: 0,
+            chat_template: None,
         },
         &mut |_| {},
     )

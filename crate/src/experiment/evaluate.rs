@@ -86,6 +86,7 @@ pub fn target_eval(t: &EvalSpec, test: &[u8], tok: &Tokenizer) -> Result<TargetE
                 seq_len: t.seq_len,
                 skip_bad_lines: false,
                 pad_id: tok.eos_id.unwrap_or(0),
+                chat_template: None,
             };
             (task, Some(data::read(test, &file, true, tok, &opts)?))
         }

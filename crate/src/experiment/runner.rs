@@ -87,6 +87,7 @@ fn prepare(
         seq_len: t.seq_len,
         skip_bad_lines: false,
         pad_id: tok.eos_id.unwrap_or(0),
+        chat_template: None,
     };
     let field = |f: &str| format!("targets.{}.{f}", t.name);
     // `math` data is generated from the seed and written out, so it can be inspected and reused.

@@ -1,6 +1,7 @@
 //! Hugging Face formats: `config.json`, safetensors checkpoints (single file or sharded with an
 //! index), `tokenizer.json`, and where they come from (a directory or an HTTP(S) base URL).
 
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod safetensors;

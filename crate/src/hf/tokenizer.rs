@@ -41,6 +41,11 @@ impl Tokenizer {
         self.encode_with(text, true)
     }
 
+    /// The id of a token of the vocabulary (added tokens included).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Token ids of `text` without special tokens (lm-evaluation-harness's `tok_encode` for
     /// causal models).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, HfError> {

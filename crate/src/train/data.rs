@@ -98,6 +98,9 @@ pub struct DataOptions {
     pub skip_bad_lines: bool,
     /// Id used for padding instruction examples (usually EOS).
     pub pad_id: u32,
+    /// The model's chat template: `messages` records are rendered with it (the response ends
+    /// with the template's own end-of-turn tokens, so no EOS is appended).
+    pub chat_template: Option<crate::hf::chat::ChatTemplate>,
 }
 
 /// Read `path` (`.jsonl` → JSON lines, anything else → plain text; `.gz` is decompressed) into
@@ -193,7 +196,7 @@ pub fn read(
         if line.trim().is_empty() {
             continue;
         }
-        let parsed = parse_line(&line, opts.regime);
+        let parsed = parse_line(&line, opts);
         let record = match parsed {
             Ok(r) => r,
             Err(msg) if opts.skip_bad_lines => {
@@ -218,6 +221,14 @@ pub fn read(
                     &tok.encode(&prompt)?,
                     &tok.encode(&response)?,
                     eos,
+                    opts,
+                ));
+            }
+            Record::Chat(prompt, response) => {
+                examples.push(instruction(
+                    &tok.encode(&prompt)?,
+                    &tok.encode(&response)?,
+                    None,
                     opts,
                 ));
             }
@@ -258,9 +269,12 @@ pub fn targets(e: &Example) -> usize {
 enum Record {
     Text(String),
     Pair(String, String),
+    /// Prompt and response rendered by the chat template (end-of-turn tokens included).
+    Chat(String, String),
 }
 
-fn parse_line(line: &str, regime: Regime) -> Result<Record, String> {
+fn parse_line(line: &str, opts: &DataOptions) -> Result<Record, String> {
+    let regime = opts.regime;
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
@@ -287,6 +301,12 @@ fn parse_line(line: &str, regime: Regime) -> Result<Record, String> {
                     format!("{ins}\n\n{input}")
                 };
                 return Ok(Record::Pair(format!("{prompt}\n"), out));
+            }
+            if let (Some(msgs), Some(chat)) = (v.get("messages"), &opts.chat_template) {
+                let msgs: Vec<crate::hf::chat::Message> =
+                    serde_json::from_value(msgs.clone()).map_err(|e| format!("`messages`: {e}"))?;
+                let (prompt, response) = chat.split_last_turn(&msgs).map_err(|e| e.to_string())?;
+                return Ok(Record::Chat(prompt, response));
             }
             if let Some(msgs) = v.get("messages").and_then(|m| m.as_array()) {
                 // Without a chat template: "role: content" lines; the last assistant turn is the

@@ -536,12 +536,11 @@ impl WebSession {
         on_event: Function,
     ) -> Result<JsValue, JsValue> {
         let spec = spec_from(spec)?;
-        let tok = self.inner.tokenizer().map_err(lib_err)?;
         let Prepared {
             data,
             regime,
             generated,
-        } = prepare_data(tok, source, &spec, &mut emitter(&on_event)).map_err(lib_err)?;
+        } = prepare_data(&self.inner, source, &spec, &mut emitter(&on_event)).map_err(lib_err)?;
         let mut summary = serde_json::json!({
             "examples": data.examples.len(), "targetTokens": data.target_tokens,
             "skipped": data.skipped_lines, "regime": regime.to_string(),

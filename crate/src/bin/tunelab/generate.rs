@@ -2,8 +2,10 @@
 
 use std::io::Write;
 
+use tunelab::Error;
 use tunelab::eval::generate::GenerateOptions;
 use tunelab::event::Event;
+use tunelab::hf::chat::Message;
 
 use crate::output::{load, print_json};
 use crate::{Global, Result};
@@ -27,6 +29,10 @@ pub struct Args {
     top_p: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Send the prompt as a user turn through the model's chat template (instruction-tuned
+    /// models) and stop at the template's end-of-turn token.
+    #[arg(long)]
+    chat: bool,
 }
 
 pub fn run(a: Args, g: &Global) -> Result {
@@ -39,17 +45,33 @@ pub fn run(a: Args, g: &Global) -> Result {
     };
     opts.validate()?;
     let session = load(&a.model, a.adapter.as_deref(), g.device, g.json)?;
+    let mut opts = opts;
+    let prompt = if a.chat {
+        let template = session
+            .chat_template()?
+            .ok_or_else(|| Error::Input(format!("{} has no chat template", session.source)))?;
+        opts.stop_id = template
+            .eos_token()
+            .and_then(|t| session.tokenizer().ok()?.token_id(t));
+        let turn = Message {
+            role: "user".into(),
+            content: a.prompt.clone(),
+        };
+        template.render(&[turn], true)?
+    } else {
+        a.prompt.clone()
+    };
     if !g.json {
-        print!("{}", a.prompt);
+        print!("{prompt}");
     }
-    let text = pollster::block_on(session.generate(&a.prompt, &opts, &mut |e| {
+    let text = pollster::block_on(session.generate(&prompt, &opts, &mut |e| {
         if let (Event::Token { text }, false) = (e, g.json) {
             print!("{text}");
             let _ = std::io::stdout().flush();
         }
     }))?;
     if g.json {
-        print_json(&serde_json::json!({"prompt": a.prompt, "completion": text}));
+        print_json(&serde_json::json!({"prompt": prompt, "completion": text}));
     } else {
         println!();
     }

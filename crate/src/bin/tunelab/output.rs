@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use tunelab::device::{self, DeviceChoice, Selected};
 use tunelab::event::{Event, Unit};
-use tunelab::hf::{ModelSource, Tokenizer};
+use tunelab::hf::ModelSource;
 use tunelab::run::{DataSource, RunSpec};
 use tunelab::train::data::Dataset;
 use tunelab::{Error, Session};
@@ -123,7 +123,7 @@ pub fn load_on(model: &str, device: burn::tensor::Device) -> Result<Session, Err
 /// Tokenize a data file as `spec` says, with a progress bar (bytes of the file read).
 pub fn load_data(
     path: &Path,
-    tok: &Tokenizer,
+    session: &Session,
     spec: &RunSpec,
     json: bool,
 ) -> Result<Dataset, Error> {
@@ -132,7 +132,7 @@ pub fn load_data(
         "{msg:30} [{bar:30}] {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]",
         json,
     );
-    let prepared = tunelab::run::prepare_data(tok, DataSource::File(path), spec, &mut |e| {
+    let prepared = tunelab::run::prepare_data(session, DataSource::File(path), spec, &mut |e| {
         if let Event::Progress(p) = e {
             bar.set_message(p.task.clone());
             bar.set_length(p.total.unwrap_or(p.done));

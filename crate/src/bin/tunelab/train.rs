@@ -204,10 +204,9 @@ pub fn run(a: Args, g: &Global) -> Result {
         .as_ref()
         .map_or(spec.batch_size, |r| r.config.batch_size);
     tunelab::run::check_limits(&session, batch, spec.seq_len, max_binding)?;
-    let tok = session.tokenizer()?;
-    let train_data = load_data(data, tok, &spec, g.json)?;
+    let train_data = load_data(data, &session, &spec, g.json)?;
     let eval_data = match &a.eval_data {
-        Some(p) => Some(load_data(p, tok, &spec, g.json)?),
+        Some(p) => Some(load_data(p, &session, &spec, g.json)?),
         None => None,
     };
     let mut run = match resume {
