@@ -282,6 +282,9 @@ fn parse_header(bytes: &[u8], file_len: Option<u64>) -> Result<Header, Stop> {
     })
 }
 
+/// What [`GgufStream::push`] calls with each tensor: the header, the tensor, its f32 values.
+pub type OnTensor<'a> = dyn FnMut(&Header, &TensorInfo, Vec<f32>) -> Result<(), HfError> + 'a;
+
 /// An incremental GGUF parser: feed it the file's bytes as they arrive; it calls back with the
 /// header once complete and with each tensor (dequantised to f32, with the header) once its
 /// last byte arrived.
@@ -323,7 +326,7 @@ impl GgufStream {
         &mut self,
         bytes: &[u8],
         on_header: &mut dyn FnMut(&Header) -> Result<(), HfError>,
-        on_tensor: &mut dyn FnMut(&Header, &TensorInfo, Vec<f32>) -> Result<(), HfError>,
+        on_tensor: &mut OnTensor,
     ) -> Result<(), HfError> {
         self.pending.extend_from_slice(bytes);
         if self.header.is_none() {
