@@ -143,14 +143,16 @@ async function runEnded(r) {
     buttons({ pause: false, resume: true, stop: true });
     return;
   }
+  // Taken before Start is enabled again: a new run resets them.
   const run = state.current;
+  const steps = state.losses.slice();
   buttons({ start: true, pause: false, resume: false, stop: false, "spectrum-btn": true, "export-adapter": run.spec.method === "lora", "export-merged": true });
   setStatus(`trained ${r.step} steps in ${(r.ms / 1000).toFixed(1)} s; evaluating…`);
   const metrics = run.request ? (await evaluate(run.request, r.step)).metrics : {};
-  state.runs.push({ label: run.label, spec: run.spec, metrics, steps: r.step, ms: r.ms, losses: state.losses.map((e) => e.loss) });
+  state.runs.push({ label: run.label, spec: run.spec, metrics, steps: r.step, ms: r.ms, losses: steps.map((e) => e.loss) });
   drawScatter();
   if (params.get("generate") !== "0") await generation(run.label);
-  $("losses").dataset.json = JSON.stringify({ steps: state.losses, ms: r.ms, metrics, timing });
+  $("losses").dataset.json = JSON.stringify({ steps, ms: r.ms, metrics, timing });
   setStatus(`done: ${run.label}, ${r.step} steps in ${(r.ms / 1000).toFixed(1)} s`, "done");
 }
 

@@ -66,6 +66,8 @@ async function load({ model, cache }, emit) {
   const t0 = performance.now();
   sessionModel = model;
   cacheModels = cache !== false;
+  // A new model ends any run of the old one.
+  Object.assign(control, { active: false, pause: false, stop: false });
   session?.free();
   session = null;
   session = await loadModel(model, await maxBinding(), (event) => {
@@ -132,8 +134,9 @@ async function setData({ model, source, spec }, emit) {
 // Start a run of `spec`; resolves when the run pauses or finishes (see `loop`).
 async function start({ spec, evalEvery, evalRequest }, emit) {
   if (!session) throw new Error("load a model first");
-  const info = session.startTraining(spec, await maxBinding());
+  // Active before any await, so a pause or stop sent meanwhile is not lost.
   Object.assign(control, { active: true, pause: false, stop: false, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now() });
+  const info = session.startTraining(spec, await maxBinding());
   emit({ event: "started", info });
   return loop(emit);
 }
@@ -187,11 +190,8 @@ const handlers = {
   evaluate,
   // The spec with every default filled in, or an error naming the field.
   validate: async ({ spec }) => validateRunSpec(spec),
-  resume: async (_, emit) => {
-    if (!control.active) throw new Error("no paused run to resume");
-    control.pause = false;
-    return loop(emit);
-  },
+  // The pause flag was cleared when the request arrived; an ended run has nothing to resume.
+  resume: async (_, emit) => (control.active ? loop(emit) : {}),
   generate: async ({ prompt, maxNewTokens }) => {
     if (!session) throw new Error("load a model first");
     return { text: await session.generate(prompt, maxNewTokens) };
@@ -204,11 +204,9 @@ const handlers = {
     if (!session) throw new Error("load a model first");
     return session.spectrum();
   },
-  // Stopping a paused run: its loop ends at once, as finished (stopped).
-  stop: async (_, emit) => {
-    control.stop = true;
-    return loop(emit);
-  },
+  // Stopping a paused run: its loop ends at once, as finished (stopped) — unless the run
+  // ended meanwhile.
+  stop: async (_, emit) => (control.active ? loop(emit) : {}),
   reset: async () => {
     session?.resetTraining();
     Object.assign(control, { active: false, pause: false, stop: false });
@@ -218,12 +216,15 @@ const handlers = {
 
 self.onmessage = ({ data }) => {
   const { id, type } = data;
-  // Pause and stop act at once, between chunks of the running loop (whose request then resolves
-  // as paused or finished); only stopping a paused run waits its turn.
-  if (type === "pause" || (type === "stop" && !(control.active && control.pause))) {
+  // Flags act when the message arrives: pause and stop between chunks of the running loop
+  // (whose request then resolves as paused or finished). Resuming, or stopping a paused run,
+  // also needs the loop run again, in turn.
+  const paused = control.active && control.pause;
+  if (type === "pause" || type === "stop") {
     if (control.active) control[type] = true;
-    return post({ id, type: "reply", result: {} });
+    if (!(type === "stop" && paused)) return post({ id, type: "reply", result: {} });
   }
+  if (type === "resume" && control.active) control.pause = false;
   const handler = handlers[type];
   if (!handler) return post({ id, type: "error", message: `unknown request ${type}` });
   const emit = (event) => post({ id, type: "event", event });
@@ -232,7 +233,7 @@ self.onmessage = ({ data }) => {
     .then(() => handler(data, emit))
     .then((result) => post({ id, type: "reply", result }))
     .catch((e) => {
-      // A failed request leaves the worker usable: the run is dropped, the model stays.
+      // A failed training request ends the run's loop; the model and the engine's run stay.
       if (type === "start" || type === "resume") control.active = false;
       post({ id, type: "error", message: String(e?.message ?? e), field: e?.field ?? null });
     });

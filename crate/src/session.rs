@@ -190,6 +190,30 @@ impl Session {
         generate::stream_text(&self.view(), prompt, opts, on_event).await
     }
 
+    /// Answer `prompt` as a user turn through the model's chat template, stopping at the
+    /// template's end-of-turn token. Returns the rendered prompt and the answer.
+    pub async fn chat(
+        &self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<(String, String)> {
+        let template = self
+            .chat_template()?
+            .ok_or_else(|| crate::Error::Input(format!("{} has no chat template", self.source)))?;
+        let tok = self.tokenizer()?;
+        let mut opts = opts.clone();
+        opts.stop_id = template.eos_token().and_then(|t| tok.token_id(t));
+        let turn = crate::hf::chat::Message {
+            role: "user".into(),
+            content: prompt.to_string(),
+        };
+        let rendered = template.render(&[turn], true)?;
+        let ids = tok.encode_plain(&rendered)?;
+        let answer = generate::stream_ids(&self.view(), &ids, &opts, on_event).await?;
+        Ok((rendered, answer))
+    }
+
     /// The model (with any attached adapter merged in) as a Hugging Face checkpoint, with the
     /// tokenizer and generation files it came with.
     pub async fn merged_files(&self) -> Result<Vec<File>> {

@@ -275,7 +275,11 @@ fn train_settings_come_from_one_run_spec_and_errors_name_flags() {
     assert!(v["alpha"].is_null() && v["lr"].is_null(), "{v}");
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("run.toml");
-    std::fs::write(&spec, "method = \"full\"\nlr = 2e-3\nbatch_size = 2\n").unwrap();
+    std::fs::write(
+        &spec,
+        "method = \"full\"\nlr = 2e-3\nbatch_size = 2\nrslora = true\n",
+    )
+    .unwrap();
     let spec = spec.to_str().unwrap();
     let v = json(&["train", "--print-spec", "--spec", spec, "--batch-size", "3"]);
     assert_eq!(
@@ -283,6 +287,11 @@ fn train_settings_come_from_one_run_spec_and_errors_name_flags() {
         (Some("full"), Some(2e-3))
     );
     assert_eq!(v["batch_size"], 3);
+    assert_eq!(v["rslora"], true);
+    // A spec file's true can be turned off; a bare flag turns it on.
+    let off = json(&["train", "--print-spec", "--spec", spec, "--rslora=false"]);
+    assert_eq!(off["rslora"], false);
+    assert_eq!(json(&["train", "--print-spec", "--rslora"])["rslora"], true);
     // The printed spec reads back as the same spec.
     let printed = dir.path().join("printed.json");
     std::fs::write(&printed, v.to_string()).unwrap();

@@ -101,8 +101,18 @@ pub async fn stream_text(
     opts: &GenerateOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<String> {
+    let ids = lm.tokenizer()?.encode(prompt)?;
+    stream_ids(lm, &ids, opts, on_event).await
+}
+
+/// [`stream_text`] after prompt token ids (a rendered chat, tokenized without special tokens).
+pub async fn stream_ids(
+    lm: &LmView<'_>,
+    ids: &[u32],
+    opts: &GenerateOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<String> {
     let tok = lm.tokenizer()?;
-    let ids = tok.encode(prompt)?;
     let mut opts = opts.clone();
     if opts.stop_id.is_none() {
         opts.stop_id = tok.eos_id;
@@ -111,7 +121,7 @@ pub async fn stream_text(
     let mut shown = String::new();
     let mut decode_err = None;
     let (vocab, context) = (lm.vocab(), lm.context());
-    generate(lm.model, &ids, vocab, context, lm.device, &opts, |id| {
+    generate(lm.model, ids, vocab, context, lm.device, &opts, |id| {
         generated.push(id);
         match tok.decode(&generated) {
             Ok(text) => {

@@ -93,9 +93,10 @@ impl GgmlType {
     /// Bytes of `elements` values, or None when they are not whole blocks.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let (n, b) = self.block();
-        elements
-            .is_multiple_of(n as u64)
-            .then(|| elements / n as u64 * b as u64)
+        if !elements.is_multiple_of(n as u64) {
+            return None;
+        }
+        (elements / n as u64).checked_mul(b as u64)
     }
 }
 

@@ -25,7 +25,13 @@ pub fn architecture<'h>(h: &'h Header, file: &str) -> Result<&'h str, HfError> {
         .and_then(|v| v.as_str())
         .ok_or_else(|| field(file, "general.architecture", "missing"))?;
     match arch {
-        // llama.cpp files Mistral and SmolLM checkpoints under `llama` too.
+        // llama.cpp files Mistral and SmolLM checkpoints under `llama` too. Llama 3.1+ keeps
+        // its scaled rotary frequencies as a tensor, which tunelab's RoPE does not apply yet.
+        "llama" if h.tensors.iter().any(|t| t.name == "rope_freqs.weight") => Err(HfError::Gguf {
+            file: file.to_string(),
+            message: "`rope_freqs.weight` (Llama 3.1-style scaled RoPE) is not supported yet"
+                .into(),
+        }),
         "llama" => Ok(arch),
         other => Err(HfError::UnsupportedModelType {
             file: file.to_string(),
@@ -118,7 +124,7 @@ pub fn to_hf(
         Some(heads) => {
             let heads = heads as usize;
             let (rows, cols) = (shape[0], shape.get(1).copied().unwrap_or(1));
-            if heads == 0 || !rows.is_multiple_of(2 * heads) {
+            if heads == 0 || !rows.is_multiple_of(2 * heads) || rows * cols != values.len() {
                 return Err(field(
                     file,
                     &t.name,
@@ -158,7 +164,7 @@ pub fn config_json(h: &Header, file: &str) -> Result<String, HfError> {
                 .tensors
                 .iter()
                 .find(|t| t.name == "token_embd.weight")
-                .map(|t| t.dims[1])
+                .and_then(|t| t.dims.get(1).copied())
                 .ok_or_else(|| {
                     field(
                         file,

@@ -210,7 +210,8 @@ fn parse_header(bytes: &[u8], file_len: Option<u64>) -> Result<Header, Stop> {
         let value = c.value(kind, 0)?;
         metadata.insert(key, value);
     }
-    let mut tensors = Vec::with_capacity(tensor_count as usize);
+    // Each tensor info takes at least 32 bytes: reserve no more than the bytes can hold.
+    let mut tensors = Vec::with_capacity((tensor_count as usize).min(bytes.len() / 32 + 1));
     for _ in 0..tensor_count {
         let name = c.string()?;
         let n_dims = c.u32()?;
@@ -225,10 +226,11 @@ fn parse_header(bytes: &[u8], file_len: Option<u64>) -> Result<Header, Stop> {
         let kind = GgmlType::from_id(c.u32()?)
             .map_err(|e| Stop::Bad(format!("tensor `{name}`: {e} is not supported")))?;
         let offset = c.u64()?;
+        // Its f32 values must be addressable here (wasm32 included).
         let elements = dims
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .filter(|&e| e > 0)
+            .filter(|&e| e > 0 && e.checked_mul(4).is_some_and(|b| usize::try_from(b).is_ok()))
             .ok_or_else(|| Stop::Bad(format!("tensor `{name}` has dimensions {dims:?}")))?;
         if !dims[0].is_multiple_of(kind.block().0 as u64) {
             return Err(Stop::Bad(format!(
@@ -237,7 +239,9 @@ fn parse_header(bytes: &[u8], file_len: Option<u64>) -> Result<Header, Stop> {
                 kind.name()
             )));
         }
-        let bytes = kind.bytes_for(elements).expect("rows are whole blocks");
+        let bytes = kind
+            .bytes_for(elements)
+            .ok_or_else(|| Stop::Bad(format!("tensor `{name}` is too large")))?;
         tensors.push(TensorInfo {
             name,
             dims,
@@ -263,7 +267,12 @@ fn parse_header(bytes: &[u8], file_len: Option<u64>) -> Result<Header, Stop> {
                 t.name, t.offset
             )));
         }
-        end = t.offset + t.bytes;
+        end = t
+            .offset
+            .checked_add(t.bytes)
+            .and_then(|e| e.checked_add(data_start))
+            .ok_or_else(|| Stop::Bad(format!("tensor `{}`: offset {}", t.name, t.offset)))?
+            - data_start;
         if let Some(len) = file_len
             && data_start + end > len
         {

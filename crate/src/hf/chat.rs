@@ -105,6 +105,9 @@ impl ChatTemplate {
         let ctx = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
+            // transformers passes these as None; undefined would not test `is none`.
+            tools => (),
+            documents => (),
             ..minijinja::Value::from_serialize(&self.tokens)
         };
         template.render(ctx).map_err(|e| self.error(e))

@@ -291,13 +291,14 @@ pub trait Fetch {
 
 /// A `.gguf` file named by path or URL, split into its directory (or base URL) and file name.
 pub fn gguf_file(model: &str) -> Option<(String, String)> {
-    let trimmed = model.split(['?', '#']).next().unwrap_or(model);
-    if !trimmed.to_ascii_lowercase().ends_with(".gguf") {
+    // A URL's query (a presigned link) stays with the file name.
+    let path = model.split(['?', '#']).next().unwrap_or(model);
+    if !path.to_ascii_lowercase().ends_with(".gguf") {
         return None;
     }
-    let cut = trimmed.rfind('/').map_or(0, |i| i + 1);
-    let base = if cut == 0 { "." } else { &trimmed[..cut] };
-    Some((base.to_string(), trimmed[cut..].to_string()))
+    let cut = path.rfind('/').map_or(0, |i| i + 1);
+    let base = if cut == 0 { "." } else { &path[..cut] };
+    Some((base.to_string(), model[cut..].to_string()))
 }
 
 /// A model location given by the user.

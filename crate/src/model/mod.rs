@@ -343,12 +343,12 @@ pub async fn load_gguf(
                     max_tensor_bytes,
                     h.tensors
                         .iter()
-                        .find(|t| Some(t.elements() * 4) > max_tensor_bytes),
+                        .find(|t| Some(t.elements().saturating_mul(4)) > max_tensor_bytes),
                 ) {
                     return Err(HfError::TooLargeForDevice {
                         file: location.clone(),
                         tensor: t.name.clone(),
-                        bytes: t.elements() * 4,
+                        bytes: t.elements().saturating_mul(4),
                         limit,
                     });
                 }

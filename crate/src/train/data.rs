@@ -224,10 +224,12 @@ pub fn read(
                     opts,
                 ));
             }
+            // The template wrote every special token itself (transformers tokenizes rendered
+            // chats with add_special_tokens=False).
             Record::Chat(prompt, response) => {
                 examples.push(instruction(
-                    &tok.encode(&prompt)?,
-                    &tok.encode(&response)?,
+                    &tok.encode_plain(&prompt)?,
+                    &tok.encode_plain(&response)?,
                     None,
                     opts,
                 ));

@@ -374,7 +374,6 @@ impl WebSession {
             .data
             .clone()
             .ok_or_else(|| js_err("load training data first"))?;
-        self.run = None;
         let run =
             Run::new(&self.inner, &spec, data, None, Some(max_binding as u64)).map_err(lib_err)?;
         let out = serde_json::json!({

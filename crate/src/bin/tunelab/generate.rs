@@ -2,10 +2,8 @@
 
 use std::io::Write;
 
-use tunelab::Error;
 use tunelab::eval::generate::GenerateOptions;
 use tunelab::event::Event;
-use tunelab::hf::chat::Message;
 
 use crate::output::{load, print_json};
 use crate::{Global, Result};
@@ -45,31 +43,26 @@ pub fn run(a: Args, g: &Global) -> Result {
     };
     opts.validate()?;
     let session = load(&a.model, a.adapter.as_deref(), g.device, g.json)?;
-    let mut opts = opts;
-    let prompt = if a.chat {
-        let template = session
-            .chat_template()?
-            .ok_or_else(|| Error::Input(format!("{} has no chat template", session.source)))?;
-        opts.stop_id = template
-            .eos_token()
-            .and_then(|t| session.tokenizer().ok()?.token_id(t));
-        let turn = Message {
-            role: "user".into(),
-            content: a.prompt.clone(),
-        };
-        template.render(&[turn], true)?
-    } else {
-        a.prompt.clone()
-    };
-    if !g.json {
-        print!("{prompt}");
-    }
-    let text = pollster::block_on(session.generate(&prompt, &opts, &mut |e| {
+    let mut show = |e: &Event| {
         if let (Event::Token { text }, false) = (e, g.json) {
             print!("{text}");
             let _ = std::io::stdout().flush();
         }
-    }))?;
+    };
+    let (prompt, text) = if a.chat {
+        // The rendered prompt is only known after rendering: shown with the answer.
+        let (prompt, text) = pollster::block_on(session.chat(&a.prompt, &opts, &mut |_| {}))?;
+        if !g.json {
+            print!("{prompt}{text}");
+        }
+        (prompt, text)
+    } else {
+        if !g.json {
+            print!("{}", a.prompt);
+        }
+        let text = pollster::block_on(session.generate(&a.prompt, &opts, &mut show))?;
+        (a.prompt.clone(), text)
+    };
     if g.json {
         print_json(&serde_json::json!({"prompt": prompt, "completion": text}));
     } else {

@@ -10,7 +10,7 @@ use tunelab::device::{self, DeviceChoice, Selected};
 use tunelab::event::{Event, Unit};
 use tunelab::hf::ModelSource;
 use tunelab::run::{DataSource, RunSpec};
-use tunelab::train::data::Dataset;
+use tunelab::train::data::{Dataset, Regime};
 use tunelab::{Error, Session};
 
 /// Library fields whose CLI flag is not `--field-name`.
@@ -120,13 +120,14 @@ pub fn load_on(model: &str, device: burn::tensor::Device) -> Result<Session, Err
     }))
 }
 
-/// Tokenize a data file as `spec` says, with a progress bar (bytes of the file read).
+/// Tokenize a data file as `spec` says, with a progress bar (bytes of the file read); the data
+/// and the regime it was read as.
 pub fn load_data(
     path: &Path,
     session: &Session,
     spec: &RunSpec,
     json: bool,
-) -> Result<Dataset, Error> {
+) -> Result<(Dataset, Regime), Error> {
     let bar = progress_bar(
         0,
         "{msg:30} [{bar:30}] {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]",
@@ -140,7 +141,8 @@ pub fn load_data(
         }
     });
     bar.finish_and_clear();
-    Ok(prepared?.data)
+    let prepared = prepared?;
+    Ok((prepared.data, prepared.regime))
 }
 
 /// The progress bar of a training run (length set by the first step event).

@@ -66,18 +66,18 @@ struct SpecFlags {
     /// LoRA dropout.
     #[arg(long)]
     dropout: Option<f64>,
-    /// Scale LoRA by alpha/sqrt(rank) (rsLoRA).
-    #[arg(long)]
-    rslora: bool,
+    /// Scale LoRA by alpha/sqrt(rank) (rsLoRA). `--rslora=false` turns off a spec file's true.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    rslora: Option<bool>,
     /// LoRA A initialisation: kaiming (PEFT default) or gaussian.
     #[arg(long)]
     lora_init: Option<LoraInit>,
     /// LoRA+: learning rate of B = lr × ratio.
     #[arg(long)]
     lora_plus_ratio: Option<f64>,
-    /// Full fine-tuning: also train embeddings and LM head.
-    #[arg(long)]
-    train_embeddings: bool,
+    /// Full fine-tuning: also train embeddings and LM head. `--train-embeddings=false` turns off a spec file's true.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    train_embeddings: Option<bool>,
     /// Full fine-tuning: keep tensors matching this regex frozen (repeatable).
     #[arg(long)]
     freeze: Vec<String>,
@@ -124,13 +124,13 @@ struct SpecFlags {
     eval_every: Option<usize>,
     #[arg(long)]
     save_every: Option<usize>,
-    /// Skip JSONL lines that are not JSON or lack the field, and count them.
-    #[arg(long)]
-    skip_bad_lines: bool,
+    /// Skip JSONL lines that are not JSON or lack the field, and count them. `--skip-bad-lines=false` turns off a spec file's true.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    skip_bad_lines: Option<bool>,
     /// Recompute memory-bound activations in the backward pass instead of keeping them: less
     /// memory, more time (see `tunelab bench --checkpoint-activations`).
-    #[arg(long)]
-    checkpoint_activations: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    checkpoint_activations: Option<bool>,
 }
 
 impl SpecFlags {
@@ -144,7 +144,9 @@ impl SpecFlags {
             warmup <- warmup, weight_decay <- weight_decay, epochs <- epochs,
             batch_size <- batch_size, grad_accum <- grad_accum, seq_len <- seq_len,
             seed <- seed, clip <- clip, attention_dropout <- attention_dropout,
-            residual_dropout <- residual_dropout, log_every <- log_every);
+            residual_dropout <- residual_dropout, log_every <- log_every, rslora <- rslora,
+            train_embeddings <- train_embeddings, skip_bad_lines <- skip_bad_lines,
+            checkpoint_activations <- checkpoint_activations);
         macro_rules! set_some {
             ($($field:ident),*) => { $(if self.$field.is_some() { s.$field = self.$field; })* };
         }
@@ -158,10 +160,6 @@ impl SpecFlags {
             eval_every,
             save_every
         );
-        s.rslora |= self.rslora;
-        s.train_embeddings |= self.train_embeddings;
-        s.skip_bad_lines |= self.skip_bad_lines;
-        s.checkpoint_activations |= self.checkpoint_activations;
         if !self.freeze.is_empty() {
             s.freeze = self.freeze;
         }
@@ -204,9 +202,14 @@ pub fn run(a: Args, g: &Global) -> Result {
         .as_ref()
         .map_or(spec.batch_size, |r| r.config.batch_size);
     tunelab::run::check_limits(&session, batch, spec.seq_len, max_binding)?;
-    let train_data = load_data(data, &session, &spec, g.json)?;
+    let (train_data, regime) = load_data(data, &session, &spec, g.json)?;
+    // Held-out data is read as the training data was.
+    let eval_spec = RunSpec {
+        regime: Some(regime),
+        ..spec.clone()
+    };
     let eval_data = match &a.eval_data {
-        Some(p) => Some(load_data(p, &session, &spec, g.json)?),
+        Some(p) => Some(load_data(p, &session, &eval_spec, g.json)?.0),
         None => None,
     };
     let mut run = match resume {
