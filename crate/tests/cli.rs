@@ -362,3 +362,75 @@ fn the_bundled_humaneval_is_the_real_one_and_evaluates() {
         .collect();
     assert!(!items.is_empty() && items.iter().all(|&n| n == 2), "{v}");
 }
+
+#[test]
+fn serve_streams_files_and_answers_range_requests() {
+    use std::io::BufRead;
+    let root = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::create_dir_all(root.path().join("models")).unwrap();
+    std::fs::write(root.path().join("models/w.gguf"), &bytes).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--root",
+            root.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches("www/")
+        .to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str, range: Option<&str>| {
+        let mut r = agent.get(format!("{base}{path}"));
+        if let Some(range) = range {
+            r = r.header("Range", range);
+        }
+        let mut resp = r.call().unwrap();
+        let status = resp.status().as_u16();
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let (accept, content_range) = (header("accept-ranges"), header("content-range"));
+        let body = resp.body_mut().read_to_vec().unwrap();
+        (status, accept, content_range, body)
+    };
+    let (status, accept, _, body) = get("models/w.gguf", None);
+    assert_eq!((status, accept.as_deref()), (200, Some("bytes")));
+    assert_eq!(body, bytes);
+    let (status, _, range, body) = get("models/w.gguf", Some("bytes=1234-"));
+    assert_eq!(
+        (status, range.as_deref()),
+        (206, Some("bytes 1234-4999/5000"))
+    );
+    assert_eq!(body, bytes[1234..]);
+    let (status, _, range, body) = get("models/w.gguf", Some("bytes=-10"));
+    assert_eq!(
+        (status, range.as_deref()),
+        (206, Some("bytes 4990-4999/5000"))
+    );
+    assert_eq!(body, bytes[4990..]);
+    let (status, _, range, _) = get("models/w.gguf", Some("bytes=5000-"));
+    assert_eq!((status, range.as_deref()), (416, Some("bytes */5000")));
+    assert_eq!(get("models/../../etc/passwd", None).0, 404);
+    assert_eq!(get("models/missing.gguf", None).0, 404);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
