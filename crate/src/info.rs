@@ -44,6 +44,25 @@ pub fn kind_of(name: &str) -> &'static str {
     }
 }
 
+/// Parameter counts by kind and tensor counts by dtype, tensor by tensor.
+#[derive(Default)]
+struct Tally {
+    by_kind: BTreeMap<String, KindCount>,
+    dtypes: BTreeMap<String, usize>,
+    total: u64,
+}
+
+impl Tally {
+    /// Count tensor `name` (Hugging Face name) of `n` values stored as `dtype`.
+    fn add(&mut self, name: &str, n: u64, dtype: &str) {
+        let entry = self.by_kind.entry(kind_of(name).to_string()).or_default();
+        entry.tensors += 1;
+        entry.parameters += n;
+        self.total += n;
+        *self.dtypes.entry(dtype.to_string()).or_default() += 1;
+    }
+}
+
 /// Inspect the GGUF file `file` at `fetch`: only its header is read.
 pub async fn inspect_gguf(fetch: &impl Fetch, file: &str) -> Result<ModelInfo> {
     let location = fetch.locate(file);
@@ -52,25 +71,18 @@ pub async fn inspect_gguf(fetch: &impl Fetch, file: &str) -> Result<ModelInfo> {
     let header = crate::gguf::read_header(opened, &location).await?;
     let config_json = crate::gguf::llama::config_json(&header, &location)?;
     let config = ModelConfig::parse(&config_json, &location)?;
-    let mut by_kind: BTreeMap<String, KindCount> = BTreeMap::new();
-    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
-    let mut total = 0u64;
+    let mut tally = Tally::default();
     for t in &header.tensors {
-        let Some(name) = crate::gguf::llama::hf_name(&t.name) else {
-            continue;
-        };
-        let entry = by_kind.entry(kind_of(&name).to_string()).or_default();
-        entry.tensors += 1;
-        entry.parameters += t.elements();
-        total += t.elements();
-        *dtypes.entry(t.kind.name().to_string()).or_default() += 1;
+        if let Some(name) = crate::gguf::llama::hf_name(&t.name) {
+            tally.add(&name, t.elements(), t.kind.name());
+        }
     }
     Ok(ModelInfo {
         source: location,
         config,
-        parameters_by_kind: by_kind,
-        total_parameters: total,
-        dtypes,
+        parameters_by_kind: tally.by_kind,
+        total_parameters: tally.total,
+        dtypes: tally.dtypes,
         shards: vec![checkpoint::ShardSummary {
             file: file.to_string(),
             bytes: len.unwrap_or(0),
@@ -86,22 +98,15 @@ pub async fn inspect(fetch: &impl Fetch) -> Result<ModelInfo> {
     let config = ModelConfig::parse(&config_text, &fetch.locate("config.json"))?;
     let layout = checkpoint::layout(fetch).await?;
     let headers = checkpoint::headers(fetch, &layout).await?;
-    let mut by_kind: BTreeMap<String, KindCount> = BTreeMap::new();
-    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut tally = Tally::default();
     let mut shards = Vec::new();
-    let mut total = 0u64;
     for (file, len, header) in &headers {
         for t in &header.tensors {
             // GPT-2's causal-mask buffers are not parameters.
             if t.name.ends_with(".attn.bias") || t.name.ends_with(".attn.masked_bias") {
                 continue;
             }
-            let n = t.numel() as u64;
-            let entry = by_kind.entry(kind_of(&t.name).to_string()).or_default();
-            entry.tensors += 1;
-            entry.parameters += n;
-            total += n;
-            *dtypes.entry(t.dtype.name().to_string()).or_default() += 1;
+            tally.add(&t.name, t.numel() as u64, t.dtype.name());
         }
         shards.push(checkpoint::ShardSummary {
             file: file.clone(),
@@ -112,9 +117,9 @@ pub async fn inspect(fetch: &impl Fetch) -> Result<ModelInfo> {
     Ok(ModelInfo {
         source: fetch.locate(""),
         config,
-        parameters_by_kind: by_kind,
-        total_parameters: total,
-        dtypes,
+        parameters_by_kind: tally.by_kind,
+        total_parameters: tally.total,
+        dtypes: tally.dtypes,
         shards,
         sharded: layout.weight_map.is_some(),
     })

@@ -271,19 +271,9 @@ pub async fn load(
             Err(e) => return Err(e.into()),
         }
     }
-    let tokenizer = match extra_files.iter().find(|f| f.name == "tokenizer.json") {
-        Some(f) => Some(Tokenizer::from_bytes(
-            &f.bytes,
-            &fetch.locate("tokenizer.json"),
-        )?),
-        None => None,
-    };
+    let tokenizer = tokenizer_of(&extra_files, &fetch.locate("tokenizer.json"))?;
     let layout = checkpoint::layout(fetch).await?;
-    let prefix = match config.arch {
-        Architecture::Llama(_) => llama::PREFIX,
-        Architecture::Gpt2(_) => gpt2::PREFIX,
-    };
-    let mut store = WeightStore::new(device, prefix);
+    let mut store = WeightStore::new(device, body_prefix(&config));
     let summary = checkpoint::stream(
         fetch,
         &layout,
@@ -295,12 +285,8 @@ pub async fn load(
         on_event,
     )
     .await?;
-    let model = match &config.arch {
-        Architecture::Llama(c) => CausalLm::Llama(LlamaForCausalLm::load(c, &mut store)?),
-        Architecture::Gpt2(c) => CausalLm::Gpt2(Gpt2LmHeadModel::load(c, &mut store)?),
-    };
     Ok(LoadedModel {
-        model,
+        model: build(&config, &mut store)?,
         config,
         tokenizer,
         checkpoint: summary,
@@ -377,16 +363,9 @@ pub async fn load_gguf(
     if let Some(t) = gguf::llama::tokenizer_config_json(&h) {
         extra_files.push(crate::files::File::new("tokenizer_config.json", t));
     }
-    let tokenizer = match extra_files.iter().find(|f| f.name == "tokenizer.json") {
-        Some(f) => Some(Tokenizer::from_bytes(&f.bytes, &location)?),
-        None => None,
-    };
-    let model = match &config.arch {
-        Architecture::Llama(c) => CausalLm::Llama(LlamaForCausalLm::load(c, &mut store)?),
-        Architecture::Gpt2(_) => unreachable!("GGUF configs are llama"),
-    };
+    let tokenizer = tokenizer_of(&extra_files, &location)?;
     Ok(LoadedModel {
-        model,
+        model: build(&config, &mut store)?,
         config,
         tokenizer,
         checkpoint: CheckpointSummary {
@@ -408,16 +387,34 @@ pub async fn load_gguf(
 /// repeatable on one backend.
 pub fn init_random(config: &ModelConfig, device: &Device, std: f64, seed: u64) -> Result<CausalLm> {
     device.seed(seed);
+    build(
+        config,
+        &mut WeightStore::random(device, body_prefix(config), std),
+    )
+}
+
+/// Prefix of the body's tensor names in `config`'s family's `*ForCausalLM` checkpoints.
+fn body_prefix(config: &ModelConfig) -> &'static str {
+    match config.arch {
+        Architecture::Llama(_) => llama::PREFIX,
+        Architecture::Gpt2(_) => gpt2::PREFIX,
+    }
+}
+
+/// The model of `config`'s family, built from the tensors in `store`.
+fn build(config: &ModelConfig, store: &mut WeightStore) -> Result<CausalLm> {
     Ok(match &config.arch {
-        Architecture::Llama(c) => CausalLm::Llama(LlamaForCausalLm::load(
-            c,
-            &mut WeightStore::random(device, llama::PREFIX, std),
-        )?),
-        Architecture::Gpt2(c) => CausalLm::Gpt2(Gpt2LmHeadModel::load(
-            c,
-            &mut WeightStore::random(device, gpt2::PREFIX, std),
-        )?),
+        Architecture::Llama(c) => CausalLm::Llama(LlamaForCausalLm::load(c, store)?),
+        Architecture::Gpt2(c) => CausalLm::Gpt2(Gpt2LmHeadModel::load(c, store)?),
     })
+}
+
+/// The tokenizer among a model's files (`tokenizer.json`), if there is one; `file` names it.
+fn tokenizer_of(files: &[crate::files::File], file: &str) -> Result<Option<Tokenizer>> {
+    match files.iter().find(|f| f.name == "tokenizer.json") {
+        Some(f) => Ok(Some(Tokenizer::from_bytes(&f.bytes, file)?)),
+        None => Ok(None),
+    }
 }
 
 /// Token ids as a `[1, len]` tensor, checked against the vocabulary.
