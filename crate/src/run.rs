@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::eval::generate::{self, GenerateOptions};
 use crate::eval::suite::{self, EvalOptions, EvalReport, Task};
 use crate::event::{Event, ProgressReader};
-use crate::export;
 use crate::files::File;
 use crate::hf::{ModelConfig, Tokenizer};
 use crate::model::lora::{LoraConfig, LoraInit, PeftAdapter};
@@ -294,15 +293,13 @@ impl RunSpec {
                 ));
             }
         }
-        if let (Some(0), _) | (_, Some(0)) = (self.max_steps, self.max_tokens) {
-            return Err(Error::setting(
-                if self.max_steps == Some(0) {
-                    "max_steps"
-                } else {
-                    "max_tokens"
-                },
-                "must be at least 1",
-            ));
+        for (field, budget) in [
+            ("max_steps", self.max_steps.map(|s| s as u64)),
+            ("max_tokens", self.max_tokens),
+        ] {
+            if budget == Some(0) {
+                return Err(Error::setting(field, "must be at least 1"));
+            }
         }
         self.train_config(0).validate()
     }
@@ -455,8 +452,6 @@ pub struct Run {
     total: usize,
     config: ModelConfig,
     tokenizer: Option<Tokenizer>,
-    config_json: String,
-    extra_files: Vec<File>,
     source: String,
     /// The non-autodiff device evaluation runs on.
     eval_device: Device,
@@ -566,8 +561,6 @@ impl Run {
             total,
             config: session.config.clone(),
             tokenizer: session.tokenizer.clone(),
-            config_json: session.config_json.clone(),
-            extra_files: session.extra_files.clone(),
             source: session.source.clone(),
             eval_device: device.inner(),
         })
@@ -665,16 +658,12 @@ impl Run {
     /// The run's files of `kind`.
     pub async fn export(&self, kind: ExportKind) -> Result<Vec<File>> {
         match (kind, &self.trainer.config.method) {
-            (ExportKind::Adapter, Method::Lora(l)) => {
-                export::peft_files(&self.model(), l, &self.source).await
-            }
+            (ExportKind::Adapter, Method::Lora(_)) => self.trainer.model_files().await,
             (ExportKind::Adapter, Method::Full(_)) => Err(Error::setting(
                 "export",
                 "a full fine-tuning run has no adapter; export merged weights",
             )),
-            (ExportKind::Merged, _) => {
-                export::merged_files(&self.model(), &self.config_json, &self.extra_files).await
-            }
+            (ExportKind::Merged, _) => self.trainer.merged_files().await,
             (ExportKind::Checkpoint, _) => self.trainer.checkpoint_files().await,
         }
     }

@@ -558,22 +558,24 @@ impl Trainer {
         })
     }
 
+    /// The trained model's files: the PEFT adapter of a LoRA run, the Hugging Face checkpoint
+    /// (with the base model's tokenizer files) of full fine-tuning.
+    pub async fn model_files(&self) -> Result<Vec<File>> {
+        match &self.config.method {
+            Method::Lora(l) => export::peft_files(&self.model, l, &self.base_name).await,
+            Method::Full(_) => self.merged_files().await,
+        }
+    }
+
+    /// A Hugging Face checkpoint of the trained model, LoRA adapters merged into the weights.
+    pub async fn merged_files(&self) -> Result<Vec<File>> {
+        export::merged_files(&self.model, &self.base_config_json, &self.extra_files).await
+    }
+
     /// The files of a checkpoint: the model (PEFT adapter or HF checkpoint), optimizer state and
     /// `trainer_state.json`.
     pub async fn checkpoint_files(&self) -> Result<Vec<File>> {
-        let mut files = match &self.config.method {
-            Method::Lora(l) => export::peft_files(&self.model, l, &self.base_name).await?,
-            Method::Full(_) => {
-                let mut f = export::hf_files(
-                    &self.model,
-                    &self.base_config_json,
-                    export::DEFAULT_MAX_SHARD,
-                )
-                .await?;
-                f.extend(self.extra_files.iter().cloned());
-                f
-            }
-        };
+        let mut files = self.model_files().await?;
         let opt = self.optimizer.export().await?;
         let tensors: Vec<(String, Vec<usize>, &[f32])> = opt
             .iter()
