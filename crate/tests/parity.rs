@@ -90,7 +90,7 @@ fn check_model(model: &str, session: &Session, label: &str) {
 #[test]
 fn fixture_models_match_transformers_on_every_device() {
     for (label, device) in devices() {
-        for model in MODELS {
+        for model in MODELS.iter().chain(ARCH_MODELS) {
             let session = load(&ModelSource::Dir(fixtures().join(model)), device.clone());
             check_model(model, &session, label);
         }
@@ -172,7 +172,8 @@ fn greedy_generation_is_the_argmax_continuation() {
 #[test]
 fn kv_cached_decoding_gives_the_full_forward_logits() {
     for (label, device) in devices() {
-        for model in MODELS {
+        // Ten positions: past the sliding windows, within dynamic RoPE's trained length.
+        for model in MODELS.iter().chain(ARCH_MODELS) {
             let session = load(&ModelSource::Dir(fixtures().join(model)), device.clone());
             let ids: Vec<u32> = vec![276, 391, 318, 75, 404, 416, 490, 88, 461, 384];
             let full = pollster::block_on(session.logits(&ids)).unwrap();

@@ -230,7 +230,7 @@ fn check_trajectory(model: &str, kind: &str, label: &str, device: &Device, check
 #[test]
 fn one_step_gradients_match_pytorch_and_peft() {
     for (label, device) in devices() {
-        for model in ["llama-gqa", "gpt2"] {
+        for model in ["llama-gqa", "qwen3", "gpt2"] {
             for kind in ["full", "lora"] {
                 check_one_step(model, kind, label, &device);
             }
@@ -241,7 +241,7 @@ fn one_step_gradients_match_pytorch_and_peft() {
 #[test]
 fn ten_step_trajectories_match_pytorch() {
     for (label, device) in devices() {
-        for model in ["llama-gqa", "gpt2"] {
+        for model in ["llama-gqa", "qwen3", "gpt2"] {
             for kind in ["full", "lora"] {
                 check_trajectory(model, kind, label, &device, false);
             }

@@ -207,6 +207,13 @@ pub fn config_json(h: &Header, file: &str) -> Result<String, HfError> {
         && s != "none"
     {
         c["rope_scaling"] = json!({"type": s, "factor": float("rope.scaling.factor", 1.0)});
+        // YaRN needs the trained context, which llama.cpp keeps under its own key.
+        if let Some(n) = h
+            .get(&key("rope.scaling.original_context_length"))
+            .and_then(|v| v.as_u64())
+        {
+            c["rope_scaling"]["original_max_position_embeddings"] = n.into();
+        }
     }
     Ok(serde_json::to_string_pretty(&c).expect("JSON value"))
 }

@@ -9,7 +9,7 @@ pub mod source;
 pub mod tokenizer;
 
 pub use checkpoint::{CheckpointSummary, ShardSummary};
-pub use config::{Architecture, Gpt2Config, LlamaConfig, ModelConfig};
+pub use config::{Architecture, Gpt2Config, LayerType, LlamaConfig, ModelConfig, RopeScaling};
 pub use source::{Fetch, ModelSource, Opened};
 pub use tokenizer::Tokenizer;
 
@@ -53,7 +53,8 @@ pub enum HfError {
         message: String,
     },
     #[error(
-        "{file}: unsupported model_type `{model_type}`; supported: llama, qwen2, mistral (without sliding window), gpt2"
+        "{file}: unsupported model_type `{model_type}`; supported: {}",
+        config::MODEL_TYPES.join(", ")
     )]
     UnsupportedModelType { file: String, model_type: String },
     #[error("{file}: not a valid GGUF file: {message}")]

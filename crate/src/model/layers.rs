@@ -267,30 +267,66 @@ pub fn activation(name: &str, x: Tensor<3>) -> Tensor<3> {
     }
 }
 
-/// Additive attention mask `[batch, 1, q_len, kv_len]`: 0 where a query may attend, a large
-/// negative number where the key is in the future or is padding.
-///
-/// `padding` is `[batch, kv_len]` with true for real tokens; queries are the last `q_len`
-/// positions of the `kv_len` keys (so a KV cache can reuse it).
-pub fn attention_mask(
-    padding: Option<Tensor<2, Bool>>,
-    batch: usize,
-    q_len: usize,
-    kv_len: usize,
-    device: &Device,
-) -> Tensor<4> {
-    let offset = (kv_len - q_len) as i64;
-    // true where the key lies after the query (outside the shifted lower triangle)
-    let future = Tensor::<2, Bool>::tril_mask([q_len, kv_len], offset, device);
-    let mut masked = future.unsqueeze::<4>().expand([batch, 1, q_len, kv_len]);
-    if let Some(p) = padding {
-        let pad = p
-            .bool_not()
-            .reshape([batch, 1, 1, kv_len])
-            .expand([batch, 1, q_len, kv_len]);
-        masked = masked.bool_or(pad);
+/// The additive attention masks of one forward pass: causal over every earlier position, and
+/// (when the model has sliding-window layers and the keys outrun the window) causal over the
+/// window only.
+pub struct AttentionMasks {
+    pub full: Tensor<4>,
+    pub sliding: Option<Tensor<4>>,
+}
+
+impl AttentionMasks {
+    /// Masks `[batch, 1, q_len, kv_len]`: 0 where a query may attend, a large negative number
+    /// where the key is in the future, is padding, or (sliding) lies `window` or more positions
+    /// back (transformers' `kv_idx > q_idx - sliding_window`).
+    ///
+    /// `padding` is `[batch, kv_len]` with true for real tokens; queries are the last `q_len`
+    /// positions of the `kv_len` keys (so a KV cache can reuse it).
+    pub fn new(
+        padding: Option<Tensor<2, Bool>>,
+        batch: usize,
+        q_len: usize,
+        kv_len: usize,
+        window: Option<usize>,
+        device: &Device,
+    ) -> Self {
+        let offset = (kv_len - q_len) as i64;
+        // true where the key lies after the query (outside the shifted lower triangle)
+        let future = Tensor::<2, Bool>::tril_mask([q_len, kv_len], offset, device);
+        let mut masked = future.unsqueeze::<4>().expand([batch, 1, q_len, kv_len]);
+        if let Some(p) = padding {
+            let pad = p
+                .bool_not()
+                .reshape([batch, 1, 1, kv_len])
+                .expand([batch, 1, q_len, kv_len]);
+            masked = masked.bool_or(pad);
+        }
+        let additive = |m: Tensor<4, Bool>| {
+            Tensor::<4>::zeros([batch, 1, q_len, kv_len], device).mask_fill(m, MASKED)
+        };
+        // A window as long as the keys masks nothing more than causality does.
+        let sliding = window.filter(|&w| w < kv_len).map(|w| {
+            // true where key j is at least `w` positions before query i (j < i + offset - w + 1)
+            let old = Tensor::<2, Bool>::triu_mask([q_len, kv_len], offset - w as i64 + 1, device);
+            additive(
+                masked
+                    .clone()
+                    .bool_or(old.unsqueeze::<4>().expand([batch, 1, q_len, kv_len])),
+            )
+        });
+        AttentionMasks {
+            full: additive(masked),
+            sliding,
+        }
     }
-    Tensor::<4>::zeros([batch, 1, q_len, kv_len], device).mask_fill(masked, MASKED)
+
+    /// The mask of a layer with sliding window `window` (none: full attention).
+    pub fn for_layer(&self, window: Option<usize>) -> Tensor<4> {
+        match (window, &self.sliding) {
+            (Some(_), Some(m)) => m.clone(),
+            _ => self.full.clone(),
+        }
+    }
 }
 
 /// Keys and values of the positions seen so far, per layer (`[batch, kv_heads, len, head_dim]`),
@@ -367,60 +403,4 @@ fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
     x.unsqueeze_dim::<5>(2)
         .expand([b, kvh, n_rep, s, d])
         .reshape([b, kvh * n_rep, s, d])
-}
-
-/// Rotary position embedding tables (`cos`, `sin`, each `[max_positions, head_dim]`), computed
-/// as HF's default RoPE: `inv_freq = 1 / theta^(2i/d)`, angles duplicated over both halves.
-#[derive(Module, Debug)]
-pub struct Rope {
-    pub cos: Tensor<2>,
-    pub sin: Tensor<2>,
-}
-
-impl Rope {
-    /// Precompute tables for `max_positions` positions.
-    pub fn new(head_dim: usize, theta: f64, max_positions: usize, device: &Device) -> Self {
-        let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
-            .collect();
-        let mut cos = Vec::with_capacity(max_positions * head_dim);
-        let mut sin = Vec::with_capacity(max_positions * head_dim);
-        for p in 0..max_positions {
-            // HF concatenates the angles with themselves: [f_0..f_{d/2}, f_0..f_{d/2}]
-            for _half in 0..2 {
-                for f in &inv_freq {
-                    // f32 product as in HF, which computes the angles in float32
-                    let a = p as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-            }
-        }
-        let shape = [max_positions, head_dim];
-        Rope {
-            cos: Tensor::from_data(burn::tensor::TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(burn::tensor::TensorData::new(sin, shape), device),
-        }
-    }
-
-    /// Rotate `x` `[batch, heads, seq, head_dim]` whose first position is `start`.
-    pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
-        let [_, _, t, d] = x.dims();
-        let cos = self
-            .cos
-            .clone()
-            .slice([start..start + t, 0..d])
-            .unsqueeze::<4>();
-        let sin = self
-            .sin
-            .clone()
-            .slice([start..start + t, 0..d])
-            .unsqueeze::<4>();
-        let half = d / 2;
-        let x1 = x.clone().slice_dim(3, 0..half);
-        let x2 = x.clone().slice_dim(3, half..d);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
-    }
 }

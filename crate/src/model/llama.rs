@@ -1,12 +1,16 @@
-//! Llama family (llama, qwen2, mistral without sliding window): RMSNorm, RoPE, SwiGLU MLP,
-//! grouped-query attention. Field names follow `modeling_llama.py`.
+//! Llama family (llama, mistral, qwen2, qwen3): RMSNorm, RoPE, SwiGLU MLP, grouped-query
+//! attention, optionally sliding-window layers (mistral, qwen2/3) and per-head q/k RMSNorm
+//! (qwen3). Field names follow `modeling_llama.py` / `modeling_qwen3.py`.
 
 use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor};
 
 use super::Visit;
-use super::layers::{Embedding, KvCache, LayerCache, Linear, RmsNorm, Rope, attention, dropout};
+use super::layers::{
+    AttentionMasks, Embedding, KvCache, LayerCache, Linear, RmsNorm, attention, dropout,
+};
+use super::rope::Rope;
 use super::weights::WeightStore;
 use crate::hf::{HfError, LlamaConfig};
 
@@ -17,6 +21,10 @@ pub struct LlamaAttention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
+    /// Qwen3's RMSNorm over each query head (`[head_dim]` weight), before RoPE.
+    pub q_norm: Option<RmsNorm>,
+    /// Qwen3's RMSNorm over each key head.
+    pub k_norm: Option<RmsNorm>,
     pub num_heads: usize,
     pub num_key_value_heads: usize,
     pub head_dim: usize,
@@ -41,6 +49,8 @@ pub struct LlamaDecoderLayer {
     pub post_attention_layernorm: RmsNorm,
     /// Dropout on the attention and MLP outputs before each residual add, while training.
     pub residual_dropout: f64,
+    /// The window of a sliding-attention layer (none: full attention).
+    pub sliding_window: Option<usize>,
 }
 
 /// `LlamaForCausalLM`: `model.{embed_tokens, layers, norm}` + `lm_head` (absent when tied).
@@ -80,11 +90,19 @@ impl LlamaForCausalLm {
             let lin = |w: &mut WeightStore, n: &str, i, o, b, hint: &str| {
                 Linear::load(w, &format!("{p}.{n}"), i, o, b, hint)
             };
+            let head_norm = |w: &mut WeightStore, n: &str| -> Result<Option<RmsNorm>, HfError> {
+                if !cfg.qk_norm {
+                    return Ok(None);
+                }
+                RmsNorm::load(w, &format!("{p}.self_attn.{n}"), hd, cfg.rms_norm_eps).map(Some)
+            };
             let self_attn = LlamaAttention {
                 q_proj: lin(w, "self_attn.q_proj", d, h * hd, cfg.qkv_bias, &hint_attn)?,
                 k_proj: lin(w, "self_attn.k_proj", d, kvh * hd, cfg.qkv_bias, &hint_attn)?,
                 v_proj: lin(w, "self_attn.v_proj", d, kvh * hd, cfg.qkv_bias, &hint_attn)?,
                 o_proj: lin(w, "self_attn.o_proj", h * hd, d, cfg.o_bias, &hint_attn)?,
+                q_norm: head_norm(w, "q_norm")?,
+                k_norm: head_norm(w, "k_norm")?,
                 num_heads: h,
                 num_key_value_heads: kvh,
                 head_dim: hd,
@@ -102,6 +120,7 @@ impl LlamaForCausalLm {
                 input_layernorm: rms(w, &format!("{p}.input_layernorm"), cfg)?,
                 post_attention_layernorm: rms(w, &format!("{p}.post_attention_layernorm"), cfg)?,
                 residual_dropout: 0.0,
+                sliding_window: cfg.window_of(i),
             });
         }
         let norm = rms(w, "norm", cfg)?;
@@ -114,6 +133,7 @@ impl LlamaForCausalLm {
         let rope = Rope::new(
             hd,
             cfg.rope_theta,
+            &cfg.rope_scaling,
             cfg.max_position_embeddings,
             &embed_tokens.weight.device(),
         );
@@ -126,19 +146,25 @@ impl LlamaForCausalLm {
         })
     }
 
-    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under an additive `mask`; with a
+    /// The window of the sliding-attention layers, if any layer slides.
+    pub fn sliding_window(&self) -> Option<usize> {
+        self.layers.iter().find_map(|l| l.sliding_window)
+    }
+
+    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under additive `masks`; with a
     /// cache, `ids` continue the cached positions and their keys/values are appended.
     pub fn forward(
         &self,
         ids: Tensor<2, Int>,
-        mask: Tensor<4>,
+        masks: &AttentionMasks,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let mut x = self.embed_tokens.forward(ids);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, mask.clone(), &self.rope, start, slot);
+            let mask = masks.for_layer(layer.sliding_window);
+            x = layer.forward(x, mask, &self.rope, start, slot);
         }
         let x = self.norm.forward(x);
         match &self.lm_head {
@@ -174,6 +200,12 @@ impl LlamaForCausalLm {
     pub fn for_each_other_param(&mut self, f: &mut Visit) {
         self.embed_tokens.visit_named(f);
         for l in &mut self.layers {
+            for norm in [&mut l.self_attn.q_norm, &mut l.self_attn.k_norm]
+                .into_iter()
+                .flatten()
+            {
+                norm.visit_named(f);
+            }
             l.input_layernorm.visit_named(f);
             l.post_attention_layernorm.visit_named(f);
         }
@@ -218,14 +250,20 @@ impl LlamaAttention {
         cache: LayerCache,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
-        let heads = |p: &Linear, n: usize| {
-            p.forward(x.clone())
-                .reshape([b, t, n, self.head_dim])
-                .swap_dims(1, 2)
+        let hd = self.head_dim;
+        let heads = |p: &Linear, n: usize, norm: Option<&RmsNorm>| {
+            let y = p.forward(x.clone());
+            let y = match norm {
+                // Per head: normalise `[.., head_dim]` rows.
+                Some(norm) => norm.forward(y.reshape([b, t * n, hd])),
+                None => y,
+            };
+            y.reshape([b, t, n, hd]).swap_dims(1, 2)
         };
-        let q = rope.apply(heads(&self.q_proj, self.num_heads), start);
-        let k = rope.apply(heads(&self.k_proj, self.num_key_value_heads), start);
-        let v = heads(&self.v_proj, self.num_key_value_heads);
+        let q = heads(&self.q_proj, self.num_heads, self.q_norm.as_ref());
+        let k = heads(&self.k_proj, self.num_key_value_heads, self.k_norm.as_ref());
+        let (q, k) = (rope.apply(q, start), rope.apply(k, start));
+        let v = heads(&self.v_proj, self.num_key_value_heads, None);
         let (k, v) = match cache {
             Some((c, i)) => c.extend(i, k, v),
             None => (k, v),

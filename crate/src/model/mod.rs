@@ -4,6 +4,7 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 pub mod lora;
+pub mod rope;
 pub mod weights;
 
 use burn::module::{Module, Param};
@@ -90,23 +91,31 @@ impl CausalLm {
     /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]`. `padding` is `[batch, seq]`, true
     /// for real tokens (None: no padding).
     pub fn forward(&self, ids: Tensor<2, Int>, padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
-        let [b, t] = ids.dims();
-        let mask = layers::attention_mask(padding, b, t, t, &ids.device());
-        match self {
-            CausalLm::Llama(m) => m.forward(ids, mask, None),
-            CausalLm::Gpt2(m) => m.forward(ids, mask, None),
-        }
+        self.forward_masked(ids, padding, None)
     }
 
     /// Logits for `ids` `[batch, new]` that continue the positions in `cache`, appending their
     /// keys and values to it (no padding).
     pub fn forward_cached(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        self.forward_masked(ids, None, Some(cache))
+    }
+
+    fn forward_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        padding: Option<Tensor<2, Bool>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [b, t] = ids.dims();
-        let past = cache.len();
-        let mask = layers::attention_mask(None, b, t, past + t, &ids.device());
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let window = match self {
+            CausalLm::Llama(m) => m.sliding_window(),
+            CausalLm::Gpt2(_) => None,
+        };
+        let masks = layers::AttentionMasks::new(padding, b, t, past + t, window, &ids.device());
         match self {
-            CausalLm::Llama(m) => m.forward(ids, mask, Some(cache)),
-            CausalLm::Gpt2(m) => m.forward(ids, mask, Some(cache)),
+            CausalLm::Llama(m) => m.forward(ids, &masks, cache),
+            CausalLm::Gpt2(m) => m.forward(ids, masks.full, cache),
         }
     }
 

@@ -19,6 +19,17 @@ pub fn fixtures() -> PathBuf {
 /// The tiny models the fixture script builds.
 pub const MODELS: &[&str] = &["llama-gqa", "qwen2-tied", "gpt2"];
 
+/// The tiny models of tests/fixtures/make_arch_fixtures.py: RoPE scalings, sliding windows,
+/// Qwen3.
+pub const ARCH_MODELS: &[&str] = &[
+    "llama3-rope",
+    "llama-linear-rope",
+    "llama-dynamic-rope",
+    "qwen2-yarn-rope",
+    "mistral-sliding",
+    "qwen3",
+];
+
 /// A tensor from `reference.safetensors`: f32 or i64 values with a shape.
 pub struct RefTensor {
     pub shape: Vec<usize>,
