@@ -10,7 +10,8 @@ const params = new URLSearchParams(location.search);
 for (const [key, value] of params) {
   const el = $(key);
   if (el?.type === "checkbox") el.checked = value === "1" || value === "true";
-  else if (el && "value" in el && el.type !== "file") el.value = value;
+  // Never a token from a link: it would sit in the address bar and the history.
+  else if (el && "value" in el && el.type !== "file" && el.type !== "password") el.value = value;
 }
 const { setStatus, buttons } = view;
 
@@ -29,6 +30,20 @@ const state = {
   current: null,
 };
 const abs = (u) => new URL(u, location.href).href;
+// The model as typed: a Hub id (`org/name[@revision]`) stays as it is (the worker resolves it),
+// anything else is a URL relative to the page.
+const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*(@[^\s]+)?$/;
+const modelName = (v) => {
+  const t = v.trim();
+  return HUB_ID.test(t.replace(/\/[^/]+\.gguf$/i, "")) ? t : abs(t);
+};
+// How the worker is to load the model in the form: where from, whether to cache, the Hub.
+const loadRequest = () => ({
+  model: modelName($("model").value),
+  cache: $("cache").checked,
+  token: $("hf-token").value.trim(),
+  endpoint: $("hf-endpoint").value.trim(),
+});
 // Milliseconds since the page started: model loaded, data tokenized, run started, first step.
 const timing = {};
 
@@ -82,12 +97,12 @@ async function evaluate(request, step) {
 }
 
 async function ensureModel() {
-  const model = abs($("model").value);
+  const model = modelName($("model").value);
   if (state.loaded?.model !== model) {
     state.files.clear();
     $("files").replaceChildren();
     setStatus("loading model…");
-    const loaded = await client.request("load", { model, cache: $("cache").checked }, showProgress);
+    const loaded = await client.request("load", loadRequest(), showProgress);
     state.loaded = loaded;
     timing.loaded = performance.now();
     const s = loaded.storage;
@@ -251,7 +266,7 @@ $("form").addEventListener("submit", async (e) => {
   }
   setStatus("starting…");
   try {
-    const r = await client.request("logits", { model: abs($("model").value), tokens, text: $("text").value }, showProgress);
+    const r = await client.request("logits", { ...loadRequest(), tokens, text: $("text").value }, showProgress);
     $("result").textContent = JSON.stringify({ shape: r.shape, first: r.logits.slice(0, 8), score: r.score, ms: r.ms }, null, 2);
     $("result").dataset.json = JSON.stringify(r);
     setStatus(`done in ${r.ms.total.toFixed(0)} ms`, "done");

@@ -8,12 +8,14 @@
 // engine's session is not re-entrant); "pause" and "stop" act at once, between training chunks.
 // The run's step and total come from the engine (the Rust `Run` owns them); the worker keeps only
 // whether a pause or stop was asked for.
-import init, { loadModel, validateRunSpec } from "./pkg/tunelab.js";
+import init, { loadModel, resolveModelUrl, validateRunSpec } from "./pkg/tunelab.js";
 
 const ready = init();
 const CACHE = "tunelab-models-v1";
 let session = null;
 let sessionModel = null;
+// The URL the session's files come from (a Hub id resolved): the prefix the cache applies to.
+let sessionUrl = null;
 let cacheModels = true;
 let queue = Promise.resolve();
 // Loop control of the current run: the chunked training loop reads these between chunks.
@@ -30,7 +32,7 @@ const caching = new Set();
 self.fetch = async (input, init) => {
   const url = typeof input === "string" ? input : input.url;
   const ranged = init?.headers && ("Range" in init.headers || "range" in init.headers);
-  if (!cacheModels || ranged || !url.startsWith(sessionModel ?? "\u0000") || !("caches" in self)) {
+  if (!cacheModels || ranged || !url.startsWith(sessionUrl ?? "\u0000") || !("caches" in self)) {
     return networkFetch(input, init);
   }
   const cache = await caches.open(CACHE);
@@ -62,24 +64,28 @@ async function maxBinding() {
   return limits ? Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize) : 134217728;
 }
 
-async function load({ model, cache }, emit) {
+// `model`: a URL (relative to the page), or a Hub id `org/name[@revision]` (optionally
+// `/file.gguf`). `token` is sent to the Hub only and kept in this worker's memory, never stored.
+async function load({ model, cache, token, endpoint }, emit) {
   const t0 = performance.now();
   sessionModel = model;
+  sessionUrl = new URL(resolveModelUrl(model, endpoint ?? ""), self.location.href).href;
   cacheModels = cache !== false;
   // A new model ends any run of the old one.
   Object.assign(control, { active: false, pause: false, stop: false });
   session?.free();
   session = null;
-  session = await loadModel(model, await maxBinding(), (event) => {
+  session = await loadModel(sessionUrl, await maxBinding(), (event) => {
     if (event.event === "progress") emit(event);
-  });
+  }, token || undefined, endpoint || undefined);
   const ms = performance.now() - t0;
   await Promise.allSettled([...caching]);
   return { model, vocabSize: session.vocabSize, config: session.config, ms, storage: await storageUsage() };
 }
 
-async function need(model, emit) {
-  if (!session || sessionModel !== model) await load({ model }, emit);
+// The session of `model`, loading it first (with the request's cache/token/endpoint) if needed.
+async function need(model, emit, how = {}) {
+  if (!session || sessionModel !== model) await load({ ...how, model }, emit);
   return session;
 }
 
@@ -170,7 +176,7 @@ async function evaluate({ request }, emit) {
 
 async function logits(data, emit) {
   const t0 = performance.now();
-  const s = await need(data.model, emit);
+  const s = await need(data.model, emit, data);
   const t1 = performance.now();
   const out = await s.logits(Uint32Array.from(data.tokens));
   const t2 = performance.now();

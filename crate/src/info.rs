@@ -92,10 +92,19 @@ pub async fn inspect_gguf(fetch: &impl Fetch, file: &str) -> Result<ModelInfo> {
     })
 }
 
+/// The model's `config.json`, parsed: the error says what tunelab does not support (and lists
+/// what it does) before any weights are fetched.
+pub async fn config(fetch: &impl Fetch) -> Result<ModelConfig> {
+    let config_text = fetch.read_string("config.json").await?;
+    Ok(ModelConfig::parse(
+        &config_text,
+        &fetch.locate("config.json"),
+    )?)
+}
+
 /// Inspect the model at `fetch`.
 pub async fn inspect(fetch: &impl Fetch) -> Result<ModelInfo> {
-    let config_text = fetch.read_string("config.json").await?;
-    let config = ModelConfig::parse(&config_text, &fetch.locate("config.json"))?;
+    let config = config(fetch).await?;
     let layout = checkpoint::layout(fetch).await?;
     let headers = checkpoint::headers(fetch, &layout).await?;
     let mut tally = Tally::default();

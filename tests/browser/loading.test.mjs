@@ -66,6 +66,28 @@ test("sharded llama fixture, one shard's connection dropped midway and resumed: 
   await page.close();
 });
 
+test("a Hub id (org/name) resolves against the page's Hub endpoint; the token from the form goes to the Hub and never comes from a link", async () => {
+  lab.http.aliases["/org/tiny/resolve/main/"] = "/tests/fixtures/llama-gqa/";
+  const ref = readSafetensors(join(ROOT, "tests/fixtures/llama-gqa/reference.safetensors"));
+  const { page, console } = await lab.open({
+    model: "org/tiny", "hf-endpoint": lab.http.base, "hf-token": "hf_from_a_link",
+    tokens: ref.seq0_ids.data.join(","),
+  });
+  assert.equal(await page.$eval("#hf-token", (e) => e.value), "", "a link must not fill the token");
+  await page.fill("#hf-token", "hf_test_token");
+  await page.$eval("#form", (f) => f.requestSubmit());
+  const { state, status } = await settle(page);
+  assert.equal(state, "done", `${status}\n${console.join("\n")}`);
+  const result = JSON.parse(await page.$eval("#result", (e) => e.dataset.json));
+  let maxErr = 0;
+  for (let i = 0; i < result.logits.length; i++) maxErr = Math.max(maxErr, Math.abs(result.logits[i] - ref.seq0_logits.data[i]));
+  assert.ok(maxErr <= 1e-4, `max |Δlogit| ${maxErr}`);
+  const hub = lab.http.requests.filter((r) => r.path.startsWith("/org/tiny/resolve/main/") && r.status === 200);
+  assert.ok(hub.length >= 10, JSON.stringify(hub));
+  assert.ok(hub.every((r) => r.auth === "Bearer hf_test_token"), JSON.stringify(hub));
+  await page.close();
+});
+
 test("a model URL that 404s gives a clear message on the page", async () => {
   const { page, state, status } = await runPage({ model: "/tests/fixtures/no-such-model/", tokens: "1,2" });
   assert.equal(state, "error");

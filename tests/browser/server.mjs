@@ -3,7 +3,9 @@
 // model host does. Tests can make it misbehave like a real network: `drop(path)` cuts the
 // first response for a path halfway through its body; paths under `/norange/` serve the same
 // files but ignore `Range` (as a server that cannot resume); `routes[path]` answers a path
-// itself. Every request is logged in `requests` ({path, range, status}).
+// itself; `aliases[prefix] = other` serves paths under `prefix` from under `other` (a Hub
+// repository's `resolve/main/` URLs from a fixture folder). Every request is logged in
+// `requests` ({path, range, status, auth}).
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import { extname, join, normalize } from "node:path";
@@ -23,10 +25,16 @@ export function serve(root) {
   const dropped = new Set();
   const toDrop = new Set();
   const routes = {};
+  const aliases = {};
   const server = createServer(async (req, res) => {
     let path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
     const range = req.headers.range ?? null;
-    const log = (status) => requests.push({ path, range, status });
+    const auth = req.headers.authorization ?? null;
+    const asked = path;
+    const log = (status) => requests.push({ path: asked, range, status, auth });
+    for (const [prefix, other] of Object.entries(aliases)) {
+      if (path.startsWith(prefix)) path = other + path.slice(prefix.length);
+    }
     if (path.includes("..")) {
       log(400);
       res.writeHead(400).end();
@@ -74,6 +82,6 @@ export function serve(root) {
   const drop = (path) => toDrop.add(path);
   return new Promise((resolve) => {
     server.listen(0, "127.0.0.1", () =>
-      resolve({ server, base: `http://127.0.0.1:${server.address().port}`, requests, drop, routes }));
+      resolve({ server, base: `http://127.0.0.1:${server.address().port}`, requests, drop, routes, aliases }));
   });
 }

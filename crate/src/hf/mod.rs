@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub mod hub;
 pub mod safetensors;
 pub mod source;
 pub mod tokenizer;
@@ -42,6 +43,22 @@ pub enum HfError {
         total: Option<u64>,
         message: String,
     },
+    #[error("{model}: {file}: {message}")]
+    Hub {
+        file: String,
+        model: String,
+        message: String,
+    },
+    #[error(
+        "{model}: {file} is not in the Hugging Face cache ({cache}) and the Hub is not being asked (--offline / HF_HUB_OFFLINE=1); run once online"
+    )]
+    NotCached {
+        file: String,
+        model: String,
+        cache: String,
+    },
+    #[error("{path}: Hugging Face cache: {message}")]
+    Cache { path: String, message: String },
     #[error("{file}: read error: {message}")]
     Io { file: String, message: String },
     #[error("{file}: malformed JSON: {message}")]
@@ -122,7 +139,9 @@ impl HfError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            HfError::MissingFile { .. } | HfError::HttpStatus { status: 404, .. }
+            HfError::MissingFile { .. }
+                | HfError::HttpStatus { status: 404, .. }
+                | HfError::NotCached { .. }
         )
     }
 }

@@ -21,9 +21,19 @@ pub trait Body {
 }
 
 /// A blocking reader as a [`Body`]: each chunk is read at once.
-struct ReaderBody {
+pub(crate) struct ReaderBody {
     reader: Box<dyn Read>,
     file: String,
+}
+
+impl ReaderBody {
+    /// `reader`'s bytes; `file` names it in errors.
+    pub(crate) fn new(reader: impl Read + 'static, file: &str) -> Self {
+        ReaderBody {
+            reader: Box::new(reader),
+            file: file.to_string(),
+        }
+    }
 }
 
 impl Body for ReaderBody {
@@ -60,10 +70,7 @@ impl Opened {
     /// A file read from a blocking `reader`; `file` names it in errors.
     pub fn from_reader(reader: impl Read + 'static, len: Option<u64>, file: &str) -> Self {
         Opened {
-            body: Box::new(ReaderBody {
-                reader: Box::new(reader),
-                file: file.to_string(),
-            }),
+            body: Box::new(ReaderBody::new(reader, file)),
             len,
         }
     }
@@ -159,33 +166,53 @@ pub async fn open_url(
     url: &str,
     name: &str,
 ) -> Result<Opened, HfError> {
+    Ok(open_url_at(reopen, url, name, 0).await?.0)
+}
+
+/// [`open_url`] from byte `from` (`Range: bytes=<from>-`, continuing a download kept on disk):
+/// the body and the byte it starts at, which is 0 when the server answered the range with the
+/// whole file. The body's `len` is the whole file's.
+pub async fn open_url_at(
+    reopen: impl Reopen + 'static,
+    url: &str,
+    name: &str,
+    from: u64,
+) -> Result<(Opened, u64), HfError> {
     let first = reopen
-        .open_at(0)
+        .open_at(from)
         .await
         .map_err(|message| HfError::HttpConnect {
             file: name.to_string(),
             url: url.to_string(),
             message,
         })?;
-    if first.status != 200 {
-        return Err(HfError::HttpStatus {
-            file: name.to_string(),
-            url: url.to_string(),
-            status: first.status,
-        });
-    }
-    Ok(Opened {
-        len: first.len,
-        body: Box::new(Resuming {
-            reopen,
-            url: url.to_string(),
-            name: name.to_string(),
-            body: first.body,
-            received: 0,
-            len: first.len,
-            attempts: 0,
-        }),
-    })
+    let start = match first.status {
+        200 => 0,
+        206 if from > 0 => from,
+        status => {
+            return Err(HfError::HttpStatus {
+                file: name.to_string(),
+                url: url.to_string(),
+                status,
+            });
+        }
+    };
+    let len = first.len.map(|l| l + start);
+    Ok((
+        Opened {
+            len,
+            body: Box::new(Resuming {
+                reopen,
+                url: url.to_string(),
+                name: name.to_string(),
+                body: first.body,
+                received: start,
+                len,
+                attempts: 0,
+            }),
+        },
+        start,
+    ))
 }
 
 /// The body behind [`open_url`].
@@ -308,19 +335,25 @@ pub enum ModelSource {
     Dir(PathBuf),
     /// A base URL; files are fetched as `<base>/<name>`.
     Url(String),
+    /// A Hugging Face Hub repository at a revision, through the disk cache.
+    Hub(super::hub::HubId),
 }
 
 impl ModelSource {
-    /// Interpret a command-line or page argument: `http(s)://...` is a URL, anything else a path.
+    /// Interpret a command-line or page argument: `http(s)://...` is a URL; an existing path is
+    /// a directory; `org/name[@revision]` is a Hub id (as transformers decides: a local
+    /// directory wins); anything else is a path.
     pub fn parse(s: &str) -> Self {
         if s.starts_with("http://") || s.starts_with("https://") {
             let mut base = s.to_string();
             if !base.ends_with('/') {
                 base.push('/');
             }
-            ModelSource::Url(base)
-        } else {
-            ModelSource::Dir(PathBuf::from(s))
+            return ModelSource::Url(base);
+        }
+        match super::hub::HubId::parse(s) {
+            Some(id) if !std::path::Path::new(s).exists() => ModelSource::Hub(id),
+            _ => ModelSource::Dir(PathBuf::from(s)),
         }
     }
 }
@@ -330,6 +363,7 @@ impl std::fmt::Display for ModelSource {
         match self {
             ModelSource::Dir(p) => write!(f, "{}", p.display()),
             ModelSource::Url(u) => write!(f, "{u}"),
+            ModelSource::Hub(id) => write!(f, "{id}"),
         }
     }
 }
@@ -359,6 +393,7 @@ impl Fetch for ModelSource {
                 let url = format!("{base}{name}");
                 open_url(UreqUrl(url.clone()), &url, name).await
             }
+            ModelSource::Hub(id) => super::hub::HubRepo::new(id.clone()).open(name).await,
         }
     }
 
@@ -366,6 +401,7 @@ impl Fetch for ModelSource {
         match self {
             ModelSource::Dir(dir) => dir.join(name).display().to_string(),
             ModelSource::Url(base) => format!("{base}{name}"),
+            ModelSource::Hub(id) => super::hub::HubRepo::new(id.clone()).locate(name),
         }
     }
 }
@@ -396,10 +432,7 @@ impl Reopen for UreqUrl {
             HttpResponse {
                 status,
                 len,
-                body: Box::new(ReaderBody {
-                    reader: Box::new(reader),
-                    file: self.0.clone(),
-                }),
+                body: Box::new(ReaderBody::new(reader, &self.0)),
             }
         });
         Box::pin(std::future::ready(response))

@@ -32,34 +32,50 @@ pub fn start() {
 /// Files fetched from a base URL with the browser's `fetch`.
 pub struct WebFetch {
     base: String,
+    /// A Hugging Face token and the Hub endpoint it is sent to, alone (held in the worker's
+    /// memory, never stored).
+    token: Option<(String, String)>,
 }
 
 impl WebFetch {
     /// Resolve files relative to `base` (a trailing `/` is added if missing).
-    pub fn new(base: &str) -> Self {
+    pub fn new(base: &str, token: Option<(String, String)>) -> Self {
         let mut base = base.to_string();
         if !base.ends_with('/') {
             base.push('/');
         }
-        WebFetch { base }
+        WebFetch { base, token }
     }
 }
 
 /// `fetch(url)` (the worker's own, so its cache applies), with a `Range` header from byte
-/// `from` when resuming.
-async fn fetch_response(url: &str, from: u64) -> Result<web_sys::Response, String> {
+/// `from` when resuming and the token as a bearer token when given.
+async fn fetch_response(
+    url: &str,
+    from: u64,
+    token: Option<&str>,
+) -> Result<web_sys::Response, String> {
     let global = js_sys::global();
     let fetch: Function = js_sys::Reflect::get(&global, &"fetch".into())
         .map_err(|_| "no fetch() in this context".to_string())?
         .unchecked_into();
-    let call = if from == 0 {
+    let set = |o: &js_sys::Object, k: &str, v: &JsValue| {
+        js_sys::Reflect::set(o, &k.into(), v)
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    };
+    let call = if from == 0 && token.is_none() {
         fetch.call1(&global, &url.into())
     } else {
         let headers = js_sys::Object::new();
-        js_sys::Reflect::set(&headers, &"Range".into(), &format!("bytes={from}-").into())
-            .map_err(|e| format!("{e:?}"))?;
+        if from > 0 {
+            set(&headers, "Range", &format!("bytes={from}-").into())?;
+        }
+        if let Some(t) = token {
+            set(&headers, "Authorization", &format!("Bearer {t}").into())?;
+        }
         let init = js_sys::Object::new();
-        js_sys::Reflect::set(&init, &"headers".into(), &headers).map_err(|e| format!("{e:?}"))?;
+        set(&init, "headers", &headers)?;
         fetch.call2(&global, &url.into(), &init)
     };
     let promise: js_sys::Promise = call.map_err(js_message)?.unchecked_into();
@@ -138,13 +154,13 @@ impl Body for WebReader {
     }
 }
 
-/// A URL fetched with the worker's `fetch`.
-struct WebUrl(String);
+/// A URL fetched with the worker's `fetch`, with a bearer token for the Hub.
+struct WebUrl(String, Option<String>);
 
 impl Reopen for WebUrl {
     fn open_at(&self, from: u64) -> Request<'_> {
         Box::pin(async move {
-            let response = fetch_response(&self.0, from).await?;
+            let response = fetch_response(&self.0, from, self.1.as_deref()).await?;
             let status = response.status();
             let len = content_length(&response);
             // An error status is reported without its body ever being read.
@@ -165,7 +181,13 @@ impl Reopen for WebUrl {
 impl Fetch for WebFetch {
     async fn open(&self, name: &str) -> Result<Opened, HfError> {
         let url = self.locate(name);
-        open_url(WebUrl(url.clone()), &url, name).await
+        // The token goes to the Hub only, never to another host the page loads from.
+        let token = self
+            .token
+            .as_ref()
+            .filter(|(_, endpoint)| crate::hf::hub::same_origin(&url, endpoint))
+            .map(|(t, _)| t.clone());
+        open_url(WebUrl(url.clone(), token), &url, name).await
     }
 
     fn locate(&self, name: &str) -> String {
@@ -258,25 +280,52 @@ async fn gpu() -> Result<Device, JsValue> {
     Ok(device)
 }
 
+/// The URL a model named `model` loads from: a Hub id (`org/name[@revision]`, optionally
+/// `/file.gguf`) becomes its `resolve/<revision>/` URL at `endpoint` (empty: the public Hub);
+/// anything else is returned unchanged.
+#[wasm_bindgen(js_name = resolveModelUrl)]
+pub fn resolve_model_url(model: &str, endpoint: &str) -> String {
+    crate::hf::hub::resolve_url(model, hub_endpoint(endpoint))
+}
+
+fn hub_endpoint(endpoint: &str) -> &str {
+    match endpoint.trim() {
+        "" => crate::hf::hub::DEFAULT_ENDPOINT,
+        e => e,
+    }
+}
+
 /// Start WebGPU (with the adapter's own limits) and load the model at `base_url` (a Hugging Face
 /// base URL, or a `.gguf` file's URL), streaming
 /// each shard onto the GPU as it downloads. `max_binding` is the adapter's
 /// `maxStorageBufferBindingSize`: a model with a larger tensor is refused, naming it, before
 /// that shard's data is read. `on_event` receives each progress event as a plain object.
+/// `token` (optional) is sent as a bearer token, for gated or private models, to the Hub at
+/// `endpoint` (empty: the public Hub) and to no other host.
 #[wasm_bindgen(js_name = loadModel)]
 pub async fn load_model(
     base_url: String,
     max_binding: f64,
     on_event: Function,
+    token: Option<String>,
+    endpoint: Option<String>,
 ) -> Result<WebSession, JsValue> {
     let device = gpu().await?;
     let max = Some(max_binding as u64);
     let mut emit = emitter(&on_event);
+    let endpoint = hub_endpoint(endpoint.as_deref().unwrap_or(""));
+    let token = token
+        .filter(|t| !t.is_empty())
+        .map(|t| (t, endpoint.to_string()));
     let inner = match crate::hf::source::gguf_file(&base_url) {
         Some((base, file)) => {
-            Session::load_gguf(&WebFetch::new(&base), &file, device, max, &mut emit).await
+            let fetch = WebFetch::new(&base, token);
+            Session::load_gguf(&fetch, &file, device, max, &mut emit).await
         }
-        None => Session::load_within(&WebFetch::new(&base_url), device, max, &mut emit).await,
+        None => {
+            let fetch = WebFetch::new(&base_url, token);
+            Session::load_within(&fetch, device, max, &mut emit).await
+        }
     }
     .map_err(lib_err)?;
     Ok(WebSession {

@@ -11,7 +11,7 @@ use crate::{Global, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A `.gguf` file (path or URL), or a model directory / Hugging Face base URL.
+    /// A `.gguf` file (path or URL), or a Hub id / model directory / base URL.
     model: String,
     /// Output directory.
     #[arg(long)]

@@ -10,7 +10,7 @@ use crate::{Global, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory or Hugging Face base URL.
+    /// Hub id (`org/name[@revision]`), model directory or base URL, or a `.gguf` file.
     model: String,
     /// PEFT LoRA adapter directory or URL to apply to the model.
     #[arg(long)]

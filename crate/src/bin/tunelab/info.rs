@@ -7,11 +7,29 @@ use crate::{Global, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory or Hugging Face base URL (…/resolve/main/), or a `.gguf` file.
+    /// Hub id (`org/name[@revision]`), model directory, base URL (…/resolve/main/), or a `.gguf`
+    /// file.
     model: String,
+    /// Read config.json only and say whether tunelab supports the model (nothing else is
+    /// downloaded).
+    #[arg(long)]
+    config_only: bool,
 }
 
 pub fn run(a: Args, g: &Global) -> Result {
+    if a.config_only && tunelab::hf::source::gguf_file(&a.model).is_none() {
+        let config = pollster::block_on(tunelab::info::config(&ModelSource::parse(&a.model)))?;
+        if g.json {
+            print_json(&serde_json::json!({"model": a.model, "supported": true, "config": config}));
+        } else {
+            println!("supported:  yes ({} as {})", a.model, config.model_type);
+            println!(
+                "config:     {}",
+                serde_json::to_string(&config.arch).unwrap_or_default()
+            );
+        }
+        return Ok(());
+    }
     let info = match tunelab::hf::source::gguf_file(&a.model) {
         Some((base, file)) => pollster::block_on(tunelab::info::inspect_gguf(
             &ModelSource::parse(&base),

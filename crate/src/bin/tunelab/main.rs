@@ -2,6 +2,7 @@
 //! flags and showing results; the work is the library's.
 
 mod bench;
+mod cache;
 mod convert;
 mod devices;
 mod eval;
@@ -49,6 +50,10 @@ pub struct Global {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Read Hub models from the Hugging Face cache only, never asking the Hub (as
+    /// HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
 }
 
 #[derive(Subcommand)]
@@ -97,11 +102,17 @@ enum Command {
     /// Write a model (a GGUF file, or any checkpoint tunelab reads) as a Hugging Face
     /// checkpoint directory: config, tokenizer, chat template, f32 safetensors.
     Convert(convert::Args),
+    /// The Hugging Face cache that Hub models (`org/name[@revision]`) are downloaded to and
+    /// read from (HF_HUB_CACHE, else $HF_HOME/hub; shared with transformers).
+    Cache(cache::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = &cli.global;
+    if g.offline {
+        tunelab::hf::hub::set_offline(true);
+    }
     let result = match cli.command {
         Command::Devices => devices::run(g),
         Command::Info(a) => info::run(a, g),
@@ -119,6 +130,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(*a, g),
         Command::Merge(a) => merge::run(a, g),
         Command::Convert(a) => convert::run(a, g),
+        Command::Cache(a) => cache::run(a, g),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

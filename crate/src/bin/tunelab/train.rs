@@ -20,7 +20,7 @@ use crate::{Global, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Base model directory or Hugging Face base URL.
+    /// Base model: Hub id (`org/name[@revision]`), directory, base URL or `.gguf` file.
     #[arg(required_unless_present = "print_spec")]
     model: Option<String>,
     /// Training data: .txt (continued pretraining) or .jsonl (`text`, or prompt/response).
