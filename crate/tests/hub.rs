@@ -332,6 +332,16 @@ fn refusals_name_the_repository_revision_file_or_token() {
         .unwrap();
     assert!(matches!(e, HfError::MissingFile { .. }), "{e}");
 
+    // A name from a hostile shard index cannot reach outside the snapshot.
+    let e = pollster::block_on(r.open("../../../escape.json"))
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("not a file name inside the repository"),
+        "{e}"
+    );
+
     // Offline with nothing cached: says so, naming the file.
     let empty = tempfile::tempdir().unwrap();
     let e = text(config(&repo("org/tiny", &endpoint, empty.path(), true)));

@@ -414,6 +414,21 @@ mod native {
 
     impl Fetch for HubRepo {
         async fn open(&self, name: &str) -> Result<Opened, HfError> {
+            // Names come from files the repository serves (a shard index): none may reach
+            // outside the snapshot folder it is linked into.
+            if name.is_empty()
+                || name.starts_with('/')
+                || name.contains('\\')
+                || name
+                    .split('/')
+                    .any(|part| part.is_empty() || part == "." || part == "..")
+            {
+                return Err(HfError::Hub {
+                    file: name.to_string(),
+                    model: self.id.to_string(),
+                    message: "not a file name inside the repository".into(),
+                });
+            }
             if self.options.offline {
                 return self.open_cached(name);
             }
@@ -478,7 +493,14 @@ mod native {
         async fn download(&self, name: &str, commit: &str, meta: Meta) -> Result<Opened, HfError> {
             let blobs = self.dir().join("blobs");
             let partial = blobs.join(format!("{}.incomplete", meta.etag));
-            let lock_path = blobs.join(format!("{}.lock", meta.etag));
+            // Where huggingface_hub keeps its locks, so the two never write one blob at once.
+            let locks = self.options.cache.join(".locks").join(
+                self.dir()
+                    .file_name()
+                    .expect("a repository folder has a name"),
+            );
+            std::fs::create_dir_all(&locks).map_err(|e| cache_err(&locks, e))?;
+            let lock_path = locks.join(format!("{}.lock", meta.etag));
             let lock = std::fs::File::create(&lock_path).map_err(|e| cache_err(&lock_path, e))?;
             if lock.try_lock().is_err() {
                 // Another process is downloading it: read it from the network without caching.
@@ -727,7 +749,7 @@ mod native {
                 let n = blob.file_name().to_string_lossy().into_owned();
                 if n.ends_with(".incomplete") {
                     incomplete_bytes += len;
-                } else if !n.ends_with(".lock") {
+                } else {
                     bytes += len;
                 }
             }
@@ -791,6 +813,9 @@ mod native {
                 message: format!("`{repo}` is not cached (see `tunelab cache ls`)"),
             })?;
         std::fs::remove_dir_all(&found.path).map_err(|e| cache_err(&found.path, e))?;
+        if let Some(folder) = found.path.file_name() {
+            let _ = std::fs::remove_dir_all(cache.join(".locks").join(folder));
+        }
         Ok(found.bytes + found.incomplete_bytes)
     }
 
