@@ -896,8 +896,8 @@ mod tests {
             "http://127.0.0.1:8/m/"
         );
         assert_eq!(
-            resolve_url("models/tunelab-base.bin", hub),
-            "models/tunelab-base.bin"
+            resolve_url("../models/tunelab-base/", hub),
+            "../models/tunelab-base/"
         );
     }
 }
