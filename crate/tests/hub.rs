@@ -386,30 +386,17 @@ fn cli_resolves_hub_ids_and_lists_and_removes_the_cache() {
     };
     let (ok, out, err) = run(&["info", "org/tiny", "--config-only"], false);
     assert!(ok && out.contains("supported:  yes"), "{out}{err}");
-    let (ok, out, err) = run(
-        &[
-            "score",
-            "org/tiny",
-            "--text",
-            "The quick brown fox",
-            "--device",
-            "cpu",
-        ],
-        false,
-    );
+    let score = [
+        "score",
+        "org/tiny",
+        "--text",
+        "The quick brown fox",
+        "--device",
+        "cpu",
+    ];
+    let (ok, out, err) = run(&score, false);
     assert!(ok, "{out}{err}");
-    let (ok, _, err) = run(
-        &[
-            "score",
-            "org/tiny",
-            "--text",
-            "The quick brown fox",
-            "--device",
-            "cpu",
-            "--offline",
-        ],
-        false,
-    );
+    let (ok, _, err) = run(&[&score[..], &["--offline"]].concat(), false);
     assert!(ok, "{err}");
     let (ok, _, err) = run(&["info", "org/tiny@v9", "--config-only"], false);
     assert!(!ok && err.contains("no revision `v9`"), "{err}");

@@ -130,7 +130,7 @@ mod native {
     use crate::hf::HfError;
     use crate::hf::safetensors::CHUNK;
     use crate::hf::source::{
-        Body, Chunk, Fetch, HttpResponse, Opened, Reopen, Request, open_url_at,
+        Body, Chunk, Fetch, Opened, Reopen, Request, http_response, open_url_at,
     };
 
     static OFFLINE: AtomicBool = AtomicBool::new(false);
@@ -687,20 +687,8 @@ mod native {
 
     impl Reopen for HubGet {
         fn open_at(&self, from: u64) -> Request<'_> {
-            let r = request(&self.options, "GET", &self.url, from).map(|response| {
-                let status = response.status().as_u16();
-                let len = response.body().content_length();
-                let reader = response
-                    .into_body()
-                    .into_with_config()
-                    .limit(u64::MAX)
-                    .reader();
-                HttpResponse {
-                    status,
-                    len,
-                    body: Box::new(crate::hf::source::ReaderBody::new(reader, &self.url)),
-                }
-            });
+            let r = request(&self.options, "GET", &self.url, from)
+                .map(|response| http_response(response, &self.url));
             Box::pin(std::future::ready(r))
         }
     }

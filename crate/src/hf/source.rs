@@ -21,14 +21,14 @@ pub trait Body {
 }
 
 /// A blocking reader as a [`Body`]: each chunk is read at once.
-pub(crate) struct ReaderBody {
+struct ReaderBody {
     reader: Box<dyn Read>,
     file: String,
 }
 
 impl ReaderBody {
     /// `reader`'s bytes; `file` names it in errors.
-    pub(crate) fn new(reader: impl Read + 'static, file: &str) -> Self {
+    fn new(reader: impl Read + 'static, file: &str) -> Self {
         ReaderBody {
             reader: Box::new(reader),
             file: file.to_string(),
@@ -421,20 +421,27 @@ impl Reopen for UreqUrl {
         if from > 0 {
             request = request.header("Range", &format!("bytes={from}-"));
         }
-        let response = request.call().map_err(|e| e.to_string()).map(|response| {
-            let status = response.status().as_u16();
-            let len = response.body().content_length();
-            let reader = response
-                .into_body()
-                .into_with_config()
-                .limit(u64::MAX)
-                .reader();
-            HttpResponse {
-                status,
-                len,
-                body: Box::new(ReaderBody::new(reader, &self.0)),
-            }
-        });
+        let response = request
+            .call()
+            .map_err(|e| e.to_string())
+            .map(|r| http_response(r, &self.0));
         Box::pin(std::future::ready(response))
+    }
+}
+
+/// A ureq response from `url` as an [`HttpResponse`] whose body streams (no size limit).
+#[cfg(feature = "native")]
+pub(crate) fn http_response(response: ureq::http::Response<ureq::Body>, url: &str) -> HttpResponse {
+    let status = response.status().as_u16();
+    let len = response.body().content_length();
+    let reader = response
+        .into_body()
+        .into_with_config()
+        .limit(u64::MAX)
+        .reader();
+    HttpResponse {
+        status,
+        len,
+        body: Box::new(ReaderBody::new(reader, url)),
     }
 }
