@@ -1,5 +1,6 @@
-// A small canvas chart (lines or scatter, axes with ticks, legend), sized to the canvas' CSS box
-// and the device pixel ratio. Lighter than a charting library for the page's three charts.
+// A small canvas chart (lines, scatter or trajectories, linear or log axes, ticks, legend), sized
+// to the canvas' CSS box and the device pixel ratio, with the same numbers as a table for screen
+// readers. Lighter than a charting library for the page's few charts.
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
 
 function ticks(lo, hi, n = 5) {
@@ -10,10 +11,29 @@ function ticks(lo, hi, n = 5) {
   return out;
 }
 
+// Ticks of a log axis (given in log10 units): powers of ten, or 1-2-5 within one decade.
+function logTicks(lo, hi) {
+  const out = [];
+  for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) {
+    for (const m of hi - lo < 1.5 ? [1, 2, 5] : [1]) {
+      const v = Math.log10(m) + e;
+      if (v >= lo && v <= hi) out.push(v);
+    }
+  }
+  return out.length >= 2 ? out : ticks(lo, hi);
+}
+
 const fmt = (v) => (Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(1) : +v.toPrecision(3));
 
-/** Draw `series` ([{label, points: [[x, y]], scatter}]) on `canvas`. */
-export function lineChart(canvas, { series, xLabel, yLabel }) {
+/** The color of series `i`, as the chart draws it. */
+export const color = (i) => COLORS[i % COLORS.length];
+
+/**
+ * Draw `series` ([{label, points: [[x, y, tag?]], scatter, highlight, color}]) on `canvas`.
+ * `logX`/`logY` draw that axis in log10 (non-positive values are left out); a point's `tag` is
+ * written beside it (a trajectory's step).
+ */
+export function lineChart(canvas, { series, xLabel, yLabel, logX = false, logY = false }) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 400, h = canvas.clientHeight || 260;
   canvas.width = w * dpr;
@@ -22,7 +42,10 @@ export function lineChart(canvas, { series, xLabel, yLabel }) {
   g.scale(dpr, dpr);
   g.clearRect(0, 0, w, h);
   g.font = "12px system-ui, sans-serif";
-  const pts = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+  const tx = (x) => (logX ? (x > 0 ? Math.log10(x) : NaN) : x);
+  const ty = (y) => (logY ? (y > 0 ? Math.log10(y) : NaN) : y);
+  const shown = series.map((s) => s.points.map(([x, y, tag]) => [tx(x), ty(y), tag]).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)));
+  const pts = shown.flat();
   const m = { l: 56, r: 12, t: 10, b: 36 };
   g.fillStyle = "#555";
   if (!pts.length) {
@@ -36,33 +59,54 @@ export function lineChart(canvas, { series, xLabel, yLabel }) {
   [y0, y1] = [y0 - pad(y0, y1), y1 + pad(y0, y1)];
   const X = (x) => m.l + ((x - x0) / (x1 - x0)) * (w - m.l - m.r);
   const Y = (y) => h - m.b - ((y - y0) / (y1 - y0)) * (h - m.t - m.b);
+  const label = (v, log) => fmt(log ? 10 ** v : v);
   g.strokeStyle = "#ddd";
   g.lineWidth = 1;
-  for (const t of ticks(x0, x1)) {
+  for (const t of logX ? logTicks(x0, x1) : ticks(x0, x1)) {
     g.beginPath(); g.moveTo(X(t), m.t); g.lineTo(X(t), h - m.b); g.stroke();
-    g.fillText(fmt(t), X(t) - 10, h - m.b + 14);
+    g.fillText(label(t, logX), X(t) - 10, h - m.b + 14);
   }
-  for (const t of ticks(y0, y1)) {
+  for (const t of logY ? logTicks(y0, y1) : ticks(y0, y1)) {
     g.beginPath(); g.moveTo(m.l, Y(t)); g.lineTo(w - m.r, Y(t)); g.stroke();
-    g.fillText(fmt(t), 4, Y(t) + 4);
+    g.fillText(label(t, logY), 4, Y(t) + 4);
   }
   g.fillStyle = "#333";
-  g.fillText(xLabel, m.l + (w - m.l) / 2 - xLabel.length * 3, h - 6);
-  g.save(); g.translate(12, m.t + (h - m.b) / 2); g.rotate(-Math.PI / 2); g.fillText(yLabel, -yLabel.length * 3, 0); g.restore();
+  const xl = `${xLabel}${logX ? " (log)" : ""}`, yl = `${yLabel}${logY ? " (log)" : ""}`;
+  g.fillText(xl, m.l + (w - m.l) / 2 - xl.length * 3, h - 6);
+  g.save(); g.translate(12, m.t + (h - m.b) / 2); g.rotate(-Math.PI / 2); g.fillText(yl, -yl.length * 3, 0); g.restore();
   series.forEach((s, i) => {
-    const c = COLORS[i % COLORS.length];
-    const p = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+    const c = s.color ?? color(i);
+    const p = shown[i];
     g.strokeStyle = g.fillStyle = c;
-    g.lineWidth = 2;
-    if (!s.scatter && p.length > 1) {
+    g.lineWidth = s.highlight ? 4 : 2;
+    // A trajectory (scatter with several points) is joined in order; a single point stands alone.
+    if (p.length > 1) {
       g.beginPath();
       p.forEach(([x, y], k) => (k ? g.lineTo(X(x), Y(y)) : g.moveTo(X(x), Y(y))));
       g.stroke();
     }
-    for (const [x, y] of p) {
-      if (s.scatter || p.length < 40) { g.beginPath(); g.arc(X(x), Y(y), s.scatter ? 5 : 2.5, 0, 2 * Math.PI); g.fill(); }
+    for (const [x, y, tag] of p) {
+      if (s.scatter || p.length < 40) { g.beginPath(); g.arc(X(x), Y(y), s.scatter ? (s.highlight ? 7 : 5) : 2.5, 0, 2 * Math.PI); g.fill(); }
+      if (tag != null) g.fillText(String(tag), X(x) + 7, Y(y) - 6);
     }
-    g.fillRect(w - m.r - 170, m.t + 6 + i * 16, 10, 10);
-    g.fillText(s.label, w - m.r - 155, m.t + 15 + i * 16);
+    if (i < 12) {
+      g.fillRect(w - m.r - 170, m.t + 6 + i * 16, 10, 10);
+      g.fillText(s.label.slice(0, 26), w - m.r - 155, m.t + 15 + i * 16);
+    }
   });
+}
+
+/** The chart's numbers as a table (one row per point: series, x, y), for screen readers. */
+export function chartTable(table, { series, xLabel, yLabel }) {
+  const row = (cells, tag) => {
+    const tr = document.createElement("tr");
+    for (const c of cells) {
+      const td = document.createElement(tag);
+      td.textContent = typeof c === "number" ? +c.toPrecision(6) : c;
+      tr.append(td);
+    }
+    return tr;
+  };
+  table.tHead.replaceChildren(row(["series", xLabel, yLabel], "th"));
+  table.tBodies[0].replaceChildren(...series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).map(([x, y]) => row([s.label, x, y], "td"))));
 }

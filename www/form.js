@@ -20,6 +20,7 @@ export const LABELS = {
   warmup: "Warm-up steps",
   seq_len: "Sequence length",
   regime: "Regime",
+  holdout: "Held-out share",
 };
 
 /// An error message with engine field names (in backticks) replaced by form labels.
@@ -57,8 +58,13 @@ export function runSpec() {
     if ($("alpha").value.trim() !== "") spec.alpha = number("alpha", "alpha");
   }
   if ($("regime").value !== "auto") spec.regime = $("regime").value;
+  // Own data has no test set: a held-out share of it is the learning metric.
+  if (ownData()) spec.holdout = number("holdout", "holdout");
   return spec;
 }
+
+/// True when the data is the user's own (a URL or a file), not a preset with its own test set.
+export const ownData = () => ["url", "file"].includes($("data-preset").value);
 
 /// A run's label: what tells it apart from other runs.
 export function runLabel(spec, data) {
@@ -79,4 +85,40 @@ export async function dataSource(abs) {
   const file = $("data-file").files[0];
   if (!file) throw new Error("choose a data file");
   return { kind: "file", name: file.name, bytes: new Uint8Array(await file.arrayBuffer()) };
+}
+
+/// The target a run trains on, as runs are grouped by: `math`, `code`, or the data file's name.
+export function targetName() {
+  const preset = $("data-preset").value;
+  if (preset === "math" || preset === "code") return preset;
+  if (preset === "url") return $("data").value.trim().split(/[?#]/)[0].split("/").pop() || "url";
+  return $("data-file").files[0]?.name ?? "file";
+}
+
+/// The native commands that train what the form describes (`model` as the page names it): the
+/// run spec as a file (the same schema the engine reads), then `tunelab train --spec`.
+export function cliCommand(spec, model) {
+  const quote = (v) => (/^[\w./:@=,+-]+$/.test(String(v)) ? String(v) : `'${String(v).replaceAll("'", "'\\''")}'`);
+  const preset = $("data-preset").value;
+  const lines = [`cat > run.json <<'EOF'\n${JSON.stringify(spec, null, 2)}\nEOF`];
+  let data;
+  if (preset === "math") {
+    lines.push(`tunelab make-data math --train ${$("math-train").value} --test ${$("math-test").value} --seed 0 --out data/math-page`);
+    data = "data/math-page/train.jsonl";
+  } else if (preset === "code") data = "data/code/train.txt.gz";
+  else if (preset === "url") data = $("data").value.trim() || "DATA";
+  else data = $("data-file").files[0]?.name ?? "DATA";
+  lines.push(`tunelab train ${quote(model)} --data ${quote(data)} --spec run.json --out runs/page-run`);
+  return lines.join("\n");
+}
+
+/// A link to this page with every setting of the form (never a token or a file).
+export function shareLink() {
+  const url = new URL(location.href);
+  url.search = "";
+  for (const el of document.querySelectorAll("fieldset input, fieldset select")) {
+    if (!el.id || el.type === "password" || el.type === "file") continue;
+    url.searchParams.set(el.id, el.type === "checkbox" ? (el.checked ? "1" : "0") : el.value);
+  }
+  return url.href;
 }

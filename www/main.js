@@ -2,7 +2,8 @@
 // comes back (view.js). Query parameters pre-fill any field by id (used by tests and shareable
 // links); autostart=1 loads, tokenizes, trains and evaluates; autorun=1 computes logits.
 import { engine } from "./protocol.js";
-import { dataSource, inLabels, runLabel, runSpec } from "./form.js";
+import { cliCommand, dataSource, inLabels, ownData, runLabel, runSpec, shareLink, targetName } from "./form.js";
+import * as runs from "./runs.js";
 import * as view from "./view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -25,9 +26,18 @@ if (!hasWebGPU) {
 
 // ---- what the page shows (the run itself lives in the engine) ---------------------------------
 const state = {
-  losses: [], evals: [], runs: [], files: new Map(), base: null, mathTest: null, loaded: null,
-  // The run being trained: its spec (defaults filled in), label and evaluation request.
-  current: null,
+  // The current run's losses and evaluations, as its charts draw them.
+  losses: [], evals: [], files: new Map(), mathTest: null, loaded: null,
+  // Every run and the base model's scores per (model, target), kept across reloads (runs.js).
+  store: runs.load(),
+  // The run being trained: its record (runs.js) and evaluation request; the selected run's id.
+  current: null, selected: null,
+};
+// A run that was training or paused when the page went away cannot go on: its engine is gone.
+for (const r of state.store.runs) if (r.status === "training" || r.status === "paused") r.status = "interrupted";
+const keep = () => {
+  const problem = runs.save(state.store);
+  if (problem) view.notice(problem);
 };
 const abs = (u) => new URL(u, location.href).href;
 // The model as typed: a Hub id (`org/name[@revision]`) stays as it is (the worker resolves it),
@@ -56,9 +66,27 @@ const fail = (e) => {
   buttons({ start: true, pause: false, resume: false, stop: false });
 };
 
-const learningKey = () => ($("data-preset").value === "math" ? "math/answer_loss" : "target/perplexity");
+const learningKey = () => runs.learningKeyOf(targetName());
+// The (model, target) pair the form names: its base point and runs are the ones plotted.
+const pair = () => runs.pairKey(modelName($("model").value), targetName());
 const drawMetrics = () => view.drawMetrics(state.evals, learningKey());
-const drawScatter = () => view.drawScatter(state.base, state.runs, learningKey());
+const drawScatter = () => view.drawScatter({
+  base: state.store.bases[pair()], runs: state.store.runs, key: learningKey(), selected: state.selected, pair: pair(),
+  onToggle: (id, on) => {
+    state.store.runs.find((r) => r.id === id).visible = on;
+    keep();
+    drawScatter();
+  },
+  onSelect: (id) => {
+    state.selected = state.selected === id ? null : id;
+    drawScatter();
+  },
+});
+const drawAll = () => {
+  view.drawLoss(state.losses);
+  drawMetrics();
+  drawScatter();
+};
 const showProgress = (e) => {
   if (e.event === "progress") view.progress(e, state.files);
 };
@@ -84,6 +112,9 @@ async function evalRequest(seqLen) {
   } else if (preset === "code") {
     req.target = { name: "target", metric: "perplexity", seqLen, testChars: 6000 };
     req.targetTest = await fetchText(abs("../data/code/heldout.txt"));
+  } else {
+    // The share of the user's data the engine held out when it tokenized it.
+    req.heldOut = true;
   }
   return req;
 }
@@ -117,7 +148,8 @@ async function loadData(model, spec) {
   const transfer = source.bytes ? [source.bytes.buffer] : [];
   const { summary, ms } = await client.request("data", { model, source, spec }, showProgress, transfer);
   timing.tokenized = performance.now();
-  setStatus(`${summary.examples} training examples (${summary.targetTokens} target tokens, ${summary.regime}), tokenized in ${(ms / 1000).toFixed(1)} s`, "ready");
+  const held = summary.heldOut ? `, ${summary.heldOut} held out` : "";
+  setStatus(`${summary.examples} training examples (${summary.targetTokens} target tokens, ${summary.regime}${held}), tokenized in ${(ms / 1000).toFixed(1)} s`, "ready");
   if (summary.test) state.mathTest = summary.test;
   return source.kind === "math" ? "math" : source.name;
 }
@@ -143,7 +175,10 @@ function onRunEvent(e) {
       break;
     case "metrics":
       state.evals.push({ step: e.step, metrics: e.metrics });
+      state.current?.run.evals.push({ step: e.step, metrics: e.metrics });
+      keep();
       drawMetrics();
+      drawScatter();
       break;
     case "progress":
       setStatus(`evaluating ${e.task}: ${e.done}/${e.total}`);
@@ -153,29 +188,46 @@ function onRunEvent(e) {
 
 // A training request ended: paused (wait for resume or stop), or finished (evaluate and record).
 async function runEnded(r) {
+  const { run, request } = state.current;
+  Object.assign(run, { steps: r.step, ms: r.ms, losses: state.losses.map((e) => e.loss) });
   if (r.state === "paused") {
+    run.status = "paused";
+    keep();
+    drawScatter();
     setStatus(`paused at step ${r.step}`, "paused");
     buttons({ pause: false, resume: true, stop: true });
     return;
   }
   // Taken before Start is enabled again: a new run resets them.
-  const run = state.current;
   const steps = state.losses.slice();
   buttons({ start: true, pause: false, resume: false, stop: false, "spectrum-btn": true, "export-adapter": run.spec.method === "lora", "export-merged": true });
   setStatus(`trained ${r.step} steps in ${(r.ms / 1000).toFixed(1)} s; evaluating…`);
-  const metrics = run.request ? (await evaluate(run.request, r.step)).metrics : {};
-  state.runs.push({ label: run.label, spec: run.spec, metrics, steps: r.step, ms: r.ms, losses: steps.map((e) => e.loss) });
+  run.status = r.stopped ? "stopped" : "done";
+  if (request && !run.evals.some((e) => e.step === r.step)) run.evals.push(await evaluate(request, r.step));
+  keep();
   drawScatter();
+  const metrics = runs.finalMetrics(run);
   if (params.get("generate") !== "0") await generation(run.label);
   $("losses").dataset.json = JSON.stringify({ steps, ms: r.ms, metrics, timing });
   setStatus(`done: ${run.label}, ${r.step} steps in ${(r.ms / 1000).toFixed(1)} s`, "done");
 }
 
 // A training request: its end handled by `runEnded`, its failure shown.
-const training = (type) => client.request(type, {}, onRunEvent).then((r) => (r.state ? runEnded(r) : null)).catch(fail);
+const training = (type) => client.request(type, {}, onRunEvent).then((r) => (r.state ? runEnded(r) : null)).catch(runFailed);
+
+// A run that failed keeps its record, marked so.
+function runFailed(e) {
+  if (state.current) {
+    state.current.run.status = "failed";
+    keep();
+    drawScatter();
+  }
+  fail(e);
+}
 
 async function startRun() {
   setStatus("starting…");
+  let started = false;
   try {
     const form = runSpec();
     // Defaults filled in by the engine; a bad setting is named before anything loads.
@@ -188,20 +240,29 @@ async function startRun() {
     const data = await loadData(model, form);
     const evaluating = params.get("evaluate") !== "0";
     const request = evaluating ? await evalRequest(spec.seq_len) : null;
-    if (evaluating && !state.base) {
+    if (evaluating && !state.store.bases[pair()]) {
       setStatus("evaluating the base model…");
-      state.base = (await evaluate(request, 0)).metrics;
+      state.store.bases[pair()] = (await evaluate(request, 0)).metrics;
+      keep();
       drawScatter();
     }
     if (params.get("generate") !== "0") await generation("base");
-    state.current = { spec, label: runLabel(spec, data), request };
+    const run = runs.newRun({ spec, label: runLabel(spec, data), model, target: targetName(), data });
+    run.pair = pair();
+    state.store.runs.push(run);
+    state.selected = run.id;
+    state.current = { run, request };
+    keep();
+    drawScatter();
     buttons({ start: false, pause: true, resume: false, stop: true, "spectrum-btn": false, "export-adapter": false, "export-merged": false });
     const every = Number($("eval-every").value);
     timing.start = performance.now();
+    started = true;
     const r = await client.request("start", { spec: form, evalEvery: every, evalRequest: every > 0 ? request : null }, onRunEvent);
     await runEnded(r);
   } catch (e) {
-    fail(e);
+    if (started) runFailed(e);
+    else fail(e);
   }
 }
 
@@ -216,6 +277,62 @@ $("data-preset").addEventListener("change", () => {
   if (p === "math") $("seq-len").value = 192;
   state.mathTest = null;
 });
+// The plot follows the (model, target) pair the form names; the command box follows the form.
+const formChanged = () => {
+  drawScatter();
+  try {
+    $("cli").textContent = cliCommand(runSpec(), $("model").value.trim());
+  } catch (e) {
+    $("cli").textContent = `(${e.message})`;
+  }
+};
+for (const box of document.querySelectorAll("fieldset")) {
+  box.addEventListener("change", formChanged);
+  box.addEventListener("input", formChanged);
+}
+$("runs-export").addEventListener("click", () => {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([runs.exportJson(state.store)], { type: "application/json" }));
+  a.download = "tunelab-runs.json";
+  a.click();
+});
+$("runs-import").addEventListener("change", async () => {
+  const file = $("runs-import").files[0];
+  if (!file) return;
+  try {
+    const added = runs.importJson(state.store, await file.text());
+    keep();
+    drawScatter();
+    setStatus(`imported ${added} runs from ${file.name}`, "done");
+  } catch (e) {
+    setStatus(`${file.name}: ${e.message}`, "error");
+  }
+});
+$("runs-clear").addEventListener("click", () => {
+  if (!confirm("Forget every run and base score kept in this browser?")) return;
+  state.store = { runs: [], bases: {} };
+  state.selected = null;
+  keep();
+  drawScatter();
+});
+$("share").addEventListener("click", () => {
+  const link = shareLink();
+  $("share-link").textContent = link;
+  navigator.clipboard?.writeText(link).catch(() => {});
+});
+const showCache = (listing) => view.drawCache(listing, (model) => client.request("cacheDelete", { model }).then(showCache).catch(fail));
+const refreshGpu = async () => {
+  view.drawGpu(await client.request("gpu"));
+  showCache(await client.request("cacheList"));
+};
+$("gpu-box").addEventListener("toggle", () => $("gpu-box").open && refreshGpu().catch(fail));
+$("cache-refresh").addEventListener("click", () => refreshGpu().catch(fail));
+// Charts are drawn at the canvas' size: redraw when it changes.
+let resized = null;
+new ResizeObserver(() => {
+  clearTimeout(resized);
+  resized = setTimeout(drawAll, 100);
+}).observe($("scatter"));
 $("load").addEventListener("click", () => ensureModel().catch(fail));
 $("start").addEventListener("click", startRun);
 $("pause").addEventListener("click", () => {
@@ -234,16 +351,18 @@ $("stop").addEventListener("click", () => {
 $("eval-base").addEventListener("click", async () => {
   try {
     const model = await ensureModel();
-    if ($("data-preset").value === "math" && !state.mathTest) await loadData(model, runSpec());
+    // The math test set and the held-out share of own data come with the data.
+    if (($("data-preset").value === "math" && !state.mathTest) || ownData()) await loadData(model, runSpec());
     setStatus("evaluating the base model…");
-    state.base = (await evaluate(await evalRequest(Number($("seq-len").value)), 0)).metrics;
+    state.store.bases[pair()] = (await evaluate(await evalRequest(Number($("seq-len").value)), 0)).metrics;
+    keep();
     drawScatter();
     setStatus("base model evaluated", "done");
   } catch (e) {
     fail(e);
   }
 });
-$("generate").addEventListener("click", () => generation(state.runs.length ? "after" : "base").catch(fail));
+$("generate").addEventListener("click", () => generation(state.current ? "after" : "base").catch(fail));
 $("spectrum-btn").addEventListener("click", async () => {
   setStatus("analysing the weight change…");
   try {
@@ -275,8 +394,7 @@ $("form").addEventListener("submit", async (e) => {
   }
 });
 
-view.drawLoss(state.losses);
-drawMetrics();
-drawScatter();
+drawAll();
+formChanged();
 if (hasWebGPU && params.get("autorun") === "1") $("form").requestSubmit();
 if (hasWebGPU && params.get("autostart") === "1") startRun();

@@ -1,6 +1,7 @@
 // What the lab page draws: the status line, download progress, charts, the runs table, the
 // spectrum panel and downloads. Pure rendering of the state it is given.
-import { lineChart } from "./chart.js";
+import { chartTable, color, lineChart } from "./chart.js";
+import { finalMetrics, learningKeyOf, trajectory } from "./runs.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -49,40 +50,109 @@ export function notice(message) {
   setStatus(message, $("status").dataset.state);
 }
 
+// Draw a chart and fill its screen-reader table (the canvas' id + "-table").
+function chart(id, spec) {
+  lineChart($(id), spec);
+  chartTable($(`${id}-table`), spec);
+}
+
 export function drawLoss(losses) {
-  lineChart($("loss-chart"), {
+  chart("loss-chart", {
     xLabel: "step", yLabel: "loss",
     series: [{ label: "training loss", points: losses.map((e) => [e.step, e.loss]) }],
   });
 }
 
+const isPerplexity = (key) => key.endsWith("perplexity");
+
+/// The current run's learning metric and forgetting score over steps, each on its own axis
+/// (log scale for a perplexity).
 export function drawMetrics(evals, key) {
-  lineChart($("metric-chart"), {
-    xLabel: "step", yLabel: "score",
-    series: [
-      { label: key, points: evals.filter((e) => key in e.metrics).map((e) => [e.step, e.metrics[key]]) },
-      { label: "forgetting score (acc_norm)", points: evals.filter((e) => "forgetting/score" in e.metrics).map((e) => [e.step, e.metrics["forgetting/score"]]) },
-    ],
+  chart("learning-chart", {
+    xLabel: "step", yLabel: key, logY: isPerplexity(key),
+    series: [{ label: key, points: evals.filter((e) => key in e.metrics).map((e) => [e.step, e.metrics[key]]) }],
+  });
+  chart("forgetting-chart", {
+    xLabel: "step", yLabel: "forgetting score (acc_norm)",
+    series: [{ label: "forgetting score", points: evals.filter((e) => "forgetting/score" in e.metrics).map((e) => [e.step, e.metrics["forgetting/score"]]) }],
   });
 }
 
-export function drawScatter(base, runs, key) {
+const cell = (tag, content) => {
+  const el = document.createElement(tag);
+  if (content instanceof Node) el.append(content);
+  else el.textContent = typeof content === "number" ? (Number.isInteger(content) ? content : content.toFixed(4)) : content ?? "-";
+  return el;
+};
+
+/// The learning–forgetting plane of one (model, target) pair: its base point and each shown
+/// run's trajectory (a point per evaluation, labelled by step; the selected run thicker); the
+/// runs table lists every run with a toggle, and selecting a row highlights its trajectory.
+export function drawScatter({ base, runs, key, selected, pair, onToggle, onSelect }) {
   const series = [];
-  if (base) series.push({ label: "base", points: [[base[key], base["forgetting/score"]]], scatter: true });
-  for (const r of runs) series.push({ label: r.label, points: [[r.metrics[key], r.metrics["forgetting/score"]]], scatter: true });
-  lineChart($("scatter"), { xLabel: key, yLabel: "forgetting score (higher = kept more)", series });
-  $("runs").tBodies[0].replaceChildren(...[["base", base], ...runs.map((r) => [r.label, r.metrics])]
-    .filter(([, m]) => m)
-    .map(([label, m]) => {
-      const tr = document.createElement("tr");
-      for (const v of [label, m[key], m["forgetting/score"], m["source/perplexity"]]) {
-        const td = document.createElement("td");
-        td.textContent = typeof v === "number" ? v.toFixed(4) : v ?? "-";
-        tr.append(td);
-      }
-      return tr;
-    }));
-  $("scatter").dataset.json = JSON.stringify({ base, runs });
+  if (base) series.push({ label: "base", points: [[base[key], base["forgetting/score"]]], scatter: true, color: "#000" });
+  const mine = runs.filter((r) => r.pair === pair);
+  mine.forEach((r) => {
+    if (r.visible === false) return;
+    series.push({ label: r.label, points: trajectory(r, key), scatter: true, highlight: r.id === selected, color: color(runs.indexOf(r)) });
+  });
+  const spec = { xLabel: key, yLabel: "forgetting score (higher = kept more)", logX: isPerplexity(key), series };
+  chart("scatter", spec);
+  const rows = [];
+  if (base) {
+    const tr = document.createElement("tr");
+    for (const v of ["", "base", "evaluated", 0, "-", base[key], base["forgetting/score"], base["source/perplexity"]]) tr.append(cell("td", v));
+    rows.push(tr);
+  }
+  for (const r of runs) {
+    const m = finalMetrics(r);
+    const tr = document.createElement("tr");
+    tr.dataset.id = r.id;
+    if (r.id === selected) tr.dataset.selected = "";
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = r.visible !== false;
+    box.setAttribute("aria-label", `show ${r.label} on the plot`);
+    box.addEventListener("change", () => onToggle(r.id, box.checked));
+    const pick = document.createElement("button");
+    pick.type = "button";
+    pick.className = "link";
+    pick.setAttribute("aria-pressed", String(r.id === selected));
+    pick.textContent = r.label;
+    pick.title = `${r.model}\n${JSON.stringify(r.spec)}`;
+    pick.addEventListener("click", () => onSelect(r.id));
+    const time = r.ms ? `${(r.ms / 1000).toFixed(1)} s` : "-";
+    for (const v of [box, pick, r.status, r.steps, time, m[learningKeyOf(r.target)], m["forgetting/score"], m["source/perplexity"]]) tr.append(cell("td", v));
+    rows.push(tr);
+  }
+  $("runs").tBodies[0].replaceChildren(...rows);
+  $("scatter").dataset.json = JSON.stringify({ key, pair, base: base ?? null, runs: mine.map((r) => ({ id: r.id, label: r.label, metrics: finalMetrics(r), trajectory: trajectory(r, key) })) });
+}
+
+/// The adapter and its limits.
+export function drawGpu(info) {
+  const mib = (b) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  $("gpu-info").textContent = info
+    ? `${[info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "unnamed adapter"}: max buffer ${mib(info.limits.maxBufferSize)}, max storage binding ${mib(info.limits.maxStorageBufferBindingSize)}, workgroup storage ${(info.limits.maxComputeWorkgroupStorageSize / 1024).toFixed(0)} KiB, ${info.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup; f16 ${info.f16 ? "yes" : "no"}, subgroups ${info.subgroups ? "yes" : "no"}`
+    : "no WebGPU adapter";
+  $("gpu-info").dataset.json = JSON.stringify(info);
+}
+
+/// The cached models with their sizes and a delete button each, and the storage estimate.
+export function drawCache({ models, storage }, onDelete) {
+  $("cache-list").replaceChildren(...models.map((m) => {
+    const li = document.createElement("li");
+    const del = document.createElement("button");
+    del.type = "button";
+    del.textContent = "Delete";
+    del.setAttribute("aria-label", `delete cached ${m.model}`);
+    del.addEventListener("click", () => onDelete(m.model));
+    li.append(`${m.model}: ${m.files} files, ${(m.bytes / 1e6).toFixed(1)} MB `, del);
+    return li;
+  }));
+  if (!models.length) $("cache-list").append(cell("li", "nothing cached"));
+  $("storage").textContent = storage ? `browser storage used: ${(storage.usage / 1e6).toFixed(1)} MB of ${(storage.quota / 1e9).toFixed(1)} GB` : "";
+  $("cache-list").dataset.json = JSON.stringify(models);
 }
 
 // Rank of ΔW per layer, one line per matrix kind, and the same numbers as a table.

@@ -188,8 +188,55 @@ async function logits(data, emit) {
   };
 }
 
+// The adapter the engine runs on: what it is and the limits that decide which models fit.
+async function gpuInfo() {
+  const adapter = await navigator.gpu?.requestAdapter();
+  if (!adapter) return null;
+  const info = adapter.info ?? {};
+  const l = adapter.limits;
+  return {
+    vendor: info.vendor || "", architecture: info.architecture || "", device: info.device || "", description: info.description || "",
+    limits: {
+      maxBufferSize: l.maxBufferSize, maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    },
+    f16: adapter.features.has("shader-f16"), subgroups: adapter.features.has("subgroups"),
+  };
+}
+
+// What the model cache holds, by model (the URL up to its last `/`): files, bytes.
+async function cacheList() {
+  const models = {};
+  if ("caches" in self) {
+    const cache = await caches.open(CACHE);
+    for (const request of await cache.keys()) {
+      const base = request.url.slice(0, request.url.lastIndexOf("/") + 1);
+      const response = await cache.match(request);
+      const bytes = Number(response?.headers.get("content-length")) || (await response.blob()).size;
+      models[base] ??= { model: base, files: 0, bytes: 0 };
+      models[base].files += 1;
+      models[base].bytes += bytes;
+    }
+  }
+  return { models: Object.values(models), storage: await storageUsage() };
+}
+
+// Delete every cached file of the model whose URLs start with `model`.
+async function cacheDelete({ model }) {
+  const cache = await caches.open(CACHE);
+  let files = 0;
+  for (const request of await cache.keys()) {
+    if (request.url.startsWith(model) && (await cache.delete(request))) files += 1;
+  }
+  return { files, ...(await cacheList()) };
+}
+
 const handlers = {
   load,
+  gpu: gpuInfo,
+  cacheList,
+  cacheDelete,
   logits,
   data: setData,
   start,

@@ -124,6 +124,9 @@ pub struct RunSpec {
     pub log_every: usize,
     pub eval_every: Option<usize>,
     pub save_every: Option<usize>,
+    /// Share of the training examples held out (seeded) to measure the evaluation loss on, when
+    /// the data comes without evaluation data (0 = none).
+    pub holdout: f64,
     /// Recompute memory-bound activations in the backward pass (less memory, more time).
     pub checkpoint_activations: bool,
 }
@@ -160,6 +163,7 @@ impl Default for RunSpec {
             residual_dropout: 0.0,
             log_every: 10,
             eval_every: None,
+            holdout: 0.0,
             save_every: None,
             checkpoint_activations: false,
         }
@@ -247,6 +251,12 @@ impl RunSpec {
 
     /// Reject settings that cannot work, naming the field.
     pub fn validate(&self) -> Result<()> {
+        if !(0.0..=0.5).contains(&self.holdout) {
+            return Err(Error::setting(
+                "holdout",
+                format!("must be in [0, 0.5], got {}", self.holdout),
+            ));
+        }
         if self.seq_len < 2 {
             return Err(Error::setting(
                 "seq_len",
@@ -323,6 +333,8 @@ pub enum DataSource<'a> {
 /// Training data ready for a [`Run`].
 pub struct Prepared {
     pub data: Dataset,
+    /// The examples `spec.holdout` set aside (the run's evaluation data unless other is given).
+    pub held_out: Option<Dataset>,
     /// The regime the data was read as (given, or detected).
     pub regime: Regime,
     /// Files generated along the way (`Math`: `train.jsonl` and `test.jsonl`, the latter the
@@ -335,6 +347,19 @@ pub struct Prepared {
 /// JSONL instruction tuning; generated math problems default to instruction tuning), reporting
 /// progress. Chat records (`messages`) are rendered with the model's chat template if it has one.
 pub fn prepare_data(
+    session: &Session,
+    source: DataSource<'_>,
+    spec: &RunSpec,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Prepared> {
+    let mut prepared = prepare_source(session, source, spec, on_event)?;
+    if spec.holdout > 0.0 {
+        prepared.held_out = Some(prepared.data.hold_out(spec.holdout, spec.seed)?);
+    }
+    Ok(prepared)
+}
+
+fn prepare_source(
     session: &Session,
     source: DataSource<'_>,
     spec: &RunSpec,
@@ -358,6 +383,7 @@ pub fn prepare_data(
             };
             Ok(Prepared {
                 data: data::load(path, tok, &opts(regime), on_event)?,
+                held_out: None,
                 regime,
                 generated: Vec::new(),
             })
@@ -389,6 +415,7 @@ pub fn prepare_data(
             );
             Ok(Prepared {
                 data: data::read(reader, name, jsonl, tok, &opts(regime))?,
+                held_out: None,
                 regime,
                 generated: Vec::new(),
             })
@@ -397,7 +424,7 @@ pub fn prepare_data(
             let (tr, te) = crate::corpus::math::splits(train, test, seed);
             let regime = spec.regime.unwrap_or(Regime::Ift);
             let lines = crate::corpus::math::training_lines(&tr, regime);
-            let prepared = prepare_data(
+            let prepared = prepare_source(
                 session,
                 DataSource::Bytes {
                     name: "math.jsonl",

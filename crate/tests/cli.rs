@@ -429,6 +429,31 @@ fn serve_streams_files_and_answers_range_requests() {
     assert_eq!(body, bytes[4990..]);
     let (status, _, range, _) = get("models/w.gguf", Some("bytes=5000-"));
     assert_eq!((status, range.as_deref()), (416, Some("bytes */5000")));
+    // HEAD: the headers alone; ETag revalidation answers 304 without a body.
+    let head = agent.head(format!("{base}models/w.gguf")).call().unwrap();
+    let h = |k: &str| {
+        head.headers()
+            .get(k)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(h("content-length").as_deref(), Some("5000"));
+    assert_eq!(h("cache-control").as_deref(), Some("no-cache"));
+    let etag = h("etag").unwrap();
+    assert!(etag.starts_with('"') && etag.len() > 4, "{etag}");
+    let mut again = agent
+        .get(format!("{base}models/w.gguf"))
+        .header("If-None-Match", &etag)
+        .call()
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 304);
+    assert!(again.body_mut().read_to_vec().unwrap().is_empty());
+    let stale = agent
+        .get(format!("{base}models/w.gguf"))
+        .header("If-None-Match", "\"other\"")
+        .call()
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 200);
     assert_eq!(get("models/../../etc/passwd", None).0, 404);
     assert_eq!(get("models/missing.gguf", None).0, 404);
     child.kill().unwrap();

@@ -609,6 +609,70 @@ fn train_cli_reports_progress_and_checks_sequence_length() {
 }
 
 #[test]
+fn a_held_out_share_is_the_evaluation_data_when_none_is_given() {
+    let mut d = text_data("gpt2", 32);
+    let (n, tokens) = (d.examples.len(), d.target_tokens);
+    let held = d.hold_out(0.2, 7).unwrap();
+    assert_eq!(held.examples.len(), (n as f64 * 0.2).round() as usize);
+    assert_eq!(d.examples.len() + held.examples.len(), n);
+    assert_eq!(d.target_tokens + held.target_tokens, tokens);
+    // Seeded: the same share again, a different one with another seed; no example in both.
+    let mut again = text_data("gpt2", 32);
+    assert_eq!(
+        again.hold_out(0.2, 7).unwrap().examples[0].ids,
+        held.examples[0].ids
+    );
+    assert!(
+        d.examples
+            .iter()
+            .all(|e| !held.examples.iter().any(|h| h.ids == e.ids))
+    );
+    let mut one = data::Dataset {
+        examples: d.examples[..1].to_vec(),
+        skipped_lines: 0,
+        target_tokens: 0,
+    };
+    let e = one.hold_out(0.1, 0).unwrap_err();
+    assert!(e.to_string().contains("`holdout`"), "{e}");
+
+    let out = tempfile::tempdir().unwrap();
+    let train = |holdout: &str| {
+        tunelab(&[
+            "train",
+            fixtures().join("gpt2").to_str().unwrap(),
+            "--data",
+            fixtures().join("data/tiny.txt").to_str().unwrap(),
+            "--holdout",
+            holdout,
+            "--eval-every",
+            "1",
+            "--seq-len",
+            "32",
+            "--max-steps",
+            "2",
+            "--device",
+            "cpu",
+            "--json",
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+    };
+    let (ok, stdout, stderr) = train("0.1");
+    assert!(ok, "{stderr}");
+    let evals = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "eval")
+        .count();
+    assert_eq!(evals, 2, "{stdout}");
+    let (ok, _, stderr) = train("0.9");
+    assert!(
+        !ok && stderr.contains("--holdout: must be in [0, 0.5]"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn oversized_batches_are_refused_before_allocation() {
     let s = session("gpt2", Device::flex());
     // 64 × 128 × 512 × 4 B = 16 MiB of logits against a 8 MiB binding limit.

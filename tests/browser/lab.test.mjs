@@ -16,12 +16,12 @@ import { useBrowser, settle, json, ROOT, SHOTS } from "./harness.mjs";
 
 const lab = useBrowser();
 
-test("lab: stream a sharded model, train LoRA, evaluate, scatter point, download the adapter", async () => {
+test("lab: stream a sharded model, train LoRA, evaluate along the way (a trajectory on the plane), download the adapter", async () => {
   const t0 = Date.now();
   const { page, console } = await lab.open({
     model: "/tests/fixtures/llama-gqa/", "data-preset": "math", "math-train": "16", "math-test": "2",
     "seq-len": "96", method: "lora", rank: "4", lr: "0.01", steps: "6", batch: "4", warmup: "0",
-    schedule: "constant", "eval-limit": "3", generate: "0", autostart: "1",
+    schedule: "constant", "eval-limit": "3", "eval-every": "3", generate: "0", autostart: "1",
   });
   const { state, status } = await settle(page);
   assert.equal(state, "done", `${status}\n${console.join("\n")}`);
@@ -39,7 +39,22 @@ test("lab: stream a sharded model, train LoRA, evaluate, scatter point, download
       assert.ok(Number.isFinite(m[k]), `${k} missing: ${JSON.stringify(m)}`);
     }
   }
+  // Evaluated at steps 3 and 6: a two-point trajectory tagged by step.
+  assert.deepEqual(scatter.runs[0].trajectory.map((p) => p[2]), [3, 6]);
   assert.equal(await page.locator("#runs tbody tr").count(), 2);
+  assert.ok((await page.locator("#scatter-table tbody tr").count()) >= 3, "the plot's numbers are in its table");
+  // The command box gives the same run natively, from the same spec.
+  const cli = await page.$eval("#cli", (e) => e.textContent);
+  assert.match(cli, /tunelab make-data math --train 16 --test 2/);
+  assert.match(cli, /tunelab train \/tests\/fixtures\/llama-gqa\/ --data data\/math-page\/train.jsonl --spec run.json/);
+  assert.equal(JSON.parse(/<<'EOF'\n([\s\S]*?)\nEOF/.exec(cli)[1]).rank, 4);
+  // Another target is another pair: no base point and no runs there until evaluated.
+  await page.selectOption("#data-preset", "code");
+  const code = await json(page, "#scatter", "json");
+  assert.equal(code.base, null);
+  assert.equal(code.runs.length, 0);
+  await page.selectOption("#data-preset", "math");
+  assert.ok((await json(page, "#scatter", "json")).base);
   await page.click("#export-adapter");
   await page.waitForFunction(() => document.querySelectorAll("#download a").length >= 2, null, { timeout: 120_000 });
   const dl = await json(page, "#download", "files");
@@ -74,9 +89,52 @@ function runNative() {
     "--device", "cpu", "--json", "train", join(ROOT, "tests/fixtures/gpt2"), "--data", join(ROOT, "tests/fixtures/data/tiny.txt"),
     "--method", "full", "--lr", "1e-3", "--max-steps", "4", "--batch-size", "4", "--seq-len", "32",
     "--schedule", "constant", "--warmup", "0", "--log-every", "1", "--out", out,
+    // The page holds out this share of own data (its default): the same examples are left out.
+    "--holdout", "0.05",
   ], { encoding: "utf8" });
   return stdout.split("\n").filter((l) => l.startsWith('{"event":"step"')).map((l) => JSON.parse(l).loss);
 }
+
+test("runs are kept across a reload, export and import as one file, and the settings travel in a link; the GPU panel names the adapter's limits", async () => {
+  const settings = {
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+    "seq-len": "32", method: "lora", rank: "4", lr: "0.01", steps: "2", batch: "2", warmup: "0",
+  };
+  const { page, console } = await lab.open({ ...settings, evaluate: "0", generate: "0", autostart: "1" });
+  const { state, status } = await settle(page);
+  assert.equal(state, "done", `${status}\n${console.join("\n")}`);
+  // A link reproduces the form.
+  await page.click("#share");
+  const link = await page.$eval("#share-link", (e) => e.textContent);
+  const shared = await lab.browser.newPage();
+  await shared.goto(link);
+  for (const [id, value] of Object.entries(settings)) {
+    assert.equal(await shared.$eval(`#${id}`, (e) => e.value), value, `${id} from the link`);
+  }
+  await shared.close();
+  // (Not evaluated: no base row, one run row.) The run survives a reload: the page opened again
+  // from the link (no autostart) keeps its localStorage.
+  const again = page;
+  await again.goto(link);
+  await again.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length === 1);
+  assert.match(await again.$eval("#runs tbody tr:last-child", (e) => e.textContent), /LoRA r4.*done/);
+  const [exported] = await Promise.all([again.waitForEvent("download"), again.click("#runs-export")]);
+  const runsFile = join(mkdtempSync(join(tmpdir(), "tunelab-runs-")), "tunelab-runs.json");
+  await exported.saveAs(runsFile);
+  const table = await again.$$eval("#runs tbody tr", (rows) => rows.map((r) => r.textContent));
+  // A fresh page (empty storage) imports the file and shows the same table.
+  const fresh = await lab.open({ ...settings });
+  await fresh.page.setInputFiles("#runs-import", runsFile);
+  await fresh.page.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length === 1);
+  assert.deepEqual(await fresh.page.$$eval("#runs tbody tr", (rows) => rows.map((r) => r.textContent)), table);
+  // The GPU panel names the adapter's limits.
+  await fresh.page.click("#gpu-box summary");
+  await fresh.page.waitForFunction(() => document.getElementById("gpu-info").dataset.json);
+  const gpu = await json(fresh.page, "#gpu-info", "json");
+  assert.ok(gpu.limits.maxStorageBufferBindingSize > 0, JSON.stringify(gpu));
+  await fresh.page.close();
+  await page.close();
+});
 
 test("browser training matches the native CPU backend step for step (full fine-tuning, fixed seed)", async () => {
   const native = nativeLosses();
@@ -158,6 +216,25 @@ test("pause and resume a full fine-tuning run (same losses as the native backend
   const problems = audit.violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
   assert.deepEqual(problems, [], problems.join("\n"));
   process.stdout.write(`# browser: paused at step ${at} and resumed, max |Δloss| vs native ${worst.toExponential(2)}; ${changed} tensors changed in the merged download; axe: ${audit.passes.length} rules pass, 0 violations\n`);
+  await page.close();
+});
+
+test("own data (a URL) has a learning metric: the perplexity of a held-out share, for the base model and the run", async () => {
+  const { page, console } = await lab.open({
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+    "seq-len": "32", method: "lora", rank: "4", lr: "0.01", steps: "2", batch: "2", warmup: "0", schedule: "constant",
+    "eval-limit": "3", holdout: "0.2", generate: "0", autostart: "1",
+  });
+  const { state, status } = await settle(page);
+  assert.equal(state, "done", `${status}\n${console.join("\n")}`);
+  const scatter = await json(page, "#scatter", "json");
+  assert.equal(scatter.key, "heldout/perplexity");
+  for (const m of [scatter.base, scatter.runs[0].metrics]) {
+    assert.ok(Number.isFinite(m["heldout/perplexity"]) && m["heldout/perplexity"] > 1, JSON.stringify(m));
+    assert.ok(Math.abs(Math.log(m["heldout/perplexity"]) - m["heldout/loss"]) < 1e-6);
+  }
+  const learning = await page.$eval("#runs tbody tr:last-child td:nth-child(6)", (e) => e.textContent);
+  assert.ok(Number.isFinite(Number(learning)), `learning column: ${learning}`);
   await page.close();
 });
 

@@ -263,6 +263,39 @@ pub fn read(
     })
 }
 
+impl Dataset {
+    /// Hold out `fraction` of the examples (a seeded random choice, at least one, and at least
+    /// one left to train on): the learning metric for data that comes without a test set.
+    /// Returns the held-out examples; `self` keeps the rest in their original order.
+    pub fn hold_out(&mut self, fraction: f64, seed: u64) -> Result<Dataset> {
+        let n = self.examples.len();
+        if n < 2 {
+            return Err(Error::setting(
+                "holdout",
+                format!("the data has {n} example(s); holding some out needs at least 2"),
+            ));
+        }
+        let k = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
+        let mut order: Vec<usize> = (0..n).collect();
+        SplitMix64(seed ^ 0x486f_6c64_4f75_7421).shuffle(&mut order);
+        let mut held = vec![false; n];
+        for &i in &order[..k] {
+            held[i] = true;
+        }
+        let (mut kept, mut out) = (Vec::with_capacity(n - k), Vec::with_capacity(k));
+        for (e, h) in std::mem::take(&mut self.examples).into_iter().zip(held) {
+            if h { out.push(e) } else { kept.push(e) }
+        }
+        self.examples = kept;
+        self.target_tokens = self.examples.iter().map(targets).sum();
+        Ok(Dataset {
+            target_tokens: out.iter().map(targets).sum(),
+            examples: out,
+            skipped_lines: 0,
+        })
+    }
+}
+
 /// Tokens of an example that take part in the loss (labels shifted by one).
 pub fn targets(e: &Example) -> usize {
     e.labels[1..].iter().filter(|&&l| l != IGNORE).count()

@@ -20,6 +20,7 @@ use crate::run::{DataSource, ExportKind, Prepared, Run, RunSpec, prepare_data};
 use crate::session::Session;
 use crate::train::MemorySink;
 use crate::train::data::Dataset;
+use crate::train::trainer::evaluate_loss;
 
 /// Install the panic hook and a console logger, so cubecl's WGSL errors (reported through
 /// `log::error!`) and panics reach the browser console.
@@ -202,6 +203,8 @@ pub struct WebSession {
     /// The base model.
     inner: Session,
     data: Option<Dataset>,
+    /// The examples the spec's `holdout` set aside: scored as the learning metric on any data.
+    held_out: Option<Dataset>,
     run: Option<Run>,
 }
 
@@ -331,6 +334,7 @@ pub async fn load_model(
     Ok(WebSession {
         inner,
         data: None,
+        held_out: None,
         run: None,
     })
 }
@@ -350,6 +354,9 @@ struct EvalRequest {
     source_text: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
+    /// Score the held-out examples of the training data (`heldout/loss`, `heldout/perplexity`).
+    #[serde(default)]
+    held_out: bool,
     #[serde(default)]
     source_chars: Option<usize>,
     #[serde(default)]
@@ -423,8 +430,9 @@ impl WebSession {
             .data
             .clone()
             .ok_or_else(|| js_err("load training data first"))?;
-        let run =
-            Run::new(&self.inner, &spec, data, None, Some(max_binding as u64)).map_err(lib_err)?;
+        let held_out = self.held_out.clone();
+        let run = Run::new(&self.inner, &spec, data, held_out, Some(max_binding as u64))
+            .map_err(lib_err)?;
         let out = serde_json::json!({
             "trainableParameters": run.trainable_parameters(),
             "totalSteps": run.total_steps(),
@@ -496,15 +504,26 @@ impl WebSession {
             _ => None,
         };
         let mut emit = emitter(&on_event);
-        let metrics = match &self.run {
+        let held_out = self.held_out.as_ref().filter(|_| r.held_out);
+        let tuned;
+        let (view, batch) = match &self.run {
             Some(run) => {
-                let tuned = run.model();
-                let batch = run.config().batch_size;
-                evaluate(&run.view(&tuned), &tasks, target.as_ref(), batch, &mut emit).await
+                tuned = run.model();
+                (run.view(&tuned), run.config().batch_size)
             }
-            None => evaluate(&self.inner.view(), &tasks, target.as_ref(), 8, &mut emit).await,
+            None => (self.inner.view(), 8),
         };
-        to_js(&metrics.map_err(lib_err)?)
+        let mut metrics = evaluate(&view, &tasks, target.as_ref(), batch, &mut emit)
+            .await
+            .map_err(lib_err)?;
+        if let Some(data) = held_out {
+            let loss = evaluate_loss(view.model, view.device, data, batch)
+                .await
+                .map_err(lib_err)?;
+            metrics.insert("heldout/loss".into(), loss);
+            metrics.insert("heldout/perplexity".into(), loss.exp());
+        }
+        to_js(&metrics)
     }
 
     /// Greedy continuation of `prompt` by the current model (the run's, else the base).
@@ -586,17 +605,20 @@ impl WebSession {
         let spec = spec_from(spec)?;
         let Prepared {
             data,
+            held_out,
             regime,
             generated,
         } = prepare_data(&self.inner, source, &spec, &mut emitter(&on_event)).map_err(lib_err)?;
         let mut summary = serde_json::json!({
             "examples": data.examples.len(), "targetTokens": data.target_tokens,
             "skipped": data.skipped_lines, "regime": regime.to_string(),
+            "heldOut": held_out.as_ref().map_or(0, |h| h.examples.len()),
         });
         if let Some(test) = generated.iter().find(|f| f.name == "test.jsonl") {
             summary["test"] = String::from_utf8_lossy(&test.bytes).into_owned().into();
         }
         self.data = Some(data);
+        self.held_out = held_out;
         to_js(&summary)
     }
 }

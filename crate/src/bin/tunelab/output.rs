@@ -9,8 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tunelab::device::{self, DeviceChoice, Selected};
 use tunelab::event::{Event, Unit};
 use tunelab::hf::ModelSource;
-use tunelab::run::{DataSource, RunSpec};
-use tunelab::train::data::{Dataset, Regime};
+use tunelab::run::{DataSource, Prepared, RunSpec};
 use tunelab::{Error, Session};
 
 /// Library fields whose CLI flag is not `--field-name`.
@@ -127,7 +126,7 @@ pub fn load_data(
     session: &Session,
     spec: &RunSpec,
     json: bool,
-) -> Result<(Dataset, Regime), Error> {
+) -> Result<Prepared, Error> {
     let bar = progress_bar(
         0,
         "{msg:30} [{bar:30}] {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]",
@@ -141,8 +140,7 @@ pub fn load_data(
         }
     });
     bar.finish_and_clear();
-    let prepared = prepared?;
-    Ok((prepared.data, prepared.regime))
+    prepared
 }
 
 /// The progress bar of a training run (length set by the first step event).

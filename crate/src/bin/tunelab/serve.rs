@@ -1,5 +1,7 @@
 //! `tunelab serve`: the web app and the bundled models and data on 127.0.0.1, files streamed
-//! from disk with `Range` support.
+//! from disk with `Range` support, `HEAD`, and `ETag` revalidation (`Cache-Control: no-cache`,
+//! `If-None-Match` → 304) so the page never runs a stale bundle and never downloads a model
+//! twice.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +42,7 @@ fn content_type(path: &Path) -> &'static str {
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "txt" | "md" => "text/plain; charset=utf-8",
+        "jsonl" => "application/jsonl",
         _ => "application/octet-stream",
     }
 }
@@ -110,16 +113,38 @@ fn respond(request: tiny_http::Request, root: &Path) {
             request.respond(tiny_http::Response::from_string("not found").with_status_code(404));
         return;
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let range = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Range"))
-        .map(|h| h.value.as_str().to_string());
+    let meta = file.metadata().ok();
+    let len = meta.as_ref().map_or(0, |m| m.len());
+    let request_header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().to_string())
+    };
+    let range = request_header("Range");
+    // A strong validator from what changes when the file does: its size and modification time.
+    let modified = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let etag = format!("\"{len:x}-{modified:x}\"");
     let mut headers = vec![
         header("Content-Type", content_type(&path)),
         header("Accept-Ranges", "bytes"),
+        header("ETag", &etag),
+        header("Cache-Control", "no-cache"),
     ];
+    if request_header("If-None-Match")
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        let mut response = tiny_http::Response::empty(304);
+        for h in headers {
+            response.add_header(h);
+        }
+        let _ = request.respond(response);
+        return;
+    }
     let (status, start, count) = match byte_range(range.as_deref(), len) {
         Ok(None) => (200, 0, len),
         Ok(Some((start, end))) => {

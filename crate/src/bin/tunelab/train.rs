@@ -124,6 +124,10 @@ struct SpecFlags {
     eval_every: Option<usize>,
     #[arg(long)]
     save_every: Option<usize>,
+    /// Share of the training examples held out to measure the evaluation loss on when no
+    /// --eval-data is given (e.g. 0.05).
+    #[arg(long)]
+    holdout: Option<f64>,
     /// Skip JSONL lines that are not JSON or lack the field, and count them. `--skip-bad-lines=false` turns off a spec file's true.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     skip_bad_lines: Option<bool>,
@@ -146,7 +150,7 @@ impl SpecFlags {
             seed <- seed, clip <- clip, attention_dropout <- attention_dropout,
             residual_dropout <- residual_dropout, log_every <- log_every, rslora <- rslora,
             train_embeddings <- train_embeddings, skip_bad_lines <- skip_bad_lines,
-            checkpoint_activations <- checkpoint_activations);
+            checkpoint_activations <- checkpoint_activations, holdout <- holdout);
         macro_rules! set_some {
             ($($field:ident),*) => { $(if self.$field.is_some() { s.$field = self.$field; })* };
         }
@@ -202,15 +206,17 @@ pub fn run(a: Args, g: &Global) -> Result {
         .as_ref()
         .map_or(spec.batch_size, |r| r.config.batch_size);
     tunelab::run::check_limits(&session, batch, spec.seq_len, max_binding)?;
-    let (train_data, regime) = load_data(data, &session, &spec, g.json)?;
-    // Held-out data is read as the training data was.
+    let prepared = load_data(data, &session, &spec, g.json)?;
+    let train_data = prepared.data;
+    // Evaluation data is read as the training data was, and kept whole.
     let eval_spec = RunSpec {
-        regime: Some(regime),
+        regime: Some(prepared.regime),
+        holdout: 0.0,
         ..spec.clone()
     };
     let eval_data = match &a.eval_data {
-        Some(p) => Some(load_data(p, &session, &eval_spec, g.json)?.0),
-        None => None,
+        Some(p) => Some(load_data(p, &session, &eval_spec, g.json)?.data),
+        None => prepared.held_out,
     };
     let mut run = match resume {
         Some(r) => {
