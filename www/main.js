@@ -40,13 +40,9 @@ const keep = () => {
   if (problem) view.notice(problem);
 };
 const abs = (u) => new URL(u, location.href).href;
-// The model as typed: a Hub id (`org/name[@revision]`) stays as it is (the worker resolves it),
-// anything else is a URL relative to the page.
-const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*(@[^\s]+)?$/;
-const modelName = (v) => {
-  const t = v.trim();
-  return HUB_ID.test(t.replace(/\/[^/]+\.gguf$/i, "")) ? t : abs(t);
-};
+// The model as typed: the worker (next to this page) resolves a Hub id or a relative URL with
+// the engine's own rules.
+const modelName = (v) => v.trim();
 // How the worker is to load the model in the form: where from, whether to cache, the Hub.
 const loadRequest = () => ({
   model: modelName($("model").value),

@@ -164,19 +164,11 @@ export function drawSpectrum(s) {
   });
   const layers = [...new Set(kinds.flatMap(([, p]) => p.map(([l]) => l)))].sort((a, b) => a - b);
   const head = document.createElement("tr");
-  for (const h of ["matrix", ...layers.map((l) => `layer ${l}`)]) {
-    const th = document.createElement("th");
-    th.textContent = h;
-    head.append(th);
-  }
+  head.append(...["matrix", ...layers.map((l) => `layer ${l}`)].map((h) => cell("th", h)));
   const rows = kinds.map(([kind, points]) => {
     const tr = document.createElement("tr");
     const rank = new Map(points);
-    for (const v of [kind, ...layers.map((l) => rank.get(l) ?? "-")]) {
-      const td = document.createElement("td");
-      td.textContent = v;
-      tr.append(td);
-    }
+    tr.append(...[kind, ...layers.map((l) => rank.get(l))].map((v) => cell("td", v)));
     return tr;
   });
   $("spectrum-table").tHead.replaceChildren(head);

@@ -276,14 +276,7 @@ fn parse_llama(f: &Fields, model_type: &str) -> Result<LlamaConfig, HfError> {
 fn parse_rope(f: &Fields, max_position_embeddings: usize) -> Result<(f64, RopeScaling), HfError> {
     let mut rope_theta = f.opt::<f64>("rope_theta")?.unwrap_or(10000.0);
     let mut scaling = RopeScaling::Default;
-    if let Some(p) = f.opt::<f64>("partial_rotary_factor")?
-        && p != 1.0
-    {
-        return Err(f.err(
-            "partial_rotary_factor",
-            format!("{p}: Llama-family models rotate the whole head (1.0)"),
-        ));
-    }
+    whole_head_rotates(f)?;
     for key in ["rope_scaling", "rope_parameters"] {
         let p = match f.obj.get(key) {
             None | Some(Value::Null) => continue,
@@ -309,14 +302,7 @@ fn parse_rope(f: &Fields, max_position_embeddings: usize) -> Result<(f64, RopeSc
         if let Some(t) = p.opt::<f64>("rope_theta").map_err(sub)? {
             rope_theta = t;
         }
-        if let Some(r) = p.opt::<f64>("partial_rotary_factor").map_err(sub)?
-            && r != 1.0
-        {
-            return Err(sub(p.err(
-                "partial_rotary_factor",
-                format!("{r}: Llama-family models rotate the whole head (1.0)"),
-            )));
-        }
+        whole_head_rotates(&p).map_err(sub)?;
         let kind = match p.opt::<String>("rope_type").map_err(sub)? {
             Some(k) => k,
             None => p
@@ -412,6 +398,17 @@ fn parse_rope(f: &Fields, max_position_embeddings: usize) -> Result<(f64, RopeSc
         return Err(f.err("rope_theta", format!("{rope_theta} must be a number > 1")));
     }
     Ok((rope_theta, scaling))
+}
+
+/// Refuse a `partial_rotary_factor` other than 1 in `f` (top level or a RoPE object).
+fn whole_head_rotates(f: &Fields) -> Result<(), HfError> {
+    match f.opt::<f64>("partial_rotary_factor")? {
+        Some(r) if r != 1.0 => Err(f.err(
+            "partial_rotary_factor",
+            format!("{r}: Llama-family models rotate the whole head (1.0)"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The sliding window and the attention type of each layer, as each family's transformers
