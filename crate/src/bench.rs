@@ -228,46 +228,120 @@ pub struct BenchResult {
 /// rank r on an `in × out` linear costs `2·r·(in + out)` forward and twice that backward. Norms,
 /// activations, softmax and the optimizer are not counted (memory-bound).
 pub fn train_flops(config: &ModelConfig, method: BenchMethod, batch: usize, seq: usize) -> f64 {
-    let (d, layers, heads, head_dim, kv_heads, ff, vocab) = match &config.arch {
-        Architecture::Llama(c) => (
-            c.hidden_size,
-            c.num_hidden_layers,
-            c.num_attention_heads,
-            c.head_dim,
-            c.num_key_value_heads,
-            c.intermediate_size,
-            c.vocab_size,
-        ),
-        Architecture::Gpt2(c) => (
-            c.n_embd,
-            c.n_layer,
-            c.n_head,
-            c.n_embd / c.n_head,
-            c.n_head,
-            c.n_inner,
-            c.vocab_size,
-        ),
-    };
-    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
-    // (in, out) of the block linears of one layer.
-    let block: Vec<(usize, usize)> = match &config.arch {
-        Architecture::Llama(_) => vec![(d, q), (d, kv), (d, kv), (q, d), (d, ff), (d, ff), (ff, d)],
-        Architecture::Gpt2(_) => vec![(d, 3 * d), (d, d), (d, ff), (ff, d)],
-    };
+    let s = Shape::of(config);
     let tokens = (batch * seq) as f64;
-    let mm = |i: usize, o: usize| 2.0 * i as f64 * o as f64;
-    let block_fwd: f64 = block.iter().map(|&(i, o)| mm(i, o)).sum::<f64>() * layers as f64;
-    let head_fwd = mm(d, vocab);
-    let attn_fwd = (2 * 2 * seq * head_dim * heads * layers) as f64;
+    let block_fwd = s.block_fwd();
     let (block_bwd, lora) = match method {
         BenchMethod::Full => (2.0 * block_fwd, 0.0),
         BenchMethod::Lora(r) => {
-            let fwd: f64 = block.iter().map(|&(i, o)| mm(r, i + o)).sum::<f64>() * layers as f64;
+            let fwd: f64 =
+                s.block.iter().map(|&(i, o)| mm(r, i + o)).sum::<f64>() * s.layers as f64;
             (block_fwd, 3.0 * fwd)
         }
     };
     // The LM head (or tied embedding) is frozen, as in `train --method full`: input gradient only.
-    tokens * (block_fwd + block_bwd + 2.0 * head_fwd + 3.0 * attn_fwd + lora)
+    tokens * (block_fwd + block_bwd + 2.0 * s.head_fwd() + 3.0 * s.attn_fwd(seq) + lora)
+}
+
+/// Matmul FLOPs of one forward pass over `tokens` tokens in sequences of `seq` (evaluation),
+/// counted as [`train_flops`] counts the forward.
+pub fn forward_flops(config: &ModelConfig, tokens: usize, seq: usize) -> f64 {
+    let s = Shape::of(config);
+    tokens as f64 * (s.block_fwd() + s.head_fwd() + s.attn_fwd(seq))
+}
+
+/// How [`estimate_memory`] estimates.
+pub const MEMORY_FORMULA: &str = "f32 bytes: 4·parameters (weights) + 16·trainable (LoRA factors or trained weights, their gradients, AdamW's two moments) + 4·batch·seq·(layers·(6·hidden + 4·intermediate + q + 2·kv + 2·heads·seq) + 2·vocab) (activations kept for backward: norm inputs, projections, MLP intermediates, attention scores and probabilities, logits and their gradient). An estimate: the allocator's pages and temporaries come on top (measure with `tunelab bench`).";
+
+/// Estimated peak device memory (bytes) of training `config` with `trainable` of its
+/// `parameters` (plus LoRA factors, if `lora`) at `batch × seq` ([`MEMORY_FORMULA`]).
+pub fn estimate_memory(
+    config: &ModelConfig,
+    parameters: u64,
+    trainable: u64,
+    lora: bool,
+    batch: usize,
+    seq: usize,
+) -> u64 {
+    let s = Shape::of(config);
+    let (q, kv) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+    let per_layer = 6 * s.d + 4 * s.ff + q + 2 * kv + 2 * s.heads * seq;
+    let activations = 4 * (batch * seq * (s.layers * per_layer + 2 * s.vocab)) as u64;
+    let weights = 4 * parameters + if lora { 4 * trainable } else { 0 };
+    weights + 12 * trainable + activations
+}
+
+/// The sizes FLOPs and memory are counted from.
+struct Shape {
+    d: usize,
+    layers: usize,
+    heads: usize,
+    head_dim: usize,
+    kv_heads: usize,
+    ff: usize,
+    vocab: usize,
+    /// (in, out) of the block linears of one layer.
+    block: Vec<(usize, usize)>,
+}
+
+fn mm(i: usize, o: usize) -> f64 {
+    2.0 * i as f64 * o as f64
+}
+
+impl Shape {
+    fn of(config: &ModelConfig) -> Self {
+        let (d, layers, heads, head_dim, kv_heads, ff, vocab) = match &config.arch {
+            Architecture::Llama(c) => (
+                c.hidden_size,
+                c.num_hidden_layers,
+                c.num_attention_heads,
+                c.head_dim,
+                c.num_key_value_heads,
+                c.intermediate_size,
+                c.vocab_size,
+            ),
+            Architecture::Gpt2(c) => (
+                c.n_embd,
+                c.n_layer,
+                c.n_head,
+                c.n_embd / c.n_head,
+                c.n_head,
+                c.n_inner,
+                c.vocab_size,
+            ),
+        };
+        let (q, kv) = (heads * head_dim, kv_heads * head_dim);
+        let block = match &config.arch {
+            Architecture::Llama(_) => {
+                vec![(d, q), (d, kv), (d, kv), (q, d), (d, ff), (d, ff), (ff, d)]
+            }
+            Architecture::Gpt2(_) => vec![(d, 3 * d), (d, d), (d, ff), (ff, d)],
+        };
+        Shape {
+            d,
+            layers,
+            heads,
+            head_dim,
+            kv_heads,
+            ff,
+            vocab,
+            block,
+        }
+    }
+
+    /// Per token, forward, all block linears.
+    fn block_fwd(&self) -> f64 {
+        self.block.iter().map(|&(i, o)| mm(i, o)).sum::<f64>() * self.layers as f64
+    }
+
+    fn head_fwd(&self) -> f64 {
+        mm(self.d, self.vocab)
+    }
+
+    /// Per token, forward: scores and their product with the values, full `seq × seq`.
+    fn attn_fwd(&self, seq: usize) -> f64 {
+        (2 * 2 * seq * self.head_dim * self.heads * self.layers) as f64
+    }
 }
 
 /// The allocator's (in use, reserved) bytes, after the device has finished its queued work.

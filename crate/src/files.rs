@@ -50,7 +50,8 @@ pub fn write_dir(dir: &std::path::Path, files: &[File]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
     for f in files {
         let path = dir.join(&f.name);
-        let tmp = dir.join(format!(".{}.tmp", f.name));
+        // Unique per process: processes sharing an output directory may write the same file.
+        let tmp = dir.join(format!(".{}.{}.tmp", f.name, std::process::id()));
         std::fs::write(&tmp, &f.bytes).map_err(|e| err(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
     }

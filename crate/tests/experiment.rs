@@ -281,3 +281,135 @@ fn bad_experiment_configs_are_named() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// Results without what depends on when and how fast things ran.
+fn comparable(r: &serde_json::Value) -> serde_json::Value {
+    let mut r = r.clone();
+    r.as_object_mut().unwrap().remove("timings");
+    for list in ["points", "runs"] {
+        for x in r[list].as_array_mut().unwrap() {
+            let x = x.as_object_mut().unwrap();
+            x.retain(|k, _| !k.ends_with("_seconds"));
+        }
+    }
+    r
+}
+
+fn tunelab_at(out: &Path, cfg: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "--device",
+        "cpu",
+        "experiment",
+        cfg,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    tunelab(&args)
+}
+
+#[test]
+fn runs_one_at_a_time_match_one_process_with_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("seed = 3", "seed = 3\nseeds = [3, 4]");
+    std::fs::write(&cfg, text).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+
+    // One process, every run.
+    let single = dir.path().join("single");
+    let (ok, stdout, stderr) = experiment(cfg_s, &single);
+    assert!(ok, "{stderr}");
+    let s = results(&single);
+    // 2 targets × 3 methods × 2 seeds.
+    assert_eq!(s["runs"].as_array().unwrap().len(), 12);
+    assert!(stdout.contains(" ± "), "{stdout}");
+    assert!(
+        stdout.contains("Findings that hold in every seed"),
+        "{stdout}"
+    );
+    for f in s["findings"].as_array().unwrap() {
+        assert_eq!(f["per_seed"].as_array().unwrap().len(), 2, "{f}");
+    }
+    assert!(single.join("runs/math/lora-r2/seed-4/run.json").exists());
+    // Seeds give different runs from the same data.
+    let loss = |seed: u64| {
+        s["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["method"] == "full" && x["target"] == "text" && x["seed"] == seed)
+            .unwrap()["losses"]
+            .clone()
+    };
+    assert_ne!(loss(3), loss(4));
+
+    // The plan: stable ids and what each needs; it writes nothing.
+    let split = dir.path().join("split");
+    let (ok, stdout, stderr) = tunelab_at(&split, cfg_s, &["--plan", "--tflops", "0.01"]);
+    assert!(ok, "{stderr}");
+    assert!(!split.exists(), "--plan wrote into the output directory");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(plan["run_count"], 12);
+    assert!(plan["estimated_device_hours"].as_f64().unwrap() > 0.0);
+    let ids: Vec<String> = plan["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["memory_bytes"].as_u64().unwrap() > 0, "{r}");
+            assert!(r["train_flops"].as_f64().unwrap() > 0.0, "{r}");
+            r["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids[0], "text/full/seed-3");
+
+    // Two runs at once into the same directory (the base model is evaluated once, under a
+    // lock), then collect: the rest are named as missing.
+    let handles: Vec<_> = ids[..2]
+        .iter()
+        .map(|id| {
+            let (split, cfg, id) = (split.clone(), cfg_s.to_string(), id.clone());
+            std::thread::spawn(move || tunelab_at(&split, &cfg, &["--only", &id]))
+        })
+        .collect();
+    for h in handles {
+        let (ok, _, stderr) = h.join().unwrap();
+        assert!(ok, "{stderr}");
+    }
+    let (ok, stdout, stderr) =
+        tunelab(&["experiment", "--out", split.to_str().unwrap(), "--collect"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("10 of 12 runs are not finished") && stderr.contains(&ids[2]),
+        "{stderr}"
+    );
+    assert!(stdout.contains("Partial results"), "{stdout}");
+    let partial = results(&split);
+    assert_eq!(partial["missing"].as_array().unwrap().len(), 10);
+    assert_eq!(partial["runs"].as_array().unwrap().len(), 2);
+
+    // The rest one by one (a finished one again is reused), then everything matches.
+    for id in ids[1..].iter() {
+        let (ok, _, stderr) = tunelab_at(&split, cfg_s, &["--only", id]);
+        assert!(ok, "{id}: {stderr}");
+    }
+    let (ok, _, stderr) = tunelab(&["experiment", "--out", split.to_str().unwrap(), "--collect"]);
+    assert!(ok, "{stderr}");
+    let collected = results(&split);
+    assert!(collected.get("missing").is_none());
+    assert_eq!(comparable(&collected), comparable(&s));
+
+    // Unknown ids and a collect of nothing are named errors.
+    let (ok, _, stderr) = tunelab_at(&split, cfg_s, &["--only", "text/full/seed-9"]);
+    assert!(
+        !ok && stderr.contains("no run `text/full/seed-9`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("text/full/seed-3"), "{stderr}");
+    let empty = dir.path().join("empty");
+    let (ok, _, stderr) = tunelab(&["experiment", "--out", empty.to_str().unwrap(), "--collect"]);
+    assert!(!ok && stderr.contains("holds no experiment"), "{stderr}");
+}

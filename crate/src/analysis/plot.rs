@@ -230,6 +230,8 @@ pub struct Series {
     pub line: bool,
     /// Text drawn beside each point (empty: none).
     pub point_labels: Vec<String>,
+    /// Error bars (± x, ± y) per point, e.g. standard errors over seeds (empty: none).
+    pub errors: Vec<(f64, f64)>,
 }
 
 impl Series {
@@ -240,6 +242,7 @@ impl Series {
             points,
             line: true,
             point_labels: Vec::new(),
+            errors: Vec::new(),
         }
     }
 }
@@ -260,9 +263,17 @@ fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
 /// Draw `chart` on `area`.
 pub fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -> Result<()> {
     area.fill(&WHITE).map_err(plot_err)?;
-    let pts = || chart.series.iter().flat_map(|s| s.points.iter());
-    let xr = padded_range(pts().map(|p| p.0));
-    let yr = padded_range(pts().map(|p| p.1));
+    // Extents include the error bars.
+    let ends = || {
+        chart.series.iter().flat_map(|s| {
+            s.points.iter().enumerate().flat_map(move |(i, &(x, y))| {
+                let (ex, ey) = s.errors.get(i).copied().unwrap_or_default();
+                [(x - ex, y - ey), (x + ex, y + ey)]
+            })
+        })
+    };
+    let xr = padded_range(ends().map(|p| p.0));
+    let yr = padded_range(ends().map(|p| p.1));
     let mut c = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 20))
         .margin(14)
@@ -281,6 +292,17 @@ pub fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Cha
         if s.line {
             c.draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
                 .map_err(plot_err)?;
+        }
+        for (&(x, y), &(ex, ey)) in s.points.iter().zip(&s.errors) {
+            for bar in [[(x - ex, y), (x + ex, y)], [(x, y - ey), (x, y + ey)]] {
+                if bar[0] != bar[1] && bar.iter().all(|p| p.0.is_finite() && p.1.is_finite()) {
+                    c.draw_series(std::iter::once(PathElement::new(
+                        bar,
+                        color.stroke_width(1),
+                    )))
+                    .map_err(plot_err)?;
+                }
+            }
         }
         c.draw_series(s.points.iter().map(|&p| marker(p)))
             .map_err(plot_err)?

@@ -16,10 +16,19 @@ pub const DEFAULT_TOML: &str = include_str!("../../../experiments/default.toml")
 pub struct ExperimentConfig {
     #[serde(default = "default_name")]
     pub name: String,
-    /// Model directory or Hugging Face base URL.
+    /// Model directory, `.gguf` file, URL or Hub id.
     pub base_model: String,
+    /// Local models tried in order when `base_model` is a local path that does not exist (e.g.
+    /// the real model when installed, else the bundled one); the one used is recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_model_fallbacks: Vec<String>,
+    /// Seed of the generated data and, without `seeds`, of every run.
     #[serde(default)]
     pub seed: u64,
+    /// Train every method on every target once per seed (data stay those of `seed`): the report
+    /// shows mean ± standard error and which findings hold in every seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Peak learning rate of full fine-tuning.
@@ -40,8 +49,84 @@ pub struct ExperimentConfig {
     #[serde(default = "default_true")]
     pub spectrum: bool,
     pub targets: Vec<Target>,
+    #[serde(default)]
     pub methods: Vec<MethodSpec>,
+    /// Method grids (method × ranks × module sets × learning rates), expanded into `methods`
+    /// when the config is read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grids: Vec<Grid>,
     pub forgetting: Forgetting,
+}
+
+/// Many methods at once: every combination of `ranks` (LoRA), `modules` (LoRA target presets
+/// or module names) and `lrs`, named `<method>[-r<rank>][-<modules>]-lr<lr>`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// `full` or `lora`.
+    pub method: MethodKind,
+    #[serde(default)]
+    pub ranks: Vec<usize>,
+    /// Each entry is one module set (`attention`, `mlp`, `all`, or names joined by `+`).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Default: the method's default learning rate only.
+    #[serde(default)]
+    pub lrs: Vec<f64>,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+impl Grid {
+    /// The methods of the grid, in a stable order (rank, modules, lr).
+    fn expand(&self) -> Vec<MethodSpec> {
+        let lora = self.method == MethodKind::Lora;
+        let ranks = if lora { self.ranks.clone() } else { vec![0] };
+        let modules: Vec<Option<&String>> = if lora && !self.modules.is_empty() {
+            self.modules.iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let lrs: Vec<Option<f64>> = if self.lrs.is_empty() {
+            vec![None]
+        } else {
+            self.lrs.iter().copied().map(Some).collect()
+        };
+        let mut out = Vec::new();
+        for &rank in &ranks {
+            for m in &modules {
+                for &lr in &lrs {
+                    let mut name = self.method.to_string();
+                    if lora {
+                        name.push_str(&format!("-r{rank}"));
+                    }
+                    if let Some(m) = m {
+                        name.push_str(&format!("-{m}"));
+                    }
+                    if let Some(lr) = lr {
+                        name.push_str(&format!("-lr{lr:e}"));
+                    }
+                    out.push(MethodSpec {
+                        name,
+                        method: self.method,
+                        rank,
+                        alpha: None,
+                        targets: m.map_or_else(default_targets, |m| {
+                            m.split('+').map(str::to_string).collect()
+                        }),
+                        dropout: self.dropout,
+                        lr,
+                        weight_decay: self.weight_decay,
+                        attention_dropout: 0.0,
+                        residual_dropout: 0.0,
+                    });
+                }
+            }
+        }
+        out
+    }
 }
 
 /// A target domain: training data, the held-out learning metric and the budgets.
@@ -209,7 +294,16 @@ fn default_targets() -> Vec<String> {
 impl ExperimentConfig {
     /// Parse TOML (`file` names the source in errors) and check it.
     pub fn parse(text: &str, file: &str) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::Input(format!("{file}: {e}")))?;
+        let mut cfg: Self =
+            toml::from_str(text).map_err(|e| Error::Input(format!("{file}: {e}")))?;
+        for g in std::mem::take(&mut cfg.grids) {
+            if g.method == MethodKind::Lora && g.ranks.is_empty() {
+                return Err(Error::Input(format!(
+                    "{file}: grids: a lora grid needs ranks"
+                )));
+            }
+            cfg.methods.extend(g.expand());
+        }
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -225,6 +319,12 @@ impl ExperimentConfig {
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
+        }
+        let mut seeds = self.seeds.clone();
+        seeds.sort_unstable();
+        seeds.dedup();
+        if seeds.len() != self.seeds.len() {
+            return bad("seeds must not repeat".into());
         }
         if !(0.0..1.0).contains(&self.warmup) {
             return bad(format!(
@@ -285,6 +385,15 @@ impl ExperimentConfig {
             );
         }
         Ok(())
+    }
+
+    /// The training seeds: `seeds`, or `seed` alone.
+    pub fn run_seeds(&self) -> Vec<u64> {
+        if self.seeds.is_empty() {
+            vec![self.seed]
+        } else {
+            self.seeds.clone()
+        }
     }
 
     /// The learning rate of `m`.

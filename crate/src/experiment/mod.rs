@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod evaluate;
+pub mod plan;
 pub mod report;
 pub mod results;
 #[cfg(feature = "native")]

@@ -47,9 +47,147 @@ fn forgetting_measures(r: &Results) -> Vec<(&'static str, bool)> {
     out
 }
 
-/// Check the paper's qualitative findings (../PAPER.md, 1–4) on this run's numbers; findings
-/// about forgetting are checked on every forgetting measure present.
+/// The seeds of the finished runs, in the config's order.
+pub fn seeds(r: &Results) -> Vec<u64> {
+    r.config
+        .run_seeds()
+        .into_iter()
+        .filter(|s| r.runs.iter().any(|x| x.seed == *s))
+        .collect()
+}
+
+/// Mean and standard error of the mean (0 for one value); NaN values are left out.
+pub fn mean_se(values: &[f64]) -> (f64, f64) {
+    let v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    let n = v.len() as f64;
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
+/// The runs and points of one seed.
+fn only_seed(r: &Results, seed: u64) -> Results {
+    Results {
+        points: r
+            .points
+            .iter()
+            .filter(|p| p.seed == seed)
+            .cloned()
+            .collect(),
+        runs: r.runs.iter().filter(|x| x.seed == seed).cloned().collect(),
+        ..r.clone()
+    }
+}
+
+/// `r` with every (target, method, budget) point and every (target, method) run averaged over
+/// the seeds that have it (losses step by step, the spectrum summary's numbers).
+pub fn mean_over_seeds(r: &Results) -> Results {
+    let mut points: Vec<Point> = Vec::new();
+    for p in &r.points {
+        if points
+            .iter()
+            .any(|q| q.target == p.target && q.method == p.method && q.budget == p.budget)
+        {
+            continue;
+        }
+        let same: Vec<&Point> = r
+            .points
+            .iter()
+            .filter(|q| q.target == p.target && q.method == p.method && q.budget == p.budget)
+            .collect();
+        let mean =
+            |f: &dyn Fn(&Point) -> f64| mean_se(&same.iter().map(|q| f(q)).collect::<Vec<_>>()).0;
+        let mut m = p.clone();
+        m.learning = mean(&|q| q.learning);
+        m.forgetting = mean(&|q| q.forgetting);
+        m.train_loss = p
+            .train_loss
+            .map(|_| mean(&|q| q.train_loss.unwrap_or(f64::NAN)));
+        for (k, v) in m.metrics.iter_mut() {
+            *v = mean(&|q| q.metrics.get(k).copied().unwrap_or(f64::NAN));
+        }
+        points.push(m);
+    }
+    let mut runs: Vec<RunRecord> = Vec::new();
+    for x in &r.runs {
+        if runs
+            .iter()
+            .any(|y| y.target == x.target && y.method == x.method)
+        {
+            continue;
+        }
+        let same: Vec<&RunRecord> = r
+            .runs
+            .iter()
+            .filter(|y| y.target == x.target && y.method == x.method)
+            .collect();
+        let mut m = x.clone();
+        // Runs of one method have the same schedule, so their logged steps line up.
+        m.losses = x
+            .losses
+            .iter()
+            .enumerate()
+            .map(|(i, &(step, _))| {
+                let v: Vec<f64> = same
+                    .iter()
+                    .filter_map(|y| y.losses.get(i).filter(|l| l.0 == step).map(|l| l.1))
+                    .collect();
+                (step, mean_se(&v).0)
+            })
+            .collect();
+        if let Some(serde_json::Value::Object(obj)) = &mut m.spectrum {
+            for (k, v) in obj.iter_mut() {
+                if v.is_number() {
+                    let vals: Vec<f64> = same
+                        .iter()
+                        .filter_map(|y| y.spectrum.as_ref()?.get(k)?.as_f64())
+                        .collect();
+                    *v = serde_json::json!(mean_se(&vals).0);
+                }
+            }
+        }
+        runs.push(m);
+    }
+    Results {
+        points,
+        runs,
+        ..r.clone()
+    }
+}
+
+/// Check the paper's qualitative findings (../PAPER.md, 1–4) on the numbers; findings about
+/// forgetting are checked on every forgetting measure present. With several seeds: on the
+/// means over seeds, and on each seed's runs alone (`per_seed`).
 pub fn findings(r: &Results) -> Vec<Finding> {
+    let seeds = seeds(r);
+    if seeds.len() < 2 {
+        return findings_of(r);
+    }
+    let mut out = findings_of(&mean_over_seeds(r));
+    let each: Vec<Vec<Finding>> = seeds
+        .iter()
+        .map(|&s| findings_of(&only_seed(r, s)))
+        .collect();
+    for f in &mut out {
+        f.per_seed = each
+            .iter()
+            .map(|fs| {
+                fs.iter()
+                    .find(|g| g.target == f.target && g.claim == f.claim)
+                    .and_then(|g| g.reproduced)
+            })
+            .collect();
+    }
+    out
+}
+
+fn findings_of(r: &Results) -> Vec<Finding> {
     let mut out = Vec::new();
     let measures = forgetting_measures(r);
     let better = |a: f64, b: f64, higher: bool| if higher { a > b } else { a < b };
@@ -70,6 +208,7 @@ pub fn findings(r: &Results) -> Vec<Finding> {
             claim,
             reproduced,
             evidence,
+            per_seed: Vec::new(),
         };
         let (Some(f), false) = (full, loras.is_empty()) else {
             out.push(finding(
@@ -176,7 +315,7 @@ pub fn csv(r: &Results) -> String {
     keys.sort();
     keys.dedup();
     let mut s = String::from(
-        "target,method,budget,budget_unit,step,tokens_seen,learning,forgetting,train_loss",
+        "target,method,seed,budget,budget_unit,step,tokens_seen,learning,forgetting,train_loss",
     );
     for k in &keys {
         s.push(',');
@@ -187,7 +326,7 @@ pub fn csv(r: &Results) -> String {
         let (lkey, _) = r.learning_key(&t.name);
         let get = |k: &str| r.base.get(k).map_or(String::new(), |v| v.to_string());
         s.push_str(&format!(
-            "{},base,0,{},0,0,{},{},",
+            "{},base,,0,{},0,0,{},{},",
             t.name,
             t.budget_unit.as_str(),
             get(&lkey),
@@ -201,9 +340,10 @@ pub fn csv(r: &Results) -> String {
     }
     for p in &r.points {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             p.target,
             p.method,
+            p.seed,
             p.budget,
             p.budget_unit.as_str(),
             p.step,
@@ -221,12 +361,40 @@ pub fn csv(r: &Results) -> String {
     s
 }
 
-/// `report.md`: per-target tables, findings, timings, plots.
+/// `report.md`: per-target tables, findings, timings, plots. With several seeds the tables show
+/// mean ± standard error over seeds and the findings say in how many seeds each holds.
 pub fn markdown(r: &Results) -> String {
+    let seeds = seeds(r);
+    let multi = seeds.len() > 1;
+    let mean = mean_over_seeds(r);
     let mut s = format!(
-        "# tunelab experiment `{}`\n\nBase model `{}`, device {}, seed {}. Forgetting score = mean `acc_norm` (length-normalised log-likelihood accuracy, lm-evaluation-harness) over the forgetting evals in the HellaSwag / ARC / WinoGrande layouts built from held-out source text; source perplexity on held-out source text.\n\n",
-        r.config.name, r.config.base_model, r.device, r.config.seed
+        "# tunelab experiment `{}`\n\nBase model `{}`, device {}, {}. Forgetting score = mean `acc_norm` (length-normalised log-likelihood accuracy, lm-evaluation-harness) over the forgetting evals in the HellaSwag / ARC / WinoGrande layouts built from held-out source text; source perplexity on held-out source text.\n\n",
+        r.config.name,
+        r.config.base_model,
+        r.device,
+        if multi {
+            format!(
+                "{} seeds ({}; data from seed {}): values are mean ± standard error over seeds",
+                seeds.len(),
+                seeds
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                r.config.seed
+            )
+        } else {
+            format!("seed {}", seeds.first().copied().unwrap_or(r.config.seed))
+        }
     );
+    if !r.missing.is_empty() {
+        let total = r.missing.len() + r.runs.len();
+        s.push_str(&format!(
+            "**Partial results: {} of {total} runs are not finished** ({}); collect again when they are.\n\n",
+            r.missing.len(),
+            r.missing.join(", ")
+        ));
+    }
     for t in &r.config.targets {
         let (lkey, l_higher) = r.learning_key(&t.name);
         s.push_str(&format!(
@@ -251,17 +419,33 @@ pub fn markdown(r: &Results) -> String {
             b(FORGETTING_SCORE),
             b(SOURCE_PERPLEXITY)
         ));
-        for p in r.points.iter().filter(|p| p.target == t.name) {
-            let run = run(r, &t.name, &p.method);
-            let m = |k: &str| p.metrics.get(k).map_or("-".into(), |v| fmt(*v));
+        for p in mean.points.iter().filter(|p| p.target == t.name) {
+            let run = run(&mean, &t.name, &p.method);
+            // The value over seeds: mean ± standard error when there are several.
+            let cell = |f: &dyn Fn(&Point) -> Option<f64>| -> String {
+                let v: Vec<f64> = r
+                    .points
+                    .iter()
+                    .filter(|q| {
+                        q.target == p.target && q.method == p.method && q.budget == p.budget
+                    })
+                    .filter_map(f)
+                    .collect();
+                match (v.len(), mean_se(&v)) {
+                    (0, _) => "-".into(),
+                    (1, (m, _)) => fmt(m),
+                    (_, (m, se)) => format!("{} ± {}", fmt(m), fmt(se)),
+                }
+            };
+            let m = |k: &'static str| cell(&move |q: &Point| q.metrics.get(k).copied());
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 p.method,
                 p.budget,
-                fmt(p.learning),
+                cell(&|q| Some(q.learning)),
                 m(FORGETTING_SCORE),
                 m(SOURCE_PERPLEXITY),
-                p.train_loss.map_or("-".into(), fmt),
+                cell(&|q| q.train_loss),
                 run.map_or("-".into(), |x| x.trainable_parameters.to_string()),
                 run.map_or("-".into(), |x| format!("{:.0e}", x.lr)),
             ));
@@ -271,22 +455,76 @@ pub fn markdown(r: &Results) -> String {
             t.name
         ));
     }
-    s.push_str("## The paper's findings on this run\n\n| target | finding | reproduced | evidence |\n|---|---|---|---|\n");
+    s.push_str("## The paper's findings on this run\n\n");
+    if multi {
+        s.push_str("Checked on the means over seeds (reproduced) and on each seed's runs alone (seeds: in how many it holds).\n\n| target | finding | reproduced | seeds | evidence |\n|---|---|---|---|---|\n");
+    } else {
+        s.push_str("| target | finding | reproduced | evidence |\n|---|---|---|---|\n");
+    }
+    let word = |v: Option<bool>| match v {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "not checked",
+    };
     for f in &r.findings {
+        let seeds_cell = if multi {
+            let held = f.per_seed.iter().filter(|v| **v == Some(true)).count();
+            let all = if held == f.per_seed.len() {
+                " (all)"
+            } else {
+                ""
+            };
+            format!(" {held}/{}{all} |", f.per_seed.len())
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} |{seeds_cell} {} |\n",
             f.target,
             f.claim,
-            match f.reproduced {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "not checked",
-            },
+            word(f.reproduced),
             f.evidence
+        ));
+    }
+    if multi {
+        // "code: 1, 4, 4b; math: 4": the findings that hold in every seed, by target.
+        let mut all: Vec<String> = Vec::new();
+        for t in &r.config.targets {
+            let ids: Vec<&str> = r
+                .findings
+                .iter()
+                .filter(|f| f.target == t.name && !f.per_seed.is_empty())
+                .filter(|f| f.per_seed.iter().all(|v| *v == Some(true)))
+                .map(|f| {
+                    f.claim
+                        .split(' ')
+                        .next()
+                        .unwrap_or("")
+                        .trim_end_matches('.')
+                })
+                .collect();
+            if !ids.is_empty() {
+                all.push(format!("{}: {}", t.name, ids.join(", ")));
+            }
+        }
+        s.push_str(&format!(
+            "\nFindings that hold in every seed: {}.\n",
+            if all.is_empty() {
+                "none".to_string()
+            } else {
+                all.join("; ")
+            }
         ));
     }
     s.push_str("\nFinding 5 (diversity of sampled generations) is not checked by this experiment; `tunelab eval --task humaneval` reports it.\n\n");
     let tm = &r.timings;
+    if tm.collected {
+        s.push_str(&format!(
+            "## Time\n\nCollected from runs done separately; device time: base evaluation {:.1} s, training {:.1} s, evaluation {:.1} s, spectra {:.1} s, total {:.1} s (wall time depends on how many ran at once).\n",
+            tm.base_eval, tm.train, tm.eval, tm.spectrum, tm.total
+        ));
+        return s;
+    }
     s.push_str(&format!(
         "## Time\n\nsetup (load model, generate + tokenize data; no pretraining) {:.1} s, base evaluation {:.1} s, training {:.1} s, evaluation {:.1} s, spectra {:.1} s, total {:.1} s{}.\n",
         tm.setup,
@@ -318,22 +556,35 @@ fn axis(key: &str) -> (fn(f64) -> f64, String) {
 pub fn plots(r: &Results) -> Result<Vec<File>> {
     let mut files = Vec::new();
     let (fkey, f_higher) = r.forgetting_key();
+    // One curve per method: means over seeds, with standard-error bars when there are several.
+    let mean = mean_over_seeds(r);
     for t in &r.config.targets {
         let (lkey, l_higher) = r.learning_key(&t.name);
-        let methods: Vec<&str> = r
+        let methods: Vec<&str> = mean
             .runs
             .iter()
             .filter(|x| x.target == t.name)
             .map(|x| x.method.as_str())
             .collect();
-        let pts = |m: &str| -> Vec<&Point> {
-            let mut v: Vec<&Point> = r
+        let budgets = |m: &str| -> Vec<f64> {
+            let mut v: Vec<f64> = mean
                 .points
                 .iter()
                 .filter(|p| p.target == t.name && p.method == m)
+                .map(|p| p.budget)
                 .collect();
-            v.sort_by(|a, b| a.budget.total_cmp(&b.budget));
+            v.sort_by(f64::total_cmp);
             v
+        };
+        // (mean, standard error) over seeds of `f` at one budget, in the plotted space.
+        let stat = |m: &str, budget: f64, f: &dyn Fn(&Point) -> f64| -> (f64, f64) {
+            let v: Vec<f64> = r
+                .points
+                .iter()
+                .filter(|p| p.target == t.name && p.method == m && p.budget == budget)
+                .map(f)
+                .collect();
+            mean_se(&v)
         };
         let (lx, lname) = axis(&lkey);
         let (fx, fname) = axis(fkey);
@@ -346,18 +597,24 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
                 points: vec![(l, f)],
                 line: false,
                 point_labels: vec![],
+                errors: vec![],
             });
         }
         for m in &methods {
-            let p = pts(m);
+            let bs = budgets(m);
+            let (mut points, mut errors) = (vec![], vec![]);
+            for &b in &bs {
+                let (x, ex) = stat(m, b, &|p| lx(p.learning));
+                let (y, ey) = stat(m, b, &|p| fx(p.forgetting));
+                points.push((x, y));
+                errors.push((ex, ey));
+            }
             scatter.push(Series {
                 label: m.to_string(),
-                points: p
-                    .iter()
-                    .map(|p| (lx(p.learning), fx(p.forgetting)))
-                    .collect(),
+                points,
                 line: true,
-                point_labels: p.iter().map(|p| format!("  {}", p.budget)).collect(),
+                point_labels: bs.iter().map(|b| format!("  {b}")).collect(),
+                errors,
             });
         }
         let unit = t.budget_unit.as_str();
@@ -395,10 +652,14 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
             let series = methods
                 .iter()
                 .map(|m| {
-                    let p = pts(m);
-                    let mut points: Vec<(f64, f64)> = base.map(|b| (0.0, b)).into_iter().collect();
-                    points.extend(p.iter().map(|p| (p.budget, tx(get(p)))));
-                    Series::line(*m, points)
+                    let mut s = Series::line(*m, base.map(|b| (0.0, b)).into_iter().collect());
+                    s.errors = s.points.iter().map(|_| (0.0, 0.0)).collect();
+                    for b in budgets(m) {
+                        let (y, ey) = stat(m, b, &|p| tx(get(p)));
+                        s.points.push((b, y));
+                        s.errors.push((0.0, ey));
+                    }
+                    s
                 })
                 .collect();
             files.extend(chart_files(
@@ -411,7 +672,7 @@ pub fn plots(r: &Results) -> Result<Vec<File>> {
                 },
             )?);
         }
-        let series = r
+        let series = mean
             .runs
             .iter()
             .filter(|x| x.target == t.name)

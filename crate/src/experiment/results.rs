@@ -19,6 +19,9 @@ pub type Metrics = BTreeMap<String, f64>;
 pub struct Point {
     pub target: String,
     pub method: String,
+    /// The run's training seed.
+    #[serde(default)]
+    pub seed: u64,
     pub budget: f64,
     pub budget_unit: BudgetUnit,
     pub step: usize,
@@ -39,6 +42,12 @@ pub struct Point {
 pub struct RunRecord {
     pub target: String,
     pub method: String,
+    /// The run's training seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// The device it trained on.
+    #[serde(default)]
+    pub device: String,
     /// `full` or `lora`.
     pub kind: String,
     pub rank: Option<usize>,
@@ -68,6 +77,10 @@ pub struct Timings {
     pub total: f64,
     /// Runs restored from an earlier invocation (their times above are from when they ran).
     pub reused_runs: usize,
+    /// Collected from runs done by other processes (`--collect`): `total` is the device time
+    /// the phases took, not one invocation's wall time.
+    #[serde(default)]
+    pub collected: bool,
 }
 
 /// One of the paper's qualitative findings, checked on this run's numbers.
@@ -75,9 +88,13 @@ pub struct Timings {
 pub struct Finding {
     pub target: String,
     pub claim: String,
-    /// None when the run lacks what the check needs (e.g. no LoRA method).
+    /// None when the run lacks what the check needs (e.g. no LoRA method). With several seeds:
+    /// on the means over seeds.
     pub reproduced: Option<bool>,
     pub evidence: String,
+    /// With several seeds: the finding checked on each seed's runs alone, in `seeds` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_seed: Vec<Option<bool>>,
 }
 
 /// Everything `results.json` holds.
@@ -91,6 +108,9 @@ pub struct Results {
     pub runs: Vec<RunRecord>,
     pub timings: Timings,
     pub findings: Vec<Finding>,
+    /// Ids of planned runs without results (a partial `--collect`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 impl Results {

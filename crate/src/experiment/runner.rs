@@ -1,8 +1,14 @@
-//! Running an experiment: evaluate the base model once, train every method on every target,
-//! evaluate learning and forgetting at each budget, and keep everything in an output directory
-//! so an interrupted experiment resumes where it stopped (finished runs are read back, an
-//! unfinished one continues from its last budget's checkpoint).
+//! Running an experiment: evaluate the base model once, train every method on every target (per
+//! seed), evaluate learning and forgetting at each budget, and keep everything in an output
+//! directory so an interrupted experiment resumes where it stopped (finished runs are read back,
+//! an unfinished one continues from its last budget's checkpoint).
+//!
+//! Each run is a unit of work ([`super::plan`]): one process may do them all ([`run`]), or many
+//! processes on many machines each do one ([`Experiment::run_one`]) into a shared output
+//! directory, and [`collect`] builds the results from whatever is finished. Files shared between
+//! processes (the config, the base evaluation, a run's folder) are written under file locks.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -10,11 +16,13 @@ use web_time::Instant;
 
 use super::config::{BudgetUnit, ExperimentConfig, MethodSpec, Target};
 use super::evaluate::{self, ForgettingData, TargetEval, evaluate, target_eval};
+use super::plan::{self, Plan, PlannedRun, RunKey, Throughput};
 use super::results::{Metrics, Point, Results, RunRecord, Timings, forgetting_key};
 use crate::analysis::{plot, spectrum};
+use crate::bench::{self, BenchMethod};
 use crate::corpus::math;
 use crate::error::{Error, Result};
-use crate::eval::suite::Task;
+use crate::eval::suite::{Task, TaskData};
 use crate::event::Event;
 use crate::files::{File, write_dir};
 use crate::hf::Tokenizer;
@@ -75,11 +83,12 @@ fn forgetting_tasks(cfg: &ExperimentConfig, root: &Path) -> Result<Vec<Task>> {
     evaluate::forgetting_tasks(f, &d)
 }
 
+/// Target `t`'s data; generated `math` data is also written to `data_dir` (to inspect and reuse).
 fn prepare(
     t: &Target,
     cfg: &ExperimentConfig,
     root: &Path,
-    out: &Path,
+    data_dir: Option<&Path>,
     tok: &Tokenizer,
 ) -> Result<Prepared> {
     let opts = DataOptions {
@@ -93,9 +102,9 @@ fn prepare(
     // `math` data is generated from the seed and written out, so it can be inspected and reused.
     let math = (t.train == "math" || t.test == "math")
         .then(|| math::splits(t.math_train, t.math_test, cfg.seed));
-    if let Some((train, test)) = &math {
+    if let (Some((train, test)), Some(dir)) = (&math, data_dir) {
         write_dir(
-            &out.join("data").join(&t.name),
+            dir,
             &[
                 File::new("train.jsonl", math::jsonl(train)),
                 File::new("test.jsonl", math::jsonl(test)),
@@ -127,8 +136,14 @@ fn steps_for(t: &Target, budget: f64, examples: usize, batch: usize) -> usize {
     .max(1)
 }
 
-/// The run of method `m` for `total` steps, as the experiment sets every method up.
-fn run_spec(cfg: &ExperimentConfig, m: &MethodSpec, t: &Target, total: usize) -> RunSpec {
+/// The run `key` of method `m` for `total` steps, as the experiment sets every method up.
+fn run_spec(
+    cfg: &ExperimentConfig,
+    key: &RunKey,
+    m: &MethodSpec,
+    t: &Target,
+    total: usize,
+) -> RunSpec {
     RunSpec {
         method: m.method,
         rank: m.rank,
@@ -143,7 +158,7 @@ fn run_spec(cfg: &ExperimentConfig, m: &MethodSpec, t: &Target, total: usize) ->
         batch_size: cfg.batch_size,
         seq_len: t.seq_len,
         regime: Some(t.regime),
-        seed: cfg.seed,
+        seed: key.train_seed(cfg),
         attention_dropout: m.attention_dropout,
         residual_dropout: m.residual_dropout,
         log_every: 5,
@@ -151,34 +166,486 @@ fn run_spec(cfg: &ExperimentConfig, m: &MethodSpec, t: &Target, total: usize) ->
     }
 }
 
-/// Where a run keeps its state.
-fn run_dir(out: &Path, target: &str, method: &str) -> PathBuf {
-    out.join("runs").join(target).join(method)
+/// An exclusive lock on `path` (created if absent), held until dropped; waits for another
+/// process holding it, saying so.
+fn lock(path: &Path, what: &str, on_event: &mut dyn FnMut(&Event)) -> Result<std::fs::File> {
+    let err = |e: std::io::Error| Error::File {
+        path: path.display().to_string(),
+        message: format!("cannot lock: {e}"),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let file = std::fs::File::create(path).map_err(err)?;
+    if file.try_lock().is_err() {
+        notice(
+            on_event,
+            format!("waiting for another process working on {what}"),
+        );
+        file.lock().map_err(err)?;
+    }
+    Ok(file)
 }
 
-/// Shared state of one experiment invocation.
-struct Ctx<'a> {
-    cfg: &'a ExperimentConfig,
-    out: &'a Path,
+/// The config with paths resolved as the runs see them. `base_model`: a URL as is; a path that
+/// exists relative to `root` (local wins, as transformers); else a Hub id as is. With
+/// `base_model_fallbacks`: the first of `base_model` and the fallbacks that exists locally.
+fn resolve(cfg: &ExperimentConfig, root: &Path) -> Result<ExperimentConfig> {
+    let mut cfg = cfg.clone();
+    let local = |m: &str| Some(root.join(m)).filter(|p| !m.contains("://") && p.exists());
+    cfg.base_model = if cfg.base_model_fallbacks.is_empty() {
+        match local(&cfg.base_model) {
+            Some(p) => p.display().to_string(),
+            None if cfg.base_model.contains("://")
+                || crate::hf::hub::HubId::parse(&cfg.base_model).is_some() =>
+            {
+                cfg.base_model.clone()
+            }
+            // Loading names the missing path.
+            None => root.join(&cfg.base_model).display().to_string(),
+        }
+    } else {
+        std::iter::once(&cfg.base_model)
+            .chain(&cfg.base_model_fallbacks)
+            .find_map(|m| local(m))
+            .ok_or_else(|| {
+                input(format!(
+                    "base_model `{}` and base_model_fallbacks {:?}: none exists under {}",
+                    cfg.base_model,
+                    cfg.base_model_fallbacks,
+                    root.display()
+                ))
+            })?
+            .display()
+            .to_string()
+    };
+    Ok(cfg)
+}
+
+/// Refuse an output directory that holds another configuration's results.
+fn check_config(cfg: &ExperimentConfig, out: &Path) -> Result<()> {
+    match read_json::<ExperimentConfig>(&out.join("config.json")) {
+        Some(old) if old != *cfg => Err(input(format!(
+            "{} holds results of a different experiment configuration; use another `out` directory (or delete it)",
+            out.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// An experiment opened on its output directory: the base model loaded, the forgetting tasks
+/// read, targets prepared when a run needs them.
+pub struct Experiment {
+    cfg: ExperimentConfig,
+    root: PathBuf,
+    out: PathBuf,
+    device_label: String,
     /// The base model on the evaluation device.
     session: Session,
     forgetting: Vec<Task>,
+    prepared: HashMap<String, Prepared>,
+    /// Whether `config.json` is written (by [`Experiment::claim`]).
+    claimed: bool,
+    /// Seconds spent opening (loading the model, reading the evals).
+    pub setup_seconds: f64,
+}
+
+impl Experiment {
+    /// Open `cfg` (relative paths relative to `root`) on `out`, which must be new or hold this
+    /// same configuration. `device` is the (non-autodiff) device; training uses its autodiff
+    /// twin.
+    pub async fn open(
+        cfg: &ExperimentConfig,
+        root: &Path,
+        out: &Path,
+        device: Device,
+        device_label: &str,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Self> {
+        let start = Instant::now();
+        // Paths are resolved once, so results.json records where everything came from.
+        let cfg = resolve(cfg, root)?;
+        check_config(&cfg, out)?;
+        notice(on_event, format!("loading {}", cfg.base_model));
+        let session = Session::open(&cfg.base_model, device, on_event).await?;
+        for t in &cfg.targets {
+            if t.seq_len > session.config.max_positions() {
+                return Err(input(format!(
+                    "targets.{}.seq_len {} exceeds the model's context ({})",
+                    t.name,
+                    t.seq_len,
+                    session.config.max_positions()
+                )));
+            }
+        }
+        let forgetting = forgetting_tasks(&cfg, root)?;
+        Ok(Experiment {
+            cfg,
+            root: root.to_path_buf(),
+            out: out.to_path_buf(),
+            device_label: device_label.to_string(),
+            session,
+            forgetting,
+            prepared: HashMap::new(),
+            claimed: false,
+            setup_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Make the output directory this experiment's (write `config.json`) before writing
+    /// anything else there; `--plan` never does.
+    fn claim(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<()> {
+        if !self.claimed {
+            let _lock = lock(&self.out.join(".lock"), "the experiment's config", on_event)?;
+            check_config(&self.cfg, &self.out)?;
+            write_json(&self.out, "config.json", &self.cfg)?;
+            self.claimed = true;
+        }
+        Ok(())
+    }
+
+    /// The configuration with its paths resolved.
+    pub fn config(&self) -> &ExperimentConfig {
+        &self.cfg
+    }
+
+    /// The data of target `name`, prepared on first use.
+    fn prepared(&mut self, name: &str, on_event: &mut dyn FnMut(&Event)) -> Result<&Prepared> {
+        if !self.prepared.contains_key(name) {
+            let t = self.target(name)?;
+            notice(on_event, format!("preparing target `{name}`"));
+            let tok = self.session.tokenizer()?;
+            let data_dir = self.claimed.then(|| self.out.join("data").join(name));
+            let p = prepare(t, &self.cfg, &self.root, data_dir.as_deref(), tok)?;
+            self.prepared.insert(name.to_string(), p);
+        }
+        Ok(&self.prepared[name])
+    }
+
+    fn target(&self, name: &str) -> Result<&Target> {
+        self.cfg
+            .targets
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| input(format!("no target `{name}`")))
+    }
+
+    fn method(&self, name: &str) -> Result<&MethodSpec> {
+        self.cfg
+            .methods
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| input(format!("no method `{name}`")))
+    }
+
+    /// The base model's scores: read from `base.json`, or evaluated (forgetting evals and every
+    /// target's learning metric) and written there, by one process at a time.
+    pub async fn base(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<Metrics> {
+        self.claim(on_event)?;
+        let base_path = self.out.join("base.json");
+        if let Some(b) = read_json::<Metrics>(&base_path) {
+            return Ok(b);
+        }
+        let _lock = lock(
+            &self.out.join(".lock-base"),
+            "the base evaluation",
+            on_event,
+        )?;
+        // Another process may have finished it while this one waited.
+        if let Some(b) = read_json::<Metrics>(&base_path) {
+            return Ok(b);
+        }
+        notice(on_event, "evaluating the base model".into());
+        let t0 = Instant::now();
+        let names: Vec<String> = self.cfg.targets.iter().map(|t| t.name.clone()).collect();
+        for n in &names {
+            self.prepared(n, on_event)?;
+        }
+        let batch = self.cfg.batch_size;
+        let mut base = evaluate(
+            &self.session.view(),
+            &self.forgetting,
+            None,
+            batch,
+            on_event,
+        )
+        .await?;
+        for n in &names {
+            let p = &self.prepared[n];
+            let m = evaluate(&self.session.view(), &[], Some(&p.eval), batch, on_event).await?;
+            base.extend(m);
+        }
+        write_json(&self.out, "base_seconds.json", &t0.elapsed().as_secs_f64())?;
+        write_json(&self.out, "base.json", &base)?;
+        Ok(base)
+    }
+
+    /// Do the run `key` (after the base evaluation, if no process has done it yet): reused if
+    /// finished, resumed from its checkpoint if interrupted. Two processes given the same run
+    /// take turns: the second reuses what the first finished.
+    pub async fn run_one(&mut self, key: &RunKey, on_event: &mut dyn FnMut(&Event)) -> Result<()> {
+        self.base(on_event).await?;
+        let dir = key.dir(&self.out);
+        let _lock = lock(&dir.join(".lock"), &format!("run {}", key.id()), on_event)?;
+        self.prepared(&key.target, on_event)?;
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            out: &self.out,
+            session: &self.session,
+            forgetting: &self.forgetting,
+            device_label: &self.device_label,
+        };
+        let t = self.target(&key.target)?;
+        let m = self.method(&key.method)?;
+        ctx.run_method(key, t, &self.prepared[&key.target], m, on_event)
+            .await
+            .map(|_| ())
+    }
+
+    /// The runs, what each needs and how long they should take: FLOPs counted from the shape
+    /// (as `tunelab bench`), at `tflops` if given, else at the rate the finished runs in the
+    /// output directory achieved, else at the rate of a short training calibration on this
+    /// device.
+    pub async fn plan(
+        &mut self,
+        tflops: Option<f64>,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Plan> {
+        let config = self.session.config.clone();
+        let mut parameters = 0u64;
+        self.session.model.for_each_param(&mut |_, p| {
+            parameters += p.hf_shape().iter().product::<usize>() as u64
+        });
+        let eval_tokens = self.forgetting_tokens()?;
+        let mut runs = Vec::new();
+        // Trainable parameters per method (the same on every target): from the trainer itself.
+        let mut trainable: HashMap<String, u64> = HashMap::new();
+        for key in plan::run_keys(&self.cfg) {
+            let t = self.target(&key.target)?.clone();
+            let m = self.method(&key.method)?.clone();
+            self.prepared(&t.name, on_event)?;
+            let p = &self.prepared[&t.name];
+            let examples = p.train.examples.len();
+            let target_tokens = eval_task_tokens(&p.eval, self.session.tokenizer()?)?;
+            let budget_steps: Vec<usize> = t
+                .budgets
+                .iter()
+                .map(|&b| steps_for(&t, b, examples, self.cfg.batch_size))
+                .collect();
+            let steps = *budget_steps.last().expect("validated: budgets non-empty");
+            let count = match trainable.get(&m.name) {
+                Some(&c) => c,
+                None => {
+                    let spec = run_spec(&self.cfg, &key, &m, &t, steps);
+                    let c = Run::new(&self.session, &spec, p.train.clone(), None, None)?
+                        .trainable_parameters();
+                    trainable.insert(m.name.clone(), c);
+                    c
+                }
+            };
+            let method = match m.method {
+                MethodKind::Full => BenchMethod::Full,
+                MethodKind::Lora => BenchMethod::Lora(m.rank),
+            };
+            let batch = self.cfg.batch_size;
+            let evals = budget_steps.len();
+            let eval_seq = t.seq_len;
+            runs.push(PlannedRun {
+                id: key.id(),
+                target: t.name.clone(),
+                method: m.name.clone(),
+                kind: m.method.to_string(),
+                rank: (m.method == MethodKind::Lora).then_some(m.rank),
+                modules: if m.method == MethodKind::Lora {
+                    m.targets.clone()
+                } else {
+                    Vec::new()
+                },
+                lr: self.cfg.lr(&m),
+                seed: key.train_seed(&self.cfg),
+                steps,
+                budget_steps,
+                tokens: (steps * batch * t.seq_len) as u64,
+                trainable_parameters: count,
+                memory_bytes: bench::estimate_memory(
+                    &config,
+                    parameters,
+                    count,
+                    m.method == MethodKind::Lora,
+                    batch,
+                    t.seq_len,
+                ),
+                train_flops: steps as f64 * bench::train_flops(&config, method, batch, t.seq_len),
+                eval_flops: evals as f64
+                    * bench::forward_flops(&config, eval_tokens + target_tokens, eval_seq),
+                estimated_seconds: None,
+                done: key.dir(&self.out).join("run.json").exists(),
+            });
+        }
+        let throughput = match tflops {
+            Some(t) if t > 0.0 => Some(Throughput {
+                tflops: t,
+                source: "given".into(),
+            }),
+            Some(t) => return Err(input(format!("--tflops must be positive, got {t}"))),
+            None => match self.measured_rate(&runs) {
+                Some(t) => Some(t),
+                None => Some(self.calibrate(on_event).await?),
+            },
+        };
+        let rate = throughput.as_ref().map(|t| t.tflops * 1e12);
+        for r in &mut runs {
+            r.estimated_seconds = rate.map(|rate| (r.train_flops + r.eval_flops) / rate);
+        }
+        let left: f64 = runs
+            .iter()
+            .filter(|r| !r.done)
+            .filter_map(|r| r.estimated_seconds)
+            .sum();
+        Ok(Plan {
+            experiment: self.cfg.name.clone(),
+            base_model: self.cfg.base_model.clone(),
+            parameters,
+            device: self.device_label.clone(),
+            run_count: runs.len(),
+            done_count: runs.iter().filter(|r| r.done).count(),
+            seeds: self.cfg.run_seeds(),
+            base_evaluated: self.out.join("base.json").exists(),
+            total_flops: runs.iter().map(|r| r.train_flops + r.eval_flops).sum(),
+            runs,
+            estimated_device_hours: rate.map(|_| left / 3600.0),
+            throughput,
+            memory_formula: bench::MEMORY_FORMULA.into(),
+            flops_formula: "training: `tunelab bench`'s count per step (matmuls of forward, input gradients, weight gradients of what trains, LoRA's factors on every linear) × steps; evaluation: forward matmuls over the tokens the forgetting evals and the target's learning metric score (generated tokens counted at max_gen_toks) × budgets".into(),
+        })
+    }
+
+    /// Tokens the forgetting evals score in one evaluation.
+    fn forgetting_tokens(&self) -> Result<usize> {
+        let tok = self.session.tokenizer()?;
+        self.forgetting.iter().map(|t| task_tokens(t, tok, 0)).sum()
+    }
+
+    /// The rate the finished runs achieved: their device seconds (training, evaluation,
+    /// spectrum) over their counted FLOPs.
+    fn measured_rate(&self, runs: &[PlannedRun]) -> Option<Throughput> {
+        let (mut flops, mut secs, mut n) = (0.0, 0.0, 0);
+        for r in runs.iter().filter(|r| r.done) {
+            let path = self.out.join("runs").join(&r.id).join("run.json");
+            let (rec, _) = read_json::<(RunRecord, Vec<Point>)>(&path)?;
+            flops += r.train_flops + r.eval_flops;
+            secs += rec.train_seconds + rec.eval_seconds + rec.spectrum_seconds;
+            n += 1;
+        }
+        (secs > 0.0).then(|| Throughput {
+            tflops: flops / secs / 1e12,
+            source: format!("{n} finished runs"),
+        })
+    }
+
+    /// A few full fine-tuning steps of the model's shape (random weights) at the first target's
+    /// sequence length on this device.
+    async fn calibrate(&self, on_event: &mut dyn FnMut(&Event)) -> Result<Throughput> {
+        notice(
+            on_event,
+            "calibrating: a few training steps on this device".into(),
+        );
+        let device = crate::train::training_device(&self.session.device, false);
+        let model = crate::model::init_random(&self.session.config, &device, 0.02, 0)?;
+        let opts = bench::BenchOptions {
+            batch: self.cfg.batch_size,
+            seq: self.cfg.targets[0].seq_len,
+            steps: 2,
+            warmup: 1,
+            window: 1,
+            checkpoint_activations: false,
+        };
+        let r = bench::run(
+            model,
+            &self.session.config,
+            &self.cfg.base_model,
+            &device,
+            &self.device_label,
+            BenchMethod::Full,
+            &opts,
+            on_event,
+        )
+        .await?;
+        Ok(Throughput {
+            tflops: r.tflops,
+            source: "calibration".into(),
+        })
+    }
+}
+
+/// Tokens a task scores (a generation task: its prompts plus `max_gen` tokens per item).
+fn task_tokens(task: &Task, tok: &Tokenizer, max_gen: usize) -> Result<usize> {
+    let n = |s: &str| -> Result<usize> { Ok(tok.encode_plain(s)?.len()) };
+    Ok(match &task.data {
+        TaskData::MultipleChoice(items) => {
+            let mut sum = 0;
+            for it in items {
+                for (ctx, cont) in &it.requests {
+                    sum += n(ctx)? + n(cont)?;
+                }
+            }
+            sum
+        }
+        TaskData::Gsm8k { test, .. } => {
+            let mut sum = 0;
+            for it in test {
+                sum += n(&it.question)? + max_gen;
+            }
+            sum
+        }
+        TaskData::Code(problems) => {
+            let mut sum = 0;
+            for p in problems {
+                sum += n(&p.prompt)? + max_gen;
+            }
+            sum
+        }
+        TaskData::Text(texts) => {
+            let mut sum = 0;
+            for t in texts {
+                sum += n(t)?;
+            }
+            sum
+        }
+    })
+}
+
+/// Tokens a target's learning metric scores (with its answer-loss set).
+fn eval_task_tokens(e: &TargetEval, tok: &Tokenizer) -> Result<usize> {
+    let loss = e
+        .test_loss
+        .as_ref()
+        .map_or(0, |d| d.examples.iter().map(|x| x.ids.len()).sum::<usize>());
+    Ok(task_tokens(&e.task, tok, e.max_gen_toks)? + loss)
+}
+
+/// What one run needs of the opened experiment.
+struct Ctx<'a> {
+    cfg: &'a ExperimentConfig,
+    out: &'a Path,
+    session: &'a Session,
+    forgetting: &'a [Task],
+    device_label: &'a str,
 }
 
 impl Ctx<'_> {
     async fn run_method(
         &mut self,
+        key: &RunKey,
         t: &Target,
         p: &Prepared,
         m: &MethodSpec,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<(RunRecord, Vec<Point>)> {
-        let dir = run_dir(self.out, &t.name, &m.name);
+        let dir = key.dir(self.out);
+        let id = key.id();
         if let Some(done) = read_json::<(RunRecord, Vec<Point>)>(&dir.join("run.json")) {
-            notice(
-                on_event,
-                format!("[{}/{}] already done; reusing", t.name, m.name),
-            );
+            notice(on_event, format!("[{id}] already done; reusing"));
             return Ok(done);
         }
         let mut points: Vec<Point> = read_json(&dir.join("points.json")).unwrap_or_default();
@@ -191,15 +658,12 @@ impl Ctx<'_> {
         let total = *steps.last().expect("validated: budgets non-empty");
         let ckpt = dir.join("checkpoint");
         let mut run = if ckpt.join("trainer_state.json").exists() {
-            notice(
-                on_event,
-                format!("[{}/{}] resuming from {}", t.name, m.name, ckpt.display()),
-            );
+            notice(on_event, format!("[{id}] resuming from {}", ckpt.display()));
             let resume = Resume::read(&ckpt)?;
-            Run::resume(&self.session, resume, p.train.clone(), None, None).await?
+            Run::resume(self.session, resume, p.train.clone(), None, None).await?
         } else {
-            let spec = run_spec(self.cfg, m, t, total);
-            Run::new(&self.session, &spec, p.train.clone(), None, None)?
+            let spec = run_spec(self.cfg, key, m, t, total);
+            Run::new(self.session, &spec, p.train.clone(), None, None)?
         };
         let mut sink = DirSink { root: dir.clone() };
         let mut train_s = points.last().map_or(0.0, |p| p.train_seconds);
@@ -210,9 +674,7 @@ impl Ctx<'_> {
             notice(
                 on_event,
                 format!(
-                    "[{}/{}] training to budget {}/{} ({budget} {}, step {at})",
-                    t.name,
-                    m.name,
+                    "[{id}] training to budget {}/{} ({budget} {}, step {at})",
                     k + 1,
                     steps.len(),
                     t.budget_unit.as_str()
@@ -223,11 +685,11 @@ impl Ctx<'_> {
             train_s += start.elapsed().as_secs_f64();
             write_dir(&ckpt, &run.export(ExportKind::Checkpoint).await?)?;
             let start = Instant::now();
-            notice(on_event, format!("[{}/{}] evaluating", t.name, m.name));
+            notice(on_event, format!("[{id}] evaluating"));
             let tuned = run.model();
             let metrics = evaluate(
                 &run.view(&tuned),
-                &self.forgetting,
+                self.forgetting,
                 Some(&p.eval),
                 self.cfg.batch_size,
                 on_event,
@@ -243,17 +705,14 @@ impl Ctx<'_> {
                 .map(|l| l.1)
                 .collect();
             points.push(point(
-                self.cfg, t, m, budget, &run, metrics, &recent, train_s, secs,
+                self.cfg, key, t, m, budget, &run, metrics, &recent, train_s, secs,
             ));
             write_json(&dir, "points.json", &points)?;
         }
         let t0 = Instant::now();
         let spectrum = if self.cfg.spectrum {
-            notice(
-                on_event,
-                format!("[{}/{}] spectrum of the weight change", t.name, m.name),
-            );
-            Some(self.spectrum(&run, t, m).await?)
+            notice(on_event, format!("[{id}] spectrum of the weight change"));
+            Some(self.spectrum(&run, key).await?)
         } else {
             None
         };
@@ -261,6 +720,8 @@ impl Ctx<'_> {
         let record = RunRecord {
             target: t.name.clone(),
             method: m.name.clone(),
+            seed: key.train_seed(self.cfg),
+            device: self.device_label.to_string(),
             kind: m.method.to_string(),
             rank: (m.method == MethodKind::Lora).then_some(m.rank),
             lr: self.cfg.lr(m),
@@ -279,23 +740,21 @@ impl Ctx<'_> {
         Ok(done)
     }
 
-    async fn spectrum(&self, run: &Run, t: &Target, m: &MethodSpec) -> Result<serde_json::Value> {
+    async fn spectrum(&self, run: &Run, key: &RunKey) -> Result<serde_json::Value> {
         let opts = spectrum::SpectrumOptions {
             threshold: 0.9,
             modules: Vec::new(),
             noise_scale: 0.01,
-            seed: self.cfg.seed,
+            seed: key.train_seed(self.cfg),
         };
         let spectra = run.spectrum(&self.session.model, &opts).await?;
-        let title = format!("rank of ΔW: {} on {}", m.name, t.name);
+        let title = format!("rank of ΔW: {} on {}", key.method, key.target);
         let files = plot::spectrum_plots(&spectra, opts.threshold, &title)?;
-        write_dir(
-            &self
-                .out
-                .join("spectrum")
-                .join(format!("{}-{}", t.name, m.name)),
-            &files,
-        )?;
+        let mut name = format!("{}-{}", key.target, key.method);
+        if let Some(s) = key.seed {
+            name.push_str(&format!("-seed-{s}"));
+        }
+        write_dir(&self.out.join("spectrum").join(name), &files)?;
         Ok(serde_json::to_value(spectrum::summarize(&spectra, opts.threshold)).unwrap_or_default())
     }
 }
@@ -303,6 +762,7 @@ impl Ctx<'_> {
 #[allow(clippy::too_many_arguments)]
 fn point(
     cfg: &ExperimentConfig,
+    key: &RunKey,
     t: &Target,
     m: &MethodSpec,
     budget: f64,
@@ -317,6 +777,7 @@ fn point(
     Point {
         target: t.name.clone(),
         method: m.name.clone(),
+        seed: key.train_seed(cfg),
         budget,
         budget_unit: t.budget_unit,
         step: run.progress().step,
@@ -331,9 +792,61 @@ fn point(
     }
 }
 
-/// Run (or resume) the experiment `cfg`, whose relative paths are relative to `root`, writing
-/// everything under `out`. `device` is the (non-autodiff) device; training uses its autodiff
-/// twin. Returns the results (the report files are written by [`super::report::write`]).
+/// The results of the experiment in `out` from whatever runs are finished there (the others
+/// are listed in `missing`); the report files are written by [`super::report::write`]. Timings
+/// are the device seconds each phase took when it ran.
+pub fn collect(out: &Path) -> Result<Results> {
+    let cfg: ExperimentConfig = read_json(&out.join("config.json")).ok_or_else(|| {
+        input(format!(
+            "{} holds no experiment (no readable config.json): run some of it first",
+            out.display()
+        ))
+    })?;
+    let base: Metrics = read_json(&out.join("base.json")).ok_or_else(|| {
+        input(format!(
+            "{}: the base model has not been evaluated yet (base.json): run some of the experiment first",
+            out.display()
+        ))
+    })?;
+    let mut timings = Timings {
+        base_eval: read_json(&out.join("base_seconds.json")).unwrap_or(0.0),
+        collected: true,
+        ..Timings::default()
+    };
+    let (mut runs, mut points, mut missing, mut devices) = (vec![], vec![], vec![], vec![]);
+    for key in plan::run_keys(&cfg) {
+        match read_json::<(RunRecord, Vec<Point>)>(&key.dir(out).join("run.json")) {
+            Some((record, pts)) => {
+                timings.train += record.train_seconds;
+                timings.eval += record.eval_seconds;
+                timings.spectrum += record.spectrum_seconds;
+                if !devices.contains(&record.device) {
+                    devices.push(record.device.clone());
+                }
+                runs.push(record);
+                points.extend(pts);
+            }
+            None => missing.push(key.id()),
+        }
+    }
+    timings.total = timings.base_eval + timings.train + timings.eval + timings.spectrum;
+    let mut results = Results {
+        config: cfg,
+        device: devices.join(", "),
+        base,
+        points,
+        runs,
+        timings,
+        findings: Vec::new(),
+        missing,
+    };
+    results.findings = super::report::findings(&results);
+    Ok(results)
+}
+
+/// Run (or resume) the whole experiment `cfg` in this process, whose relative paths are
+/// relative to `root`, writing everything under `out`: the same as `--only` for every planned
+/// run and then [`collect`], with this invocation's wall time.
 pub async fn run(
     cfg: &ExperimentConfig,
     root: &Path,
@@ -343,110 +856,19 @@ pub async fn run(
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Results> {
     let start = Instant::now();
-    let mut cfg = cfg.clone();
-    // Paths are resolved once, so results.json records where everything came from.
-    if !cfg.base_model.contains("://") {
-        cfg.base_model = root.join(&cfg.base_model).display().to_string();
-    }
-    let config_path = out.join("config.json");
-    if let Some(old) = read_json::<ExperimentConfig>(&config_path)
-        && old != cfg
-    {
-        return Err(input(format!(
-            "{} holds results of a different experiment configuration; use another `out` directory (or delete it)",
-            out.display()
-        )));
-    }
-    write_json(out, "config.json", &cfg)?;
-    notice(on_event, format!("loading {}", cfg.base_model));
-    let session = Session::open(&cfg.base_model, device, on_event).await?;
-    let tok = session.tokenizer()?;
-    for t in &cfg.targets {
-        if t.seq_len > session.config.max_positions() {
-            return Err(input(format!(
-                "targets.{}.seq_len {} exceeds the model's context ({})",
-                t.name,
-                t.seq_len,
-                session.config.max_positions()
-            )));
+    let mut exp = Experiment::open(cfg, root, out, device, device_label, on_event).await?;
+    let setup = exp.setup_seconds;
+    let mut reused = 0;
+    for key in plan::run_keys(exp.config()) {
+        if key.dir(out).join("run.json").exists() {
+            reused += 1;
         }
+        exp.run_one(&key, on_event).await?;
     }
-    let forgetting = forgetting_tasks(&cfg, root)?;
-    let mut prepared = Vec::new();
-    for t in &cfg.targets {
-        notice(on_event, format!("preparing target `{}`", t.name));
-        prepared.push(prepare(t, &cfg, root, out, tok)?);
-    }
-    let mut timings = Timings {
-        setup: start.elapsed().as_secs_f64(),
-        ..Timings::default()
-    };
-    let mut ctx = Ctx {
-        cfg: &cfg,
-        out,
-        session,
-        forgetting,
-    };
-    let base_path = out.join("base.json");
-    let base = match read_json::<Metrics>(&base_path) {
-        Some(b) => {
-            timings.base_eval = read_json(&out.join("base_seconds.json")).unwrap_or(0.0);
-            b
-        }
-        None => {
-            notice(on_event, "evaluating the base model".into());
-            let t0 = Instant::now();
-            let mut base = evaluate(
-                &ctx.session.view(),
-                &ctx.forgetting,
-                None,
-                cfg.batch_size,
-                on_event,
-            )
-            .await?;
-            for p in &prepared {
-                let m = evaluate(
-                    &ctx.session.view(),
-                    &[],
-                    Some(&p.eval),
-                    cfg.batch_size,
-                    on_event,
-                )
-                .await?;
-                base.extend(m);
-            }
-            timings.base_eval = t0.elapsed().as_secs_f64();
-            write_json(out, "base_seconds.json", &timings.base_eval)?;
-            write_json(out, "base.json", &base)?;
-            base
-        }
-    };
-    let mut points = Vec::new();
-    let mut runs = Vec::new();
-    for (t, p) in cfg.targets.iter().zip(&prepared) {
-        for m in &cfg.methods {
-            if run_dir(out, &t.name, &m.name).join("run.json").exists() {
-                timings.reused_runs += 1;
-            }
-            let (record, pts) = ctx.run_method(t, p, m, on_event).await?;
-            // Times as measured when each run ran (also for runs reused from an earlier call).
-            timings.train += record.train_seconds;
-            timings.eval += record.eval_seconds;
-            timings.spectrum += record.spectrum_seconds;
-            runs.push(record);
-            points.extend(pts);
-        }
-    }
-    timings.total = start.elapsed().as_secs_f64();
-    let mut results = Results {
-        config: cfg.clone(),
-        device: device_label.to_string(),
-        base,
-        points,
-        runs,
-        timings,
-        findings: Vec::new(),
-    };
-    results.findings = super::report::findings(&results);
+    let mut results = collect(out)?;
+    results.timings.setup = setup;
+    results.timings.reused_runs = reused;
+    results.timings.total = start.elapsed().as_secs_f64();
+    results.timings.collected = false;
     Ok(results)
 }
