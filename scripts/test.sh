@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need, then run all of them: Rust unit + integration tests on the CPU
-# backend and on wgpu (lavapipe, a software Vulkan adapter, when no GPU is present), then the
-# browser tests in headless Chromium (WebGPU on SwiftShader).
+# backend and on wgpu (lavapipe, a software Vulkan adapter, when no GPU is present), the Ray
+# sweep driver on a local Ray, then the browser tests in headless Chromium (WebGPU on
+# SwiftShader).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # System packages: lavapipe (mesa-vulkan-drivers) for wgpu, Chromium for the browser tests,
 # binaryen for wasm-opt, python3 for the wasm build script.
 need=()
-for p in mesa-vulkan-drivers libvulkan1 chromium binaryen python3 nodejs npm; do
+for p in mesa-vulkan-drivers libvulkan1 chromium binaryen python3 python3-venv nodejs npm; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 # nodejs/npm may come from outside Debian's packages: only install them if missing entirely.
@@ -32,6 +33,13 @@ cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 # The wgpu tests must run (lavapipe is installed above), not be skipped.
 TUNELAB_REQUIRE_GPU=1 cargo test --release
+
+# The Ray sweep driver (scripts/sweep_ray.py) on a local Ray with 2 workers, one killed midway.
+# Ray lives in a virtual environment outside the clone, so warm runs reuse it.
+venv=${TUNELAB_VENV:-/var/tmp/tunelab-venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "ray==2.60.0"
+"$venv/bin/python" tests/sweep/test_sweep_ray.py
 
 scripts/build-web.sh
 npm ci --no-audit --no-fund

@@ -139,7 +139,8 @@ class SweepRay(unittest.TestCase):
             self.assertIn("worker", killed, f"the victim was not caught midway: {killed}\n{log[-4000:]}")
             # The retried run resumed from its checkpoint.
             self.assertIn(f"[{VICTIM}] resuming from", log, log[-4000:])
-            summary = json.load(open(os.path.join(out, "sweep_ray.json")))
+            with open(os.path.join(out, "sweep_ray.json")) as f:
+                summary = json.load(f)
             self.assertEqual((summary["done"], summary["failed"]), (8, []), summary)
             with open(os.path.join(out, "results.json")) as f:
                 got = json.load(f)

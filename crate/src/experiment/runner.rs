@@ -3,10 +3,11 @@
 //! directory so an interrupted experiment resumes where it stopped (finished runs are read back,
 //! an unfinished one continues from its last budget's checkpoint).
 //!
-//! Each run is a unit of work ([`super::plan`]): one process may do them all ([`run`]), or many
-//! processes on many machines each do one ([`Experiment::run_one`]) into a shared output
-//! directory, and [`collect`] builds the results from whatever is finished. Files shared between
-//! processes (the config, the base evaluation, a run's folder) are written under file locks.
+//! Each run is a unit of work ([`super::plan`]): one process may do them all
+//! ([`Experiment::run_all`]), or many processes on many machines each do one
+//! ([`Experiment::run_one`]) into a shared output directory, and [`collect`] builds the
+//! results from whatever is finished. Files shared between processes (the config, the base
+//! evaluation, a run's folder) are written under file locks.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -793,7 +794,7 @@ fn point(
 }
 
 /// The results of the experiment in `out` from whatever runs are finished there (the others
-/// are listed in `missing`); the report files are written by [`super::report::write`]. Timings
+/// are listed in `missing`); the report files are made by [`super::report::files`]. Timings
 /// are the device seconds each phase took when it ran.
 pub fn collect(out: &Path) -> Result<Results> {
     let cfg: ExperimentConfig = read_json(&out.join("config.json")).ok_or_else(|| {
@@ -844,31 +845,23 @@ pub fn collect(out: &Path) -> Result<Results> {
     Ok(results)
 }
 
-/// Run (or resume) the whole experiment `cfg` in this process, whose relative paths are
-/// relative to `root`, writing everything under `out`: the same as `--only` for every planned
-/// run and then [`collect`], with this invocation's wall time.
-pub async fn run(
-    cfg: &ExperimentConfig,
-    root: &Path,
-    out: &Path,
-    device: Device,
-    device_label: &str,
-    on_event: &mut dyn FnMut(&Event),
-) -> Result<Results> {
-    let start = Instant::now();
-    let mut exp = Experiment::open(cfg, root, out, device, device_label, on_event).await?;
-    let setup = exp.setup_seconds;
-    let mut reused = 0;
-    for key in plan::run_keys(exp.config()) {
-        if key.dir(out).join("run.json").exists() {
-            reused += 1;
+impl Experiment {
+    /// Run (or resume) every planned run in this process and collect the results: the same
+    /// as `--only` for each run and then [`collect`], with this invocation's wall time.
+    pub async fn run_all(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<Results> {
+        let start = Instant::now();
+        let mut reused = 0;
+        for key in plan::run_keys(&self.cfg) {
+            if key.dir(&self.out).join("run.json").exists() {
+                reused += 1;
+            }
+            self.run_one(&key, on_event).await?;
         }
-        exp.run_one(&key, on_event).await?;
+        let mut results = collect(&self.out)?;
+        results.timings.setup = self.setup_seconds;
+        results.timings.reused_runs = reused;
+        results.timings.total = self.setup_seconds + start.elapsed().as_secs_f64();
+        results.timings.collected = false;
+        Ok(results)
     }
-    let mut results = collect(out)?;
-    results.timings.setup = setup;
-    results.timings.reused_runs = reused;
-    results.timings.total = start.elapsed().as_secs_f64();
-    results.timings.collected = false;
-    Ok(results)
 }

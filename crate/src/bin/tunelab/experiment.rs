@@ -94,36 +94,38 @@ pub fn run(a: Args, g: &Global) -> Result {
             bar.set_message(format!("eval {}", p.task));
         }
         Event::Progress(_) => {}
+        // The plan is the one JSON document on stdout.
+        _ if json && a.plan => {}
         _ => show_training_event(&bar, e, json),
     };
-    if a.plan || a.only.is_some() {
-        let mut exp = pollster::block_on(runner::Experiment::open(
-            &cfg,
-            &root,
-            &out,
-            selected.device.clone(),
-            &selected.label,
-            &mut on_event,
-        ))?;
-        if let Some(id) = &a.only {
-            let key = plan::find(exp.config(), id)?;
-            pollster::block_on(exp.run_one(&key, &mut on_event))?;
-            bar.finish_and_clear();
-            let done = key.dir(&out).join("run.json");
-            if json {
-                // One line, after the event lines, for schedulers reading the stream.
-                let (record, points): (serde_json::Value, serde_json::Value) =
-                    serde_json::from_str(&read_text(&done)?)
-                        .map_err(|e| Error::Input(format!("{}: {e}", done.display())))?;
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "run_done", "id": key.id(), "record": record, "points": points})
-                );
-            } else {
-                println!("{} done: {}", key.id(), done.display());
-            }
-            return Ok(());
+    let mut exp = pollster::block_on(runner::Experiment::open(
+        &cfg,
+        &root,
+        &out,
+        selected.device.clone(),
+        &selected.label,
+        &mut on_event,
+    ))?;
+    if let Some(id) = &a.only {
+        let key = plan::find(exp.config(), id)?;
+        pollster::block_on(exp.run_one(&key, &mut on_event))?;
+        bar.finish_and_clear();
+        let done = key.dir(&out).join("run.json");
+        if json {
+            // One line, after the event lines, for schedulers reading the stream.
+            let (record, points): (serde_json::Value, serde_json::Value) =
+                serde_json::from_str(&read_text(&done)?)
+                    .map_err(|e| Error::Input(format!("{}: {e}", done.display())))?;
+            println!(
+                "{}",
+                serde_json::json!({"event": "run_done", "id": key.id(), "record": record, "points": points})
+            );
+        } else {
+            println!("{} done: {}", key.id(), done.display());
         }
+        return Ok(());
+    }
+    if a.plan {
         let p = pollster::block_on(exp.plan(a.tflops, &mut on_event))?;
         bar.finish_and_clear();
         print_json(&p);
@@ -147,14 +149,7 @@ pub fn run(a: Args, g: &Global) -> Result {
         }
         return Ok(());
     }
-    let results = pollster::block_on(runner::run(
-        &cfg,
-        &root,
-        &out,
-        selected.device.clone(),
-        &selected.label,
-        &mut on_event,
-    ))?;
+    let results = pollster::block_on(exp.run_all(&mut on_event))?;
     bar.finish_and_clear();
     report_results(&results, &out, json)
 }
