@@ -413,3 +413,49 @@ fn runs_one_at_a_time_match_one_process_with_seeds() {
     let (ok, _, stderr) = tunelab(&["experiment", "--out", empty.to_str().unwrap(), "--collect"]);
     assert!(!ok && stderr.contains("holds no experiment"), "{stderr}");
 }
+
+#[test]
+fn bad_training_lines_stop_the_experiment_unless_skipped_and_then_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let tiny = fixtures().join("data/tiny.txt");
+    let mut lines: Vec<String> = std::fs::read_to_string(&tiny)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::json!({ "text": l }).to_string())
+        .collect();
+    lines.insert(4, "{not json".into());
+    lines.insert(9, r#"{"title": "no text field"}"#.into());
+    let jsonl = dir.path().join("train.jsonl");
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        &format!("train = \"{}\"", tiny.display()),
+        &format!("train = \"{}\"", jsonl.display()),
+        1,
+    );
+    assert!(text.contains("train.jsonl"));
+    std::fs::write(&cfg, &text).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let out = dir.path().join("out");
+    let (ok, _, stderr) = tunelab_at(&out, cfg_s, &["--only", "text/full"]);
+    assert!(
+        !ok && stderr.contains("train.jsonl") && stderr.contains("line 5"),
+        "{stderr}"
+    );
+    let skipping = text.replacen(
+        "budget_unit = \"tokens\"",
+        "budget_unit = \"tokens\"\nskip_bad_lines = true",
+        1,
+    );
+    std::fs::write(&cfg, skipping).unwrap();
+    let out = dir.path().join("out-skipping");
+    let (ok, _, stderr) = tunelab_at(&out, cfg_s, &["--only", "text/full"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("2 bad lines"), "{stderr}");
+    let (ok, stdout, stderr) =
+        tunelab(&["experiment", "--out", out.to_str().unwrap(), "--collect"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("Target `text`: 2 bad lines"), "{stdout}");
+    assert_eq!(results(&out)["runs"][0]["skipped_lines"], 2);
+}

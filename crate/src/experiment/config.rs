@@ -156,6 +156,10 @@ pub struct Target {
     pub test_chars: Option<usize>,
     #[serde(default = "default_gen")]
     pub max_gen_toks: usize,
+    /// Skip training-data JSONL lines that are not JSON or lack the field (counted in each
+    /// run's record and announced) instead of stopping at the first.
+    #[serde(default)]
+    pub skip_bad_lines: bool,
 }
 
 /// How a target's learning is measured.

@@ -396,6 +396,20 @@ pub fn markdown(r: &Results) -> String {
         ));
     }
     for t in &r.config.targets {
+        // Data left out silently would change what a run learned: say so.
+        let skipped = r
+            .runs
+            .iter()
+            .find(|x| x.target == t.name)
+            .map_or(0, |x| x.skipped_lines);
+        if skipped > 0 {
+            s.push_str(&format!(
+                "**Target `{}`: {skipped} bad lines of {} were skipped** (`skip_bad_lines`).\n\n",
+                t.name, t.train
+            ));
+        }
+    }
+    for t in &r.config.targets {
         let (lkey, l_higher) = r.learning_key(&t.name);
         s.push_str(&format!(
             "## Target `{}` ({}, budgets {} {}, learning metric `{lkey}`, {} is better)\n\n",

@@ -53,6 +53,9 @@ pub struct RunRecord {
     pub rank: Option<usize>,
     pub lr: f64,
     pub trainable_parameters: u64,
+    /// Training-data lines skipped as bad (the target's `skip_bad_lines`).
+    #[serde(default)]
+    pub skipped_lines: usize,
     pub total_steps: usize,
     /// (step, loss) as read back during training.
     pub losses: Vec<(usize, f64)>,

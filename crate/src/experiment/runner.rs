@@ -95,7 +95,7 @@ fn prepare(
     let opts = DataOptions {
         regime: t.regime,
         seq_len: t.seq_len,
-        skip_bad_lines: false,
+        skip_bad_lines: t.skip_bad_lines,
         pad_id: tok.eos_id.unwrap_or(0),
         chat_template: None,
     };
@@ -193,7 +193,12 @@ fn lock(path: &Path, what: &str, on_event: &mut dyn FnMut(&Event)) -> Result<std
 /// `base_model_fallbacks`: the first of `base_model` and the fallbacks that exists locally.
 fn resolve(cfg: &ExperimentConfig, root: &Path) -> Result<ExperimentConfig> {
     let mut cfg = cfg.clone();
-    let local = |m: &str| Some(root.join(m)).filter(|p| !m.contains("://") && p.exists());
+    // Canonical, so results name the model's real location (no `..`).
+    let local = |m: &str| {
+        (!m.contains("://"))
+            .then(|| root.join(m).canonicalize().ok())
+            .flatten()
+    };
     cfg.base_model = if cfg.base_model_fallbacks.is_empty() {
         match local(&cfg.base_model) {
             Some(p) => p.display().to_string(),
@@ -318,6 +323,15 @@ impl Experiment {
             let tok = self.session.tokenizer()?;
             let data_dir = self.claimed.then(|| self.out.join("data").join(name));
             let p = prepare(t, &self.cfg, &self.root, data_dir.as_deref(), tok)?;
+            if p.train.skipped_lines > 0 {
+                notice(
+                    on_event,
+                    format!(
+                        "target `{name}`: {} bad lines of {} skipped (skip_bad_lines)",
+                        p.train.skipped_lines, t.train
+                    ),
+                );
+            }
             self.prepared.insert(name.to_string(), p);
         }
         Ok(&self.prepared[name])
@@ -727,6 +741,7 @@ impl Ctx<'_> {
             rank: (m.method == MethodKind::Lora).then_some(m.rank),
             lr: self.cfg.lr(m),
             trainable_parameters: run.trainable_parameters(),
+            skipped_lines: p.train.skipped_lines,
             total_steps: total,
             losses: run.progress().losses.clone(),
             train_seconds: train_s,

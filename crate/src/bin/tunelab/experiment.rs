@@ -54,10 +54,10 @@ pub fn run(a: Args, g: &Global) -> Result {
                 root,
             )
         }
-        // The bundled default lives in the repository this binary was built from.
+        // The bundled default, as if read from the repository this binary was built from.
         None => (
             ExperimentConfig::parse(DEFAULT_TOML, "experiments/default.toml")?,
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments"),
         ),
     };
     let root = if root.as_os_str().is_empty() {

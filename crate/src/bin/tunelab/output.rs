@@ -173,9 +173,9 @@ pub fn show_training_event(bar: &ProgressBar, e: &Event, json: bool) {
                 "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
             ));
         }
-        Event::Eval { step, loss, .. } => bar.println(format!("step {step}: eval loss {loss:.4}")),
-        Event::Checkpoint { name, .. } => bar.println(format!("saved {name}")),
-        Event::Notice { message } => bar.println(in_flags(message)),
+        Event::Eval { step, loss, .. } => say(bar, format!("step {step}: eval loss {loss:.4}")),
+        Event::Checkpoint { name, .. } => say(bar, format!("saved {name}")),
+        Event::Notice { message } => say(bar, in_flags(message)),
         // Work before the first step (tokenizing): shown on the bar until steps begin.
         Event::Progress(p) if p.unit == Unit::Bytes => bar.set_message(format!(
             "{} {:.1}/{} MB",
@@ -185,6 +185,16 @@ pub fn show_training_event(bar: &ProgressBar, e: &Event, json: bool) {
                 .map_or("?".into(), |t| format!("{:.1}", t as f64 / 1e6))
         )),
         _ => {}
+    }
+}
+
+/// A line above the bar, or plain on stderr where the bar is not drawn (stderr is a file or a
+/// pipe), so that logs keep what a terminal shows.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
     }
 }
 

@@ -35,6 +35,10 @@ pub struct Args {
     /// Continue exactly from a checkpoint directory written by an earlier run (its settings).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Train into an --out that already holds files: its training log and checkpoints are
+    /// deleted first, other files are replaced as the run writes its own.
+    #[arg(long)]
+    overwrite: bool,
     /// Run spec file (JSON or TOML: any fields of --print-spec); flags override it.
     #[arg(long)]
     spec: Option<PathBuf>,
@@ -187,6 +191,7 @@ pub fn run(a: Args, g: &Global) -> Result {
     };
     // A resumed run takes its settings from the checkpoint, so it continues exactly.
     let resume = a.resume.as_deref().map(Resume::read).transpose()?;
+    claim_out(out, resume.is_some(), a.overwrite)?;
     let checkpointing = resume.as_ref().map_or(spec.checkpoint_activations, |r| {
         r.config.checkpoint_activations
     });
@@ -256,6 +261,49 @@ pub fn run(a: Args, g: &Global) -> Result {
             fmt(summary.final_eval_loss),
             out.display()
         );
+    }
+    Ok(())
+}
+
+/// Refuse an `--out` that already holds files, so that a new run never mixes its log and
+/// checkpoints with another's; a resumed run continues where it is told to, and `overwrite`
+/// clears the old run's log and checkpoints first.
+fn claim_out(out: &Path, resuming: bool, overwrite: bool) -> Result {
+    let file_err = |e: std::io::Error, p: &Path| Error::File {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut names: Vec<String> = match std::fs::read_dir(out) {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(file_err(e, out)),
+    };
+    if names.is_empty() || resuming {
+        return Ok(());
+    }
+    names.sort();
+    if !overwrite {
+        let shown = names.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+        let more = if names.len() > 4 { ", …" } else { "" };
+        return Err(Error::Input(format!(
+            "--out {}: the directory already holds {} entries ({shown}{more}); a new run would \
+             mix with them. Pass --overwrite to replace them, --resume {}/checkpoint-N to \
+             continue the run there, or choose another --out",
+            out.display(),
+            names.len(),
+            out.display()
+        )));
+    }
+    for name in names {
+        let path = out.join(&name);
+        if name == "train_log.jsonl" {
+            std::fs::remove_file(&path).map_err(|e| file_err(e, &path))?;
+        } else if name.starts_with("checkpoint-") && path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(|e| file_err(e, &path))?;
+        }
     }
     Ok(())
 }
