@@ -80,14 +80,7 @@ perplexity_chars = 1500
 
 /// `tunelab --device cpu experiment CFG --out OUT`.
 fn experiment(cfg: &str, out: &Path) -> (bool, String, String) {
-    tunelab(&[
-        "--device",
-        "cpu",
-        "experiment",
-        cfg,
-        "--out",
-        out.to_str().unwrap(),
-    ])
+    tunelab_at(out, cfg, &[])
 }
 
 fn results(out: &Path) -> serde_json::Value {
@@ -295,6 +288,7 @@ fn comparable(r: &serde_json::Value) -> serde_json::Value {
     r
 }
 
+/// `tunelab --device cpu experiment CFG --out OUT EXTRA…`.
 fn tunelab_at(out: &Path, cfg: &str, extra: &[&str]) -> (bool, String, String) {
     let mut args = vec![
         "--device",
