@@ -40,6 +40,14 @@ impl Error {
         }
     }
 
+    /// A [`Error::File`] error: `path` and what went wrong with it (an I/O or parse error).
+    pub fn file(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+        Error::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
     /// The message with every backticked field name in `names` replaced by the shell's word
     /// for it (a CLI flag, a form label): `(field, word)` pairs.
     pub fn describe(&self, names: &[(&str, &str)]) -> String {

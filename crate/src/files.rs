@@ -61,8 +61,5 @@ pub fn write_dir(dir: &std::path::Path, files: &[File]) -> Result<()> {
 /// Read a whole file, naming it on error.
 #[cfg(feature = "native")]
 pub fn read(path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::File {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+    std::fs::read(path).map_err(|e| Error::file(path, e))
 }

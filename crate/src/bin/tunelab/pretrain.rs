@@ -23,10 +23,7 @@ pub struct Args {
 
 pub fn run(a: Args, g: &Global) -> Result {
     let mut cfg: PretrainConfig = match &a.config {
-        Some(p) => toml::from_str(&read_text(p)?).map_err(|e| Error::File {
-            path: p.display().to_string(),
-            message: e.to_string(),
-        })?,
+        Some(p) => toml::from_str(&read_text(p)?).map_err(|e| Error::file(p, e))?,
         None => PretrainConfig::default(),
     };
     if let Some(t) = a.max_tokens {

@@ -449,10 +449,7 @@ impl Drop for Slot {
 /// connection (up to `max_connections`) so a large download does not hold up the page's other
 /// requests.
 fn serve(root: PathBuf, port: u16, max_connections: usize, timeout: Duration) -> Result {
-    let root = root.canonicalize().map_err(|e| Error::File {
-        path: root.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let root = root.canonicalize().map_err(|e| Error::file(&root, e))?;
     if !root.join("www/pkg/tunelab_bg.wasm").exists() {
         eprintln!(
             "note: {}/www/pkg is missing; build it with scripts/build-web.sh",

@@ -269,17 +269,13 @@ pub fn run(a: Args, g: &Global) -> Result {
 /// checkpoints with another's; a resumed run continues where it is told to, and `overwrite`
 /// clears the old run's log and checkpoints first.
 fn claim_out(out: &Path, resuming: bool, overwrite: bool) -> Result {
-    let file_err = |e: std::io::Error, p: &Path| Error::File {
-        path: p.display().to_string(),
-        message: e.to_string(),
-    };
     let mut names: Vec<String> = match std::fs::read_dir(out) {
         Ok(dir) => dir
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(file_err(e, out)),
+        Err(e) => return Err(Error::file(out, e)),
     };
     if names.is_empty() || resuming {
         return Ok(());
@@ -300,9 +296,9 @@ fn claim_out(out: &Path, resuming: bool, overwrite: bool) -> Result {
     for name in names {
         let path = out.join(&name);
         if name == "train_log.jsonl" {
-            std::fs::remove_file(&path).map_err(|e| file_err(e, &path))?;
+            std::fs::remove_file(&path).map_err(|e| Error::file(&path, e))?;
         } else if name.starts_with("checkpoint-") && path.is_dir() {
-            std::fs::remove_dir_all(&path).map_err(|e| file_err(e, &path))?;
+            std::fs::remove_dir_all(&path).map_err(|e| Error::file(&path, e))?;
         }
     }
     Ok(())
@@ -311,16 +307,12 @@ fn claim_out(out: &Path, resuming: bool, overwrite: bool) -> Result {
 /// Train `run` to the end, writing checkpoints and the event log `train_log.jsonl` into `out`.
 fn train_into(run: &mut Run, out: &Path, json: bool) -> Result<tunelab::train::trainer::Summary> {
     let log_path = out.join("train_log.jsonl");
-    let file_err = |e: std::io::Error, p: &Path| Error::File {
-        path: p.display().to_string(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(out).map_err(|e| file_err(e, out))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::file(out, e))?;
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| file_err(e, &log_path))?;
+        .map_err(|e| Error::file(&log_path, e))?;
     let bar = step_bar(json);
     bar.set_length(run.total_steps() as u64);
     bar.set_position(run.progress().step as u64);
