@@ -17,7 +17,9 @@ use crate::run::{MethodKind, Run, RunSpec};
 use crate::session::Session;
 use crate::train::MemorySink;
 use crate::train::data::{self, DataOptions, Regime};
+use crate::train::resume::Resume;
 use crate::train::schedule::Schedule;
+use crate::train::sink::{CheckpointSink, DirSink};
 use crate::train::trainer::Summary;
 
 /// Everything that determines a pretrained model (same settings, same backend → same weights).
@@ -130,24 +132,65 @@ pub struct Pretrained {
     pub summary: Summary,
 }
 
-/// Run the whole pipeline on `device` (an autodiff device). Events: notices for each phase, then
-/// the trainer's `Step` events.
+/// Where a pretraining run keeps its resume checkpoints.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    /// `checkpoint-N` directories go here (only the newest complete one is kept).
+    pub dir: PathBuf,
+    /// Steps between checkpoints.
+    pub every: usize,
+    /// Continue from the newest complete checkpoint in `dir` (written with the same settings).
+    pub resume: bool,
+}
+
+/// Passes the periodic checkpoints on to a directory and drops the trainer's own `final` one
+/// (pretraining returns its model as sharded files instead).
+struct Periodic(DirSink);
+
+impl CheckpointSink for Periodic {
+    fn save(&mut self, name: &str, files: Vec<File>) -> Result<()> {
+        if name == "final" {
+            return Ok(());
+        }
+        self.0.save(name, files)
+    }
+}
+
+/// Run the whole pipeline on `device` (an autodiff device), checkpointing into `checkpoints`
+/// when given. Events: notices for each phase, then the trainer's `Step` events.
 pub async fn pretrain(
     cfg: &PretrainConfig,
     device: Device,
+    checkpoints: Option<&Checkpoints>,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Pretrained> {
     let notice =
         |on_event: &mut dyn FnMut(&Event), m: String| on_event(&Event::Notice { message: m });
-    notice(
-        on_event,
-        format!("training a {}-token BPE tokenizer", cfg.vocab_size),
-    );
-    let mut texts = Vec::new();
-    for p in &cfg.tokenizer_corpora {
-        texts.extend(pieces(p)?);
-    }
-    let tok_bytes = train_bpe(texts.into_iter(), cfg.vocab_size)?;
+    let resume = match checkpoints {
+        Some(c) if c.resume => Some(Resume::read(&c.dir)?),
+        _ => None,
+    };
+    // A resumed run reuses the checkpoint's tokenizer: the one it was training with.
+    let tok_bytes = match &resume {
+        Some(r) => {
+            for s in &r.skipped {
+                notice(on_event, format!("passing over a damaged checkpoint: {s}"));
+            }
+            notice(on_event, format!("resuming from {}", r.dir.display()));
+            crate::files::read(&r.dir.join("tokenizer.json"))?
+        }
+        None => {
+            notice(
+                on_event,
+                format!("training a {}-token BPE tokenizer", cfg.vocab_size),
+            );
+            let mut texts = Vec::new();
+            for p in &cfg.tokenizer_corpora {
+                texts.extend(pieces(p)?);
+            }
+            train_bpe(texts.into_iter(), cfg.vocab_size)?
+        }
+    };
     let tok = Tokenizer::from_bytes(&tok_bytes, "tokenizer.json")?;
     let config_json = cfg.config_json(tok.vocab_size());
     let config = ModelConfig::parse(&config_json, "config.json")?;
@@ -182,13 +225,48 @@ pub async fn pretrain(
         seq_len: cfg.seq_len,
         seed: cfg.seed,
         log_every: 10,
+        save_every: checkpoints.map(|c| c.every),
         ..RunSpec::default()
     };
-    let mut run = Run::new(&session, &spec, dataset, None, None)?;
-    // Only the final weights are kept; the run's own checkpoint (with optimizer) is dropped.
-    let summary = run
-        .train_until(None, &mut MemorySink::default(), on_event)
-        .await?;
+    let mut run = match resume {
+        Some(r) => {
+            // What decides the weights must match; the warm-up steps follow from the run's
+            // length (checked through max_tokens), checkpoint and log intervals do not matter.
+            let decisive = |c: &crate::train::TrainConfig| {
+                let mut v = serde_json::to_value(c).expect("serializes");
+                for k in ["warmup_steps", "save_every", "log_every", "eval_every"] {
+                    v[k] = serde_json::Value::Null;
+                }
+                v
+            };
+            if decisive(&r.config) != decisive(&spec.train_config(0)) {
+                return Err(Error::setting(
+                    "resume",
+                    format!(
+                        "{}: the checkpoint was written with other pretraining settings",
+                        r.dir.display()
+                    ),
+                ));
+            }
+            Run::resume(&session, r, dataset, None, None).await?
+        }
+        None => Run::new(&session, &spec, dataset, None, None)?,
+    };
+    // Only the final weights are returned; the run's own final checkpoint (with optimizer) is
+    // dropped.
+    let summary = match checkpoints {
+        Some(c) => {
+            let mut sink = Periodic(DirSink {
+                root: c.dir.clone(),
+                keep: Some(1),
+            });
+            run.train_until(None, &mut sink, on_event).await?
+        }
+        None => {
+            run.train_until(None, &mut MemorySink::default(), on_event)
+                .await?
+        }
+    };
     let mut files = crate::export::hf_files(&run.model(), &config_json, cfg.max_shard).await?;
     files.push(File::new("tokenizer.json", tok_bytes));
     let record = serde_json::json!({

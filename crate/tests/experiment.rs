@@ -1,6 +1,7 @@
 //! The experiment runner end to end through the CLI, on the tiny Llama fixture: every method ×
 //! budget is evaluated and reported; the same seed gives the same numbers; an experiment killed
-//! midway resumes to the same numbers; a changed config is refused for an existing output.
+//! at random moments resumes to the same numbers; a changed config is refused for an existing
+//! output.
 
 mod common;
 
@@ -83,6 +84,23 @@ fn experiment(cfg: &str, out: &Path) -> (bool, String, String) {
     tunelab_at(out, cfg, &[])
 }
 
+/// The run directories (`runs/<target>/<method>`) of an experiment's output.
+fn glob_runs(out: &Path) -> Vec<PathBuf> {
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    dirs(&out.join("runs"))
+        .iter()
+        .flat_map(|t| dirs(t))
+        .collect()
+}
+
 fn results(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
 }
@@ -119,7 +137,9 @@ fn experiment_reports_every_point_reproducibly_and_resumes() {
     let cfg = config(dir.path());
     let cfg_s = cfg.to_str().unwrap();
     let a = dir.path().join("a");
+    let start = std::time::Instant::now();
     let (ok, stdout, stderr) = experiment(cfg_s, &a);
+    let took = start.elapsed();
     assert!(ok, "{stderr}");
     assert!(stdout.contains("The paper's findings"), "{stdout}");
     let r = results(&a);
@@ -191,32 +211,51 @@ fn experiment_reports_every_point_reproducibly_and_resumes() {
     assert!(ok, "{stderr}");
     assert_eq!(results(&b)["timings"]["reused_runs"], 6);
 
-    // Killed after its first evaluated budget, then resumed: the same numbers.
+    // SIGKILLed at random moments (each time resumed from what the last attempt left), then
+    // finished: every checkpoint left behind is complete, and the numbers are the same.
     let c = dir.path().join("c");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
-        .args([
-            "--device",
-            "cpu",
-            "experiment",
-            cfg_s,
-            "--out",
-            c.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = c.join("runs/text/full/points.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !first.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut kills = 0;
+    while kills < 5 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Up to a quarter of a whole run each: five attempts cover most of one.
+        let delay = took.mul_f64((seed >> 11) as f64 / (1u64 << 53) as f64 / 4.0);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
+            .args([
+                "--device",
+                "cpu",
+                "experiment",
+                cfg_s,
+                "--out",
+                c.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before the kill: the rerun below reuses everything
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        for run in glob_runs(&c) {
+            for (_, ckpt) in tunelab::train::sink::checkpoint_dirs(&run) {
+                assert!(
+                    tunelab::files::verify_dir(&ckpt).unwrap(),
+                    "{}",
+                    ckpt.display()
+                );
+            }
+        }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        !c.join("results.json").exists(),
-        "the kill came too late to test resuming"
-    );
+    assert!(kills >= 3, "the experiment finished before most kills");
     let (ok, _, stderr) = experiment(cfg_s, &c);
     assert!(ok, "{stderr}");
     assert_eq!(numbers(&results(&c)), numbers(&r));

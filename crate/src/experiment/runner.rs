@@ -30,8 +30,8 @@ use crate::hf::Tokenizer;
 use crate::run::{ExportKind, MethodKind, Run, RunSpec};
 use crate::session::Session;
 use crate::train::data::{self, DataOptions, Dataset};
-use crate::train::resume::Resume;
-use crate::train::sink::DirSink;
+use crate::train::resume::{self, Resume};
+use crate::train::sink::{CheckpointSink, DirSink, checkpoint_dirs};
 
 /// A target's data, ready for training and evaluation.
 struct Prepared {
@@ -671,8 +671,14 @@ impl Ctx<'_> {
             .map(|&b| steps_for(t, b, examples, self.cfg.batch_size))
             .collect();
         let total = *steps.last().expect("validated: budgets non-empty");
-        let ckpt = dir.join("checkpoint");
-        let mut run = if ckpt.join("trainer_state.json").exists() {
+        let (ckpt, damaged) = resume::latest(&dir);
+        for d in damaged {
+            notice(
+                on_event,
+                format!("[{id}] passing over a damaged checkpoint: {d}"),
+            );
+        }
+        let mut run = if let Some(ckpt) = ckpt {
             notice(on_event, format!("[{id}] resuming from {}", ckpt.display()));
             let resume = Resume::read(&ckpt)?;
             Run::resume(self.session, resume, p.train.clone(), None, None).await?
@@ -680,7 +686,11 @@ impl Ctx<'_> {
             let spec = run_spec(self.cfg, key, m, t, total);
             Run::new(self.session, &spec, p.train.clone(), None, None)?
         };
-        let mut sink = DirSink { root: dir.clone() };
+        // Each budget's checkpoint replaces the one before, once it is complete.
+        let mut sink = DirSink {
+            root: dir.clone(),
+            keep: Some(1),
+        };
         let mut train_s = points.last().map_or(0.0, |p| p.train_seconds);
         for (k, (&budget, &at)) in t.budgets.iter().zip(&steps).enumerate() {
             if points.iter().any(|p| p.budget == budget) {
@@ -698,7 +708,8 @@ impl Ctx<'_> {
             let start = Instant::now();
             run.train_until(Some(at), &mut sink, on_event).await?;
             train_s += start.elapsed().as_secs_f64();
-            write_dir(&ckpt, &run.export(ExportKind::Checkpoint).await?)?;
+            let files = run.export(ExportKind::Checkpoint).await?;
+            sink.save(&format!("checkpoint-{at}"), files)?;
             let start = Instant::now();
             notice(on_event, format!("[{id}] evaluating"));
             let tuned = run.model();
@@ -752,7 +763,9 @@ impl Ctx<'_> {
         let done = (record, points);
         write_json(&dir, "run.json", &done)?;
         // The final weights are in `dir`; the resume checkpoint is no longer needed.
-        let _ = std::fs::remove_dir_all(&ckpt);
+        for (_, ckpt) in checkpoint_dirs(&dir) {
+            let _ = std::fs::remove_dir_all(&ckpt);
+        }
         Ok(done)
     }
 

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::sink::checkpoint_dirs;
 use super::trainer::{Method, TrainConfig, Trainer, check_signature};
 use crate::error::{Error, Result};
 use crate::hf::ModelSource;
@@ -17,12 +18,63 @@ pub struct Resume {
     /// The run's settings, from the state file (a resumed run keeps them).
     pub config: TrainConfig,
     optimizer: Vec<(String, Vec<f32>)>,
+    /// Newer checkpoints that were passed over because they are damaged (one line each).
+    pub skipped: Vec<String>,
+}
+
+/// The newest complete checkpoint in `root` (a run's output directory): the final one in `root`
+/// itself when its manifest verifies (a finished run; a save cut short leaves it unverifiable),
+/// else the `checkpoint-N` with the largest N that has its trainer state and matches its
+/// manifest. Damaged newer ones are passed over and described in the second value. `None` when
+/// there is none.
+pub fn latest(root: &Path) -> (Option<PathBuf>, Vec<String>) {
+    let mut skipped = Vec::new();
+    if root.join("trainer_state.json").is_file() {
+        match crate::files::verify_dir(root) {
+            Ok(true) => return (Some(root.to_path_buf()), skipped),
+            Ok(false) => {}
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    for (_, dir) in checkpoint_dirs(root).into_iter().rev() {
+        match crate::files::verify_dir(&dir) {
+            Ok(_) if dir.join("trainer_state.json").is_file() => return (Some(dir), skipped),
+            Ok(_) => skipped.push(format!("{}: no trainer_state.json", dir.display())),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    (None, skipped)
 }
 
 impl Resume {
-    /// Read `dir/trainer_state.json` and `dir/optimizer.safetensors`.
+    /// Read `dir/trainer_state.json` and `dir/optimizer.safetensors` after checking the files
+    /// against the checkpoint's manifest. `dir` may also be a run's output directory (one with
+    /// `checkpoint-N` directories): its newest complete checkpoint is used ([`latest`]).
     pub fn read(dir: &Path) -> Result<Self> {
         let bad = |p: &Path, e: String| Error::setting("resume", format!("{}: {e}", p.display()));
+        let mut skipped = Vec::new();
+        let checkpoint = dir.join("trainer_state.json").exists() && checkpoint_dirs(dir).is_empty();
+        let dir = if checkpoint || !dir.is_dir() {
+            crate::files::verify_dir(dir)?;
+            dir.to_path_buf()
+        } else {
+            let (found, passed) = latest(dir);
+            skipped = passed;
+            found.ok_or_else(|| {
+                let why = if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", skipped.join("; "))
+                };
+                bad(
+                    dir,
+                    format!(
+                        "neither a checkpoint nor a run directory with a complete checkpoint-N{why}"
+                    ),
+                )
+            })?
+        };
+        let dir = dir.as_path();
         let path = dir.join("trainer_state.json");
         let state_json = std::fs::read_to_string(&path).map_err(|e| bad(&path, e.to_string()))?;
         let v: serde_json::Value =
@@ -41,6 +93,7 @@ impl Resume {
             state_json,
             config,
             optimizer,
+            skipped,
         })
     }
 

@@ -33,21 +33,65 @@ impl CheckpointSink for MemorySink {
     }
 }
 
-/// Writes each checkpoint into `<root>/<name>/` (the final one, `final`, into `<root>` itself),
-/// every file through a temporary name and a rename.
+/// Writes each checkpoint as the directory `<root>/<name>/`, whole or not at all, with a manifest
+/// ([`crate::files::write_dir_whole`]); the final model, `final`, goes into `<root>` itself,
+/// every file through a temporary name and a rename, its manifest last.
 #[cfg(feature = "native")]
 pub struct DirSink {
     pub root: std::path::PathBuf,
+    /// Keep only this many `checkpoint-N` directories, deleting older ones once a newer one is
+    /// complete (transformers' `save_total_limit`); `None` keeps them all.
+    pub keep: Option<usize>,
+}
+
+#[cfg(feature = "native")]
+impl DirSink {
+    /// A sink writing into `root` that keeps every checkpoint.
+    pub fn new(root: impl Into<std::path::PathBuf>) -> Self {
+        DirSink {
+            root: root.into(),
+            keep: None,
+        }
+    }
+}
+
+/// The `checkpoint-N` directories in `root`, oldest (smallest N) first. Staging directories of
+/// interrupted writes are hidden names and never listed.
+#[cfg(feature = "native")]
+pub fn checkpoint_dirs(root: &std::path::Path) -> Vec<(usize, std::path::PathBuf)> {
+    let mut found: Vec<_> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path().is_dir().then(|| (n, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 #[cfg(feature = "native")]
 impl CheckpointSink for DirSink {
     fn save(&mut self, name: &str, files: Vec<File>) -> Result<()> {
-        let dir = if name == "final" {
-            self.root.clone()
-        } else {
-            self.root.join(name)
-        };
-        crate::files::write_dir(&dir, &files)
+        if name == "final" {
+            return crate::files::write_dir_with_manifest(&self.root, &files);
+        }
+        let dir = self.root.join(name);
+        crate::files::write_dir_whole(&dir, &files)?;
+        if let Some(keep) = self.keep {
+            let all = checkpoint_dirs(&self.root);
+            for (_, old) in all
+                .iter()
+                .rev()
+                .filter(|(_, p)| *p != dir)
+                .skip(keep.saturating_sub(1))
+            {
+                std::fs::remove_dir_all(old).map_err(|e| crate::error::Error::file(old, e))?;
+            }
+        }
+        Ok(())
     }
 }

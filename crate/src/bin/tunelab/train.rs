@@ -32,7 +32,9 @@ pub struct Args {
     /// Output directory (the final adapter or checkpoint; checkpoint-N/ inside).
     #[arg(long, required_unless_present = "print_spec")]
     out: Option<PathBuf>,
-    /// Continue exactly from a checkpoint directory written by an earlier run (its settings).
+    /// Continue exactly from a checkpoint directory written by an earlier run (its settings), or
+    /// from the newest complete checkpoint in a run's --out directory. Files are checked against
+    /// the checkpoint's manifest first.
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Train into an --out that already holds files: its training log and checkpoints are
@@ -191,6 +193,12 @@ pub fn run(a: Args, g: &Global) -> Result {
     };
     // A resumed run takes its settings from the checkpoint, so it continues exactly.
     let resume = a.resume.as_deref().map(Resume::read).transpose()?;
+    if let Some(r) = &resume {
+        for s in &r.skipped {
+            eprintln!("passing over a damaged checkpoint: {s}");
+        }
+        eprintln!("resuming from {}", r.dir.display());
+    }
     claim_out(out, resume.is_some(), a.overwrite)?;
     let checkpointing = resume.as_ref().map_or(spec.checkpoint_activations, |r| {
         r.config.checkpoint_activations
@@ -286,7 +294,7 @@ fn claim_out(out: &Path, resuming: bool, overwrite: bool) -> Result {
         let more = if names.len() > 4 { ", …" } else { "" };
         return Err(Error::Input(format!(
             "--out {}: the directory already holds {} entries ({shown}{more}); a new run would \
-             mix with them. Pass --overwrite to replace them, --resume {}/checkpoint-N to \
+             mix with them. Pass --overwrite to replace them, --resume {} to \
              continue the run there, or choose another --out",
             out.display(),
             names.len(),
@@ -316,9 +324,7 @@ fn train_into(run: &mut Run, out: &Path, json: bool) -> Result<tunelab::train::t
     let bar = step_bar(json);
     bar.set_length(run.total_steps() as u64);
     bar.set_position(run.progress().step as u64);
-    let mut sink = DirSink {
-        root: out.to_path_buf(),
-    };
+    let mut sink = DirSink::new(out);
     let summary = pollster::block_on(run.train_until(None, &mut sink, &mut |e| {
         let line = serde_json::to_string(e).expect("events serialize");
         let _ = writeln!(log, "{line}");
