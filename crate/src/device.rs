@@ -62,6 +62,10 @@ pub struct Selected {
     pub notice: Option<String>,
     /// Adapter details when a wgpu adapter was chosen.
     pub adapter: Option<AdapterInfo>,
+    /// The wgpu handles (instance, adapter, device, queue) the runtime uses when a wgpu adapter
+    /// was chosen: for sharing the device with other wgpu code, and for fault tests that lose it.
+    #[cfg(feature = "native")]
+    pub wgpu: Option<burn::tensor::wgpu::WgpuSetup>,
 }
 
 /// Every wgpu adapter on the primary APIs (Vulkan, Metal, DX12), in wgpu's order.
@@ -115,6 +119,7 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
         label: "cpu (burn flex backend)".into(),
         notice,
         adapter: None,
+        wgpu: None,
     };
     if choice == DeviceChoice::Cpu {
         return Ok(cpu(None));
@@ -145,9 +150,9 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
         }
     };
     let kind = pick.kind.clone().expect("filtered on kind above");
-    let device = Device::wgpu_options()
+    let (device, setup) = Device::wgpu_options()
         .device_kind(kind)
-        .init()
+        .init_with_setup()
         .map_err(|e| Error::Device(format!("cannot start adapter `{}`: {e}", pick.name)))?;
     Ok(Selected {
         device,
@@ -157,5 +162,6 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
         ),
         notice: None,
         adapter: Some(pick.clone()),
+        wgpu: Some(setup),
     })
 }

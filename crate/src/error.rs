@@ -27,6 +27,11 @@ pub enum Error {
     Input(String),
     #[error("reading results back from the device failed: {0}")]
     Readback(String),
+    /// The device failed while running `operation` (which names what ran, with its sizes): it
+    /// was lost (driver reset, removed, destroyed) or refused an allocation. Checkpoints already
+    /// written are untouched; the run cannot continue on this device.
+    #[error("the device failed during {operation}: {message}")]
+    DeviceFault { operation: String, message: String },
     #[error("training diverged at step {step}: {message}")]
     Diverged { step: usize, message: String },
 }

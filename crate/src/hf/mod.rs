@@ -11,7 +11,7 @@ pub mod tokenizer;
 
 pub use checkpoint::{CheckpointSummary, ShardSummary};
 pub use config::{Architecture, Gpt2Config, LayerType, LlamaConfig, ModelConfig, RopeScaling};
-pub use source::{Fetch, ModelSource, Opened};
+pub use source::{Fetch, MemoryFiles, ModelSource, Opened};
 pub use tokenizer::Tokenizer;
 
 /// Everything that can go wrong reading Hugging Face files. Each variant names the file and,

@@ -316,6 +316,33 @@ pub trait Fetch {
     }
 }
 
+/// Files held in memory by name (uploaded in a browser, or built by a test or fuzz target), read
+/// through the same [`Fetch`] code as a directory or a URL.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryFiles(pub std::collections::BTreeMap<String, Vec<u8>>);
+
+impl Fetch for MemoryFiles {
+    async fn open(&self, name: &str) -> Result<Opened, HfError> {
+        let bytes = self
+            .0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HfError::MissingFile {
+                file: self.locate(name),
+            })?;
+        let len = bytes.len() as u64;
+        Ok(Opened::from_reader(
+            std::io::Cursor::new(bytes),
+            Some(len),
+            name,
+        ))
+    }
+
+    fn locate(&self, name: &str) -> String {
+        name.to_string()
+    }
+}
+
 /// A `.gguf` file named by path or URL, split into its directory (or base URL) and file name.
 pub fn gguf_file(model: &str) -> Option<(String, String)> {
     // A URL's query (a presigned link) stays with the file name.

@@ -23,10 +23,14 @@ const EOS_NAMES: &[&str] = &[
 impl Tokenizer {
     /// Parse `tokenizer.json` bytes; `file` is used in messages.
     pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Self, HfError> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| HfError::Tokenizer {
+        let bad = |e: &dyn std::fmt::Display| HfError::Tokenizer {
             file: file.to_string(),
             message: format!("cannot parse tokenizer: {e}"),
-        })?;
+        };
+        // JSON syntax first: tokenizers panics (rather than erring) on a syntax error inside
+        // some sections, e.g. `{"decoder":` (found by fuzzing).
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| bad(&e))?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| bad(&e))?;
         let eos_id = EOS_NAMES.iter().find_map(|t| inner.token_to_id(t));
         Ok(Tokenizer {
             inner,

@@ -440,15 +440,25 @@ pub fn ids_tensor(ids: &[u32], vocab: usize, device: &Device) -> Result<Tensor<2
     ))
 }
 
+/// A failed readback as one readable line: the runtime's debug form (its line breaks escaped)
+/// without its backtrace.
+fn readback_message(e: &impl std::fmt::Debug) -> String {
+    let text = format!("{e:?}");
+    let text = text.split(r"\nBacktrace:").next().unwrap_or(&text);
+    text.replace(r"\nCaused by:\n ", ", caused by:")
+        .trim_end_matches([' ', ':'])
+        .to_string()
+}
+
 /// Read an integer tensor back as i64 values, asynchronously.
 pub async fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
     let data = t
         .into_data_async()
         .await
-        .map_err(|e| Error::Readback(format!("{e:?}")))?;
+        .map_err(|e| Error::Readback(readback_message(&e)))?;
     data.convert::<i64>()
         .try_into_vec::<i64>()
-        .map_err(|e| Error::Readback(format!("{e:?}")))
+        .map_err(|e| Error::Readback(readback_message(&e)))
 }
 
 /// Read a float tensor back as f32 values, asynchronously (required on the web).
@@ -456,7 +466,7 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t
         .into_data_async()
         .await
-        .map_err(|e| Error::Readback(format!("{e:?}")))?;
+        .map_err(|e| Error::Readback(readback_message(&e)))?;
     data.try_into_vec::<f32>()
-        .map_err(|e| Error::Readback(format!("{e:?}")))
+        .map_err(|e| Error::Readback(readback_message(&e)))
 }

@@ -142,7 +142,7 @@ fn open_file(path: &std::path::Path) -> Result<std::fs::File> {
 }
 
 /// `reader` gunzipped when `path` ends in `.gz`.
-fn decode<'a>(path: &std::path::Path, reader: impl BufRead + 'a) -> Box<dyn BufRead + 'a> {
+pub fn decode<'a>(path: &std::path::Path, reader: impl BufRead + 'a) -> Box<dyn BufRead + 'a> {
     if path.extension().is_some_and(|e| e == "gz") {
         Box::new(std::io::BufReader::new(flate2::bufread::GzDecoder::new(
             reader,

@@ -445,6 +445,17 @@ impl Trainer {
         .await
     }
 
+    /// What a training step is, with its sizes, for device errors.
+    fn describe_step(&self, step: usize, seq_len: usize) -> String {
+        format!(
+            "training step {} (batch {} × {seq_len} tokens × {} accumulated, {} trainable parameters)",
+            step + 1,
+            self.config.batch_size,
+            self.config.grad_accum,
+            self.trainable_parameters
+        )
+    }
+
     /// Train on `data` until the configured budget is spent, evaluating on `eval` and saving
     /// checkpoints through `sink`. Starts from `self.progress` (non-zero after a resume).
     pub async fn run(
@@ -469,7 +480,8 @@ impl Trainer {
             self.device.seed(self.config.seed.wrapping_add(step as u64));
             let batches = self.batches(data, step);
             let tokens: u64 = batches.iter().map(|b| b.tokens as u64).sum();
-            let (loss, norm) = self.step(&batches, lr);
+            let stepped = catch_device_panic(|| self.step(&batches, lr));
+            let (loss, norm) = device_fault(|| self.describe_step(step, seq_len), stepped)?;
             pending.push((step, lr, loss, norm));
             self.progress.step += 1;
             self.progress.tokens_seen += tokens;
@@ -480,8 +492,9 @@ impl Trainer {
                 || self.pause_at == Some(done)
             {
                 for (s, lr, loss, norm) in pending.drain(..) {
-                    let loss = read_f32(loss).await?[0] as f64;
-                    let norm = read_f32(norm).await?[0] as f64;
+                    let what = || self.describe_step(s, seq_len);
+                    let loss = device_fault(what, read_f32(loss).await)?[0] as f64;
+                    let norm = device_fault(what, read_f32(norm).await)?[0] as f64;
                     if !loss.is_finite() || !norm.is_finite() {
                         let kept = match last_good.take() {
                             Some((good_step, model, optim, progress)) => {
@@ -529,7 +542,13 @@ impl Trainer {
             if let (Some(e), Some(every)) = (eval, self.config.eval_every)
                 && (done.is_multiple_of(every) || done == total)
             {
-                let loss = self.evaluate(e).await?;
+                let what = || {
+                    format!(
+                        "the evaluation at step {done} ({} examples)",
+                        e.examples.len()
+                    )
+                };
+                let loss = device_fault(what, self.evaluate(e).await)?;
                 self.progress.evals.push((done, loss));
                 on_event(&Event::Eval {
                     step: done,
@@ -602,7 +621,13 @@ impl Trainer {
         name: &str,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<()> {
-        sink.save(name, self.checkpoint_files().await?)?;
+        let what = || {
+            format!(
+                "reading back {name} ({} trainable parameters)",
+                self.trainable_parameters
+            )
+        };
+        sink.save(name, device_fault(what, self.checkpoint_files().await)?)?;
         on_event(&Event::Checkpoint {
             step: self.progress.step,
             name: name.to_string(),
@@ -630,6 +655,36 @@ impl Trainer {
             .import(steps, optimizer, &self.device.clone().inner());
         Ok(())
     }
+}
+
+/// `result` with a failed readback turned into a [`Error::DeviceFault`] naming `operation`: a
+/// lost device or a refused allocation surfaces at the next readback, not where it happened.
+fn device_fault<T>(operation: impl FnOnce() -> String, result: Result<T>) -> Result<T> {
+    result.map_err(|e| match e {
+        Error::Readback(message) => Error::DeviceFault {
+            operation: operation(),
+            message,
+        },
+        e => e,
+    })
+}
+
+/// Run `f`, turning a panic raised by the wgpu runtime (its handler for errors it cannot return,
+/// such as an allocation the device refuses) into a [`Error::Readback`]-like device error; any
+/// other panic is a bug and goes on unwinding. (The browser build aborts on panic instead.)
+fn catch_device_panic<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        if message.starts_with("wgpu error") {
+            Error::Readback(message)
+        } else {
+            std::panic::resume_unwind(payload)
+        }
+    })
 }
 
 /// Fail unless the checkpoint state `state_json` was written for a model of `model`'s
