@@ -4,9 +4,9 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# Runs every target (or the ones named) for SECONDS each (default 300; FUZZ_JOBS at a time,
-# default one per core), starting from the seed corpora of fuzz/seeds.txt plus what earlier
-# campaigns found (fuzz/corpus/, git-ignored).
+# Runs every target (or the ones named) for SECONDS each (default 300; FUZZ_SECONDS_<target>
+# overrides it for one target; FUZZ_JOBS at a time, default one per core), starting from the
+# seed corpora of fuzz/seeds.txt plus what earlier campaigns found (fuzz/corpus/, git-ignored).
 # A crash, out-of-memory or hang is minimised (cargo fuzz tmin) into fuzz/regressions/TARGET/,
 # which `cargo test` replays on stable (crate/tests/fuzz_regressions.rs); commit it with the
 # fix. Prints a Markdown table of executions per target and writes it to fuzz/last-campaign.md.
@@ -50,7 +50,7 @@ seed() {
 
 report=last-campaign.md
 {
-  echo "Campaign of $(date -u +%Y-%m-%d): ${secs} s per target, ${FUZZ_JOBS:-$(nproc)} at a time on $(nproc) cores, $(rustc +nightly --version)"
+  echo "Campaign of $(date -u +%Y-%m-%d): ${secs} s per target unless stated, ${FUZZ_JOBS:-$(nproc)} at a time on $(nproc) cores, $(rustc +nightly --version)"
   echo
   echo "| target | seconds | executions | exec/s | corpus | coverage (edges) | crashes | OOMs | timeouts |"
   echo "|---|---|---|---|---|---|---|---|---|"
@@ -62,10 +62,15 @@ campaign() {
   mkdir -p "artifacts/$t"
   rm -f artifacts/"$t"/{crash,leak,oom,timeout,minimized-from}-*
   local log=artifacts/$t/fuzz.log
-  # Inputs up to 16 KiB (the interesting parts are headers and lines; larger seeds are cut);
-  # 2 GiB of memory and 10 s per input before a finding is an OOM or a hang.
+  # Inputs up to 16 KiB (the interesting parts are headers and lines; larger seeds are cut),
+  # 64 KiB for tokenizer.json (real ones are larger) and 2 KiB for data files (each input is
+  # tokenized four times: short files keep the search fast); 2 GiB of memory and 10 s per input
+  # before a finding is an OOM or a hang.
+  local max_len=16384 seconds=$secs budget="FUZZ_SECONDS_$t"
+  seconds=${!budget:-$secs}
+  case $t in tokenizer) max_len=65536 ;; data) max_len=2048 ;; esac
   cargo +nightly fuzz run "${flags[@]}" "$t" "corpus/$t" -- \
-    -max_total_time="$secs" -max_len=16384 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+    -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=2048 -malloc_limit_mb=2048 \
     -timeout=10 -print_final_stats=1 > "$log" 2>&1 || true
   stat() { grep -m1 "^stat::$1:" "$log" | awk '{print $2}'; }
   local execs rate edges crashes=0 ooms=0 hangs=0
@@ -87,7 +92,7 @@ campaign() {
     echo "$t: $(basename "$a") → regressions/$t/$(basename "$a")" >&2
   done
   local corpus; corpus=$(find "corpus/$t" -type f | wc -l)
-  echo "| $t | $secs | $execs | $rate | $corpus | ${edges:-?} | $crashes | $ooms | $hangs |" > "artifacts/$t/row.md"
+  echo "| $t | $seconds | $execs | $rate | $corpus | ${edges:-?} | $crashes | $ooms | $hangs |" > "artifacts/$t/row.md"
   echo "$t: $execs executions, $crashes crashes, $ooms OOMs, $hangs timeouts" >&2
 }
 

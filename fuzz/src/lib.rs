@@ -11,8 +11,11 @@ use tunelab::hf::safetensors::TensorStream;
 use tunelab::hf::{MemoryFiles, ModelConfig, Tokenizer};
 use tunelab::train::data::{self, DataOptions, Regime};
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target by name, for the regression runner.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("safetensors", safetensors),
     ("shard_index", shard_index),
     ("config", config),
@@ -41,22 +44,34 @@ pub fn safetensors(bytes: &[u8]) {
 fn safetensors_in(bytes: &[u8], chunks: &[usize]) -> Option<Parsed> {
     let mut stream = TensorStream::new("fuzz.safetensors", Some(bytes.len() as u64));
     let mut out = Vec::new();
-    let mut rest = bytes;
-    for &n in chunks.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at(n.min(rest.len()));
-        rest = tail;
-        let pushed = stream.push(piece, &mut |_| Ok(()), &mut |t| {
+    in_chunks(bytes, chunks, |piece| {
+        stream.push(piece, &mut |_| Ok(()), &mut |t| {
             let shape = t.info.shape.iter().map(|&d| d as u64).collect();
             out.push((t.info.name, shape, bits(&t.values)));
             Ok(())
-        });
-        pushed.ok()?;
-    }
+        })
+    })?;
     stream.finish().ok()?;
     Some(out)
+}
+
+/// Feed `bytes` to `push` in pieces of the sizes `chunks` cycles through; `None` at the first
+/// error.
+fn in_chunks<E>(
+    bytes: &[u8],
+    chunks: &[usize],
+    mut push: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Option<()> {
+    let mut rest = bytes;
+    for &n in chunks.iter().cycle() {
+        if rest.is_empty() {
+            return Some(());
+        }
+        let (piece, tail) = rest.split_at(n.min(rest.len()));
+        rest = tail;
+        push(piece).ok()?;
+    }
+    Some(())
 }
 
 fn bits(values: &[f32]) -> Vec<u32> {
@@ -216,18 +231,14 @@ pub fn gguf(bytes: &[u8]) {
 fn gguf_in(bytes: &[u8], chunks: &[usize]) -> Option<(tunelab::gguf::Header, Parsed)> {
     let mut stream = tunelab::gguf::GgufStream::new("fuzz.gguf", Some(bytes.len() as u64));
     let mut out = Vec::new();
-    let mut rest = bytes;
-    for &n in chunks.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at(n.min(rest.len()));
-        rest = tail;
-        let pushed = stream.push(piece, &mut |_| Ok(()), &mut |_, info, values| {
+    let mut on_tensor =
+        |_: &tunelab::gguf::Header, info: &tunelab::gguf::TensorInfo, values: Vec<f32>| {
             out.push((info.name.clone(), info.dims.clone(), bits(&values)));
             Ok(())
-        });
-        pushed.ok()?;
-    }
+        };
+    in_chunks(bytes, chunks, |piece| {
+        stream.push(piece, &mut |_| Ok(()), &mut on_tensor)
+    })?;
+    stream.end(&mut |_| Ok(()), &mut on_tensor).ok()?;
     Some((stream.finish().ok()?, out))
 }

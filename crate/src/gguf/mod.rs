@@ -377,7 +377,20 @@ impl GgufStream {
         Ok(())
     }
 
-    /// The end of the file: the header, or an error if the file ended early.
+    /// The file has ended: parse a header whose last bytes arrived while parsing was deferred
+    /// (attempts are spaced out as bytes double), delivering its tensors. Call before
+    /// [`GgufStream::finish`], with the callbacks given to `push`.
+    pub fn end(
+        &mut self,
+        on_header: &mut dyn FnMut(&Header) -> Result<(), HfError>,
+        on_tensor: &mut OnTensor,
+    ) -> Result<(), HfError> {
+        self.next_try = 0;
+        self.push(&[], on_header, on_tensor)
+    }
+
+    /// The end of the file (after [`GgufStream::end`]): the header, or an error if the file
+    /// ended early.
     pub fn finish(self) -> Result<Header, HfError> {
         let Some(header) = self.header else {
             return Err(match parse_header(&self.pending, self.file_len) {
@@ -404,6 +417,7 @@ pub async fn read_header(mut opened: crate::hf::Opened, file: &str) -> Result<He
     let mut stream = GgufStream::new(file, opened.len);
     while stream.header.is_none() {
         let Some(chunk) = opened.body.next_chunk().await? else {
+            stream.end(&mut |_| Ok(()), &mut |_, _, _| Ok(()))?;
             return stream.finish();
         };
         stream.push(&chunk, &mut |_| Ok(()), &mut |_, _, _| Ok(()))?;
@@ -421,5 +435,6 @@ pub fn read(
     for piece in bytes.chunks(1 << 16) {
         stream.push(piece, &mut |_| Ok(()), &mut on_tensor)?;
     }
+    stream.end(&mut |_| Ok(()), &mut on_tensor)?;
     stream.finish()
 }

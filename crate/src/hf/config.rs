@@ -135,6 +135,10 @@ pub struct ModelConfig {
     pub arch: Architecture,
 }
 
+/// More layers than any real model has: a config claiming more is refused before anything is
+/// sized by it.
+const MAX_LAYERS: usize = 1 << 16;
+
 /// GPT-2 activations we implement, by their Hugging Face names.
 pub const GPT2_ACTIVATIONS: &[&str] = &["gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu"];
 
@@ -241,6 +245,8 @@ fn parse_llama(f: &Fields, model_type: &str) -> Result<LlamaConfig, HfError> {
     f.positive("max_position_embeddings", max_position_embeddings)?;
     let (rope_theta, rope_scaling) = parse_rope(f, max_position_embeddings)?;
     let num_hidden_layers: usize = f.req("num_hidden_layers")?;
+    // Checked before anything is sized by it (a per-layer list; found by fuzzing).
+    f.at_most("num_hidden_layers", num_hidden_layers, MAX_LAYERS)?;
     let (sliding_window, layer_types) = parse_layer_types(f, model_type, num_hidden_layers)?;
     let attention_bias = f.opt::<bool>("attention_bias")?.unwrap_or(false);
     // Qwen2 always has q/k/v biases; Qwen3 follows `attention_bias` as Llama does.
@@ -503,7 +509,9 @@ fn parse_gpt2(f: &Fields) -> Result<Gpt2Config, HfError> {
     let cfg = Gpt2Config {
         vocab_size: f.req("vocab_size")?,
         n_embd,
-        n_layer: f.req("n_layer")?,
+        n_layer: f
+            .req("n_layer")
+            .and_then(|n| f.at_most("n_layer", n, MAX_LAYERS).map(|()| n))?,
         n_head,
         n_positions: f.opt("n_positions")?.unwrap_or(1024),
         n_inner: f.opt("n_inner")?.unwrap_or(4 * n_embd),
@@ -545,6 +553,13 @@ impl Fields<'_> {
     fn req<T: serde::de::DeserializeOwned>(&self, field: &str) -> Result<T, HfError> {
         self.opt(field)?
             .ok_or_else(|| self.err(field, "missing".into()))
+    }
+
+    fn at_most(&self, field: &str, v: usize, max: usize) -> Result<(), HfError> {
+        if v > max {
+            return Err(self.err(field, format!("{v} is more than {max}")));
+        }
+        Ok(())
     }
 
     fn positive(&self, field: &str, v: usize) -> Result<(), HfError> {

@@ -27,9 +27,10 @@ impl Tokenizer {
             file: file.to_string(),
             message: format!("cannot parse tokenizer: {e}"),
         };
-        // JSON syntax first: tokenizers panics (rather than erring) on a syntax error inside
-        // some sections, e.g. `{"decoder":` (found by fuzzing).
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| bad(&e))?;
+        // Valid JSON first, strings decoded: tokenizers panics (rather than erring) on a
+        // syntax error or a string that is not UTF-8 inside some sections, e.g. `{"decoder":`
+        // (both found by fuzzing).
+        serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| bad(&e))?;
         let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| bad(&e))?;
         let eos_id = EOS_NAMES.iter().find_map(|t| inner.token_to_id(t));
         Ok(Tokenizer {

@@ -327,38 +327,37 @@ pub async fn load_gguf(
     let mut store = WeightStore::new(device, llama::PREFIX);
     let mut done = 0u64;
     let mut count = 0usize;
+    let mut on_header = |h: &gguf::Header| {
+        // The config must be readable before any tensor data is.
+        ModelConfig::parse(&gguf::llama::config_json(h, &location)?, &location)?;
+        if let (Some(limit), Some(t)) = (
+            max_tensor_bytes,
+            h.tensors
+                .iter()
+                .find(|t| Some(t.elements().saturating_mul(4)) > max_tensor_bytes),
+        ) {
+            return Err(HfError::TooLargeForDevice {
+                file: location.clone(),
+                tensor: t.name.clone(),
+                bytes: t.elements().saturating_mul(4),
+                limit,
+            });
+        }
+        Ok(())
+    };
+    let mut on_tensor = |h: &gguf::Header, t: &gguf::TensorInfo, values: Vec<f32>| {
+        if let Some(raw) = gguf::llama::to_hf(h, t, values, &location)? {
+            store.insert(&location, raw);
+            count += 1;
+        }
+        Ok(())
+    };
     while let Some(chunk) = opened.body.next_chunk().await? {
         done += chunk.len() as u64;
-        stream.push(
-            &chunk,
-            &mut |h| {
-                // The config must be readable before any tensor data is.
-                ModelConfig::parse(&gguf::llama::config_json(h, &location)?, &location)?;
-                if let (Some(limit), Some(t)) = (
-                    max_tensor_bytes,
-                    h.tensors
-                        .iter()
-                        .find(|t| Some(t.elements().saturating_mul(4)) > max_tensor_bytes),
-                ) {
-                    return Err(HfError::TooLargeForDevice {
-                        file: location.clone(),
-                        tensor: t.name.clone(),
-                        bytes: t.elements().saturating_mul(4),
-                        limit,
-                    });
-                }
-                Ok(())
-            },
-            &mut |h, t, values| {
-                if let Some(raw) = gguf::llama::to_hf(h, t, values, &location)? {
-                    store.insert(&location, raw);
-                    count += 1;
-                }
-                Ok(())
-            },
-        )?;
+        stream.push(&chunk, &mut on_header, &mut on_tensor)?;
         on_event(&Event::Progress(Progress::bytes(&task, done, total)));
     }
+    stream.end(&mut on_header, &mut on_tensor)?;
     let h = stream.finish()?;
     if total.is_none() {
         on_event(&Event::Progress(Progress::bytes(&task, done, Some(done))));
@@ -440,14 +439,16 @@ pub fn ids_tensor(ids: &[u32], vocab: usize, device: &Device) -> Result<Tensor<2
     ))
 }
 
-/// A failed readback as one readable line: the runtime's debug form (its line breaks escaped)
-/// without its backtrace.
+/// A failed readback as one readable line: the runtime's chain of causes (written in its debug
+/// form, line breaks escaped or not) joined with `; `, without the backtrace.
 fn readback_message(e: &impl std::fmt::Debug) -> String {
-    let text = format!("{e:?}");
-    let text = text.split(r"\nBacktrace:").next().unwrap_or(&text);
-    text.replace(r"\nCaused by:\n ", ", caused by:")
-        .trim_end_matches([' ', ':'])
-        .to_string()
+    let text = format!("{e:?}").replace(r"\n", "\n");
+    text.lines()
+        .map(|l| l.trim().trim_end_matches(':'))
+        .take_while(|l| !l.starts_with("Backtrace") && !l.starts_with("No backtrace"))
+        .filter(|l| !l.is_empty() && *l != "Caused by")
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Read an integer tensor back as i64 values, asynchronously.

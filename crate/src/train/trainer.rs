@@ -480,8 +480,9 @@ impl Trainer {
             self.device.seed(self.config.seed.wrapping_add(step as u64));
             let batches = self.batches(data, step);
             let tokens: u64 = batches.iter().map(|b| b.tokens as u64).sum();
-            let stepped = catch_device_panic(|| self.step(&batches, lr));
-            let (loss, norm) = device_fault(|| self.describe_step(step, seq_len), stepped)?;
+            // A device fault during the step (an allocation refused, the device lost) surfaces
+            // at the next readback, which names the step.
+            let (loss, norm) = self.step(&batches, lr);
             pending.push((step, lr, loss, norm));
             self.progress.step += 1;
             self.progress.tokens_seen += tokens;
@@ -666,24 +667,6 @@ fn device_fault<T>(operation: impl FnOnce() -> String, result: Result<T>) -> Res
             message,
         },
         e => e,
-    })
-}
-
-/// Run `f`, turning a panic raised by the wgpu runtime (its handler for errors it cannot return,
-/// such as an allocation the device refuses) into a [`Error::Readback`]-like device error; any
-/// other panic is a bug and goes on unwinding. (The browser build aborts on panic instead.)
-fn catch_device_panic<T>(f: impl FnOnce() -> T) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        if message.starts_with("wgpu error") {
-            Error::Readback(message)
-        } else {
-            std::panic::resume_unwind(payload)
-        }
     })
 }
 
