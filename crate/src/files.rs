@@ -160,6 +160,23 @@ pub fn write_dir_whole(dir: &std::path::Path, files: &[File]) -> Result<()> {
     sync_dir(parent)
 }
 
+/// Delete the directory `dir` as a whole: it is renamed to a hidden name first, so a process
+/// killed while deleting never leaves a half-deleted directory under its real name (where it
+/// could pass for a complete one).
+#[cfg(feature = "native")]
+pub fn remove_dir_whole(dir: &std::path::Path) -> Result<()> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(Error::file(dir, "not a directory name"));
+    };
+    let doomed = parent.join(format!(
+        ".{}.replaced-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::rename(dir, &doomed).map_err(|e| Error::file(dir, e))?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| Error::file(&doomed, e))
+}
+
 /// Remove `.NAME.partial-*` and `.NAME.replaced-*` leftovers of killed writers in `parent`.
 #[cfg(feature = "native")]
 fn remove_partials(parent: &std::path::Path, name: &str) -> Result<()> {

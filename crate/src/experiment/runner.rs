@@ -31,7 +31,7 @@ use crate::run::{ExportKind, MethodKind, Run, RunSpec};
 use crate::session::Session;
 use crate::train::data::{self, DataOptions, Dataset};
 use crate::train::resume::{self, Resume};
-use crate::train::sink::{CheckpointSink, DirSink, checkpoint_dirs};
+use crate::train::sink::{CheckpointSink, DirSink, remove_checkpoints};
 
 /// A target's data, ready for training and evaluation.
 struct Prepared {
@@ -763,9 +763,7 @@ impl Ctx<'_> {
         let done = (record, points);
         write_json(&dir, "run.json", &done)?;
         // The final weights are in `dir`; the resume checkpoint is no longer needed.
-        for (_, ckpt) in checkpoint_dirs(&dir) {
-            let _ = std::fs::remove_dir_all(&ckpt);
-        }
+        let _ = remove_checkpoints(&dir);
         Ok(done)
     }
 

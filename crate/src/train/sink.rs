@@ -73,6 +73,16 @@ pub fn checkpoint_dirs(root: &std::path::Path) -> Vec<(usize, std::path::PathBuf
     found
 }
 
+/// Delete every `checkpoint-N` directory in `root` (a finished run's resume state), each as a
+/// whole.
+#[cfg(feature = "native")]
+pub fn remove_checkpoints(root: &std::path::Path) -> Result<()> {
+    for (_, dir) in checkpoint_dirs(root) {
+        crate::files::remove_dir_whole(&dir)?;
+    }
+    Ok(())
+}
+
 #[cfg(feature = "native")]
 impl CheckpointSink for DirSink {
     fn save(&mut self, name: &str, files: Vec<File>) -> Result<()> {
@@ -89,7 +99,7 @@ impl CheckpointSink for DirSink {
                 .filter(|(_, p)| *p != dir)
                 .skip(keep.saturating_sub(1))
             {
-                std::fs::remove_dir_all(old).map_err(|e| crate::error::Error::file(old, e))?;
+                crate::files::remove_dir_whole(old)?;
             }
         }
         Ok(())

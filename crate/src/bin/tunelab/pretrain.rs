@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use tunelab::Error;
 use tunelab::files::write_dir;
 use tunelab::pretrain::{Checkpoints, PretrainConfig};
-use tunelab::train::sink::checkpoint_dirs;
+use tunelab::train::sink::{checkpoint_dirs, remove_checkpoints};
 
 use crate::output::{print_json, read_text, select, show_training_event, step_bar};
 use crate::{Global, Result};
@@ -65,9 +65,7 @@ pub fn run(a: Args, g: &Global) -> Result {
     bar.finish();
     write_dir(&a.out, &result.files)?;
     // The model is complete: its resume checkpoints are no longer needed.
-    for (_, dir) in checkpoint_dirs(&a.out) {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
-    }
+    remove_checkpoints(&a.out)?;
     let s = &result.summary;
     if g.json {
         print_json(&serde_json::json!({"out": a.out, "summary": s}));
