@@ -58,7 +58,10 @@ const client = engine(new URL("./worker.js", import.meta.url), view.notice);
 window.lab = { request: client.request };
 
 const fail = (e) => {
-  setStatus(`error: ${inLabels(e.message)}`, "error");
+  // The worker has dropped the model with the lost device: the next start loads it again.
+  if (e.device) state.loaded = null;
+  const lost = e.device ? " (the GPU device was lost: the next start loads the model again on a new device)" : "";
+  setStatus(`error: ${inLabels(e.message)}${lost}`, "error");
   buttons({ start: true, pause: false, resume: false, stop: false });
 };
 

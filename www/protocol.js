@@ -19,7 +19,7 @@ export function engine(url, onNotice) {
     }
     pending.delete(data.id);
     if (data.type === "reply") p.resolve(data.result);
-    else p.reject(Object.assign(new Error(data.message), { field: data.field ?? null }));
+    else p.reject(Object.assign(new Error(data.message), { field: data.field ?? null, device: data.device ?? false }));
   };
   const failAll = (message) => {
     for (const p of pending.values()) p.reject(new Error(message));

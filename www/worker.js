@@ -3,12 +3,13 @@
 //
 // Protocol (www/protocol.js is the page's side): every request is {id, type, ...}; everything the
 // worker sends about it carries the same id — events {id, type: "event", event} while it runs,
-// then exactly one {id, type: "reply", result} or {id, type: "error", message, field}. Messages
+// then exactly one {id, type: "reply", result} or {id, type: "error", message, field, device}
+// (device: the GPU device was lost, and the model with it; the next load gets a new one). Messages
 // with no id (notices) concern no request. Requests run one at a time in arrival order (the
 // engine's session is not re-entrant); "pause" and "stop" act at once, between training chunks.
 // The run's step and total come from the engine (the Rust `Run` owns them); the worker keeps only
 // whether a pause or stop was asked for.
-import init, { loadModel, resolveModelUrl, validateRunSpec } from "./pkg/tunelab.js";
+import init, { gpuLost, loadModel, resolveModelUrl, validateRunSpec } from "./pkg/tunelab.js";
 
 const ready = init();
 const CACHE = "tunelab-models-v1";
@@ -83,10 +84,24 @@ async function load({ model, cache, token, endpoint }, emit) {
   return { model, vocabSize: session.vocabSize, config: session.config, ms, storage: await storageUsage() };
 }
 
-// The session of `model`, loading it first (with the request's cache/token/endpoint) if needed.
+// The session of `model`, loading it first (with the request's cache/token/endpoint) if needed:
+// also when the GPU device it lived on was lost meanwhile (the engine then starts a fresh one).
 async function need(model, emit, how = {}) {
-  if (!session || sessionModel !== model) await load({ ...how, model }, emit);
+  if (!session || sessionModel !== model || gpuLost()) await load({ ...how, model }, emit);
   return session;
+}
+
+// The GPU device was lost (destroyed, reset, or a readback failed): the session's model and run
+// went with it. The next request that needs a model loads it again on a fresh device.
+function dropSession() {
+  Object.assign(control, { active: false, pause: false, stop: false });
+  try {
+    session?.free();
+  } catch {
+    // Freeing handles of a lost device may fail; the session is unusable either way.
+  }
+  session = null;
+  sessionModel = null;
 }
 
 // A data file, read as it streams in with download progress.
@@ -285,9 +300,12 @@ self.onmessage = ({ data }) => {
     .then(() => ready)
     .then(() => handler(data, emit))
     .then((result) => post({ id, type: "reply", result }))
-    .catch((e) => {
-      // A failed training request ends the run's loop; the model and the engine's run stay.
+    .catch(async (e) => {
+      // A failed training request ends the run's loop; the model and the engine's run stay,
+      // unless the device they lived on was lost.
       if (type === "start" || type === "resume") control.active = false;
-      post({ id, type: "error", message: String(e?.message ?? e), field: e?.field ?? null });
+      const device = Boolean(e?.device) || (await ready.then(() => gpuLost(), () => false));
+      if (device) dropSession();
+      post({ id, type: "error", message: String(e?.message ?? e), field: e?.field ?? null, device });
     });
 };

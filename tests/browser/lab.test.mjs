@@ -274,6 +274,46 @@ test("a dropped or bad training data download gives a message on the page, and t
   await page.close();
 });
 
+test("a GPU device destroyed mid-run ends the run with a device error, and the next run loads the model on a fresh device", async () => {
+  const { page, console } = await lab.open({
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+    "seq-len": "32", method: "lora", steps: "100000", batch: "2", evaluate: "0", generate: "0",
+  });
+  // Keep every GPUDevice the worker requests, so the test can destroy the one in use.
+  const deadline = Date.now() + 30_000;
+  while (page.workers().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const [worker] = page.workers();
+  assert.ok(worker, "the engine worker did not start");
+  await worker.evaluate(() => {
+    self.devices = [];
+    const request = GPUAdapter.prototype.requestDevice;
+    GPUAdapter.prototype.requestDevice = async function (...args) {
+      const device = await request.apply(this, args);
+      self.devices.push(device);
+      return device;
+    };
+  });
+  await page.click("#start");
+  await page.waitForFunction(() => /^step ([3-9]|\d\d+)\//.test(document.getElementById("losses").textContent), null, { timeout: 600_000 });
+  await worker.evaluate(() => self.devices.at(-1).destroy());
+  const lost = await settle(page);
+  assert.equal(lost.state, "error", `${lost.status}\n${console.join("\n")}`);
+  assert.match(lost.status, /the device failed during training step \d+ \(batch 2 × 32 tokens/);
+  assert.match(lost.status, /GPU device was lost/);
+  assert.equal(await page.$eval("#runs tbody tr:last-child", (e) => e.textContent.includes("failed")), true);
+  // The same page and worker: a short run trains on a new device, its loss going down.
+  await page.fill("#steps", "4");
+  await page.click("#start");
+  const again = await settle(page);
+  assert.equal(again.state, "done", `${again.status}\n${console.join("\n")}`);
+  const losses = (await json(page, "#losses", "json")).steps.map((s) => s.loss);
+  assert.equal(losses.length, 4);
+  assert.ok(losses.every(Number.isFinite), `${losses}`);
+  assert.equal(await worker.evaluate(() => self.devices.length), 2, "a fresh GPUDevice was requested");
+  process.stdout.write(`# device lost: ${lost.status}\n`);
+  await page.close();
+});
+
 test("overlapping requests each resolve with their own reply, an error rejects only its request, and errors name the form's labels", async () => {
   const { page, console } = await lab.open({
     model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",

@@ -440,15 +440,26 @@ pub fn ids_tensor(ids: &[u32], vocab: usize, device: &Device) -> Result<Tensor<2
 }
 
 /// A failed readback as one readable line: the runtime's chain of causes (written in its debug
-/// form, line breaks escaped or not) joined with `; `, without the backtrace.
+/// form, line breaks escaped or not) joined with `; `, without the backtrace, repeated causes,
+/// or the generic "an error happened" wrappers around a specific one.
 fn readback_message(e: &impl std::fmt::Debug) -> String {
     let text = format!("{e:?}").replace(r"\n", "\n");
-    text.lines()
+    let mut causes: Vec<&str> = Vec::new();
+    for line in text
+        .lines()
         .map(|l| l.trim().trim_end_matches(':'))
         .take_while(|l| !l.starts_with("Backtrace") && !l.starts_with("No backtrace"))
         .filter(|l| !l.is_empty() && *l != "Caused by")
-        .collect::<Vec<_>>()
-        .join("; ")
+    {
+        if !causes.contains(&line) {
+            causes.push(line);
+        }
+    }
+    let generic = |l: &&str| l.starts_with("An error happened during execution");
+    if causes.iter().any(|l| !generic(l)) {
+        causes.retain(|l| !generic(l));
+    }
+    causes.join("; ")
 }
 
 /// Read an integer tensor back as i64 values, asynchronously.
@@ -470,4 +481,39 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| Error::Readback(readback_message(&e)))?;
     data.try_into_vec::<f32>()
         .map_err(|e| Error::Readback(readback_message(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readback_message;
+
+    /// An error written in its debug form as `text` says.
+    struct Chain(&'static str);
+
+    impl std::fmt::Debug for Chain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    #[test]
+    fn readback_message_names_each_specific_cause_once() {
+        let lost = Chain(
+            "An error happened during execution:\n  Caused by:\n  An error happened during execution:\n  \
+             the staging buffer could not be mapped: device lost\nBacktrace:\n  0: cubecl::read",
+        );
+        assert_eq!(
+            readback_message(&lost),
+            "the staging buffer could not be mapped: device lost"
+        );
+        // Escaped line breaks (a cause chain inside a debug-printed string) split the same way.
+        let escaped = Chain(r"Readback(\n out of memory\n out of memory\n No backtrace)");
+        assert_eq!(readback_message(&escaped), "Readback(; out of memory");
+        // Nothing more specific: the generic cause is kept.
+        let generic = Chain("An error happened during execution");
+        assert_eq!(
+            readback_message(&generic),
+            "An error happened during execution"
+        );
+    }
 }

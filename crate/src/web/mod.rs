@@ -1,7 +1,11 @@
 //! The browser entry points (wasm-bindgen): a thin shell over [`Session`] and [`Run`], meant to
 //! run inside a Web Worker so GPU work never blocks the page. All readbacks are asynchronous.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::tensor::Device;
+use burn::tensor::wgpu::{WgpuSetup, wgpu};
 use js_sys::{Function, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -213,11 +217,20 @@ fn js_err(e: impl std::fmt::Display) -> JsValue {
 }
 
 /// A library error as a JavaScript `Error` whose `field` property names the setting at fault
-/// (the page puts its own label there; the message names it in backticks).
+/// (the page puts its own label there; the message names it in backticks). A failed readback
+/// or a device fault marks the device lost and sets `device: true`: the models on it are
+/// unusable, and the worker loads the next one on a fresh device.
 fn lib_err(e: crate::Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
-    if let crate::Error::Setting { field, .. } = &e {
-        let _ = js_sys::Reflect::set(&err, &"field".into(), &(*field).into());
+    match &e {
+        crate::Error::Setting { field, .. } => {
+            let _ = js_sys::Reflect::set(&err, &"field".into(), &(*field).into());
+        }
+        crate::Error::Readback(_) | crate::Error::DeviceFault { .. } => {
+            mark_gpu_lost();
+            let _ = js_sys::Reflect::set(&err, &"device".into(), &true.into());
+        }
+        _ => {}
     }
     err.into()
 }
@@ -264,23 +277,111 @@ fn files_object(files: &[File]) -> Result<JsValue, JsValue> {
     Ok(out.into())
 }
 
-thread_local! {
-    /// The worker's WebGPU device: started once, shared by every model it loads (the runtime
-    /// refuses to register a second one for the same adapter).
-    static GPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+/// The worker's WebGPU device and whether it was lost (destroyed, reset by the browser, or a
+/// readback on it failed).
+struct Gpu {
+    device: Device,
+    lost: Arc<AtomicBool>,
 }
 
-/// The worker's WebGPU device, started on first use with the adapter's own limits.
+thread_local! {
+    /// The worker's WebGPU device: started on first use, shared by every model it loads, and
+    /// replaced by a fresh one on the first use after it was lost.
+    static GPU: std::cell::RefCell<Option<Gpu>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The worker's WebGPU device, started with the adapter's own limits on first use and again
+/// after the previous one was lost (a lost `GPUDevice` never comes back; a new one must be
+/// requested from a new adapter).
 async fn gpu() -> Result<Device, JsValue> {
-    if let Some(device) = GPU.with(|g| g.borrow().clone()) {
+    let live = GPU.with(|g| {
+        g.borrow()
+            .as_ref()
+            .filter(|g| !g.lost.load(Ordering::Relaxed))
+            .map(|g| g.device.clone())
+    });
+    if let Some(device) = live {
         return Ok(device);
     }
-    let device: Device = Device::wgpu_options()
-        .init_async()
+    let setup = request_setup()
         .await
         .map_err(|e| js_err(format!("WebGPU is not available: {e}")))?;
-    GPU.with(|g| *g.borrow_mut() = Some(device.clone()));
+    let lost = Arc::new(AtomicBool::new(false));
+    let flag = lost.clone();
+    setup
+        .device
+        .set_device_lost_callback(move |reason, message| {
+            flag.store(true, Ordering::Relaxed);
+            log::warn!("the WebGPU device was lost ({reason:?}): {message}");
+        });
+    // Each registration is a runtime of its own, so a replacement never meets the lost one.
+    let device = Device::wgpu_options()
+        .setup(setup)
+        .init()
+        .map_err(|e| js_err(format!("WebGPU is not available: {e}")))?;
+    GPU.with(|g| {
+        *g.borrow_mut() = Some(Gpu {
+            device: device.clone(),
+            lost,
+        })
+    });
     Ok(device)
+}
+
+/// A WebGPU adapter (high-performance preference) and a device on it with the adapter's own
+/// features and limits: what burn's wgpu runtime requests for itself on the WGSL path.
+async fn request_setup() -> Result<WgpuSetup, String> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::BROWSER_WEBGPU,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (device, queue) = adapter
+        .request_device(&wgpu::DeviceDescriptor {
+            label: Some("tunelab"),
+            required_features: adapter
+                .features()
+                .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            required_limits: adapter.limits(),
+            // The runtime pools its allocations itself.
+            memory_hints: wgpu::MemoryHints::MemoryUsage,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(WgpuSetup {
+        instance,
+        adapter,
+        device,
+        queue,
+        backend: wgpu::Backend::BrowserWebGpu,
+    })
+}
+
+/// Mark the worker's device lost, so the next model loads on a fresh one.
+fn mark_gpu_lost() {
+    GPU.with(|g| {
+        if let Some(g) = g.borrow().as_ref() {
+            g.lost.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Whether the worker's WebGPU device was lost: every model on it is gone, and the next load
+/// requests a fresh device.
+#[wasm_bindgen(js_name = gpuLost)]
+pub fn gpu_lost() -> bool {
+    GPU.with(|g| {
+        g.borrow()
+            .as_ref()
+            .is_some_and(|g| g.lost.load(Ordering::Relaxed))
+    })
 }
 
 /// The URL a model named `model` loads from: a Hub id (`org/name[@revision]`, optionally
