@@ -1,6 +1,6 @@
 // A small canvas chart (lines, scatter or trajectories, linear or log axes, ticks, legend), sized
-// to the canvas' CSS box and the device pixel ratio, with the same numbers as a table for screen
-// readers. Lighter than a charting library for the page's few charts.
+// to the canvas' CSS box and the device pixel ratio, with a hover / arrow-key readout of each
+// point and the same numbers as a table for screen readers. Lighter than a charting library for the page's few charts.
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
 
 function ticks(lo, hi, n = 5) {
@@ -48,6 +48,8 @@ export function lineChart(canvas, { series, xLabel, yLabel, logX = false, logY =
   const pts = shown.flat();
   const m = { l: 56, r: 12, t: 10, b: 36 };
   g.fillStyle = "#555";
+  attachReadout(canvas);
+  canvas.readoutPoints = [];
   if (!pts.length) {
     g.fillText("no data yet", w / 2 - 30, h / 2);
     return;
@@ -74,6 +76,13 @@ export function lineChart(canvas, { series, xLabel, yLabel, logX = false, logY =
   const xl = `${xLabel}${logX ? " (log)" : ""}`, yl = `${yLabel}${logY ? " (log)" : ""}`;
   g.fillText(xl, m.l + (w - m.l) / 2 - xl.length * 3, h - 6);
   g.save(); g.translate(12, m.t + (h - m.b) / 2); g.rotate(-Math.PI / 2); g.fillText(yl, -yl.length * 3, 0); g.restore();
+  // What the readout names for each drawn point: its series and its own (not log) values.
+  canvas.readoutPoints = series.flatMap((s) => s.points
+    .filter(([x, y]) => Number.isFinite(tx(x)) && Number.isFinite(ty(y)))
+    .map(([x, y, tag]) => ({
+      px: X(tx(x)), py: Y(ty(y)),
+      text: `${s.label}: ${xLabel} ${fmt(x)}, ${yLabel} ${fmt(y)}${tag != null ? ` (step ${tag})` : ""}`,
+    })));
   series.forEach((s, i) => {
     const c = s.color ?? color(i);
     const p = shown[i];
@@ -93,6 +102,55 @@ export function lineChart(canvas, { series, xLabel, yLabel, logX = false, logY =
       g.fillRect(w - m.r - 170, m.t + 6 + i * 16, 10, 10);
       g.fillText(s.label.slice(0, 26), w - m.r - 155, m.t + 15 + i * 16);
     }
+  });
+}
+
+/**
+ * A readout of the point nearest the mouse (within 24 px), or, with the chart focused, of the
+ * point the arrow keys step to; shown beside the point and announced politely. Attached once per
+ * canvas; each drawing replaces `canvas.readoutPoints`.
+ */
+function attachReadout(canvas) {
+  if (canvas.readoutBox) return;
+  const box = document.createElement("div");
+  box.className = "readout";
+  box.hidden = true;
+  box.setAttribute("aria-live", "polite");
+  canvas.after(box);
+  canvas.readoutBox = box;
+  canvas.tabIndex = 0;
+  canvas.parentElement.style.position = "relative";
+  let at = -1;
+  const show = (k) => {
+    const p = canvas.readoutPoints[k];
+    box.hidden = !p;
+    if (!p) return;
+    at = k;
+    box.textContent = p.text;
+    box.style.left = `${canvas.offsetLeft + Math.max(0, Math.min(p.px + 10, canvas.clientWidth - 260))}px`;
+    box.style.top = `${canvas.offsetTop + Math.max(0, p.py - 34)}px`;
+  };
+  canvas.addEventListener("mousemove", (e) => {
+    const r = canvas.getBoundingClientRect();
+    const [x, y] = [e.clientX - r.left, e.clientY - r.top];
+    let best = -1;
+    let near = 24 ** 2;
+    canvas.readoutPoints.forEach((p, k) => {
+      const d = (p.px - x) ** 2 + (p.py - y) ** 2;
+      if (d < near) [best, near] = [k, d];
+    });
+    show(best);
+  });
+  canvas.addEventListener("mouseleave", () => (box.hidden = true));
+  canvas.addEventListener("blur", () => (box.hidden = true));
+  canvas.addEventListener("keydown", (e) => {
+    const n = canvas.readoutPoints.length;
+    if (!n) return;
+    if (e.key === "ArrowRight" || e.key === "ArrowDown") show((at + 1) % n);
+    else if (e.key === "ArrowLeft" || e.key === "ArrowUp") show((at - 1 + n) % n);
+    else if (e.key === "Escape") box.hidden = true;
+    else return;
+    e.preventDefault();
   });
 }
 

@@ -63,8 +63,36 @@ export function runSpec() {
   return spec;
 }
 
+/// The runs a queue names, e.g. `full lr 5e-4, lora 4, lora 16 lr 0.002`: a method each (`full`,
+/// or `lora RANK`) with an optional learning rate; every other setting comes from the form.
+export function parseQueue(text) {
+  const items = text.split(",").map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new Error("Compare: name at least one run, e.g. full, lora 4, lora 16");
+  return items.map((item) => {
+    const m = /^(?:(full)|lora\s+(\d+))(?:\s+lr\s+(\S+))?$/i.exec(item);
+    if (!m) throw new Error(`Compare: "${item}" is not a run (write full or lora RANK, optionally followed by lr RATE)`);
+    const rank = m[2] === undefined ? null : Number(m[2]);
+    if (rank === 0) throw new Error(`Compare: "${item}": the rank must be at least 1`);
+    const lr = m[3] === undefined ? null : Number(m[3]);
+    if (lr !== null && !(lr > 0 && Number.isFinite(lr))) throw new Error(`Compare: "${item}": the learning rate must be a positive number`);
+    return { method: m[1] ? "full" : "lora", rank, lr };
+  });
+}
+
 /// True when the data is the user's own (a URL or a file), not a preset with its own test set.
 export const ownData = () => ["url", "file"].includes($("data-preset").value);
+
+/// The run spec fields a checkpoint's `trainer_state.json` (`state`) holds, as the page labels
+/// runs by them (the data's sequence length, `seqLen`, is the form's).
+export function checkpointSpec(state, seqLen) {
+  const c = state?.config;
+  if (!c?.method) throw new Error("trainer_state.json: no run settings (not a checkpoint written by tunelab)");
+  const lora = c.method.method === "lora";
+  return {
+    method: c.method.method, lr: c.lr, max_steps: c.max_steps, batch_size: c.batch_size, seq_len: seqLen,
+    ...(lora ? { rank: c.method.rank, alpha: c.method.alpha } : {}),
+  };
+}
 
 /// A run's label: what tells it apart from other runs.
 export function runLabel(spec, data) {

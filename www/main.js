@@ -2,7 +2,7 @@
 // comes back (view.js). Query parameters pre-fill any field by id (used by tests and shareable
 // links); autostart=1 loads, tokenizes, trains and evaluates; autorun=1 computes logits.
 import { engine } from "./protocol.js";
-import { cliCommand, dataSource, inLabels, ownData, runLabel, runSpec, shareLink, targetName } from "./form.js";
+import { checkpointSpec, cliCommand, dataSource, inLabels, ownData, parseQueue, runLabel, runSpec, shareLink, targetName } from "./form.js";
 import * as runs from "./runs.js";
 import * as view from "./view.js";
 
@@ -30,8 +30,11 @@ const state = {
   losses: [], evals: [], files: new Map(), mathTest: null, loaded: null,
   // Every run and the base model's scores per (model, target), kept across reloads (runs.js).
   store: runs.load(),
-  // The run being trained: its record (runs.js) and evaluation request; the selected run's id.
+  // The run being trained: its record (runs.js), evaluation request and `over` (resolves true
+  // when it finished, false when it failed or was stopped); the selected run's id.
   current: null, selected: null,
+  // The queue being worked through (the Compare field): `stopped` once Stop was pressed.
+  queue: null,
 };
 // A run that was training or paused when the page went away cannot go on: its engine is gone.
 for (const r of state.store.runs) if (r.status === "training" || r.status === "paused") r.status = "interrupted";
@@ -57,12 +60,13 @@ const client = engine(new URL("./worker.js", import.meta.url), view.notice);
 // For tests and the console: the protocol client.
 window.lab = { request: client.request };
 
+const idle = { start: true, "start-queue": true, "resume-from": true, pause: false, resume: false, stop: false };
 const fail = (e) => {
   // The worker has dropped the model with the lost device: the next start loads it again.
   if (e.device) state.loaded = null;
   const lost = e.device ? " (the GPU device was lost: the next start loads the model again on a new device)" : "";
   setStatus(`error: ${inLabels(e.message)}${lost}`, "error");
-  buttons({ start: true, pause: false, resume: false, stop: false });
+  buttons(state.queue ? { pause: false, resume: false, stop: false } : idle);
 };
 
 const learningKey = () => runs.learningKeyOf(targetName());
@@ -134,6 +138,8 @@ async function ensureModel() {
     setStatus("loading model…");
     const loaded = await client.request("load", loadRequest(), showProgress);
     state.loaded = loaded;
+    // A chat model answers prompts as chat turns, unless the link said otherwise.
+    if (!params.has("chat")) $("chat").checked = loaded.chat;
     timing.loaded = performance.now();
     const s = loaded.storage;
     $("storage").textContent = s ? `browser storage used: ${(s.usage / 1e6).toFixed(1)} MB of ${(s.quota / 1e9).toFixed(1)} GB` : "";
@@ -153,18 +159,50 @@ async function loadData(model, spec) {
   return source.kind === "math" ? "math" : source.name;
 }
 
+// Generate from the prompt with the current model, the text appearing token by token.
 async function generation(label) {
-  const prompt = $("prompt").value.replaceAll("\\n", "\n");
-  const { text } = await client.request("generate", { prompt, maxNewTokens: 48 });
-  $("generations").textContent += `[${label}] ${prompt}${text}\n\n`;
+  const prompt = $("prompt").value;
+  const options = {
+    maxNewTokens: Number($("max-tokens").value),
+    temperature: Number($("temperature").value),
+    topP: Number($("top-p").value),
+    seed: 0,
+    chat: $("chat").checked,
+  };
+  const out = $("generations");
+  const entry = document.createElement("div");
+  entry.className = "generation";
+  entry.append(`[${label}] ${options.chat ? "user: " : ""}${prompt}${options.chat ? "\nassistant: " : ""}`);
+  const text = document.createElement("span");
+  entry.append(text);
+  out.append(entry);
+  const streamed = [];
+  const r = await client.request("generate", { prompt, options }, (e) => {
+    if (e.event !== "token") return;
+    streamed.push(e.text);
+    text.textContent += e.text;
+  });
+  text.textContent = r.text;
+  entry.dataset.json = JSON.stringify({ label, ...r, streamed });
 }
 
-// Events of a training request (start, resume, stop of a paused run).
+// A prompt that suits each data preset; the user's own prompt is kept.
+const PROMPTS = {
+  math: "Question: Anna has 3 apples and buys 4 more. How many apples does she have?\nAnswer:",
+  code: "def fibonacci(n):\n",
+  url: "The",
+  file: "The",
+};
+const defaultPrompt = () => {
+  if ($("prompt").value === "" || Object.values(PROMPTS).includes($("prompt").value)) $("prompt").value = PROMPTS[$("data-preset").value] ?? "";
+};
+
+// Events of a training request (start, resume, stop of a paused run, resume from a checkpoint).
 function onRunEvent(e) {
   switch (e.event) {
     case "started":
       $("losses").dataset.info = JSON.stringify(e.info);
-      setStatus(`training ${e.info.trainableParameters} parameters for ${e.info.totalSteps} steps`);
+      setStatus(`training ${e.info.trainableParameters} parameters for ${e.info.totalSteps} steps${e.info.step ? `, continuing from step ${e.info.step}` : ""}`);
       break;
     case "step":
       timing.firstStep ??= performance.now();
@@ -188,18 +226,22 @@ function onRunEvent(e) {
 // A training request ended: paused (wait for resume or stop), or finished (evaluate and record).
 async function runEnded(r) {
   const { run, request } = state.current;
-  Object.assign(run, { steps: r.step, ms: r.ms, losses: state.losses.map((e) => e.loss) });
+  // GPU memory: the run's peak in use after a step, the allocator's reserved pages, and what
+  // the loaded model alone held (the base every run on it shares).
+  const memory = r.memory ? { ...r.memory, model: state.loaded?.memory?.inUse ?? null } : null;
+  Object.assign(run, { steps: r.step, ms: r.ms, losses: state.losses.map((e) => e.loss), memory });
   if (r.state === "paused") {
     run.status = "paused";
     keep();
     drawScatter();
     setStatus(`paused at step ${r.step}`, "paused");
-    buttons({ pause: false, resume: true, stop: true });
+    // A paused run's checkpoint can be kept, to resume it later (here or natively).
+    buttons({ pause: false, resume: true, stop: true, "export-checkpoint": true });
     return;
   }
   // Taken before Start is enabled again: a new run resets them.
   const steps = state.losses.slice();
-  buttons({ start: true, pause: false, resume: false, stop: false, "spectrum-btn": true, "export-adapter": run.spec.method === "lora", "export-merged": true });
+  buttons({ ...(state.queue ? {} : idle), pause: false, resume: false, stop: false, "spectrum-btn": true, "export-adapter": run.spec.method === "lora", "export-merged": true, "export-checkpoint": true });
   setStatus(`trained ${r.step} steps in ${(r.ms / 1000).toFixed(1)} s; evaluating…`);
   run.status = r.stopped ? "stopped" : "done";
   if (request && !run.evals.some((e) => e.step === r.step)) run.evals.push(await evaluate(request, r.step));
@@ -209,6 +251,7 @@ async function runEnded(r) {
   if (params.get("generate") !== "0") await generation(run.label);
   $("losses").dataset.json = JSON.stringify({ steps, ms: r.ms, metrics, timing });
   setStatus(`done: ${run.label}, ${r.step} steps in ${(r.ms / 1000).toFixed(1)} s`, "done");
+  state.current.settle(!r.stopped);
 }
 
 // A training request: its end handled by `runEnded`, its failure shown.
@@ -222,15 +265,19 @@ function runFailed(e) {
     drawScatter();
   }
   fail(e);
+  state.current?.settle(false);
 }
 
-async function startRun() {
+// Start a run with the form's settings, or continue the one of checkpoint `from` ({files, state,
+// name}) on the form's data; resolves true once it finished, false if it failed or was stopped
+// (a pause keeps it pending until the run is resumed and ends).
+async function startRun(from = null) {
   setStatus("starting…");
   let started = false;
   try {
     const form = runSpec();
     // Defaults filled in by the engine; a bad setting is named before anything loads.
-    const spec = await client.request("validate", { spec: form });
+    const spec = from ? checkpointSpec(from.state, form.seq_len) : await client.request("validate", { spec: form });
     state.losses = [];
     state.evals = [];
     view.drawLoss(state.losses);
@@ -246,23 +293,91 @@ async function startRun() {
       drawScatter();
     }
     if (params.get("generate") !== "0") await generation("base");
-    const run = runs.newRun({ spec, label: runLabel(spec, data), model, target: targetName(), data });
+    const label = `${from ? `resumed at step ${from.state.progress?.step ?? 0}: ` : ""}${runLabel(spec, data)}`;
+    const run = runs.newRun({ spec, label, model, target: targetName(), data });
     run.pair = pair();
     state.store.runs.push(run);
     state.selected = run.id;
-    state.current = { run, request };
+    let settle;
+    const over = new Promise((resolve) => (settle = resolve));
+    state.current = { run, request, over, settle };
     keep();
     drawScatter();
-    buttons({ start: false, pause: true, resume: false, stop: true, "spectrum-btn": false, "export-adapter": false, "export-merged": false });
+    buttons({ start: false, "start-queue": false, "resume-from": false, pause: true, resume: false, stop: true, "spectrum-btn": false, "export-adapter": false, "export-merged": false, "export-checkpoint": false });
     const every = Number($("eval-every").value);
     timing.start = performance.now();
     started = true;
-    const r = await client.request("start", { spec: form, evalEvery: every, evalRequest: every > 0 ? request : null }, onRunEvent);
+    const evaluations = { evalEvery: every, evalRequest: every > 0 ? request : null };
+    const r = from
+      ? await client.request("resumeFrom", { files: from.files, name: from.name, ...evaluations }, onRunEvent)
+      : await client.request("start", { spec: form, ...evaluations }, onRunEvent);
     await runEnded(r);
+    return await over;
   } catch (e) {
     if (started) runFailed(e);
     else fail(e);
+    return false;
   }
+}
+
+// Continue the run of the checkpoint whose files are chosen in "Resume from a checkpoint".
+async function resumeFromCheckpoint() {
+  let from;
+  try {
+    const chosen = [...$("resume-files").files];
+    if (chosen.length === 0) throw new Error("Resume from a checkpoint: choose the checkpoint's files first");
+    const files = Object.fromEntries(await Promise.all(chosen.map(async (f) => [f.name, new Uint8Array(await f.arrayBuffer())])));
+    if (!files["trainer_state.json"]) throw new Error("Resume from a checkpoint: trainer_state.json is not among the chosen files");
+    let state;
+    try {
+      state = JSON.parse(new TextDecoder().decode(files["trainer_state.json"]));
+    } catch (e) {
+      throw new Error(`trainer_state.json: ${e.message}`);
+    }
+    const folder = chosen[0].webkitRelativePath.split("/")[0];
+    from = { files, state, name: folder || "checkpoint" };
+  } catch (e) {
+    fail(e);
+    return false;
+  }
+  return startRun(from);
+}
+
+// Work through the Compare field's runs one after another on the loaded model and data: each
+// sets the form's method (and rank, learning rate) and runs as Start does. A failed or stopped
+// run ends the queue.
+async function runQueue() {
+  let items;
+  try {
+    items = parseQueue($("compare").value);
+  } catch (e) {
+    fail(e);
+    return;
+  }
+  const form = { method: $("method").value, rank: $("rank").value, lr: $("lr").value };
+  state.queue = { stopped: false };
+  buttons({ start: false, "start-queue": false, "resume-from": false });
+  const note = (text, s) => {
+    $("queue-status").textContent = text;
+    $("queue-status").dataset.state = s;
+  };
+  let done = 0;
+  for (const item of items) {
+    note(`queue: run ${done + 1} of ${items.length}`, "running");
+    $("method").value = item.method;
+    $("rank").value = item.rank ?? form.rank;
+    $("lr").value = item.lr ?? form.lr;
+    formChanged();
+    if (!(await startRun()) || state.queue.stopped) break;
+    done += 1;
+  }
+  const all = done === items.length;
+  note(`queue ${all ? "finished" : "ended"}: ${done} of ${items.length} runs`, all ? "done" : "ended");
+  // The form as it was before the queue set each run's method.
+  Object.entries(form).forEach(([id, v]) => ($(id).value = v));
+  formChanged();
+  state.queue = null;
+  buttons({ start: true, "start-queue": true, "resume-from": true });
 }
 
 // ---- controls ----------------------------------------------------------------------------------
@@ -275,6 +390,7 @@ $("data-preset").addEventListener("change", () => {
   if (p === "code") $("seq-len").value = 256;
   if (p === "math") $("seq-len").value = 192;
   state.mathTest = null;
+  defaultPrompt();
 });
 // The plot follows the (model, target) pair the form names; the command box follows the form.
 const formChanged = () => {
@@ -333,17 +449,20 @@ new ResizeObserver(() => {
   resized = setTimeout(drawAll, 100);
 }).observe($("scatter"));
 $("load").addEventListener("click", () => ensureModel().catch(fail));
-$("start").addEventListener("click", startRun);
+$("start").addEventListener("click", () => startRun());
+$("start-queue").addEventListener("click", runQueue);
+$("resume-from").addEventListener("click", resumeFromCheckpoint);
 $("pause").addEventListener("click", () => {
   buttons({ pause: false });
   client.request("pause").catch(fail);
 });
 $("resume").addEventListener("click", () => {
   setStatus(`resumed at step ${state.losses.at(-1)?.step ?? 0}`);
-  buttons({ pause: true, resume: false, stop: true });
+  buttons({ pause: true, resume: false, stop: true, "export-checkpoint": false });
   training("resume");
 });
 $("stop").addEventListener("click", () => {
+  if (state.queue) state.queue.stopped = true;
   buttons({ pause: false, resume: false, stop: false });
   training("stop");
 });
@@ -374,6 +493,7 @@ $("spectrum-btn").addEventListener("click", async () => {
 const exportFiles = (kind) => client.request("export", { kind }).then((r) => view.offerDownloads(r.kind, r.files)).catch(fail);
 $("export-adapter").addEventListener("click", () => exportFiles("adapter"));
 $("export-merged").addEventListener("click", () => exportFiles("merged"));
+$("export-checkpoint").addEventListener("click", () => exportFiles("checkpoint"));
 
 $("form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -395,5 +515,7 @@ $("form").addEventListener("submit", async (e) => {
 
 drawAll();
 formChanged();
+defaultPrompt();
 if (hasWebGPU && params.get("autorun") === "1") $("form").requestSubmit();
 if (hasWebGPU && params.get("autostart") === "1") startRun();
+if (hasWebGPU && params.get("autoqueue") === "1") runQueue();

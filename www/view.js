@@ -101,7 +101,7 @@ export function drawScatter({ base, runs, key, selected, pair, onToggle, onSelec
   const rows = [];
   if (base) {
     const tr = document.createElement("tr");
-    for (const v of ["", "base", "evaluated", 0, "-", base[key], base["forgetting/score"], base["source/perplexity"]]) tr.append(cell("td", v));
+    for (const v of ["", "base", "evaluated", 0, "-", "-", base[key], base["forgetting/score"], base["source/perplexity"]]) tr.append(cell("td", v));
     rows.push(tr);
   }
   for (const r of runs) {
@@ -122,11 +122,19 @@ export function drawScatter({ base, runs, key, selected, pair, onToggle, onSelec
     pick.title = `${r.model}\n${JSON.stringify(r.spec)}`;
     pick.addEventListener("click", () => onSelect(r.id));
     const time = r.ms ? `${(r.ms / 1000).toFixed(1)} s` : "-";
-    for (const v of [box, pick, r.status, r.steps, time, m[learningKeyOf(r.target)], m["forgetting/score"], m["source/perplexity"]]) tr.append(cell("td", v));
+    for (const v of [box, pick, r.status, r.steps, time, memoryText(r.memory), m[learningKeyOf(r.target)], m["forgetting/score"], m["source/perplexity"]]) tr.append(cell("td", v));
     rows.push(tr);
   }
   $("runs").tBodies[0].replaceChildren(...rows);
-  $("scatter").dataset.json = JSON.stringify({ key, pair, base: base ?? null, runs: mine.map((r) => ({ id: r.id, label: r.label, metrics: finalMetrics(r), trajectory: trajectory(r, key) })) });
+  $("scatter").dataset.json = JSON.stringify({ key, pair, base: base ?? null, runs: mine.map((r) => ({ id: r.id, label: r.label, status: r.status, memory: r.memory ?? null, metrics: finalMetrics(r), trajectory: trajectory(r, key) })) });
+}
+
+/// A run's GPU memory: its peak in use, and the part that is its own (trainable copy, gradients,
+/// optimizer state) beyond the loaded model every run shares.
+function memoryText(memory) {
+  if (!memory) return "-";
+  const mb = (b) => `${(b / 1e6).toFixed(b < 1e7 ? 2 : 0)} MB`;
+  return memory.model == null ? mb(memory.inUse) : `${mb(memory.inUse)} (${mb(Math.max(0, memory.inUse - memory.model))} own)`;
 }
 
 /// The adapter and its limits.

@@ -20,7 +20,10 @@ let sessionUrl = null;
 let cacheModels = true;
 let queue = Promise.resolve();
 // Loop control of the current run: the chunked training loop reads these between chunks.
-const control = { active: false, pause: false, stop: false, evalEvery: 0, evalRequest: null, t0: 0 };
+// `memory`: the most device memory in use after a step of the run (the model, the run's trainable
+// copy, gradients and optimizer state; activations are freed by then) and the allocator's
+// reserved pages, in bytes.
+const control = { active: false, pause: false, stop: false, evalEvery: 0, evalRequest: null, t0: 0, memory: null };
 
 const post = (msg) => self.postMessage(msg);
 
@@ -81,7 +84,10 @@ async function load({ model, cache, token, endpoint }, emit) {
   }, token || undefined, endpoint || undefined);
   const ms = performance.now() - t0;
   await Promise.allSettled([...caching]);
-  return { model, vocabSize: session.vocabSize, config: session.config, ms, storage: await storageUsage() };
+  return {
+    model, vocabSize: session.vocabSize, config: session.config, chat: session.hasChatTemplate,
+    ms, memory: session.memory(), storage: await storageUsage(),
+  };
 }
 
 // The session of `model`, loading it first (with the request's cache/token/endpoint) if needed:
@@ -156,29 +162,43 @@ async function setData({ model, source, spec }, emit) {
 async function start({ spec, evalEvery, evalRequest }, emit) {
   if (!session) throw new Error("load a model first");
   // Active before any await, so a pause or stop sent meanwhile is not lost.
-  Object.assign(control, { active: true, pause: false, stop: false, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now() });
+  Object.assign(control, { active: true, pause: false, stop: false, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now(), memory: null });
   const info = session.startTraining(spec, await maxBinding());
-  emit({ event: "started", info });
+  emit({ event: "started", info: { ...info, memory: session.memory() } });
+  return loop(emit);
+}
+
+// Continue the run of a checkpoint (`files`: name → bytes, as the checkpoint export gives them)
+// on the data set with "data"; resolves as `start` does.
+async function resumeFrom({ files, name, evalEvery, evalRequest }, emit) {
+  if (!session) throw new Error("load a model first");
+  Object.assign(control, { active: true, pause: false, stop: false, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now(), memory: null });
+  const info = await session.resumeTraining(files, name, await maxBinding());
+  emit({ event: "started", info: { ...info, memory: session.memory() } });
   return loop(emit);
 }
 
 // Train in chunks of one step, so pause, stop and evaluations act at step granularity; periodic
-// evaluations run between chunks. Resolves {state: "paused" | "finished", step, total, stopped, ms}.
+// evaluations run between chunks. Resolves {state: "paused" | "finished", step, total, stopped, ms,
+// memory}.
 async function loop(emit) {
   let r = session.progress();
   while (!r.done && !control.pause && !control.stop) {
     r = await session.trainSteps(1, (event) => {
       if (event.event === "step") emit(event);
     });
+    const m = session.memory();
+    if (m) control.memory = { inUse: Math.max(m.inUse, control.memory?.inUse ?? 0), reserved: Math.max(m.reserved, control.memory?.reserved ?? 0) };
     if (!r.done && control.evalEvery > 0 && r.step % control.evalEvery === 0 && control.evalRequest) {
       const metrics = await evaluate({ request: control.evalRequest }, emit);
       emit({ event: "metrics", step: r.step, ...metrics });
     }
   }
   const ms = performance.now() - control.t0;
-  if (control.pause && !control.stop && !r.done) return { state: "paused", step: r.step, total: r.totalSteps, ms };
+  const memory = control.memory;
+  if (control.pause && !control.stop && !r.done) return { state: "paused", step: r.step, total: r.totalSteps, ms, memory };
   control.active = false;
-  return { state: "finished", step: r.step, total: r.totalSteps, stopped: control.stop, ms };
+  return { state: "finished", step: r.step, total: r.totalSteps, stopped: control.stop, ms, memory };
 }
 
 async function evaluate({ request }, emit) {
@@ -255,14 +275,18 @@ const handlers = {
   logits,
   data: setData,
   start,
+  resumeFrom,
   evaluate,
   // The spec with every default filled in, or an error naming the field.
   validate: async ({ spec }) => validateRunSpec(spec),
   // The pause flag was cleared when the request arrived; an ended run has nothing to resume.
   resume: async (_, emit) => (control.active ? loop(emit) : {}),
-  generate: async ({ prompt, maxNewTokens }) => {
+  // Tokens stream as {event: "token", text}; the reply is {text, prompt}.
+  generate: async ({ prompt, options }, emit) => {
     if (!session) throw new Error("load a model first");
-    return { text: await session.generate(prompt, maxNewTokens) };
+    return session.generate(prompt, options, (event) => {
+      if (event.event === "token") emit(event);
+    });
   },
   export: async ({ kind }) => {
     if (!session) throw new Error("load a model first");
@@ -303,7 +327,7 @@ self.onmessage = ({ data }) => {
     .catch(async (e) => {
       // A failed training request ends the run's loop; the model and the engine's run stay,
       // unless the device they lived on was lost.
-      if (type === "start" || type === "resume") control.active = false;
+      if (type === "start" || type === "resume" || type === "resumeFrom") control.active = false;
       const device = Boolean(e?.device) || (await ready.then(() => gpuLost(), () => false));
       if (device) dropSession();
       post({ id, type: "error", message: String(e?.message ?? e), field: e?.field ?? null, device });

@@ -103,6 +103,19 @@ pub struct ManifestEntry {
     pub sha256: String,
 }
 
+impl ManifestEntry {
+    /// Why `bytes` are not this file as the manifest describes it, if they are not.
+    pub fn mismatch(&self, bytes: &[u8]) -> Option<String> {
+        (bytes.len() as u64 != self.bytes || sha256_hex(bytes) != self.sha256).then(|| {
+            format!(
+                "does not match {MANIFEST} ({} bytes, expected {}; the checkpoint is damaged)",
+                bytes.len(),
+                self.bytes
+            )
+        })
+    }
+}
+
 impl Manifest {
     /// The manifest of `files`.
     pub fn of(files: &[File]) -> Self {
@@ -221,16 +234,8 @@ pub fn verify_dir(dir: &std::path::Path) -> Result<bool> {
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::file(&path, e))?;
     for f in &manifest.files {
         let p = dir.join(&f.name);
-        let bytes = read(&p)?;
-        if bytes.len() as u64 != f.bytes || sha256_hex(&bytes) != f.sha256 {
-            return Err(Error::file(
-                &p,
-                format!(
-                    "does not match {MANIFEST} ({} bytes, expected {}; the checkpoint is damaged)",
-                    bytes.len(),
-                    f.bytes
-                ),
-            ));
+        if let Some(why) = f.mismatch(&read(&p)?) {
+            return Err(Error::file(&p, why));
         }
     }
     Ok(true)

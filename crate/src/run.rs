@@ -8,7 +8,6 @@ use burn::tensor::Device;
 
 use crate::analysis::spectrum::{self, MatrixSpectrum, SpectrumOptions};
 use crate::error::{Error, Result};
-use crate::eval::generate::{self, GenerateOptions};
 use crate::eval::suite::{self, EvalOptions, EvalReport, Task};
 use crate::event::{Event, ProgressReader};
 use crate::files::File;
@@ -19,7 +18,6 @@ use crate::session::Session;
 use crate::train::CheckpointSink;
 use crate::train::data::{self, DataOptions, Dataset, Regime};
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
-#[cfg(feature = "native")]
 use crate::train::resume::Resume;
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{
@@ -511,7 +509,6 @@ impl Run {
     /// optimizer state). Full fine-tuning continues from the checkpoint's weights (loaded, unless
     /// `session` was loaded from the checkpoint itself), LoRA from `session`'s model with the
     /// checkpoint's adapter.
-    #[cfg(feature = "native")]
     pub async fn resume(
         session: &Session,
         resume: Resume,
@@ -519,11 +516,18 @@ impl Run {
         eval: Option<Dataset>,
         max_binding: Option<u64>,
     ) -> Result<Self> {
-        let dir = resume.dir.display().to_string();
-        let model = match &resume.config.method {
-            Method::Full(_) if session.source != dir.trim_end_matches('/') => {
+        let device = autodiff_device(session);
+        let model = match (&resume.config.method, &resume.files) {
+            (Method::Full(_), Some(files)) => Some(
+                Session::load_within(files, device, max_binding, &mut |_| {})
+                    .await?
+                    .model,
+            ),
+            #[cfg(feature = "native")]
+            (Method::Full(_), None)
+                if session.source != resume.dir.display().to_string().trim_end_matches('/') =>
+            {
                 let source = crate::hf::ModelSource::Dir(resume.dir.clone());
-                let device = autodiff_device(session);
                 Some(Session::load(&source, device, &mut |_| {}).await?.model)
             }
             _ => None,
@@ -669,17 +673,6 @@ impl Run {
     ) -> Result<EvalReport> {
         let model = self.model();
         suite::run(&self.view(&model), tasks, opts, on_event).await
-    }
-
-    /// Continue `prompt` with the tuned model (tokens as `Event::Token`).
-    pub async fn generate(
-        &self,
-        prompt: &str,
-        opts: &GenerateOptions,
-        on_event: &mut dyn FnMut(&Event),
-    ) -> Result<String> {
-        let model = self.model();
-        generate::stream_text(&self.view(&model), prompt, opts, on_event).await
     }
 
     /// The run's files of `kind`.

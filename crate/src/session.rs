@@ -201,17 +201,7 @@ impl Session {
         let template = self
             .chat_template()?
             .ok_or_else(|| crate::Error::Input(format!("{} has no chat template", self.source)))?;
-        let tok = self.tokenizer()?;
-        let mut opts = opts.clone();
-        opts.stop_id = template.eos_token().and_then(|t| tok.token_id(t));
-        let turn = crate::hf::chat::Message {
-            role: "user".into(),
-            content: prompt.to_string(),
-        };
-        let rendered = template.render(&[turn], true)?;
-        let ids = tok.encode_plain(&rendered)?;
-        let answer = generate::stream_ids(&self.view(), &ids, &opts, on_event).await?;
-        Ok((rendered, answer))
+        generate::stream_chat(&self.view(), &template, prompt, opts, on_event).await
     }
 
     /// The model (with any attached adapter merged in) as a Hugging Face checkpoint, with the

@@ -27,9 +27,10 @@ export function useBrowser() {
     ctx.http?.server.closeAllConnections();
     ctx.http?.server.close();
   });
-  /// A fresh page (its own browser context, so its own cache) on the lab with `query`.
-  ctx.open = async (query) => {
-    const page = await ctx.browser.newPage({ viewport: { width: 1366, height: 900 } });
+  /// A fresh page (its own browser context, so its own cache) on the lab with `query`, on a
+  /// screen of `viewport` CSS pixels.
+  ctx.open = async (query, viewport = { width: 1366, height: 900 }) => {
+    const page = await ctx.browser.newPage({ viewport });
     const console = [];
     page.on("console", (m) => console.push(`${m.type()}: ${m.text()}`));
     await page.goto(`${ctx.http.base}/www/index.html?${new URLSearchParams(query)}`);

@@ -5,7 +5,10 @@
 // download cut off midway and bad data give messages on the page and the worker can start
 // another run; a full run pauses and
 // resumes without changing its numbers, then shows its spectrum, exports merged weights that
-// parse, and passes an automated accessibility audit.
+// parse, and passes an automated accessibility audit; a paused run's checkpoint resumes on a
+// fresh page; generation streams (chat template, seeded sampling) as the native CLI's; a queue
+// of runs shares one loaded model; the page fits a phone and a tablet; a destroyed GPU device
+// ends a run cleanly and the next run gets a new one.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync } from "node:fs";
@@ -43,6 +46,21 @@ test("lab: stream a sharded model, train LoRA, evaluate along the way (a traject
   assert.deepEqual(scatter.runs[0].trajectory.map((p) => p[2]), [3, 6]);
   assert.equal(await page.locator("#runs tbody tr").count(), 2);
   assert.ok((await page.locator("#scatter-table tbody tr").count()) >= 3, "the plot's numbers are in its table");
+  // Hovering a point reads it out: the run, both metrics, the step.
+  await page.locator("#scatter").scrollIntoViewIfNeeded();
+  const last = await page.$eval("#scatter", (c) => {
+    const r = c.getBoundingClientRect();
+    const p = c.readoutPoints.at(-1);
+    return { x: r.left + p.px, y: r.top + p.py };
+  });
+  await page.mouse.move(last.x, last.y);
+  const readout = page.locator("#scatter + .readout");
+  assert.match(await readout.textContent(), /^LoRA r4 .*: math\/answer_loss [\d.e+-]+, forgetting score .* \(step 6\)$/);
+  assert.equal(await readout.isVisible(), true);
+  // So do the arrow keys, with the chart focused: the first point is the base model's.
+  await page.focus("#scatter");
+  await page.keyboard.press("ArrowRight");
+  assert.match(await readout.textContent(), /^base/);
   // The command box gives the same run natively, from the same spec.
   const cli = await page.$eval("#cli", (e) => e.textContent);
   assert.match(cli, /tunelab make-data math --train 16 --test 2/);
@@ -208,6 +226,15 @@ test("pause and resume a full fine-tuning run (same losses as the native backend
     else if (moved) changed++;
   }
   assert.ok(changed >= 20, `only ${changed} trained tensors differ from the base model's`);
+  // The checkpoint (to resume natively): the run's progress, settings and optimizer state.
+  await page.click("#export-checkpoint");
+  await page.waitForFunction(() => JSON.parse(document.getElementById("download").dataset.files ?? "{}").checkpoint, null, { timeout: 120_000 });
+  const checkpoint = (await json(page, "#download", "files")).checkpoint;
+  const trainerState = JSON.parse(checkpoint["trainer_state.json"]);
+  assert.equal(trainerState.progress.step, 12);
+  assert.deepEqual(trainerState.progress.losses.map(([, l]) => l), steps.map((s) => s.loss));
+  assert.equal(trainerState.config.max_steps, 12);
+  assert.ok(checkpoint["optimizer.safetensors"] > 0 && checkpoint["model.safetensors"] > 0, JSON.stringify(checkpoint));
   await page.screenshot({ path: join(SHOTS, "lab-full.png"), fullPage: true });
 
   // Automated accessibility audit (axe-core, WCAG 2.1 A/AA rules) of the page in this state.
@@ -217,6 +244,59 @@ test("pause and resume a full fine-tuning run (same losses as the native backend
   assert.deepEqual(problems, [], problems.join("\n"));
   process.stdout.write(`# browser: paused at step ${at} and resumed, max |Δloss| vs native ${worst.toExponential(2)}; ${changed} tensors changed in the merged download; axe: ${audit.passes.length} rules pass, 0 violations\n`);
   await page.close();
+});
+
+test("a paused run's checkpoint, downloaded and uploaded to a fresh page, resumes to the losses of the run that never stopped", async () => {
+  const settings = {
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+    "seq-len": "32", method: "full", lr: "1e-3", steps: "8", batch: "4", warmup: "0", schedule: "cosine",
+    evaluate: "0", generate: "0",
+  };
+  const lossesOf = async (page) => (await json(page, "#losses", "json")).steps.map((s) => [s.step, s.loss]);
+  const whole = await lab.open({ ...settings, autostart: "1" });
+  assert.equal((await settle(whole.page)).state, "done");
+  const uninterrupted = await lossesOf(whole.page);
+  await whole.page.close();
+
+  const first = await lab.open({ ...settings, autostart: "1" });
+  await first.page.waitForFunction(() => /^step [2-6]\//.test(document.getElementById("losses").textContent), null, { timeout: 600_000 });
+  await first.page.click("#pause");
+  const paused = await settle(first.page, ["paused", "error"]);
+  assert.equal(paused.state, "paused", `${paused.status}\n${first.console.join("\n")}`);
+  const at = Number(/paused at step (\d+)/.exec(paused.status)[1]);
+  await first.page.click("#export-checkpoint");
+  await first.page.waitForFunction(() => JSON.parse(document.getElementById("download").dataset.files ?? "{}").checkpoint, null, { timeout: 120_000 });
+  const dir = mkdtempSync(join(tmpdir(), "tunelab-checkpoint-"));
+  const paths = [];
+  for (const link of await first.page.$$("#download a")) {
+    const [download] = await Promise.all([first.page.waitForEvent("download"), link.click()]);
+    paths.push(join(dir, download.suggestedFilename()));
+    await download.saveAs(paths.at(-1));
+  }
+  assert.ok(paths.some((p) => p.endsWith("trainer_state.json")) && paths.some((p) => p.endsWith("optimizer.safetensors")), paths.join(", "));
+  await first.page.close();
+
+  const second = await lab.open(settings);
+  await second.page.setInputFiles("#resume-files", paths);
+  await second.page.click("#resume-from");
+  const { state, status } = await settle(second.page);
+  assert.equal(state, "done", `${status}\n${second.console.join("\n")}`);
+  const resumed = await lossesOf(second.page);
+  assert.deepEqual(resumed.map(([step]) => step), uninterrupted.slice(at).map(([step]) => step));
+  const worst = Math.max(...resumed.map(([, l], i) => Math.abs(l - uninterrupted[at + i][1])));
+  assert.ok(worst <= 1e-5, `resumed at ${at}: ${JSON.stringify(resumed)} vs ${JSON.stringify(uninterrupted)}`);
+  assert.match(await second.page.$eval("#runs tbody tr:last-child", (e) => e.textContent), new RegExp(`resumed at step ${at}: full lr 0\\.001`));
+  // A checkpoint without its optimizer state is refused, naming the missing file.
+  const broken = await lab.open(settings);
+  const state2 = paths.find((p) => p.endsWith("trainer_state.json"));
+  await broken.page.setInputFiles("#resume-files", [state2]);
+  await broken.page.click("#resume-from");
+  const refused = await settle(broken.page);
+  assert.equal(refused.state, "error");
+  assert.match(refused.status, /optimizer\.safetensors: missing/);
+  process.stdout.write(`# resumed from an uploaded checkpoint at step ${at}: max |Δloss| ${worst.toExponential(2)} vs the uninterrupted run\n`);
+  await broken.page.close();
+  await second.page.close();
 });
 
 test("own data (a URL) has a learning metric: the perplexity of a held-out share, for the base model and the run", async () => {
@@ -233,7 +313,7 @@ test("own data (a URL) has a learning metric: the perplexity of a held-out share
     assert.ok(Number.isFinite(m["heldout/perplexity"]) && m["heldout/perplexity"] > 1, JSON.stringify(m));
     assert.ok(Math.abs(Math.log(m["heldout/perplexity"]) - m["heldout/loss"]) < 1e-6);
   }
-  const learning = await page.$eval("#runs tbody tr:last-child td:nth-child(6)", (e) => e.textContent);
+  const learning = await page.$eval("#runs tbody tr:last-child td:nth-child(7)", (e) => e.textContent);
   assert.ok(Number.isFinite(Number(learning)), `learning column: ${learning}`);
   await page.close();
 });
@@ -272,6 +352,110 @@ test("a dropped or bad training data download gives a message on the page, and t
   const again = await settle(page);
   assert.equal(again.state, "done", again.status);
   await page.close();
+});
+
+// `tunelab generate` on the CPU backend: {prompt, completion}.
+function nativeGenerate(model, args) {
+  const meta = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], { cwd: ROOT }));
+  const bin = process.env.TUNELAB_BIN ?? join(meta.target_directory, "release/tunelab");
+  return JSON.parse(execFileSync(bin, ["--device", "cpu", "--json", "generate", join(ROOT, model), ...args], { encoding: "utf8" }));
+}
+
+test("generation streams token by token; a chat model answers through its chat template, greedy and sampled, as the native CLI does", async () => {
+  const model = "tests/fixtures/gguf/llama-gqa.gguf";
+  const { page, console } = await lab.open({ model: `/${model}`, "max-tokens": "8" });
+  await page.click("#load");
+  await settle(page, ["ready", "error"]);
+  // The GGUF carries a ChatML template: chat is on by default.
+  assert.equal(await page.$eval("#chat", (e) => e.checked), true, console.join("\n"));
+  await page.fill("#prompt", "What is 2 + 3?");
+  const generate = async (n) => {
+    await page.click("#generate");
+    await page.waitForFunction((k) => document.querySelectorAll("#generations .generation[data-json]").length >= k, n, { timeout: 300_000 });
+    return page.$eval(`#generations .generation:nth-child(${n})`, (e) => JSON.parse(e.dataset.json));
+  };
+  const greedy = await generate(1);
+  // The prompt as transformers' apply_chat_template renders it (tests/fixtures/gguf/reference.json).
+  assert.equal(greedy.prompt, "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n");
+  assert.ok(greedy.streamed.length >= 2, `streamed in pieces: ${JSON.stringify(greedy.streamed)}`);
+  assert.equal(greedy.streamed.join(""), greedy.text);
+  const cli = nativeGenerate(model, ["--prompt", "What is 2 + 3?", "--chat", "--max-new-tokens", "8"]);
+  assert.deepEqual({ prompt: greedy.prompt, text: greedy.text }, { prompt: cli.prompt, text: cli.completion });
+  // Sampling is seeded: the same settings give the same text, here and natively.
+  await page.fill("#temperature", "1");
+  await page.fill("#top-p", "0.9");
+  const sampled = await generate(2);
+  assert.equal((await generate(3)).text, sampled.text);
+  const cliSampled = nativeGenerate(model, ["--prompt", "What is 2 + 3?", "--chat", "--max-new-tokens", "8", "--temperature", "1", "--top-p", "0.9"]);
+  assert.equal(sampled.text, cliSampled.completion);
+  // Without chat the prompt is continued as plain text.
+  await page.uncheck("#chat");
+  const plain = await generate(4);
+  assert.equal(plain.prompt, "What is 2 + 3?");
+  process.stdout.write(`# generation: greedy ${JSON.stringify(greedy.text)} and sampled ${JSON.stringify(sampled.text)} match the native CLI\n`);
+  await page.close();
+});
+
+test("a queue (full, LoRA) runs on one loaded model: a trajectory each on the plane, the model fetched once and shared, each run's GPU memory", async () => {
+  const before = lab.http.requests.length;
+  const { page, console } = await lab.open({
+    model: "/tests/fixtures/gpt2/", cache: "0", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+    "seq-len": "32", steps: "4", batch: "2", warmup: "0", "eval-every": "2", "eval-limit": "2", generate: "0",
+    method: "lora", rank: "8", lr: "5e-3", compare: "full lr 1e-3, lora 4", autoqueue: "1",
+  });
+  await page.waitForFunction(() => ["done", "ended"].includes(document.getElementById("queue-status").dataset.state), null, { timeout: 900_000 });
+  const queue = await page.$eval("#queue-status", (e) => ({ state: e.dataset.state, text: e.textContent }));
+  const status = await page.$eval("#status", (e) => e.textContent);
+  assert.equal(queue.state, "done", `${queue.text}: ${status}\n${console.join("\n")}`);
+  assert.match(queue.text, /2 of 2 runs/);
+  const scatter = await json(page, "#scatter", "json");
+  assert.equal(scatter.runs.length, 2);
+  const [full, lora] = scatter.runs;
+  assert.match(full.label, /^full lr 0\.001, 4 steps/);
+  assert.match(lora.label, /^LoRA r4 lr 0\.005, 4 steps/);
+  for (const r of scatter.runs) {
+    assert.equal(r.status, "done");
+    assert.deepEqual(r.trajectory.map((p) => p[2]), [2, 4], `${r.label}: one point per evaluation`);
+  }
+  // Both runs trained on the one loaded copy: the model's files were fetched once.
+  const configs = lab.http.requests.slice(before).filter((r) => r.path === "/tests/fixtures/gpt2/config.json");
+  assert.equal(configs.length, 1);
+  // Full fine-tuning holds its own trainable copy and two AdamW moments beside the loaded model;
+  // LoRA shares the loaded model and adds only its adapter and that adapter's moments.
+  const own = (r) => r.memory.inUse - r.memory.model;
+  assert.ok(full.memory.model > 0, JSON.stringify(full.memory));
+  assert.ok(own(full) >= 2 * full.memory.model, `full: ${JSON.stringify(full.memory)}`);
+  assert.ok(own(lora) < 0.5 * lora.memory.model, `LoRA: ${JSON.stringify(lora.memory)}`);
+  assert.match(await page.$eval("#runs tbody tr:last-child td:nth-child(6)", (e) => e.textContent), /MB \(.* MB own\)/);
+  // The form is as it was before the queue set each run's method.
+  assert.deepEqual(await page.$eval("#method-box", () => ["method", "rank", "lr"].map((id) => document.getElementById(id).value)), ["lora", "8", "5e-3"]);
+  const mb = (b) => (b / 1e6).toFixed(2);
+  process.stdout.write(`# queue: model ${mb(full.memory.model)} MB; full +${mb(own(full))} MB, LoRA r4 +${mb(own(lora))} MB\n`);
+  await page.close();
+});
+
+test("the page fits a phone (390×844) and a tablet (768×1024): a run trains, nothing is wider than the screen; screenshots", async () => {
+  for (const [name, viewport] of [["phone", { width: 390, height: 844 }], ["tablet", { width: 768, height: 1024 }]]) {
+    const { page, console } = await lab.open({
+      model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+      "seq-len": "32", method: "lora", steps: "3", batch: "2", evaluate: "0", generate: "0", autostart: "1",
+    }, viewport);
+    const { state, status } = await settle(page);
+    assert.equal(state, "done", `${name}: ${status}\n${console.join("\n")}`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${name}: the page is ${overflow} px wider than the screen`);
+    // Every control lies within the screen (the runs table scrolls sideways in its own box).
+    const outside = await page.$$eval("button, input, select, textarea", (els) => els
+      .filter((e) => !e.closest("#runs"))
+      .filter((e) => {
+        const r = e.getBoundingClientRect();
+        return r.width > 0 && (r.left < -0.5 || r.right > window.innerWidth + 0.5);
+      })
+      .map((e) => e.id || e.textContent));
+    assert.deepEqual(outside, [], `${name}: controls outside the screen`);
+    await page.screenshot({ path: join(SHOTS, `lab-${name}.png`), fullPage: true });
+    await page.close();
+  }
 });
 
 test("a GPU device destroyed mid-run ends the run with a device error, and the next run loads the model on a fresh device", async () => {
@@ -323,14 +507,14 @@ test("overlapping requests each resolve with their own reply, an error rejects o
     const { request } = window.lab;
     await request("load", { model });
     // Sent together: the worker answers in order, each reply carrying its request's id.
-    const short = request("generate", { prompt: "The", maxNewTokens: 3 });
+    const short = request("generate", { prompt: "The", options: { maxNewTokens: 3 } });
     const failing = request("export", { kind: "adapter" }).then(() => "resolved", (e) => e.message);
-    const long = request("generate", { prompt: "Once upon a time", maxNewTokens: 6 });
+    const long = request("generate", { prompt: "Once upon a time", options: { maxNewTokens: 6 } });
     const together = { short: (await short).text, failing: await failing, long: (await long).text };
     // The same requests one at a time.
     const alone = {
-      long: (await request("generate", { prompt: "Once upon a time", maxNewTokens: 6 })).text,
-      short: (await request("generate", { prompt: "The", maxNewTokens: 3 })).text,
+      long: (await request("generate", { prompt: "Once upon a time", options: { maxNewTokens: 6 } })).text,
+      short: (await request("generate", { prompt: "The", options: { maxNewTokens: 3 } })).text,
     };
     const invalid = await request("validate", { spec: { lr: -1 } }).then(() => null, (e) => ({ message: e.message, field: e.field }));
     return { together, alone, invalid };

@@ -4,6 +4,7 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::hf::chat::{ChatTemplate, Message};
 use crate::model::{CausalLm, KvCache, LmView, ids_tensor, read_f32};
 use crate::rng::SplitMix64;
 
@@ -141,6 +142,29 @@ pub async fn stream_ids(
         return Err(e.into());
     }
     Ok(tok.decode(&generated)?)
+}
+
+/// Answer `prompt` as a user turn rendered through `template` (with the generation prompt),
+/// stopping at the template's end-of-turn token; tokens stream as `Event::Token`. Returns the
+/// rendered prompt and the answer.
+pub async fn stream_chat(
+    lm: &LmView<'_>,
+    template: &ChatTemplate,
+    prompt: &str,
+    opts: &GenerateOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(String, String)> {
+    let tok = lm.tokenizer()?;
+    let mut opts = opts.clone();
+    opts.stop_id = template.eos_token().and_then(|t| tok.token_id(t));
+    let turn = Message {
+        role: "user".into(),
+        content: prompt.to_string(),
+    };
+    let rendered = template.render(&[turn], true)?;
+    let ids = tok.encode_plain(&rendered)?;
+    let answer = stream_ids(lm, &ids, &opts, on_event).await?;
+    Ok((rendered, answer))
 }
 
 /// Generate after `prompt` (token ids) until one of `stop` appears in the decoded text, EOS,

@@ -4,7 +4,6 @@
 pub mod data;
 pub mod loss;
 pub mod optim;
-#[cfg(feature = "native")]
 pub mod resume;
 pub mod schedule;
 pub mod sink;

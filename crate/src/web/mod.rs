@@ -11,7 +11,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::eval::generate::GenerateOptions;
+use crate::eval::generate::{GenerateOptions, stream_chat, stream_text};
 use crate::event::Event;
 use crate::experiment::config::Forgetting;
 use crate::experiment::evaluate::{
@@ -24,6 +24,7 @@ use crate::run::{DataSource, ExportKind, Prepared, Run, RunSpec, prepare_data};
 use crate::session::Session;
 use crate::train::MemorySink;
 use crate::train::data::Dataset;
+use crate::train::resume::Resume;
 use crate::train::trainer::evaluate_loss;
 
 /// Install the panic hook and a console logger, so cubecl's WGSL errors (reported through
@@ -265,6 +266,27 @@ fn emitter(on_event: &Function) -> impl FnMut(&Event) + '_ {
     }
 }
 
+/// Files from an object of name → `Uint8Array` (the shape [`files_object`] gives them).
+fn files_from(object: &JsValue) -> Result<Vec<File>, JsValue> {
+    let entries = js_sys::Object::entries(
+        object
+            .dyn_ref()
+            .ok_or_else(|| js_err("files: not an object"))?,
+    );
+    entries
+        .iter()
+        .map(|entry| {
+            let pair: js_sys::Array = entry.unchecked_into();
+            let name = pair.get(0).as_string().unwrap_or_default();
+            let bytes = pair
+                .get(1)
+                .dyn_into::<Uint8Array>()
+                .map_err(|_| js_err(format!("{name}: not a Uint8Array")))?;
+            Ok(File::new(name, bytes.to_vec()))
+        })
+        .collect()
+}
+
 fn files_object(files: &[File]) -> Result<JsValue, JsValue> {
     let out = js_sys::Object::new();
     for f in files {
@@ -467,6 +489,25 @@ struct EvalRequest {
     target_test: Option<String>,
 }
 
+/// Generation settings from the page ([`GenerateOptions`] by their JavaScript names).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GenerateRequest {
+    max_new_tokens: usize,
+    #[serde(default)]
+    temperature: f64,
+    #[serde(default = "one")]
+    top_p: f64,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    chat: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
 #[wasm_bindgen]
 impl WebSession {
     /// Logits `[tokens.length, vocab]`, row-major.
@@ -532,12 +573,57 @@ impl WebSession {
             .clone()
             .ok_or_else(|| js_err("load training data first"))?;
         let held_out = self.held_out.clone();
+        // The previous run's weights, gradients and optimizer state go before the new run's
+        // arrive, and their pages back to the device, so runs on one model never stack up.
+        self.run = None;
+        self.inner.device.memory_cleanup();
         let run = Run::new(&self.inner, &spec, data, held_out, Some(max_binding as u64))
             .map_err(lib_err)?;
         let out = serde_json::json!({
             "trainableParameters": run.trainable_parameters(),
             "totalSteps": run.total_steps(),
             "spec": spec,
+        });
+        self.run = Some(run);
+        to_js(&out)
+    }
+
+    /// Continue a run from a checkpoint the page was given (`files`: an object of file name →
+    /// `Uint8Array`, as the checkpoint export gives them; `name` names it in errors) on the
+    /// data set with [`setData`]: its settings, progress and optimizer state, and for full
+    /// fine-tuning its weights. Returns what [`startTraining`] returns, with `step`.
+    ///
+    /// [`setData`]: WebSession::set_data
+    /// [`startTraining`]: WebSession::start_training
+    #[wasm_bindgen(js_name = resumeTraining)]
+    pub async fn resume_training(
+        &mut self,
+        files: JsValue,
+        name: String,
+        max_binding: f64,
+    ) -> Result<JsValue, JsValue> {
+        let files = files_from(&files)?;
+        let data = self
+            .data
+            .clone()
+            .ok_or_else(|| js_err("load training data first"))?;
+        let resume = Resume::from_files(files, &name).map_err(lib_err)?;
+        self.run = None;
+        self.inner.device.memory_cleanup();
+        let run = Run::resume(
+            &self.inner,
+            resume,
+            data,
+            self.held_out.clone(),
+            Some(max_binding as u64),
+        )
+        .await
+        .map_err(lib_err)?;
+        let out = serde_json::json!({
+            "trainableParameters": run.trainable_parameters(),
+            "totalSteps": run.total_steps(),
+            "step": run.progress().step,
+            "config": run.config(),
         });
         self.run = Some(run);
         to_js(&out)
@@ -627,17 +713,58 @@ impl WebSession {
         to_js(&metrics)
     }
 
-    /// Greedy continuation of `prompt` by the current model (the run's, else the base).
-    pub async fn generate(&self, prompt: String, max_new_tokens: usize) -> Result<String, JsValue> {
+    /// Continue `prompt` with the current model (the run's, else the loaded one). `options`:
+    /// `{maxNewTokens, temperature (0 = greedy), topP, seed, chat}`; with `chat` the prompt is a
+    /// user turn rendered through the model's chat template and generation stops at its end of
+    /// turn. Each piece of text goes to `on_event` as `{event: "token", text}` as it is decoded.
+    /// Returns `{text, prompt}` (`prompt`: what the model was given).
+    pub async fn generate(
+        &self,
+        prompt: String,
+        options: JsValue,
+        on_event: Function,
+    ) -> Result<JsValue, JsValue> {
+        let o: GenerateRequest = serde_wasm_bindgen::from_value(options)
+            .map_err(|e| js_err(format!("generation settings: {e}")))?;
         let opts = GenerateOptions {
-            max_new_tokens,
-            ..GenerateOptions::default()
+            max_new_tokens: o.max_new_tokens,
+            temperature: o.temperature,
+            top_p: o.top_p,
+            seed: o.seed,
+            stop_id: None,
         };
-        match &self.run {
-            Some(run) => run.generate(&prompt, &opts, &mut |_| {}).await,
-            None => self.inner.generate(&prompt, &opts, &mut |_| {}).await,
+        opts.validate().map_err(lib_err)?;
+        let tuned = self.run.as_ref().map(|run| (run, run.model()));
+        let view = match &tuned {
+            Some((run, model)) => run.view(model),
+            None => self.inner.view(),
+        };
+        let mut emit = emitter(&on_event);
+        let (prompt, text) = if o.chat {
+            let template = self
+                .inner
+                .chat_template()
+                .map_err(lib_err)?
+                .ok_or_else(|| {
+                    js_err(format!(
+                        "{} has no chat template: turn chat off",
+                        self.inner.source
+                    ))
+                })?;
+            stream_chat(&view, &template, &prompt, &opts, &mut emit).await
+        } else {
+            stream_text(&view, &prompt, &opts, &mut emit)
+                .await
+                .map(|text| (prompt, text))
         }
-        .map_err(lib_err)
+        .map_err(lib_err)?;
+        to_js(&serde_json::json!({ "text": text, "prompt": prompt }))
+    }
+
+    /// Whether the model has a chat template (the page then offers chat-formatted generation).
+    #[wasm_bindgen(getter, js_name = hasChatTemplate)]
+    pub fn has_chat_template(&self) -> bool {
+        matches!(self.inner.chat_template(), Ok(Some(_)))
     }
 
     /// Files of the run: `adapter` (PEFT, LoRA runs), `merged` (a Hugging Face checkpoint with
@@ -673,6 +800,19 @@ impl WebSession {
         // The page draws the chart from `rank_by_kind` itself: plotters measures text with a DOM
         // canvas on wasm, and a worker has no DOM.
         to_js(&spectrum::summarize(&spectra, opts.threshold))
+    }
+
+    /// What the device's allocator holds now, in bytes: `{inUse, reserved}` (`inUse`: live
+    /// tensors: the model, a run's trainable copy, gradients and optimizer state; `reserved`:
+    /// the pages the allocator has taken from the device). Null where the backend does not say.
+    pub fn memory(&self) -> Result<JsValue, JsValue> {
+        match self.inner.device.memory_pool_usage() {
+            Some(u) => to_js(&serde_json::json!({
+                "inUse": u.bytes_in_use,
+                "reserved": u.bytes_reserved,
+            })),
+            None => Ok(JsValue::NULL),
+        }
     }
 
     /// Forget the run (the base model stays loaded).
