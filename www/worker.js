@@ -158,25 +158,22 @@ async function setData({ model, source, spec }, emit) {
   return { summary, ms: performance.now() - t0 };
 }
 
-// Start a run of `spec`; resolves when the run pauses or finishes (see `loop`).
-async function start({ spec, evalEvery, evalRequest }, emit) {
+// Make the run `open(maxBinding)` returns the info of (directly or as a promise), then train it
+// (see `loop`).
+async function begin({ evalEvery, evalRequest }, emit, open) {
   if (!session) throw new Error("load a model first");
   // Active before any await, so a pause or stop sent meanwhile is not lost.
   Object.assign(control, { active: true, pause: false, stop: false, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now(), memory: null });
-  const info = session.startTraining(spec, await maxBinding());
+  const info = await open(await maxBinding());
   emit({ event: "started", info: { ...info, memory: session.memory() } });
   return loop(emit);
 }
 
+// Start a run of `spec`; resolves when the run pauses or finishes.
+const start = (request, emit) => begin(request, emit, (max) => session.startTraining(request.spec, max));
 // Continue the run of a checkpoint (`files`: name → bytes, as the checkpoint export gives them)
-// on the data set with "data"; resolves as `start` does.
-async function resumeFrom({ files, name, evalEvery, evalRequest }, emit) {
-  if (!session) throw new Error("load a model first");
-  Object.assign(control, { active: true, pause: false, stop: false, evalEvery: evalEvery ?? 0, evalRequest, t0: performance.now(), memory: null });
-  const info = await session.resumeTraining(files, name, await maxBinding());
-  emit({ event: "started", info: { ...info, memory: session.memory() } });
-  return loop(emit);
-}
+// on the data set with "data".
+const resumeFrom = (request, emit) => begin(request, emit, (max) => session.resumeTraining(request.files, request.name, max));
 
 // Train in chunks of one step, so pause, stop and evaluations act at step granularity; periodic
 // evaluations run between chunks. Resolves {state: "paused" | "finished", step, total, stopped, ms,

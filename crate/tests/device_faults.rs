@@ -43,6 +43,14 @@ fn full_run(device: &burn::tensor::Device, spec: RunSpec) -> Run {
     Run::new(&session, &spec, train, None, None).unwrap()
 }
 
+/// The operation and message of a device fault; any other error fails the test.
+fn fault(err: &Error) -> (&str, &str) {
+    match err {
+        Error::DeviceFault { operation, message } => (operation, message),
+        _ => panic!("not a device fault: {err:?}"),
+    }
+}
+
 #[test]
 fn a_lost_device_ends_the_run_with_a_typed_error_and_keeps_the_checkpoints() {
     let selected = match device::select(DeviceChoice::Gpu) {
@@ -72,9 +80,7 @@ fn a_lost_device_ends_the_run_with_a_typed_error_and_keeps_the_checkpoints() {
     wgpu.device.destroy();
     let err = pollster::block_on(run.train_until(None, &mut sink, &mut |_| {}))
         .expect_err("training went on on a destroyed device");
-    let Error::DeviceFault { operation, message } = &err else {
-        panic!("not a device fault: {err:?}")
-    };
+    let (operation, message) = fault(&err);
     assert!(
         operation.contains("training step 5") && operation.contains("batch 2 × 32 tokens"),
         "{err}"
@@ -159,9 +165,7 @@ fn an_allocation_the_device_refuses_ends_the_run_with_a_typed_error() {
     let err = pollster::block_on(run.train_until(None, &mut DirSink::new(out.path()), &mut |_| {}))
         .expect_err("a batch larger than the device's buffers trained");
     eprintln!("{err}");
-    let Error::DeviceFault { operation, message } = &err else {
-        panic!("not a device fault: {err:?}")
-    };
+    let (operation, message) = fault(&err);
     assert!(
         operation.contains("training step 1") && operation.contains("batch 48"),
         "{err}"

@@ -568,30 +568,24 @@ impl WebSession {
     #[wasm_bindgen(js_name = startTraining)]
     pub fn start_training(&mut self, spec: JsValue, max_binding: f64) -> Result<JsValue, JsValue> {
         let spec = spec_from(spec)?;
-        let data = self
-            .data
-            .clone()
-            .ok_or_else(|| js_err("load training data first"))?;
-        let held_out = self.held_out.clone();
-        // The previous run's weights, gradients and optimizer state go before the new run's
-        // arrive, and their pages back to the device, so runs on one model never stack up.
-        self.run = None;
-        self.inner.device.memory_cleanup();
-        let run = Run::new(&self.inner, &spec, data, held_out, Some(max_binding as u64))
-            .map_err(lib_err)?;
-        let out = serde_json::json!({
-            "trainableParameters": run.trainable_parameters(),
-            "totalSteps": run.total_steps(),
-            "spec": spec,
-        });
-        self.run = Some(run);
-        to_js(&out)
+        let data = self.make_room()?;
+        let run = Run::new(
+            &self.inner,
+            &spec,
+            data,
+            self.held_out.clone(),
+            Some(max_binding as u64),
+        )
+        .map_err(lib_err)?;
+        let mut info = self.keep_run(run);
+        info["spec"] = serde_json::json!(spec);
+        to_js(&info)
     }
 
     /// Continue a run from a checkpoint the page was given (`files`: an object of file name →
     /// `Uint8Array`, as the checkpoint export gives them; `name` names it in errors) on the
     /// data set with [`setData`]: its settings, progress and optimizer state, and for full
-    /// fine-tuning its weights. Returns what [`startTraining`] returns, with `step`.
+    /// fine-tuning its weights. Returns what [`startTraining`] returns, without `spec`.
     ///
     /// [`setData`]: WebSession::set_data
     /// [`startTraining`]: WebSession::start_training
@@ -602,14 +596,8 @@ impl WebSession {
         name: String,
         max_binding: f64,
     ) -> Result<JsValue, JsValue> {
-        let files = files_from(&files)?;
-        let data = self
-            .data
-            .clone()
-            .ok_or_else(|| js_err("load training data first"))?;
-        let resume = Resume::from_files(files, &name).map_err(lib_err)?;
-        self.run = None;
-        self.inner.device.memory_cleanup();
+        let resume = Resume::from_files(files_from(&files)?, &name).map_err(lib_err)?;
+        let data = self.make_room()?;
         let run = Run::resume(
             &self.inner,
             resume,
@@ -619,14 +607,7 @@ impl WebSession {
         )
         .await
         .map_err(lib_err)?;
-        let out = serde_json::json!({
-            "trainableParameters": run.trainable_parameters(),
-            "totalSteps": run.total_steps(),
-            "step": run.progress().step,
-            "config": run.config(),
-        });
-        self.run = Some(run);
-        to_js(&out)
+        to_js(&self.keep_run(run))
     }
 
     /// Train `steps` more optimizer steps (or to the end), streaming events to `on_event`.
@@ -835,6 +816,32 @@ impl WebSession {
 }
 
 impl WebSession {
+    /// The training data set with `setData`, once the previous run's weights, gradients and
+    /// optimizer state are gone and their pages are back with the device, so runs on one model
+    /// never stack up.
+    fn make_room(&mut self) -> Result<Dataset, JsValue> {
+        let data = self
+            .data
+            .clone()
+            .ok_or_else(|| js_err("load training data first"))?;
+        self.run = None;
+        self.inner.device.memory_cleanup();
+        Ok(data)
+    }
+
+    /// Keep `run` as the session's run; returns what the page shows of it: `{trainableParameters,
+    /// totalSteps, step, config}`.
+    fn keep_run(&mut self, run: Run) -> serde_json::Value {
+        let info = serde_json::json!({
+            "trainableParameters": run.trainable_parameters(),
+            "totalSteps": run.total_steps(),
+            "step": run.progress().step,
+            "config": run.config(),
+        });
+        self.run = Some(run);
+        info
+    }
+
     /// Tokenize `source` as `spec` says and keep it as the next run's data. Returns `{examples,
     /// targetTokens, skipped, regime}`, with `test` (JSONL) for generated math problems.
     fn prepare(
