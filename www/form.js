@@ -112,7 +112,9 @@ export async function dataSource(abs) {
   }
   const file = $("data-file").files[0];
   if (!file) throw new Error("choose a data file");
-  return { kind: "file", name: file.name, bytes: new Uint8Array(await file.arrayBuffer()) };
+  // The File itself goes to the worker (a handle, not the bytes): the engine reads it from disk
+  // as it tokenizes.
+  return { kind: "file", name: file.name, file };
 }
 
 /// The target a run trains on, as runs are grouped by: `math`, `code`, or the data file's name.

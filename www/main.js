@@ -150,11 +150,14 @@ async function ensureModel() {
 
 async function loadData(model, spec) {
   const source = await dataSource(abs);
-  const transfer = source.bytes ? [source.bytes.buffer] : [];
-  const { summary, ms } = await client.request("data", { model, source, spec }, showProgress, transfer);
+  const { summary, ms } = await client.request("data", { model, source, spec }, showProgress);
   timing.tokenized = performance.now();
   const held = summary.heldOut ? `, ${summary.heldOut} held out` : "";
-  setStatus(`${summary.examples} training examples (${summary.targetTokens} target tokens, ${summary.regime}${held}), tokenized in ${(ms / 1000).toFixed(1)} s`, "ready");
+  const text = `${summary.examples} training examples (${summary.targetTokens} target tokens, ${summary.regime}${held}), tokenized in ${(ms / 1000).toFixed(1)} s; engine memory ${(summary.heap.after / 1e6).toFixed(0)} MB`;
+  setStatus(text, "ready");
+  const label = $("data-progress-label");
+  label.textContent = `${source.kind === "math" ? "math problems" : source.name}: ${text}`;
+  label.dataset.json = JSON.stringify(summary);
   if (summary.test) state.mathTest = summary.test;
   return source.kind === "math" ? "math" : source.name;
 }

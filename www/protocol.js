@@ -29,11 +29,11 @@ export function engine(url, onNotice) {
   return {
     /// Send request `type` with `payload`; resolves with its reply, calling `onEvent` with each
     /// event (progress, step, …) the worker sends about it.
-    request(type, payload = {}, onEvent = () => {}, transfer = []) {
+    request(type, payload = {}, onEvent = () => {}) {
       const id = next++;
       return new Promise((resolve, reject) => {
         pending.set(id, { resolve, reject, onEvent });
-        worker.postMessage({ id, type, ...payload }, transfer);
+        worker.postMessage({ id, type, ...payload });
       });
     },
     /// Requests still waiting for their reply.

@@ -35,7 +35,7 @@ const networkFetch = self.fetch.bind(self);
 const caching = new Set();
 self.fetch = async (input, init) => {
   const url = typeof input === "string" ? input : input.url;
-  const ranged = init?.headers && ("Range" in init.headers || "range" in init.headers);
+  const ranged = new Headers(init?.headers).has("range");
   if (!cacheModels || ranged || !url.startsWith(sessionUrl ?? "\u0000") || !("caches" in self)) {
     return networkFetch(input, init);
   }
@@ -110,37 +110,6 @@ function dropSession() {
   sessionModel = null;
 }
 
-// A data file, read as it streams in with download progress.
-async function fetchBytes(url, what, name, emit) {
-  const response = await networkFetch(url);
-  if (!response.ok) throw new Error(`${what} ${url}: HTTP ${response.status}`);
-  const total = Number(response.headers.get("content-length")) || null;
-  const reader = response.body.getReader();
-  const parts = [];
-  let done = 0;
-  for (;;) {
-    let chunk;
-    try {
-      chunk = await reader.read();
-    } catch (e) {
-      throw new Error(`${what} ${url}: download stopped after ${done} of ${total ?? "?"} bytes (${e.message}); try again`);
-    }
-    const { done: end, value } = chunk;
-    if (end) break;
-    parts.push(value);
-    done += value.length;
-    emit({ event: "progress", task: `downloading ${name}`, done, total, unit: "bytes" });
-  }
-  if (total && done < total) throw new Error(`${what} ${url}: download stopped after ${done} of ${total} bytes; try again`);
-  const bytes = new Uint8Array(done);
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.length;
-  }
-  return bytes;
-}
-
 // Tokenize training data as `spec` says (seq_len, regime); the spec is the page's partial one.
 async function setData({ model, source, spec }, emit) {
   const s = await need(model, emit);
@@ -148,12 +117,14 @@ async function setData({ model, source, spec }, emit) {
   const progress = (event) => {
     if (event.event === "progress") emit(event);
   };
+  // A URL or a file is tokenized as its bytes arrive: the file is never whole in memory.
   let summary;
   if (source.kind === "math") {
     summary = s.setMathData(source.train, source.test, source.seed, spec, progress);
+  } else if (source.kind === "url") {
+    summary = await s.setDataUrl(new URL(source.url, self.location.href).href, source.name, spec, progress);
   } else {
-    const bytes = source.kind === "url" ? await fetchBytes(source.url, "training data", source.name, emit) : source.bytes;
-    summary = s.setData(bytes, source.name, spec, progress);
+    summary = await s.setDataFile(source.file, source.name, spec, progress);
   }
   return { summary, ms: performance.now() - t0 };
 }

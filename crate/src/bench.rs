@@ -415,11 +415,7 @@ pub fn synthetic_batch(vocab: usize, batch: usize, seq: usize, device: &Device) 
             let ids: Vec<u32> = (0..seq)
                 .map(|i| ((i as u64 * 7919 + b as u64 * 104_729) % vocab as u64) as u32)
                 .collect();
-            Example {
-                labels: ids.iter().map(|&i| i as i64).collect(),
-                mask: vec![true; seq],
-                ids,
-            }
+            Example::text(ids)
         })
         .collect();
     let refs: Vec<&Example> = examples.iter().collect();

@@ -72,10 +72,9 @@ pub enum Event {
     Checkpoint { step: usize, name: String },
 }
 
-/// A buffered reader that reports how many bytes have been consumed as `task` progress (about
-/// every 256 KiB and at the end), so reading-bound work such as tokenizing shows a bar.
-pub struct ProgressReader<'a, R> {
-    inner: R,
+/// Counts the bytes of reading-bound work (tokenizing a file) and reports them as `task`
+/// progress about every 256 KiB and once at the end.
+pub struct ByteProgress<'a> {
     task: String,
     done: u64,
     total: Option<u64>,
@@ -83,16 +82,13 @@ pub struct ProgressReader<'a, R> {
     on_event: &'a mut dyn FnMut(&Event),
 }
 
-impl<'a, R: std::io::BufRead> ProgressReader<'a, R> {
-    /// Wrap `inner` (of `total` bytes when known).
-    pub fn new(
-        inner: R,
-        task: &str,
-        total: Option<u64>,
-        on_event: &'a mut dyn FnMut(&Event),
-    ) -> Self {
-        ProgressReader {
-            inner,
+/// Bytes between two progress reports of a [`ByteProgress`].
+const REPORT_EVERY: u64 = 256 << 10;
+
+impl<'a> ByteProgress<'a> {
+    /// Progress of `task` over `total` bytes when known.
+    pub fn new(task: &str, total: Option<u64>, on_event: &'a mut dyn FnMut(&Event)) -> Self {
+        ByteProgress {
             task: task.to_string(),
             done: 0,
             total,
@@ -100,71 +96,54 @@ impl<'a, R: std::io::BufRead> ProgressReader<'a, R> {
             on_event,
         }
     }
-}
 
-/// Bytes between two progress reports of a [`ProgressReader`].
-const REPORT_EVERY: u64 = 256 << 10;
-
-impl<R: std::io::BufRead> std::io::Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let available = std::io::BufRead::fill_buf(self)?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        std::io::BufRead::consume(self, n);
-        Ok(n)
-    }
-}
-
-impl<R: std::io::BufRead> std::io::BufRead for ProgressReader<'_, R> {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        let buf = self.inner.fill_buf()?;
-        if buf.is_empty() && self.reported < self.done {
-            self.reported = self.done;
-            (self.on_event)(&Event::Progress(Progress::bytes(
-                &self.task,
-                self.done,
-                Some(self.done),
-            )));
-        }
-        Ok(buf)
+    /// Bytes done so far.
+    pub fn done(&self) -> u64 {
+        self.done
     }
 
-    fn consume(&mut self, n: usize) {
-        self.inner.consume(n);
+    /// `n` more bytes done.
+    pub fn add(&mut self, n: usize) {
         self.done += n as u64;
         if self.done - self.reported >= REPORT_EVERY {
-            self.reported = self.done;
-            (self.on_event)(&Event::Progress(Progress::bytes(
-                &self.task, self.done, self.total,
-            )));
+            self.report(self.total);
         }
+    }
+
+    /// The work is done: the last report, whose total is the bytes counted.
+    pub fn finish(&mut self) {
+        if self.reported < self.done || self.done == 0 {
+            self.report(Some(self.done));
+        }
+    }
+
+    fn report(&mut self, total: Option<u64>) {
+        self.reported = self.done;
+        let p = Progress::bytes(&self.task, self.done, total);
+        (self.on_event)(&Event::Progress(p));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
 
     #[test]
-    fn progress_reader_reports_along_the_way_and_at_the_end() {
-        let data = vec![b'x'; 600 << 10];
+    fn byte_progress_reports_along_the_way_and_at_the_end() {
         let mut seen = Vec::new();
         let mut on_event = |e: &Event| {
             if let Event::Progress(p) = e {
                 seen.push((p.done, p.total));
             }
         };
-        let mut reader = ProgressReader::new(
-            std::io::BufReader::with_capacity(64 << 10, &data[..]),
-            "tokenizing",
-            Some(data.len() as u64),
-            &mut on_event,
-        );
-        let lines = (&mut reader).lines().count();
-        drop(reader);
-        assert_eq!(lines, 1);
-        let total = data.len() as u64;
+        let total = 600u64 << 10;
+        let mut progress = ByteProgress::new("tokenizing", Some(total), &mut on_event);
+        for _ in 0..(total >> 16) {
+            progress.add(64 << 10);
+        }
+        progress.add((total % (64 << 10)) as usize);
+        progress.finish();
+        drop(progress);
         assert_eq!(seen.first(), Some(&(256 << 10, Some(total))));
         assert_eq!(seen.last(), Some(&(total, Some(total))));
         assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));

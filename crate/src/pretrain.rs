@@ -195,7 +195,7 @@ pub async fn pretrain(
     let config_json = cfg.config_json(tok.vocab_size());
     let config = ModelConfig::parse(&config_json, "config.json")?;
     let opts = DataOptions {
-        regime: Regime::Cpt,
+        regime: Some(Regime::Cpt),
         seq_len: cfg.seq_len,
         skip_bad_lines: false,
         pad_id: tok.eos_id.unwrap_or(0),

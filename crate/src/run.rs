@@ -9,14 +9,14 @@ use burn::tensor::Device;
 use crate::analysis::spectrum::{self, MatrixSpectrum, SpectrumOptions};
 use crate::error::{Error, Result};
 use crate::eval::suite::{self, EvalOptions, EvalReport, Task};
-use crate::event::{Event, ProgressReader};
+use crate::event::Event;
 use crate::files::File;
 use crate::hf::{ModelConfig, Tokenizer};
 use crate::model::lora::{LoraConfig, LoraInit, PeftAdapter};
 use crate::model::{CausalLm, LmView};
 use crate::session::Session;
 use crate::train::CheckpointSink;
-use crate::train::data::{self, DataOptions, Dataset, Regime};
+use crate::train::data::{DataOptions, DataReader, Dataset, Format, Regime};
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
 use crate::train::resume::Resume;
 use crate::train::schedule::Schedule;
@@ -350,11 +350,72 @@ pub fn prepare_data(
     spec: &RunSpec,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Prepared> {
-    let mut prepared = prepare_source(session, source, spec, on_event)?;
+    held_out(prepare_source(session, source, spec, on_event)?, spec)
+}
+
+/// [`prepare_data`] for a file whose bytes arrive as `body` (a download, or a file read in the
+/// browser): each chunk is tokenized as it comes (gunzipped on the fly for `.gz`), so the file
+/// is never whole in memory. `name` tells the format; `len` (when known) is its size, for
+/// progress.
+pub async fn prepare_stream(
+    session: &Session,
+    name: &str,
+    body: &mut dyn crate::hf::source::Body,
+    len: Option<u64>,
+    spec: &RunSpec,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Prepared> {
+    let reader = data_reader(session, name, len, spec, on_event)?;
+    held_out(read(reader.read_body(body).await?), spec)
+}
+
+/// Data read from a file, before the held-out part is taken.
+fn read((data, regime): (Dataset, Regime)) -> Prepared {
+    Prepared {
+        data,
+        held_out: None,
+        regime,
+        generated: Vec::new(),
+    }
+}
+
+/// `prepared` with `spec.holdout` of its examples set aside.
+fn held_out(mut prepared: Prepared, spec: &RunSpec) -> Result<Prepared> {
     if spec.holdout > 0.0 {
         prepared.held_out = Some(prepared.data.hold_out(spec.holdout, spec.seed)?);
     }
     Ok(prepared)
+}
+
+/// A reader of the data file `name` (of `len` bytes when known) with `session`'s tokenizer, as
+/// `spec` says.
+fn data_reader<'a>(
+    session: &'a Session,
+    name: &str,
+    len: Option<u64>,
+    spec: &RunSpec,
+    on_event: &'a mut dyn FnMut(&Event),
+) -> Result<DataReader<'a>> {
+    let opts = data_options(session, spec)?;
+    DataReader::new(
+        name,
+        Format::of(name),
+        len,
+        session.tokenizer()?,
+        opts,
+        on_event,
+    )
+}
+
+/// How `spec` reads data for `session`'s model.
+fn data_options(session: &Session, spec: &RunSpec) -> Result<DataOptions> {
+    Ok(DataOptions {
+        regime: spec.regime,
+        seq_len: spec.seq_len,
+        skip_bad_lines: spec.skip_bad_lines,
+        pad_id: session.tokenizer()?.eos_id.unwrap_or(0),
+        chat_template: session.chat_template()?,
+    })
 }
 
 fn prepare_source(
@@ -363,60 +424,19 @@ fn prepare_source(
     spec: &RunSpec,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Prepared> {
-    let tok = session.tokenizer()?;
-    let chat_template = session.chat_template()?;
-    let opts = |regime| DataOptions {
-        regime,
-        seq_len: spec.seq_len,
-        skip_bad_lines: spec.skip_bad_lines,
-        pad_id: tok.eos_id.unwrap_or(0),
-        chat_template: chat_template.clone(),
-    };
     match source {
         #[cfg(feature = "native")]
         DataSource::File(path) => {
-            let regime = match spec.regime {
-                Some(r) => r,
-                None => Regime::detect(path)?,
-            };
-            Ok(Prepared {
-                data: data::load(path, tok, &opts(regime), on_event)?,
-                held_out: None,
-                regime,
-                generated: Vec::new(),
-            })
+            let opts = data_options(session, spec)?;
+            let tok = session.tokenizer()?;
+            Ok(read(crate::train::data::load_with_regime(
+                path, tok, &opts, on_event,
+            )?))
         }
         DataSource::Bytes { name, bytes } => {
-            let unzipped;
-            let bytes = if name.ends_with(".gz") {
-                let mut out = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out)
-                    .map_err(|e| Error::File {
-                        path: name.to_string(),
-                        message: format!("not valid gzip: {e}"),
-                    })?;
-                unzipped = out;
-                &unzipped[..]
-            } else {
-                bytes
-            };
-            let jsonl = data::is_jsonl(std::path::Path::new(name));
-            let regime = match spec.regime {
-                Some(r) => r,
-                None => Regime::detect_in(bytes, jsonl),
-            };
-            let reader = ProgressReader::new(
-                bytes,
-                &format!("tokenizing {name}"),
-                Some(bytes.len() as u64),
-                on_event,
-            );
-            Ok(Prepared {
-                data: data::read(reader, name, jsonl, tok, &opts(regime))?,
-                held_out: None,
-                regime,
-                generated: Vec::new(),
-            })
+            let len = Some(bytes.len() as u64);
+            let reader = data_reader(session, name, len, spec, on_event)?;
+            Ok(read(reader.read_all(bytes)?))
         }
         DataSource::Math { train, test, seed } => {
             let (tr, te) = crate::corpus::math::splits(train, test, seed);

@@ -25,7 +25,7 @@ fn full_run(device: &burn::tensor::Device, spec: RunSpec) -> Run {
     ))
     .unwrap();
     let opts = DataOptions {
-        regime: Regime::Cpt,
+        regime: Some(Regime::Cpt),
         seq_len: 32,
         skip_bad_lines: false,
         pad_id: 0,

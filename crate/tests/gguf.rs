@@ -344,6 +344,6 @@ fn chat_records_train_on_the_assistant_turn_as_the_template_renders_it() {
         [p.clone(), r.clone()].concat()
     );
     // Loss on the response only (its end-of-turn tokens included, no EOS added after them).
-    let targets: Vec<i64> = example.labels.iter().copied().filter(|&l| l >= 0).collect();
+    let targets: Vec<i64> = example.labels().filter(|&l| l >= 0).collect();
     assert_eq!(targets, r.iter().map(|&i| i as i64).collect::<Vec<_>>());
 }

@@ -62,7 +62,7 @@ fn trainer(model: &str, cfg: TrainConfig) -> tunelab::Result<Trainer> {
 fn text_data(model: &str, seq_len: usize) -> data::Dataset {
     let s = session(model, Device::flex());
     let opts = DataOptions {
-        regime: Regime::Cpt,
+        regime: Some(Regime::Cpt),
         seq_len,
         skip_bad_lines: false,
         pad_id: 0,
@@ -496,12 +496,148 @@ fn frozen_weights_get_no_optimizer_state_and_lora_plus_scales_b() {
     assert!(a_moved && b_same);
 }
 
+/// Examples of `bytes` (a file called `name`) pushed into a [`data::DataReader`] in chunks of
+/// `chunk` bytes.
+fn pushed(
+    tok: &tunelab::hf::Tokenizer,
+    opts: &DataOptions,
+    name: &str,
+    bytes: &[u8],
+    chunk: usize,
+) -> Result<Vec<data::Example>, Error> {
+    let format = data::Format::of(name);
+    let mut quiet = |_: &tunelab::Event| {};
+    let mut reader = data::DataReader::new(name, format, None, tok, opts.clone(), &mut quiet)?;
+    for piece in bytes.chunks(chunk) {
+        reader.push(piece)?;
+    }
+    Ok(reader.finish()?.0.examples)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn data_streams_in_any_chunks_gzipped_or_not() {
+    let s = session("gpt2", Device::flex());
+    let tok = s.tokenizer().unwrap();
+    let opts = DataOptions {
+        regime: None,
+        seq_len: 16,
+        skip_bad_lines: false,
+        pad_id: 0,
+        chat_template: None,
+    };
+    let text = std::fs::read(fixtures().join("data/tiny.txt")).unwrap();
+    let jsonl = std::fs::read(fixtures().join("data/tiny_ift.jsonl")).unwrap();
+    for (name, bytes) in [("tiny.txt", &text), ("tiny_ift.jsonl", &jsonl)] {
+        let whole = pushed(tok, &opts, name, bytes, usize::MAX).unwrap();
+        assert!(!whole.is_empty());
+        // Windows line breaks read as Unix ones.
+        let crlf = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace('\n', "\r\n");
+        assert_eq!(pushed(tok, &opts, name, crlf.as_bytes(), 5).unwrap(), whole);
+        let gz = gzip(bytes);
+        // Two gzip members one after the other (`cat a.gz b.gz`) are one file.
+        let half = bytes.len() / 2;
+        let cut = bytes[..half].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+        let members = [gzip(&bytes[..cut]), gzip(&bytes[cut..])].concat();
+        for chunk in [1, 7, 4096] {
+            assert_eq!(
+                pushed(tok, &opts, name, bytes, chunk).unwrap(),
+                whole,
+                "{name} {chunk}"
+            );
+            let gz_name = format!("{name}.gz");
+            assert_eq!(pushed(tok, &opts, &gz_name, &gz, chunk).unwrap(), whole);
+            assert_eq!(
+                pushed(tok, &opts, &gz_name, &members, chunk).unwrap(),
+                whole
+            );
+        }
+        // A download cut short, or damaged bytes, is an error naming the file, not fewer examples.
+        let e = pushed(tok, &opts, "cut.txt.gz", &gz[..gz.len() - 5], 64).unwrap_err();
+        assert!(
+            e.to_string().contains("cut.txt.gz") && e.to_string().contains("gzip"),
+            "{e}"
+        );
+        let mut bad = gz.clone();
+        bad[gz.len() / 2] ^= 0xff;
+        let e = pushed(tok, &opts, "bad.txt.gz", &bad, 64).unwrap_err();
+        assert!(e.to_string().contains("bad.txt.gz"), "{e}");
+    }
+}
+
+#[test]
+fn text_without_line_breaks_is_tokenized_in_pieces_as_if_whole() {
+    // A corpus with no line breaks (text8, minified dumps) is cut before spaces; GPT-2's
+    // pre-tokenizer splits there anyway, so the tokens are those of the whole text.
+    let s = session("gpt2", Device::flex());
+    let tok = s.tokenizer().unwrap();
+    let words = [
+        "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "again",
+    ];
+    let line: Vec<&str> = (0..60_000)
+        .map(|i| words[(i * 7 + i / 3) % words.len()])
+        .collect();
+    let line = line.join(" ");
+    assert!(line.len() > 4 << 16);
+    let opts = DataOptions {
+        regime: Some(Regime::Cpt),
+        seq_len: 64,
+        skip_bad_lines: false,
+        pad_id: 0,
+        chat_template: None,
+    };
+    let examples = pushed(tok, &opts, "line.txt", line.as_bytes(), 1000).unwrap();
+    let mut want = tok.encode(&format!("{line}\n")).unwrap();
+    want.extend(tok.eos_id);
+    let got: Vec<u32> = examples.iter().flat_map(|e| e.ids.clone()).collect();
+    assert_eq!(got, want[..want.len() / 64 * 64]);
+}
+
+#[test]
+fn bad_bytes_in_data_name_their_line() {
+    let s = session("gpt2", Device::flex());
+    let tok = s.tokenizer().unwrap();
+    let opts = DataOptions {
+        regime: None,
+        seq_len: 8,
+        skip_bad_lines: false,
+        pad_id: 0,
+        chat_template: None,
+    };
+    let text = b"one line\nsecond \xff line\nthird\n";
+    let e = pushed(tok, &opts, "t.txt", text, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("t.txt: line 2: not valid UTF-8"), "{e}");
+    let jsonl = b"{\"text\": \"a b c d e f g h i j k l\"}\n{\"text\": \"\xff\"}\n";
+    let e = pushed(tok, &opts, "t.jsonl", jsonl, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 2") && e.contains("`skip_bad_lines`"),
+        "{e}"
+    );
+    let skip = DataOptions {
+        skip_bad_lines: true,
+        ..opts.clone()
+    };
+    assert!(!pushed(tok, &skip, "t.jsonl", jsonl, 3).unwrap().is_empty());
+}
+
 #[test]
 fn data_files_are_read_with_line_numbers_and_masks() {
     let s = session("gpt2", Device::flex());
     let tok = s.tokenizer().unwrap();
     let opts = DataOptions {
-        regime: Regime::Cpt,
+        regime: Some(Regime::Cpt),
         seq_len: 16,
         skip_bad_lines: false,
         pad_id: 0,
@@ -540,15 +676,27 @@ fn data_files_are_read_with_line_numbers_and_masks() {
         &mut |_| {},
     )
     .unwrap();
-    assert!(d.examples.iter().all(|x| x.ids.len() == 16 && x.labels.iter().zip(&x.ids).all(|(l, i)| *l == *i as i64)));
-
-    // Instruction tuning: loss only on the response (+ EOS), padding masked.
-    assert_eq!(
-        Regime::detect(&fixtures().join("data/tiny_ift.jsonl")).unwrap(),
-        Regime::Ift
+    assert!(
+        d.examples
+            .iter()
+            .all(|x| x.ids.len() == 16 && x.labels().zip(&x.ids).all(|(l, i)| l == *i as i64))
     );
+
+    // Instruction tuning: loss only on the response (+ EOS), padding masked. The regime is found
+    // from the first record when not given.
+    let (_, regime) = data::load_with_regime(
+        &fixtures().join("data/tiny_ift.jsonl"),
+        tok,
+        &DataOptions {
+            regime: None,
+            ..opts.clone()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(regime, Regime::Ift);
     let ift = DataOptions {
-        regime: Regime::Ift,
+        regime: Some(Regime::Ift),
         seq_len: 32,
         skip_bad_lines: false,
         pad_id: 0,
@@ -562,12 +710,13 @@ fn data_files_are_read_with_line_numbers_and_masks() {
     )
     .unwrap();
     let x = &d.examples[0];
+    let labels: Vec<i64> = x.labels().collect();
     let prompt_len = tok.encode("Question: what is").unwrap().len();
-    assert!(x.labels[..prompt_len].iter().all(|&l| l == IGNORE));
-    let real = x.mask.iter().filter(|&&m| m).count();
-    assert!(real < 32 && x.labels[real..].iter().all(|&l| l == IGNORE));
+    assert!(labels[..prompt_len].iter().all(|&l| l == IGNORE));
+    let real = x.mask().filter(|&m| m).count();
+    assert!(real < 32 && labels[real..].iter().all(|&l| l == IGNORE));
     assert_eq!(
-        x.labels[real - 1],
+        labels[real - 1],
         tok.eos_id.unwrap() as i64,
         "EOS is learned"
     );
@@ -759,7 +908,7 @@ fn generated_math_data_trains_and_evaluates() {
         &dir.path().join("train.jsonl"),
         tok,
         &DataOptions {
-            regime: Regime::Ift,
+            regime: Some(Regime::Ift),
             seq_len: 96,
             skip_bad_lines: false,
             pad_id: 0,

@@ -12,6 +12,7 @@ use tunelab::model::lora::{self, LoraConfig, LoraInit};
 use tunelab::model::read_f32;
 use tunelab::train::MemorySink;
 use tunelab::train::data::{Dataset, Example, collate, targets};
+use tunelab::train::loss::IGNORE;
 use tunelab::train::optim::OptimizerConfig;
 use tunelab::train::schedule::Schedule;
 use tunelab::train::{FullConfig, Method, TrainConfig, Trainer};
@@ -25,13 +26,18 @@ fn batch_examples() -> Vec<Example> {
     let (ids, labels) = (&b["input_ids"], &b["labels"]);
     let t = ids.shape[1];
     (0..ids.shape[0])
-        .map(|r| Example {
-            ids: ids.i64[r * t..(r + 1) * t]
-                .iter()
-                .map(|&i| i as u32)
-                .collect(),
-            labels: labels.i64[r * t..(r + 1) * t].to_vec(),
-            mask: vec![true; t],
+        .map(|r| {
+            let row = |v: &[i64]| v[r * t..(r + 1) * t].to_vec();
+            let (ids, labels) = (row(&ids.i64), row(&labels.i64));
+            // The fixture masks a prompt: labels are the ids after its first target.
+            let prompt = labels.iter().position(|&l| l != IGNORE).unwrap_or(t);
+            let e = Example {
+                ids: ids.iter().map(|&i| i as u32).collect(),
+                prompt,
+                len: t,
+            };
+            assert!(e.labels().eq(labels.iter().copied()), "row {r}");
+            e
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 use tunelab::hf::safetensors::TensorStream;
 use tunelab::hf::{MemoryFiles, ModelConfig, Tokenizer};
-use tunelab::train::data::{self, DataOptions, Regime};
+use tunelab::train::data::{self, DataOptions, DataReader, Format, Regime};
 
 /// A fuzz target's body.
 pub type Target = fn(&[u8]);
@@ -136,9 +136,8 @@ pub fn data_file(bytes: &[u8]) {
         (false, true) => "fuzz.jsonl.gz",
         (false, false) => "fuzz.txt",
     };
-    let path = std::path::Path::new(name);
     TOK.with(|tok| {
-        for regime in [Regime::Cpt, Regime::Ift] {
+        for regime in [None, Some(Regime::Cpt), Some(Regime::Ift)] {
             for skip_bad_lines in [false, true] {
                 let opts = DataOptions {
                     regime,
@@ -147,11 +146,23 @@ pub fn data_file(bytes: &[u8]) {
                     pad_id: 0,
                     chat_template: None,
                 };
-                let reader = data::decode(path, std::io::Cursor::new(bytes));
-                if let Ok(d) = data::read(reader, name, data::is_jsonl(path), tok, &opts) {
+                let whole = data::read(bytes, name, Format::of(name), tok, &opts);
+                if let Ok(d) = &whole {
                     for e in &d.examples {
                         assert_eq!(e.ids.len(), 16, "examples are padded to seq_len");
                     }
+                }
+                // Bytes arriving in small chunks (a download) read exactly as the whole file.
+                let mut quiet = |_: &tunelab::Event| {};
+                let chunked = DataReader::new(name, Format::of(name), None, tok, opts, &mut quiet)
+                    .and_then(|mut r| {
+                        bytes.chunks(3).try_for_each(|c| r.push(c))?;
+                        r.finish()
+                    });
+                match (whole, chunked) {
+                    (Ok(a), Ok((b, _))) => assert_eq!(a.examples, b.examples),
+                    (Err(_), Err(_)) => {}
+                    (a, b) => panic!("whole: {:?}, chunked: {:?}", a.err(), b.err()),
                 }
             }
         }

@@ -39,9 +39,9 @@ export function useBrowser() {
   return ctx;
 }
 
-/// Wait until the page's status is in one of `states`; its state and text.
-export async function settle(page, states = ["done", "error"]) {
-  await page.waitForFunction((s) => s.includes(document.getElementById("status").dataset.state), states, { timeout: 900_000 });
+/// Wait (at most `timeout` ms) until the page's status is in one of `states`; its state and text.
+export async function settle(page, states = ["done", "error"], timeout = 900_000) {
+  await page.waitForFunction((s) => s.includes(document.getElementById("status").dataset.state), states, { timeout });
   return {
     state: await page.$eval("#status", (e) => e.dataset.state),
     status: await page.$eval("#status", (e) => e.textContent),

@@ -15,6 +15,8 @@ import { existsSync, mkdtempSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
+import { Readable } from "node:stream";
+import { createGzip } from "node:zlib";
 import { useBrowser, settle, json, ROOT, SHOTS } from "./harness.mjs";
 
 const lab = useBrowser();
@@ -318,15 +320,22 @@ test("own data (a URL) has a learning metric: the perplexity of a held-out share
   await page.close();
 });
 
-test("a dropped or bad training data download gives a message on the page, and the worker can run again", async () => {
-  lab.http.drop("/tests/fixtures/data/tiny.txt");
-  const dropped = await lab.open({
-    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/tests/fixtures/data/tiny.txt", regime: "cpt",
+test("a dropped training data download resumes; one that cannot resume, or bad data, gives a message on the page, and the worker can run again", async () => {
+  const data = (path) => ({
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: path, regime: "cpt",
     "seq-len": "32", method: "lora", steps: "2", batch: "2", evaluate: "0", generate: "0", autostart: "1",
   });
+  lab.http.drop("/tests/fixtures/data/tiny.txt");
+  const resumed = await lab.open(data("/tests/fixtures/data/tiny.txt"));
+  const ok = await settle(resumed.page);
+  assert.equal(ok.state, "done", ok.status);
+  assert.ok(lab.http.requests.some((r) => r.path === "/tests/fixtures/data/tiny.txt" && r.status === 206), "resumed with a Range request");
+  await resumed.page.close();
+  lab.http.drop("/norange/tests/fixtures/data/tiny.txt");
+  const dropped = await lab.open(data("/norange/tests/fixtures/data/tiny.txt"));
   const cut = await settle(dropped.page);
   assert.equal(cut.state, "error", cut.status);
-  assert.match(cut.status, /training data .*tiny\.txt: download stopped after \d+ of \d+ bytes/);
+  assert.match(cut.status, /tiny\.txt: download from .* stopped after \d+ of \d+ bytes: .*cannot resume/);
   process.stdout.write(`# ${cut.status}\n`);
   await dropped.page.close();
   const { page } = await lab.open({
@@ -351,6 +360,45 @@ test("a dropped or bad training data download gives a message on the page, and t
   await page.click("#start");
   const again = await settle(page);
   assert.equal(again.state, "done", again.status);
+  await page.close();
+});
+
+// Deterministic English-like text, `mb` megabytes of it in 1 MB chunks: lines of words,
+// paragraphs between blank lines.
+function* words(mb) {
+  const vocab = "the of and to in is was that for on with as by at from his her which an were are this be had not but they have one their all".split(" ");
+  let x = 12345;
+  for (let chunk = 0; chunk < mb; chunk++) {
+    let out = "";
+    while (out.length < 1 << 20) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      out += vocab[x % vocab.length] + ((x >>> 8) % 13 === 0 ? "\n" : (x >>> 12) % 331 === 0 ? "\n\n" : " ");
+    }
+    yield Buffer.from(out);
+  }
+}
+
+test("a large gzipped data file streams into the tokenizer as it downloads: the engine's memory grows by the token ids, never by the file", async () => {
+  // TUNELAB_BIG_DATA_MB=500 makes this the 500 MB check of the README (minutes on SwiftShader).
+  const mb = Number(process.env.TUNELAB_BIG_DATA_MB ?? 24);
+  lab.http.routes["/big/train.txt.gz"] = (req, res) => {
+    res.writeHead(200, { "content-type": "application/gzip" });
+    Readable.from(words(mb)).pipe(createGzip({ level: 1 })).pipe(res);
+  };
+  const { page, console } = await lab.open({
+    model: "/tests/fixtures/gpt2/", "data-preset": "url", data: "/big/train.txt.gz", regime: "cpt",
+    "seq-len": "64", method: "lora", rank: "4", steps: "2", batch: "2", evaluate: "0", generate: "0", autostart: "1",
+  });
+  const { state, status } = await settle(page, ["done", "error"], 60 * 60_000);
+  assert.equal(state, "done", `${status}\n${console.join("\n")}`);
+  const summary = await json(page, "#data-progress-label", "json");
+  const bytes = mb << 20;
+  const tokens = summary.examples * 64;
+  const growth = summary.heap.after - summary.heap.before;
+  // Token ids cost 4 bytes each; holding the text whole would add its `bytes` on top.
+  assert.ok(tokens > bytes / 8, JSON.stringify(summary));
+  assert.ok(growth < tokens * 4 * 1.25 + bytes / 4, `wasm memory grew ${growth} bytes for ${tokens} tokens of a ${bytes}-byte file`);
+  process.stdout.write(`# ${mb} MB of text (gzipped on the wire): ${summary.examples} examples, wasm memory ${(summary.heap.before / 1e6).toFixed(0)} → ${(summary.heap.after / 1e6).toFixed(0)} MB; ${await page.$eval("#data-progress-label", (e) => e.textContent)}\n`);
   await page.close();
 });
 

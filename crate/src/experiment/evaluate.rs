@@ -8,7 +8,7 @@ use crate::eval::suite::{self, EvalOptions, Task, TaskData, TaskKind};
 use crate::event::Event;
 use crate::hf::Tokenizer;
 use crate::model::LmView;
-use crate::train::data::{self, DataOptions, Dataset, Regime};
+use crate::train::data::{self, DataOptions, Dataset, Format, Regime};
 use crate::train::trainer::evaluate_loss;
 
 /// A target's learning metric, ready to score.
@@ -82,13 +82,16 @@ pub fn target_eval(t: &EvalSpec, test: &[u8], tok: &Tokenizer) -> Result<TargetE
                 None,
             )?;
             let opts = DataOptions {
-                regime: Regime::Ift,
+                regime: Some(Regime::Ift),
                 seq_len: t.seq_len,
                 skip_bad_lines: false,
                 pad_id: tok.eos_id.unwrap_or(0),
                 chat_template: None,
             };
-            (task, Some(data::read(test, &file, true, tok, &opts)?))
+            (
+                task,
+                Some(data::read(test, &file, Format::JSONL, tok, &opts)?),
+            )
         }
         LearningMetric::Perplexity => {
             let text = cap_text(&String::from_utf8_lossy(test), t.test_chars);

@@ -29,7 +29,7 @@ use crate::files::{File, write_dir};
 use crate::hf::Tokenizer;
 use crate::run::{ExportKind, MethodKind, Run, RunSpec};
 use crate::session::Session;
-use crate::train::data::{self, DataOptions, Dataset};
+use crate::train::data::{self, DataOptions, Dataset, Format};
 use crate::train::resume::{self, Resume};
 use crate::train::sink::{CheckpointSink, DirSink, remove_checkpoints};
 
@@ -93,7 +93,7 @@ fn prepare(
     tok: &Tokenizer,
 ) -> Result<Prepared> {
     let opts = DataOptions {
-        regime: t.regime,
+        regime: Some(t.regime),
         seq_len: t.seq_len,
         skip_bad_lines: t.skip_bad_lines,
         pad_id: tok.eos_id.unwrap_or(0),
@@ -115,7 +115,7 @@ fn prepare(
     let train = match (&math, t.train.as_str()) {
         (Some((problems, _)), "math") => {
             let lines = math::training_lines(problems, t.regime);
-            data::read(&lines[..], &field("train"), true, tok, &opts)?
+            data::read(&lines[..], &field("train"), Format::JSONL, tok, &opts)?
         }
         (_, file) => data::load(&root.join(file), tok, &opts, &mut |_| {})?,
     };

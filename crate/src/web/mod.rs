@@ -10,6 +10,10 @@ use js_sys::{Function, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    Blob, Headers, ReadableStream, ReadableStreamDefaultReader, ReadableStreamReadResult,
+    RequestInit, Response, WorkerGlobalScope,
+};
 
 use crate::eval::generate::{GenerateOptions, stream_chat, stream_text};
 use crate::event::Event;
@@ -20,7 +24,7 @@ use crate::experiment::evaluate::{
 use crate::files::File;
 use crate::hf::source::{Body, Chunk, HttpResponse, Reopen, Request, open_url};
 use crate::hf::{Fetch, HfError, Opened};
-use crate::run::{DataSource, ExportKind, Prepared, Run, RunSpec, prepare_data};
+use crate::run::{DataSource, ExportKind, Prepared, Run, RunSpec, prepare_data, prepare_stream};
 use crate::session::Session;
 use crate::train::MemorySink;
 use crate::train::data::Dataset;
@@ -56,35 +60,24 @@ impl WebFetch {
 
 /// `fetch(url)` (the worker's own, so its cache applies), with a `Range` header from byte
 /// `from` when resuming and the token as a bearer token when given.
-async fn fetch_response(
-    url: &str,
-    from: u64,
-    token: Option<&str>,
-) -> Result<web_sys::Response, String> {
-    let global = js_sys::global();
-    let fetch: Function = js_sys::Reflect::get(&global, &"fetch".into())
-        .map_err(|_| "no fetch() in this context".to_string())?
-        .unchecked_into();
-    let set = |o: &js_sys::Object, k: &str, v: &JsValue| {
-        js_sys::Reflect::set(o, &k.into(), v)
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
-    };
-    let call = if from == 0 && token.is_none() {
-        fetch.call1(&global, &url.into())
-    } else {
-        let headers = js_sys::Object::new();
-        if from > 0 {
-            set(&headers, "Range", &format!("bytes={from}-").into())?;
-        }
-        if let Some(t) = token {
-            set(&headers, "Authorization", &format!("Bearer {t}").into())?;
-        }
-        let init = js_sys::Object::new();
-        set(&init, "headers", &headers)?;
-        fetch.call2(&global, &url.into(), &init)
-    };
-    let promise: js_sys::Promise = call.map_err(js_message)?.unchecked_into();
+async fn fetch_response(url: &str, from: u64, token: Option<&str>) -> Result<Response, String> {
+    let scope: WorkerGlobalScope = js_sys::global()
+        .dyn_into()
+        .map_err(|_| "the engine runs in a Web Worker, and this is none".to_string())?;
+    let headers = Headers::new().map_err(js_message)?;
+    if from > 0 {
+        headers
+            .set("Range", &format!("bytes={from}-"))
+            .map_err(js_message)?;
+    }
+    if let Some(t) = token {
+        headers
+            .set("Authorization", &format!("Bearer {t}"))
+            .map_err(js_message)?;
+    }
+    let init = RequestInit::new();
+    init.set_headers(&headers);
+    let promise = scope.fetch_with_str_and_init(url, &init);
     Ok(JsFuture::from(promise)
         .await
         .map_err(js_message)?
@@ -99,26 +92,10 @@ fn js_message(e: JsValue) -> String {
     }
 }
 
-/// A response body's stream reader (`response.body.getReader()`).
-fn body_reader(response: &web_sys::Response) -> Result<JsValue, String> {
-    // Through Reflect, so web-sys needs no more features (adding some rebuilds wgpu and burn).
-    let body = js_sys::Reflect::get(response, &"body".into()).map_err(js_message)?;
-    if body.is_null() || body.is_undefined() {
-        return Err("the response has no body".into());
-    }
-    let get_reader: Function = js_sys::Reflect::get(&body, &"getReader".into())
-        .map_err(js_message)?
-        .unchecked_into();
-    get_reader.call0(&body).map_err(js_message)
-}
-
 /// The `Content-Length` of a response, when it states one.
-fn content_length(response: &web_sys::Response) -> Option<u64> {
-    let headers = js_sys::Reflect::get(response, &"headers".into()).ok()?;
-    let get: Function = js_sys::Reflect::get(&headers, &"get".into())
-        .ok()?
-        .unchecked_into();
-    let header = |name: &str| get.call1(&headers, &name.into()).ok()?.as_string();
+fn content_length(response: &Response) -> Option<u64> {
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
     // A compressed transfer states the compressed size, but the body yields decoded bytes.
     if header("content-encoding").is_some_and(|e| e != "identity") {
         return None;
@@ -126,37 +103,53 @@ fn content_length(response: &web_sys::Response) -> Option<u64> {
     header("content-length")?.parse().ok()
 }
 
-/// The next `{done, value}` of a stream reader: `Ok(None)` at the end.
-async fn read_chunk(reader: &JsValue) -> Result<Option<Vec<u8>>, String> {
-    let read: Function = js_sys::Reflect::get(reader, &"read".into())
-        .map_err(js_message)?
-        .unchecked_into();
-    let promise: js_sys::Promise = read.call0(reader).map_err(js_message)?.unchecked_into();
-    let result = JsFuture::from(promise).await.map_err(js_message)?;
-    let done = js_sys::Reflect::get(&result, &"done".into()).map_err(js_message)?;
-    if done.is_truthy() {
-        return Ok(None);
-    }
-    let value = js_sys::Reflect::get(&result, &"value".into()).map_err(js_message)?;
-    Ok(Some(value.unchecked_into::<Uint8Array>().to_vec()))
+/// A stream (a response body, or a file's bytes) read chunk by chunk as it arrives, never whole
+/// in memory; `name` names it in errors.
+struct WebReader {
+    reader: ReadableStreamDefaultReader,
+    name: String,
 }
 
-/// A response body read chunk by chunk as it arrives (never whole in memory).
-struct WebReader {
-    reader: JsValue,
-    url: String,
+impl WebReader {
+    fn new(stream: &ReadableStream, name: &str) -> Self {
+        WebReader {
+            reader: stream.get_reader().unchecked_into(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The next chunk: `Ok(None)` at the end.
+    async fn read(&self) -> Result<Option<Vec<u8>>, String> {
+        let result: ReadableStreamReadResult = JsFuture::from(self.reader.read())
+            .await
+            .map_err(js_message)?
+            .unchecked_into();
+        if result.get_done().unwrap_or(false) {
+            return Ok(None);
+        }
+        Ok(Some(
+            result.get_value().unchecked_into::<Uint8Array>().to_vec(),
+        ))
+    }
 }
 
 impl Body for WebReader {
     fn next_chunk(&mut self) -> Chunk<'_> {
         Box::pin(async move {
-            read_chunk(&self.reader)
-                .await
-                .map_err(|message| HfError::Io {
-                    file: self.url.clone(),
-                    message,
-                })
+            self.read().await.map_err(|message| HfError::Io {
+                file: self.name.clone(),
+                message,
+            })
         })
+    }
+}
+
+/// A body that is never read: the answer to a request that failed with an error status.
+struct Unread;
+
+impl Body for Unread {
+    fn next_chunk(&mut self) -> Chunk<'_> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 }
 
@@ -170,15 +163,11 @@ impl Reopen for WebUrl {
             let status = response.status();
             let len = content_length(&response);
             // An error status is reported without its body ever being read.
-            let reader = if response.ok() {
-                body_reader(&response)?
-            } else {
-                JsValue::NULL
+            let body: Box<dyn Body> = match response.body() {
+                Some(stream) if response.ok() => Box::new(WebReader::new(&stream, &self.0)),
+                None if response.ok() => return Err("the response has no body".into()),
+                _ => Box::new(Unread),
             };
-            let body = Box::new(WebReader {
-                reader,
-                url: self.0.clone(),
-            });
             Ok(HttpResponse { status, len, body })
         })
     }
@@ -199,6 +188,15 @@ impl Fetch for WebFetch {
     fn locate(&self, name: &str) -> String {
         format!("{}{name}", self.base)
     }
+}
+
+/// The size of the engine's wasm memory in bytes (it only grows: the most it ever needed).
+fn heap_bytes() -> f64 {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    memory
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length() as f64
 }
 
 /// A model loaded on the browser's GPU, with the training data and the run of the lab page.
@@ -522,23 +520,42 @@ impl WebSession {
         to_js(&score)
     }
 
-    /// Tokenize training data: the bytes of a file called `name` (`.txt`, `.jsonl`, `.gz`),
-    /// read as `spec` says (`regime` — detected when absent —, `seq_len`, `skip_bad_lines`),
-    /// reporting progress (bytes tokenized) to `on_event`. Returns `{examples, targetTokens,
-    /// skipped, regime}`.
-    #[wasm_bindgen(js_name = setData)]
-    pub fn set_data(
+    /// Tokenize the training data at `url` as it downloads (a dropped connection resumes where
+    /// it stopped): a file called `name` (`.txt`, `.jsonl`, either `.gz`, decompressed on the
+    /// fly), read as `spec` says (`regime` — detected when absent —, `seq_len`,
+    /// `skip_bad_lines`, `holdout`), reporting progress (bytes received and tokenized) to
+    /// `on_event`. Only the token ids are kept, never the file. Returns `{examples,
+    /// targetTokens, skipped, regime, heldOut}`.
+    #[wasm_bindgen(js_name = setDataUrl)]
+    pub async fn set_data_url(
         &mut self,
-        bytes: Vec<u8>,
+        url: String,
         name: String,
         spec: JsValue,
         on_event: Function,
     ) -> Result<JsValue, JsValue> {
-        let source = DataSource::Bytes {
-            name: &name,
-            bytes: &bytes,
-        };
-        self.prepare(source, spec, on_event)
+        let opened = open_url(WebUrl(url.clone(), None), &url, &name)
+            .await
+            .map_err(|e| lib_err(e.into()))?;
+        self.prepare_stream(&name, opened.body, opened.len, spec, on_event)
+            .await
+    }
+
+    /// [`setDataUrl`] for a file the user picked (a `File` or any `Blob`; `name` tells the
+    /// format), read from disk as it is tokenized.
+    ///
+    /// [`setDataUrl`]: WebSession::set_data_url
+    #[wasm_bindgen(js_name = setDataFile)]
+    pub async fn set_data_file(
+        &mut self,
+        file: Blob,
+        name: String,
+        spec: JsValue,
+        on_event: Function,
+    ) -> Result<JsValue, JsValue> {
+        let body = Box::new(WebReader::new(&file.stream(), &name));
+        let len = Some(file.size() as u64);
+        self.prepare_stream(&name, body, len, spec, on_event).await
     }
 
     /// Generate GSM8K-layout math problems from `seed` (`train` for training, read as `spec`
@@ -584,10 +601,11 @@ impl WebSession {
 
     /// Continue a run from a checkpoint the page was given (`files`: an object of file name →
     /// `Uint8Array`, as the checkpoint export gives them; `name` names it in errors) on the
-    /// data set with [`setData`]: its settings, progress and optimizer state, and for full
+    /// data set with [`setDataUrl`] or [`setDataFile`]: its settings, progress and optimizer state, and for full
     /// fine-tuning its weights. Returns what [`startTraining`] returns, without `spec`.
     ///
-    /// [`setData`]: WebSession::set_data
+    /// [`setDataUrl`]: WebSession::set_data_url
+    /// [`setDataFile`]: WebSession::set_data_file
     /// [`startTraining`]: WebSession::start_training
     #[wasm_bindgen(js_name = resumeTraining)]
     pub async fn resume_training(
@@ -816,7 +834,7 @@ impl WebSession {
 }
 
 impl WebSession {
-    /// The training data set with `setData`, once the previous run's weights, gradients and
+    /// The training data set with `setDataUrl`/`setDataFile`/`setMathData`, once the previous run's weights, gradients and
     /// optimizer state are gone and their pages are back with the device, so runs on one model
     /// never stack up.
     fn make_room(&mut self) -> Result<Dataset, JsValue> {
@@ -842,8 +860,9 @@ impl WebSession {
         info
     }
 
-    /// Tokenize `source` as `spec` says and keep it as the next run's data. Returns `{examples,
-    /// targetTokens, skipped, regime}`, with `test` (JSONL) for generated math problems.
+    /// Tokenize `source` as `spec` says and keep it as the next run's data (see [`keep_data`]).
+    ///
+    /// [`keep_data`]: WebSession::keep_data
     fn prepare(
         &mut self,
         source: DataSource<'_>,
@@ -851,16 +870,45 @@ impl WebSession {
         on_event: Function,
     ) -> Result<JsValue, JsValue> {
         let spec = spec_from(spec)?;
+        let before = heap_bytes();
+        let prepared =
+            prepare_data(&self.inner, source, &spec, &mut emitter(&on_event)).map_err(lib_err)?;
+        self.keep_data(prepared, before)
+    }
+
+    /// [`prepare`](WebSession::prepare) for a file `name` whose bytes arrive as `body`.
+    async fn prepare_stream(
+        &mut self,
+        name: &str,
+        mut body: Box<dyn Body>,
+        len: Option<u64>,
+        spec: JsValue,
+        on_event: Function,
+    ) -> Result<JsValue, JsValue> {
+        let spec = spec_from(spec)?;
+        let before = heap_bytes();
+        let mut emit = emitter(&on_event);
+        let prepared = prepare_stream(&self.inner, name, &mut *body, len, &spec, &mut emit)
+            .await
+            .map_err(lib_err)?;
+        self.keep_data(prepared, before)
+    }
+
+    /// Keep `prepared` as the next run's data. Returns `{examples, targetTokens, skipped,
+    /// regime, heldOut, heap: {before, after}}` (`heap`: the engine's wasm memory in bytes
+    /// before and after tokenizing), with `test` (JSONL) for generated math problems.
+    fn keep_data(&mut self, prepared: Prepared, heap_before: f64) -> Result<JsValue, JsValue> {
         let Prepared {
             data,
             held_out,
             regime,
             generated,
-        } = prepare_data(&self.inner, source, &spec, &mut emitter(&on_event)).map_err(lib_err)?;
+        } = prepared;
         let mut summary = serde_json::json!({
             "examples": data.examples.len(), "targetTokens": data.target_tokens,
             "skipped": data.skipped_lines, "regime": regime.to_string(),
             "heldOut": held_out.as_ref().map_or(0, |h| h.examples.len()),
+            "heap": {"before": heap_before, "after": heap_bytes()},
         });
         if let Some(test) = generated.iter().find(|f| f.name == "test.jsonl") {
             summary["test"] = String::from_utf8_lossy(&test.bytes).into_owned().into();
