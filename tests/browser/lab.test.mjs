@@ -11,12 +11,12 @@
 // ends a run cleanly and the next run gets a new one.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { Readable } from "node:stream";
-import { createGzip } from "node:zlib";
+import { createGzip, gzipSync } from "node:zlib";
 import { useBrowser, settle, json, ROOT, SHOTS } from "./harness.mjs";
 
 const lab = useBrowser();
@@ -399,6 +399,17 @@ test("a large gzipped data file streams into the tokenizer as it downloads: the 
   assert.ok(tokens > bytes / 8, JSON.stringify(summary));
   assert.ok(growth < tokens * 4 * 1.25 + bytes / 4, `wasm memory grew ${growth} bytes for ${tokens} tokens of a ${bytes}-byte file`);
   process.stdout.write(`# ${mb} MB of text (gzipped on the wire): ${summary.examples} examples, wasm memory ${(summary.heap.before / 1e6).toFixed(0)} → ${(summary.heap.after / 1e6).toFixed(0)} MB; ${await page.$eval("#data-progress-label", (e) => e.textContent)}\n`);
+  // A file picked on this computer streams from disk the same way (gzipped here).
+  const picked = join(mkdtempSync(join(tmpdir(), "tunelab-data-")), "tiny.txt.gz");
+  writeFileSync(picked, gzipSync(readFileSync(join(ROOT, "tests/fixtures/data/tiny.txt"))));
+  await page.selectOption("#data-preset", "file");
+  await page.setInputFiles("#data-file", picked);
+  await page.click("#start");
+  const again = await settle(page);
+  assert.equal(again.state, "done", again.status);
+  const fromFile = await json(page, "#data-progress-label", "json");
+  assert.ok(fromFile.examples > 0 && fromFile.regime === "cpt", JSON.stringify(fromFile));
+  assert.match(await page.$eval("#data-progress-label", (e) => e.textContent), /^tiny\.txt\.gz: /);
   await page.close();
 });
 
