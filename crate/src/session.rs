@@ -126,6 +126,17 @@ impl Session {
         )
     }
 
+    /// The model's chat template, or an error naming the model when it has none (generation
+    /// then runs without chat formatting).
+    pub fn require_chat_template(&self) -> Result<ChatTemplate> {
+        self.chat_template()?.ok_or_else(|| {
+            crate::Error::Input(format!(
+                "{} has no chat template: generate without chat formatting",
+                self.source
+            ))
+        })
+    }
+
     /// The model's chat template (from its `tokenizer_config.json`), if it has one.
     pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
         match self
@@ -198,9 +209,7 @@ impl Session {
         opts: &GenerateOptions,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<(String, String)> {
-        let template = self
-            .chat_template()?
-            .ok_or_else(|| crate::Error::Input(format!("{} has no chat template", self.source)))?;
+        let template = self.require_chat_template()?;
         generate::stream_chat(&self.view(), &template, prompt, opts, on_event).await
     }
 

@@ -740,16 +740,7 @@ impl WebSession {
         };
         let mut emit = emitter(&on_event);
         let (prompt, text) = if o.chat {
-            let template = self
-                .inner
-                .chat_template()
-                .map_err(lib_err)?
-                .ok_or_else(|| {
-                    js_err(format!(
-                        "{} has no chat template: turn chat off",
-                        self.inner.source
-                    ))
-                })?;
+            let template = self.inner.require_chat_template().map_err(lib_err)?;
             stream_chat(&view, &template, &prompt, &opts, &mut emit).await
         } else {
             stream_text(&view, &prompt, &opts, &mut emit)
