@@ -3,6 +3,7 @@
 // links); autostart=1 loads, tokenizes, trains and evaluates; autorun=1 computes logits.
 import { engine } from "./protocol.js";
 import { checkpointSpec, cliCommand, dataSource, inLabels, ownData, parseQueue, runLabel, runSpec, shareLink, targetName } from "./form.js";
+import * as adapters from "./adapters.js";
 import * as runs from "./runs.js";
 import * as view from "./view.js";
 
@@ -83,6 +84,11 @@ const drawScatter = () => view.drawScatter({
   onSelect: (id) => {
     state.selected = state.selected === id ? null : id;
     drawScatter();
+  },
+  onAdapter: async (id) => {
+    const files = await adapters.get(id).catch(() => null);
+    if (files) view.offerDownloads("adapter", files);
+    else setStatus("this browser does not hold that run's adapter (it was trained in another browser, or forgotten)", "error");
   },
 });
 const drawAll = () => {
@@ -248,6 +254,7 @@ async function runEnded(r) {
   setStatus(`trained ${r.step} steps in ${(r.ms / 1000).toFixed(1)} s; evaluating…`);
   run.status = r.stopped ? "stopped" : "done";
   if (request && !run.evals.some((e) => e.step === r.step)) run.evals.push(await evaluate(request, r.step));
+  if (run.spec.method === "lora") await keepAdapter(run);
   keep();
   drawScatter();
   const metrics = runs.finalMetrics(run);
@@ -255,6 +262,16 @@ async function runEnded(r) {
   $("losses").dataset.json = JSON.stringify({ steps, ms: r.ms, metrics, timing });
   setStatus(`done: ${run.label}, ${r.step} steps in ${(r.ms / 1000).toFixed(1)} s`, "done");
   state.current.settle(!r.stopped);
+}
+
+// A finished LoRA run's adapter goes to IndexedDB: the runs table offers it after a reload.
+async function keepAdapter(run) {
+  try {
+    const { files } = await client.request("export", { kind: "adapter" });
+    run.adapter = { bytes: await adapters.put(run.id, files) };
+  } catch (e) {
+    view.notice(`the adapter of ${run.label} is not kept in this browser: ${e.message}`);
+  }
 }
 
 // A training request: its end handled by `runEnded`, its failure shown.
@@ -430,6 +447,7 @@ $("runs-clear").addEventListener("click", () => {
   if (!confirm("Forget every run and base score kept in this browser?")) return;
   state.store = { runs: [], bases: {} };
   state.selected = null;
+  adapters.clear().catch((e) => view.notice(`kept adapters not deleted: ${e.message}`));
   keep();
   drawScatter();
 });

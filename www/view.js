@@ -88,7 +88,7 @@ const cell = (tag, content) => {
 /// The learning–forgetting plane of one (model, target) pair: its base point and each shown
 /// run's trajectory (a point per evaluation, labelled by step; the selected run thicker); the
 /// runs table lists every run with a toggle, and selecting a row highlights its trajectory.
-export function drawScatter({ base, runs, key, selected, pair, onToggle, onSelect }) {
+export function drawScatter({ base, runs, key, selected, pair, onToggle, onSelect, onAdapter }) {
   const series = [];
   if (base) series.push({ label: "base", points: [[base[key], base["forgetting/score"]]], scatter: true, color: "#000" });
   const mine = runs.filter((r) => r.pair === pair);
@@ -101,7 +101,7 @@ export function drawScatter({ base, runs, key, selected, pair, onToggle, onSelec
   const rows = [];
   if (base) {
     const tr = document.createElement("tr");
-    for (const v of ["", "base", "evaluated", 0, "-", "-", base[key], base["forgetting/score"], base["source/perplexity"]]) tr.append(cell("td", v));
+    for (const v of ["", "base", "evaluated", 0, "-", "-", base[key], base["forgetting/score"], base["source/perplexity"], "-"]) tr.append(cell("td", v));
     rows.push(tr);
   }
   for (const r of runs) {
@@ -122,7 +122,15 @@ export function drawScatter({ base, runs, key, selected, pair, onToggle, onSelec
     pick.title = `${r.model}\n${JSON.stringify(r.spec)}`;
     pick.addEventListener("click", () => onSelect(r.id));
     const time = r.ms ? `${(r.ms / 1000).toFixed(1)} s` : "-";
-    for (const v of [box, pick, r.status, r.steps, time, memoryText(r.memory), m[learningKeyOf(r.target)], m["forgetting/score"], m["source/perplexity"]]) tr.append(cell("td", v));
+    let adapter = "-";
+    if (r.adapter) {
+      adapter = document.createElement("button");
+      adapter.type = "button";
+      adapter.textContent = `download (${(r.adapter.bytes / 1e6).toFixed(2)} MB)`;
+      adapter.setAttribute("aria-label", `download the adapter of ${r.label}`);
+      adapter.addEventListener("click", () => onAdapter(r.id));
+    }
+    for (const v of [box, pick, r.status, r.steps, time, memoryText(r.memory), m[learningKeyOf(r.target)], m["forgetting/score"], m["source/perplexity"], adapter]) tr.append(cell("td", v));
     rows.push(tr);
   }
   $("runs").tBodies[0].replaceChildren(...rows);

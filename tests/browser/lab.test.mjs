@@ -138,6 +138,12 @@ test("runs are kept across a reload, export and import as one file, and the sett
   await again.goto(link);
   await again.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length === 1);
   assert.match(await again.$eval("#runs tbody tr:last-child", (e) => e.textContent), /LoRA r4.*done/);
+  // The run's adapter was kept (IndexedDB) and downloads after the reload, as PEFT files.
+  await again.click("#runs tbody tr:last-child td:nth-child(10) button");
+  await again.waitForFunction(() => JSON.parse(document.getElementById("download").dataset.files ?? "{}").adapter);
+  const kept = (await json(again, "#download", "files")).adapter;
+  assert.equal(JSON.parse(kept["adapter_config.json"]).r, 4);
+  assert.ok(kept["adapter_model.safetensors"] > 0, JSON.stringify(kept));
   const [exported] = await Promise.all([again.waitForEvent("download"), again.click("#runs-export")]);
   const runsFile = join(mkdtempSync(join(tmpdir(), "tunelab-runs-")), "tunelab-runs.json");
   await exported.saveAs(runsFile);
@@ -147,6 +153,9 @@ test("runs are kept across a reload, export and import as one file, and the sett
   await fresh.page.setInputFiles("#runs-import", runsFile);
   await fresh.page.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length === 1);
   assert.deepEqual(await fresh.page.$$eval("#runs tbody tr", (rows) => rows.map((r) => r.textContent)), table);
+  // An imported run's adapter stayed in the browser that trained it.
+  await fresh.page.click("#runs tbody tr:last-child td:nth-child(10) button");
+  await fresh.page.waitForFunction(() => /does not hold that run's adapter/.test(document.getElementById("status").textContent));
   // The GPU panel names the adapter's limits.
   await fresh.page.click("#gpu-box summary");
   await fresh.page.waitForFunction(() => document.getElementById("gpu-info").dataset.json);
