@@ -617,6 +617,13 @@ fn bad_bytes_in_data_name_their_line() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("t.txt: line 2: not valid UTF-8"), "{e}");
+    // Also inside a line long enough to be tokenized in pieces before its end arrives.
+    let words = b"word ".repeat(10_000);
+    let long = [&b"first line\n"[..], &words, b"\xff ", &words].concat();
+    let e = pushed(tok, &opts, "long.txt", &long, 4096)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("long.txt: line 2: not valid UTF-8"), "{e}");
     let jsonl = b"{\"text\": \"a b c d e f g h i j k l\"}\n{\"text\": \"\xff\"}\n";
     let e = pushed(tok, &opts, "t.jsonl", jsonl, 3)
         .unwrap_err()

@@ -115,7 +115,8 @@ pub struct Dataset {
 /// Options for reading data.
 #[derive(Debug, Clone)]
 pub struct DataOptions {
-    /// How to read the records; `None`: from the first record (see [`DataReader::regime`]).
+    /// How to read the records; `None`: as the first record implies (plain text, or JSONL with
+    /// `text`, is continued pretraining; other JSONL instruction tuning).
     pub regime: Option<Regime>,
     pub seq_len: usize,
     pub skip_bad_lines: bool,
@@ -257,7 +258,7 @@ impl<'a> DataReader<'a> {
                 tok,
                 regime: opts.regime,
                 opts,
-                line: 0,
+                line: 1,
                 stream: Vec::new(),
                 plain: String::new(),
                 examples: Vec::new(),
@@ -287,15 +288,6 @@ impl<'a> DataReader<'a> {
         }
         self.progress.add(chunk.len());
         Ok(())
-    }
-
-    /// The regime the data is read as: the given one, else the one its first record implies
-    /// (`None` until a non-empty line was read).
-    pub fn regime(&self) -> Option<Regime> {
-        match &self.input {
-            Input::Plain(lines) => lines.records.regime,
-            Input::Gzip(gz) => gz.get_ref().records.regime,
-        }
     }
 
     /// The examples, once the last chunk was pushed, and the regime they were read as.
@@ -447,7 +439,7 @@ struct Records<'a> {
     tok: &'a Tokenizer,
     opts: DataOptions,
     regime: Option<Regime>,
-    /// Lines started so far (the current line's number, 1-based).
+    /// The number of the line being read (1-based).
     line: usize,
     /// Continued-pretraining tokens not yet packed (less than one block between lines).
     stream: Vec<u32>,
@@ -465,7 +457,12 @@ impl Records<'_> {
 
     /// One line, without its line break (`\n`, or `\r\n`).
     fn line(&mut self, bytes: &[u8]) -> Result<()> {
+        let read = self.read_line(bytes);
         self.line += 1;
+        read
+    }
+
+    fn read_line(&mut self, bytes: &[u8]) -> Result<()> {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         let line = match std::str::from_utf8(bytes) {
             Ok(line) => line,
