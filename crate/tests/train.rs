@@ -61,13 +61,7 @@ fn trainer(model: &str, cfg: TrainConfig) -> tunelab::Result<Trainer> {
 
 fn text_data(model: &str, seq_len: usize) -> data::Dataset {
     let s = session(model, Device::flex());
-    let opts = DataOptions {
-        regime: Some(Regime::Cpt),
-        seq_len,
-        skip_bad_lines: false,
-        pad_id: 0,
-        chat_template: None,
-    };
+    let opts = data_options(Some(Regime::Cpt), seq_len);
     let path = fixtures().join("data/tiny.txt");
     let mut last = None;
     let d = data::load(&path, s.tokenizer().unwrap(), &opts, &mut |e| {
@@ -496,6 +490,17 @@ fn frozen_weights_get_no_optimizer_state_and_lora_plus_scales_b() {
     assert!(a_moved && b_same);
 }
 
+/// Data options for the fixture tokenizers: pad with id 0, no chat template, bad lines refused.
+fn data_options(regime: Option<Regime>, seq_len: usize) -> DataOptions {
+    DataOptions {
+        regime,
+        seq_len,
+        skip_bad_lines: false,
+        pad_id: 0,
+        chat_template: None,
+    }
+}
+
 /// Examples of `bytes` (a file called `name`) pushed into a [`data::DataReader`] in chunks of
 /// `chunk` bytes.
 fn pushed(
@@ -525,13 +530,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn data_streams_in_any_chunks_gzipped_or_not() {
     let s = session("gpt2", Device::flex());
     let tok = s.tokenizer().unwrap();
-    let opts = DataOptions {
-        regime: None,
-        seq_len: 16,
-        skip_bad_lines: false,
-        pad_id: 0,
-        chat_template: None,
-    };
+    let opts = data_options(None, 16);
     let text = std::fs::read(fixtures().join("data/tiny.txt")).unwrap();
     let jsonl = std::fs::read(fixtures().join("data/tiny_ift.jsonl")).unwrap();
     for (name, bytes) in [("tiny.txt", &text), ("tiny_ift.jsonl", &jsonl)] {
@@ -587,13 +586,7 @@ fn text_without_line_breaks_is_tokenized_in_pieces_as_if_whole() {
         .collect();
     let line = line.join(" ");
     assert!(line.len() > 4 << 16);
-    let opts = DataOptions {
-        regime: Some(Regime::Cpt),
-        seq_len: 64,
-        skip_bad_lines: false,
-        pad_id: 0,
-        chat_template: None,
-    };
+    let opts = data_options(Some(Regime::Cpt), 64);
     let examples = pushed(tok, &opts, "line.txt", line.as_bytes(), 1000).unwrap();
     let mut want = tok.encode(&format!("{line}\n")).unwrap();
     want.extend(tok.eos_id);
@@ -605,13 +598,7 @@ fn text_without_line_breaks_is_tokenized_in_pieces_as_if_whole() {
 fn bad_bytes_in_data_name_their_line() {
     let s = session("gpt2", Device::flex());
     let tok = s.tokenizer().unwrap();
-    let opts = DataOptions {
-        regime: None,
-        seq_len: 8,
-        skip_bad_lines: false,
-        pad_id: 0,
-        chat_template: None,
-    };
+    let opts = data_options(None, 8);
     let text = b"one line\nsecond \xff line\nthird\n";
     let e = pushed(tok, &opts, "t.txt", text, 3)
         .unwrap_err()
@@ -643,13 +630,7 @@ fn bad_bytes_in_data_name_their_line() {
 fn data_files_are_read_with_line_numbers_and_masks() {
     let s = session("gpt2", Device::flex());
     let tok = s.tokenizer().unwrap();
-    let opts = DataOptions {
-        regime: Some(Regime::Cpt),
-        seq_len: 16,
-        skip_bad_lines: false,
-        pad_id: 0,
-        chat_template: None,
-    };
+    let opts = data_options(Some(Regime::Cpt), 16);
     let e = data::load(&fixtures().join("data/bad.jsonl"), tok, &opts, &mut |_| {})
         .unwrap_err()
         .to_string();
@@ -702,13 +683,7 @@ fn data_files_are_read_with_line_numbers_and_masks() {
     )
     .unwrap();
     assert_eq!(regime, Regime::Ift);
-    let ift = DataOptions {
-        regime: Some(Regime::Ift),
-        seq_len: 32,
-        skip_bad_lines: false,
-        pad_id: 0,
-        chat_template: None,
-    };
+    let ift = data_options(Some(Regime::Ift), 32);
     let d = data::load(
         &fixtures().join("data/tiny_ift.jsonl"),
         tok,
@@ -914,13 +889,7 @@ fn generated_math_data_trains_and_evaluates() {
     let d = data::load(
         &dir.path().join("train.jsonl"),
         tok,
-        &DataOptions {
-            regime: Some(Regime::Ift),
-            seq_len: 96,
-            skip_bad_lines: false,
-            pad_id: 0,
-            chat_template: None,
-        },
+        &data_options(Some(Regime::Ift), 96),
         &mut |_| {},
     )
     .unwrap();
