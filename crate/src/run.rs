@@ -113,6 +113,9 @@ pub struct RunSpec {
     pub regime: Option<Regime>,
     /// Skip data lines that are not valid records, and count them.
     pub skip_bad_lines: bool,
+    /// Render instruction records (`messages`, and prompt/response pairs as a user and an
+    /// assistant turn) with the model's chat template when it has one; false: plain text.
+    pub chat_template: bool,
     pub seed: u64,
     /// Clip the global gradient norm to this (0 = off).
     pub clip: f64,
@@ -155,6 +158,7 @@ impl Default for RunSpec {
             seq_len: 128,
             regime: None,
             skip_bad_lines: false,
+            chat_template: true,
             seed: 0,
             clip: 1.0,
             attention_dropout: 0.0,
@@ -414,7 +418,10 @@ fn data_options(session: &Session, spec: &RunSpec) -> Result<DataOptions> {
         seq_len: spec.seq_len,
         skip_bad_lines: spec.skip_bad_lines,
         pad_id: session.tokenizer()?.eos_id.unwrap_or(0),
-        chat_template: session.chat_template()?,
+        chat_template: match spec.chat_template {
+            true => session.chat_template()?,
+            false => None,
+        },
     })
 }
 

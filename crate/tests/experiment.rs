@@ -34,6 +34,13 @@ seq_len = 32
 budgets = [256, 512]
 budget_unit = "tokens"
 
+[targets.humaneval]
+file = "{data}/humaneval/HumanEval.jsonl.gz"
+limit = 2
+samples = 3
+temperature = 1.0
+max_gen_toks = 8
+
 [[targets]]
 name = "math"
 regime = "ift"
@@ -157,6 +164,8 @@ fn experiment_reports_every_point_reproducibly_and_resumes() {
         "text/perplexity",
         "math/exact_match_strict",
         "math/answer_loss",
+        "text/humaneval/unique_fraction",
+        "text/humaneval/distinct_1",
     ] {
         assert!(
             r["base"][key].is_number(),
@@ -178,11 +187,16 @@ fn experiment_reports_every_point_reproducibly_and_resumes() {
             .all(|x| x["spectrum"]["mean_rank_attention"].is_number())
     );
     let findings = r["findings"].as_array().unwrap();
-    assert!(
-        findings
-            .iter()
-            .any(|f| f["claim"].as_str().unwrap().starts_with("1."))
-    );
+    for claim in ["1.", "5."] {
+        assert!(
+            findings
+                .iter()
+                .any(|f| f["claim"].as_str().unwrap().starts_with(claim)),
+            "no finding {claim}"
+        );
+    }
+    // The programs were sampled but not run (`execute` is off): diversity only, no pass@k.
+    assert!(r["base"].get("text/humaneval/pass@1").is_none());
     for f in [
         "results.csv",
         "report.md",
@@ -296,6 +310,16 @@ fn bad_experiment_configs_are_named() {
             "exceeds the model's context",
         ),
         ("metric = \"perplexity\"", "metric = \"bleu\"", "bleu"),
+        (
+            "metric = \"gsm8k\"",
+            "metric = \"gsm8k\"\nchat = true",
+            "targets.math.chat: ",
+        ),
+        (
+            "samples = 3",
+            "samples = 0",
+            "targets.text.humaneval: samples",
+        ),
     ] {
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();

@@ -318,32 +318,63 @@ fn chat_templates_render_as_transformers_and_split_training_turns() {
 
 #[test]
 fn chat_records_train_on_the_assistant_turn_as_the_template_renders_it() {
+    use tunelab::hf::chat::Message;
     use tunelab::run::{DataSource, RunSpec, prepare_data};
     let session = load(&ModelSource::Dir(gguf_dir()), burn::tensor::Device::flex());
-    let record = serde_json::json!({"messages": [
-        {"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "2 + 3 = 5."}]});
-    let bytes = format!("{record}\n");
-    let spec = RunSpec {
-        seq_len: 128,
-        ..RunSpec::default()
-    };
-    let source = DataSource::Bytes {
-        name: "chat.jsonl",
-        bytes: bytes.as_bytes(),
-    };
-    let prepared = prepare_data(&session, source, &spec, &mut |_| {}).unwrap();
-    let example = &prepared.data.examples[0];
     let tok = session.tokenizer().unwrap();
     let chat = session.chat_template().unwrap().unwrap();
-    let messages: Vec<tunelab::hf::chat::Message> =
-        serde_json::from_value(record["messages"].clone()).unwrap();
-    let (prompt, response) = chat.split_last_turn(&messages).unwrap();
-    let (p, r) = (tok.encode(&prompt).unwrap(), tok.encode(&response).unwrap());
-    assert_eq!(
-        &example.ids[..p.len() + r.len()],
-        [p.clone(), r.clone()].concat()
+    // Each record form and the conversation it is for a chat model: `messages` as written;
+    // instruction pairs as a user turn and an assistant turn (GSM8K's in the eval's prompt).
+    let cases = [
+        (
+            serde_json::json!({"messages": [
+                {"role": "user", "content": "What is 2 + 3?"},
+                {"role": "assistant", "content": "2 + 3 = 5."}]}),
+            ["What is 2 + 3?", "2 + 3 = 5."],
+        ),
+        (
+            serde_json::json!({"prompt": "What is 2 + 3?", "response": " 2 + 3 = 5."}),
+            ["What is 2 + 3?", "2 + 3 = 5."],
+        ),
+        (
+            serde_json::json!({"question": "What is 2 + 3?", "answer": "2 + 3 = 5.\n#### 5"}),
+            ["Question: What is 2 + 3?\nAnswer:", "2 + 3 = 5.\n#### 5"],
+        ),
+    ];
+    let prepare = |record: &serde_json::Value, chat_template: bool| {
+        let spec = RunSpec {
+            seq_len: 128,
+            chat_template,
+            ..RunSpec::default()
+        };
+        let bytes = format!("{record}\n");
+        let source = DataSource::Bytes {
+            name: "chat.jsonl",
+            bytes: bytes.as_bytes(),
+        };
+        let prepared = prepare_data(&session, source, &spec, &mut |_| {}).unwrap();
+        prepared.data.examples[0].clone()
+    };
+    for (record, [user, assistant]) in &cases {
+        let example = prepare(record, true);
+        let turns = [Message::user(user), Message::assistant(assistant)];
+        let (prompt, response) = chat.split_last_turn(&turns).unwrap();
+        let (p, r) = (tok.encode(&prompt).unwrap(), tok.encode(&response).unwrap());
+        assert_eq!(
+            &example.ids[..p.len() + r.len()],
+            [p.clone(), r.clone()].concat(),
+            "{record}"
+        );
+        // Loss on the response only (its end-of-turn tokens included, no EOS added after them).
+        let targets: Vec<i64> = example.labels().filter(|&l| l >= 0).collect();
+        assert_eq!(targets, r.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    }
+    // `chat_template = false`: the pair as plain text, then EOS.
+    let example = prepare(&cases[1].0, false);
+    let (p, r) = (
+        tok.encode("What is 2 + 3?").unwrap(),
+        tok.encode(" 2 + 3 = 5.").unwrap(),
     );
-    // Loss on the response only (its end-of-turn tokens included, no EOS added after them).
-    let targets: Vec<i64> = example.labels().filter(|&l| l >= 0).collect();
-    assert_eq!(targets, r.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    let want = [p, r, vec![tok.eos_id.unwrap()]].concat();
+    assert_eq!(&example.ids[..want.len()], want);
 }

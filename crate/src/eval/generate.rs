@@ -156,12 +156,8 @@ pub async fn stream_chat(
 ) -> Result<(String, String)> {
     let tok = lm.tokenizer()?;
     let mut opts = opts.clone();
-    opts.stop_id = template.eos_token().and_then(|t| tok.token_id(t));
-    let turn = Message {
-        role: "user".into(),
-        content: prompt.to_string(),
-    };
-    let rendered = template.render(&[turn], true)?;
+    opts.stop_id = template.end_of_turn_id(tok);
+    let rendered = template.render(&[Message::user(prompt)], true)?;
     let ids = tok.encode_plain(&rendered)?;
     let answer = stream_ids(lm, &ids, &opts, on_event).await?;
     Ok((rendered, answer))

@@ -11,6 +11,7 @@ use super::perplexity;
 use super::tasks::{self, CodeProblem, GsmItem, McItem};
 use crate::error::{Error, Result};
 use crate::event::{Event, Progress};
+use crate::hf::chat::ChatTemplate;
 use crate::model::LmView;
 
 /// The task families tunelab scores.
@@ -167,6 +168,10 @@ pub struct EvalOptions {
     pub exec_timeout_s: f64,
     /// Score the choices of an item in one batched forward pass.
     pub batched: bool,
+    /// Prompt GSM8K through this chat template (the question as a user turn, few-shot examples
+    /// as earlier turns), stopping at its end-of-turn token.
+    #[serde(skip)]
+    pub chat_template: Option<ChatTemplate>,
 }
 
 impl Default for EvalOptions {
@@ -181,6 +186,7 @@ impl Default for EvalOptions {
             allow_exec: false,
             exec_timeout_s: 10.0,
             batched: true,
+            chat_template: None,
         }
     }
 }
@@ -358,21 +364,22 @@ async fn run_gsm8k(
             opts.shots
         ));
     }
+    let chat = opts.chat_template.as_ref();
     let gen_opts = GenerateOptions {
         max_new_tokens: max_gen,
         temperature: 0.0,
         top_p: 1.0,
         seed: opts.seed,
-        stop_id: tok.eos_id,
+        stop_id: chat.map_or(tok.eos_id, |c| c.end_of_turn_id(tok)),
     };
     let (mut strict_ok, mut flex_ok, mut truncated) = (0usize, 0usize, 0usize);
     let mut outputs = Vec::new();
     for (i, item) in test.iter().enumerate() {
-        let (ids, cut) = fit_prompt(
-            tok.encode_plain(&gsm8k::prompt(shots, item))?,
-            context,
-            max_gen,
-        );
+        let prompt = match chat {
+            Some(c) => c.render(&gsm8k::messages(shots, item), true)?,
+            None => gsm8k::prompt(shots, item),
+        };
+        let (ids, cut) = fit_prompt(tok.encode_plain(&prompt)?, context, max_gen);
         truncated += cut as usize;
         let text = generate_until(lm, &ids, gsm8k::STOP, &gen_opts).await?;
         let gold = gsm8k::gold(item);
@@ -383,17 +390,18 @@ async fn run_gsm8k(
         on_event(&progress(&task.name, i + 1, test.len()));
     }
     let n = test.len().max(1) as f64;
+    let how = if chat.is_some() { " chat" } else { "" };
     report.push(
         &task.name,
         "exact_match_strict",
-        &format!("{}-shot, greedy, number after `#### `", shots.len()),
+        &format!("{}-shot{how}, greedy, number after `#### `", shots.len()),
         strict_ok as f64 / n,
         test.len(),
     );
     report.push(
         &task.name,
         "exact_match_flexible",
-        &format!("{}-shot, greedy, last number", shots.len()),
+        &format!("{}-shot{how}, greedy, last number", shots.len()),
         flex_ok as f64 / n,
         test.len(),
     );

@@ -56,6 +56,9 @@ pub struct ExperimentConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grids: Vec<Grid>,
     pub forgetting: Forgetting,
+    /// What `--quick` changes (defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quick: Option<Quick>,
 }
 
 /// Many methods at once: every combination of `ranks` (LoRA), `modules` (LoRA target presets
@@ -160,6 +163,73 @@ pub struct Target {
     /// run's record and announced) instead of stopping at the first.
     #[serde(default)]
     pub skip_bad_lines: bool,
+    /// Read instruction data and prompt GSM8K through the base model's chat template. Default:
+    /// when the model has one; `true` refuses a model without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<bool>,
+    /// HumanEval scored beside the learning metric: pass@k (when `execute`) and the diversity
+    /// of the sampled programs (the paper's finding 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub humaneval: Option<CodeEval>,
+}
+
+/// HumanEval-layout problems sampled at every evaluation of a target.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeEval {
+    /// The problems (JSONL, `.gz` allowed), e.g. `data/humaneval/HumanEval.jsonl.gz`.
+    pub file: String,
+    /// Score the first this many problems.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Samples per problem.
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    #[serde(default = "default_top_p")]
+    pub top_p: f64,
+    #[serde(default = "default_code_gen")]
+    pub max_gen_toks: usize,
+    /// Run the generated programs against the tests with the system python3 (they run with
+    /// your rights: only on a machine where that is acceptable). Without it only diversity is
+    /// reported.
+    #[serde(default)]
+    pub execute: bool,
+}
+
+/// What `--quick` changes: the same experiment with small budgets and evals, to see it run end
+/// to end (e.g. a 135M model on a CPU). Every field has a default, so any config runs quick.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quick {
+    /// Every budget is multiplied by this.
+    pub budget_scale: f64,
+    /// Items per multiple-choice forgetting eval.
+    pub limit: usize,
+    /// Characters of each perplexity text (forgetting and targets).
+    pub text_chars: usize,
+    /// Held-out `math` problems.
+    pub math_test: usize,
+    /// HumanEval problems and samples per problem.
+    pub humaneval_limit: usize,
+    pub humaneval_samples: usize,
+    /// New tokens per generation (GSM8K answers, HumanEval programs).
+    pub max_gen_toks: usize,
+}
+
+impl Default for Quick {
+    fn default() -> Self {
+        Quick {
+            budget_scale: 0.1,
+            limit: 20,
+            text_chars: 8000,
+            math_test: 10,
+            humaneval_limit: 8,
+            humaneval_samples: 4,
+            max_gen_toks: 128,
+        }
+    }
 }
 
 /// How a target's learning is measured.
@@ -291,6 +361,18 @@ fn default_math_test() -> usize {
 fn default_gen() -> usize {
     160
 }
+fn default_samples() -> usize {
+    10
+}
+fn default_temperature() -> f64 {
+    0.2
+}
+fn default_top_p() -> f64 {
+    0.95
+}
+fn default_code_gen() -> usize {
+    256
+}
 fn default_targets() -> Vec<String> {
     vec!["all".into()]
 }
@@ -356,6 +438,14 @@ impl ExperimentConfig {
             if t.seq_len < 2 {
                 return bad(format!("targets.{}.seq_len must be at least 2", t.name));
             }
+            if let Some(h) = &t.humaneval
+                && (h.samples == 0 || h.max_gen_toks == 0 || !(h.temperature >= 0.0))
+            {
+                return bad(format!(
+                    "targets.{}.humaneval: samples and max_gen_toks must be at least 1 and temperature ≥ 0",
+                    t.name
+                ));
+            }
             if t.metric != LearningMetric::Perplexity
                 && t.test != "math"
                 && !t.test.contains(".json")
@@ -378,6 +468,14 @@ impl ExperimentConfig {
                 return bad(format!("methods.{}: lora needs rank ≥ 1", m.name));
             }
         }
+        if let Some(q) = &self.quick
+            && !(q.budget_scale > 0.0)
+        {
+            return bad(format!(
+                "quick.budget_scale must be positive; got {}",
+                q.budget_scale
+            ));
+        }
         let f = &self.forgetting;
         if f.hellaswag.is_none()
             && f.arc.is_none()
@@ -389,6 +487,43 @@ impl ExperimentConfig {
             );
         }
         Ok(())
+    }
+
+    /// The quick form of this experiment (`--quick`): budgets scaled, evals cut, the first seed
+    /// only, as the `quick` table (or its defaults) says. The result records the values used and
+    /// no longer has a `quick` table, so quick and full results never share an output directory.
+    pub fn quick(&self) -> Self {
+        let q = self.quick.clone().unwrap_or_default();
+        let mut c = self.clone();
+        c.quick = None;
+        c.seeds.truncate(1);
+        if let Some(&s) = c.seeds.first() {
+            c.seed = s;
+            c.seeds.clear();
+        }
+        for t in &mut c.targets {
+            for b in &mut t.budgets {
+                *b *= q.budget_scale;
+            }
+            t.math_test = t.math_test.min(q.math_test);
+            t.max_gen_toks = t.max_gen_toks.min(q.max_gen_toks);
+            t.test_chars = Some(t.test_chars.map_or(q.text_chars, |n| n.min(q.text_chars)));
+            if let Some(h) = &mut t.humaneval {
+                h.limit = Some(
+                    h.limit
+                        .map_or(q.humaneval_limit, |n| n.min(q.humaneval_limit)),
+                );
+                h.samples = h.samples.min(q.humaneval_samples);
+                h.max_gen_toks = h.max_gen_toks.min(q.max_gen_toks);
+            }
+        }
+        let f = &mut c.forgetting;
+        f.limit = Some(f.limit.map_or(q.limit, |n| n.min(q.limit)));
+        f.perplexity_chars = Some(
+            f.perplexity_chars
+                .map_or(q.text_chars, |n| n.min(q.text_chars)),
+        );
+        c
     }
 
     /// The training seeds: `seeds`, or `seed` alone.
@@ -421,6 +556,30 @@ mod tests {
             .find(|m| m.method == MethodKind::Lora)
             .unwrap();
         assert_eq!(cfg.lr(lora), cfg.full_lr * cfg.lora_lr_multiplier);
+    }
+
+    #[test]
+    fn quick_scales_budgets_and_cuts_evals() {
+        let text = format!("seeds = [5, 6]\n{DEFAULT_TOML}\n[quick]\nbudget_scale = 0.25\n")
+            .replacen("seed = 0\n", "", 1);
+        let cfg = ExperimentConfig::parse(&text, "x.toml").unwrap();
+        let q = cfg.quick();
+        assert_eq!(q.quick, None);
+        assert_eq!((q.seed, q.run_seeds()), (5, vec![5]));
+        for (a, b) in cfg.targets.iter().zip(&q.targets) {
+            let scaled: Vec<f64> = a.budgets.iter().map(|x| x * 0.25).collect();
+            assert_eq!(b.budgets, scaled);
+            assert_eq!(b.test_chars, Some(a.test_chars.unwrap_or(8000).min(8000)));
+            assert_eq!(b.math_test, a.math_test.min(10));
+        }
+        assert_eq!(q.forgetting.limit, Some(20));
+        assert_eq!(q.forgetting.perplexity_chars, Some(8000));
+        // Without a [quick] table its defaults apply.
+        let d = ExperimentConfig::parse(DEFAULT_TOML, "x.toml").unwrap();
+        assert_eq!(
+            d.quick().targets[0].budgets[0],
+            d.targets[0].budgets[0] * 0.1
+        );
     }
 
     #[test]

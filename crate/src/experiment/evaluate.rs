@@ -1,12 +1,13 @@
 //! Building an experiment's eval tasks from in-memory data and scoring a model on them, the same
 //! natively (the runner reads files) and in the browser (the page fetches them).
 
-use super::config::{Forgetting, LearningMetric, Target};
+use super::config::{CodeEval, Forgetting, LearningMetric, Target};
 use super::results::{FORGETTING_SCORE, Metrics};
 use crate::error::Result;
 use crate::eval::suite::{self, EvalOptions, Task, TaskData, TaskKind};
 use crate::event::Event;
 use crate::hf::Tokenizer;
+use crate::hf::chat::ChatTemplate;
 use crate::model::LmView;
 use crate::train::data::{self, DataOptions, Dataset, Format, Regime};
 use crate::train::trainer::evaluate_loss;
@@ -18,6 +19,10 @@ pub struct TargetEval {
     /// Instruction-format test set whose answer loss is also reported (GSM8K-style targets).
     pub test_loss: Option<Dataset>,
     pub max_gen_toks: usize,
+    /// GSM8K prompts (and the answer-loss examples) go through this chat template.
+    pub chat_template: Option<ChatTemplate>,
+    /// HumanEval problems scored beside the learning metric, with how to sample them.
+    pub code: Option<(Task, CodeEval)>,
 }
 
 /// `text` cut at the first paragraph break after `max_chars` characters (all of it if None).
@@ -68,8 +73,14 @@ impl From<&Target> for EvalSpec {
 }
 
 /// The learning task of `t` from its test data: GSM8K-layout JSONL bytes for the `gsm8k`
-/// metric, text for `perplexity` (capped at `t.test_chars`).
-pub fn target_eval(t: &EvalSpec, test: &[u8], tok: &Tokenizer) -> Result<TargetEval> {
+/// metric, text for `perplexity` (capped at `t.test_chars`). With `chat_template`, GSM8K is
+/// prompted and its answers scored as conversations (as a chat model's training data is read).
+pub fn target_eval(
+    t: &EvalSpec,
+    test: &[u8],
+    tok: &Tokenizer,
+    chat_template: Option<ChatTemplate>,
+) -> Result<TargetEval> {
     let file = format!("targets.{}.test", t.name);
     let (task, test_loss) = match t.metric {
         LearningMetric::Gsm8k | LearningMetric::AnswerLoss => {
@@ -86,7 +97,7 @@ pub fn target_eval(t: &EvalSpec, test: &[u8], tok: &Tokenizer) -> Result<TargetE
                 seq_len: t.seq_len,
                 skip_bad_lines: false,
                 pad_id: tok.eos_id.unwrap_or(0),
-                chat_template: None,
+                chat_template: chat_template.clone(),
             };
             (
                 task,
@@ -109,6 +120,8 @@ pub fn target_eval(t: &EvalSpec, test: &[u8], tok: &Tokenizer) -> Result<TargetE
         task,
         test_loss,
         max_gen_toks: t.max_gen_toks,
+        chat_template,
+        code: None,
     })
 }
 
@@ -193,8 +206,21 @@ pub async fn evaluate(
     }
     if let Some(t) = target {
         opts.max_gen_toks = t.max_gen_toks;
+        opts.chat_template = t.chat_template.clone();
         let report = suite::run(lm, std::slice::from_ref(&t.task), &opts, on_event).await?;
         metrics_of(&report, &mut metrics);
+        if let Some((task, c)) = &t.code {
+            let opts = EvalOptions {
+                max_gen_toks: c.max_gen_toks,
+                samples: c.samples,
+                temperature: c.temperature,
+                top_p: c.top_p,
+                allow_exec: c.execute,
+                ..opts.clone()
+            };
+            let report = suite::run(lm, std::slice::from_ref(task), &opts, on_event).await?;
+            metrics_of(&report, &mut metrics);
+        }
         if let Some(d) = &t.test_loss {
             let loss = evaluate_loss(lm.model, lm.device, d, batch).await?;
             metrics.insert(format!("{}/answer_loss", t.name), loss);

@@ -23,10 +23,11 @@ use crate::analysis::{plot, spectrum};
 use crate::bench::{self, BenchMethod};
 use crate::corpus::math;
 use crate::error::{Error, Result};
-use crate::eval::suite::{Task, TaskData};
+use crate::eval::suite::{self, Task, TaskData, TaskKind};
 use crate::event::Event;
 use crate::files::{File, write_dir};
 use crate::hf::Tokenizer;
+use crate::hf::chat::ChatTemplate;
 use crate::run::{ExportKind, MethodKind, Run, RunSpec};
 use crate::session::Session;
 use crate::train::data::{self, DataOptions, Dataset, Format};
@@ -85,19 +86,21 @@ fn forgetting_tasks(cfg: &ExperimentConfig, root: &Path) -> Result<Vec<Task>> {
 }
 
 /// Target `t`'s data; generated `math` data is also written to `data_dir` (to inspect and reuse).
+/// Instruction data and GSM8K prompts go through `chat` when given.
 fn prepare(
     t: &Target,
     cfg: &ExperimentConfig,
     root: &Path,
     data_dir: Option<&Path>,
     tok: &Tokenizer,
+    chat: Option<ChatTemplate>,
 ) -> Result<Prepared> {
     let opts = DataOptions {
         regime: Some(t.regime),
         seq_len: t.seq_len,
         skip_bad_lines: t.skip_bad_lines,
         pad_id: tok.eos_id.unwrap_or(0),
-        chat_template: None,
+        chat_template: chat.clone(),
     };
     let field = |f: &str| format!("targets.{}.{f}", t.name);
     // `math` data is generated from the seed and written out, so it can be inspected and reused.
@@ -125,7 +128,19 @@ fn prepare(
             .map_err(|e| input(format!("{}: {e}", field("test"))))?
             .into_bytes(),
     };
-    let eval = target_eval(&t.into(), &test, tok)?;
+    let mut eval = target_eval(&t.into(), &test, tok, chat)?;
+    if let Some(h) = &t.humaneval {
+        let path = root.join(&h.file);
+        let task = suite::read_task(
+            &format!("{}/humaneval", t.name),
+            TaskKind::Humaneval,
+            (&path.display().to_string(), &mut data::open(&path)?),
+            None,
+            false,
+            h.limit,
+        )?;
+        eval.code = Some((task, h.clone()));
+    }
     Ok(Prepared { train, eval })
 }
 
@@ -321,8 +336,18 @@ impl Experiment {
             let t = self.target(name)?;
             notice(on_event, format!("preparing target `{name}`"));
             let tok = self.session.tokenizer()?;
+            let chat = match (t.chat, self.session.chat_template()?) {
+                (Some(false), _) => None,
+                (Some(true), None) => {
+                    return Err(input(format!(
+                        "targets.{name}.chat: {} has no chat template",
+                        self.cfg.base_model
+                    )));
+                }
+                (_, template) => template,
+            };
             let data_dir = self.claimed.then(|| self.out.join("data").join(name));
-            let p = prepare(t, &self.cfg, &self.root, data_dir.as_deref(), tok)?;
+            let p = prepare(t, &self.cfg, &self.root, data_dir.as_deref(), tok, chat)?;
             if p.train.skipped_lines > 0 {
                 notice(
                     on_event,
@@ -630,13 +655,18 @@ fn task_tokens(task: &Task, tok: &Tokenizer, max_gen: usize) -> Result<usize> {
     })
 }
 
-/// Tokens a target's learning metric scores (with its answer-loss set).
+/// Tokens a target's learning metric scores (with its answer-loss set and HumanEval samples).
 fn eval_task_tokens(e: &TargetEval, tok: &Tokenizer) -> Result<usize> {
     let loss = e
         .test_loss
         .as_ref()
         .map_or(0, |d| d.examples.iter().map(|x| x.ids.len()).sum::<usize>());
-    Ok(task_tokens(&e.task, tok, e.max_gen_toks)? + loss)
+    // Each HumanEval sample is generated from its prompt anew.
+    let code = match &e.code {
+        Some((task, c)) => task_tokens(task, tok, c.max_gen_toks)? * c.samples,
+        None => 0,
+    };
+    Ok(task_tokens(&e.task, tok, e.max_gen_toks)? + loss + code)
 }
 
 /// What one run needs of the opened experiment.

@@ -14,6 +14,24 @@ pub struct Message {
     pub content: String,
 }
 
+impl Message {
+    /// A user turn.
+    pub fn user(content: &str) -> Self {
+        Message {
+            role: "user".into(),
+            content: content.to_string(),
+        }
+    }
+
+    /// An assistant turn.
+    pub fn assistant(content: &str) -> Self {
+        Message {
+            role: "assistant".into(),
+            content: content.to_string(),
+        }
+    }
+}
+
 /// A chat template with the special tokens it may name.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
@@ -68,6 +86,13 @@ impl ChatTemplate {
     /// for instruction-tuned models), where generation of an assistant turn stops.
     pub fn eos_token(&self) -> Option<&str> {
         self.tokens.get("eos_token").and_then(|v| v.as_str())
+    }
+
+    /// Id of [`Self::eos_token`] in `tok` (where an assistant turn ends), else `tok`'s EOS.
+    pub fn end_of_turn_id(&self, tok: &super::Tokenizer) -> Option<u32> {
+        self.eos_token()
+            .and_then(|t| tok.token_id(t))
+            .or(tok.eos_id)
     }
 
     fn error(&self, e: minijinja::Error) -> HfError {

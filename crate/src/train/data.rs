@@ -12,6 +12,7 @@ use super::loss::IGNORE;
 use crate::error::{Error, Result};
 use crate::event::{ByteProgress, Event};
 use crate::hf::Tokenizer;
+use crate::hf::chat::Message;
 use crate::hf::source::Body;
 use crate::rng::SplitMix64;
 
@@ -122,8 +123,9 @@ pub struct DataOptions {
     pub skip_bad_lines: bool,
     /// Id used for padding instruction examples (usually EOS).
     pub pad_id: u32,
-    /// The model's chat template: `messages` records are rendered with it (the response ends
-    /// with the template's own end-of-turn tokens, so no EOS is appended).
+    /// The model's chat template: `messages` records, and instruction pairs as a user turn and
+    /// an assistant turn, are rendered with it (the response ends with the template's own
+    /// end-of-turn tokens, so no EOS is appended).
     pub chat_template: Option<crate::hf::chat::ChatTemplate>,
 }
 
@@ -640,27 +642,40 @@ fn parse_line(line: &str, regime: Regime, opts: &DataOptions) -> Result<Record, 
             .map(Record::Text)
             .ok_or_else(|| "missing string field `text`".to_string()),
         Regime::Ift => {
-            if let (Some(p), Some(r)) = (s("prompt"), s("response")) {
-                return Ok(Record::Pair(p, r));
-            }
-            if let (Some(q), Some(a)) = (s("question"), s("answer")) {
+            let pair = if let (Some(p), Some(r)) = (s("prompt"), s("response")) {
+                Some((p, r))
+            } else if let (Some(q), Some(a)) = (s("question"), s("answer")) {
                 // GSM8K layout, in the prompt format the gsm8k evaluation uses.
-                return Ok(Record::Pair(
-                    format!("Question: {q}\nAnswer:"),
-                    format!(" {a}"),
-                ));
-            }
-            if let (Some(ins), Some(out)) = (s("instruction"), s("output")) {
+                Some((format!("Question: {q}\nAnswer:"), format!(" {a}")))
+            } else if let (Some(ins), Some(out)) = (s("instruction"), s("output")) {
                 let input = s("input").unwrap_or_default();
                 let prompt = if input.is_empty() {
                     ins
                 } else {
                     format!("{ins}\n\n{input}")
                 };
-                return Ok(Record::Pair(format!("{prompt}\n"), out));
+                Some((format!("{prompt}\n"), out))
+            } else {
+                None
+            };
+            if let Some((prompt, response)) = pair {
+                return match &opts.chat_template {
+                    // A chat model is tuned on the pair as a user turn and its answer, the way
+                    // it was instruction-tuned and is prompted (whitespace that only separated
+                    // the two in plain text is dropped).
+                    Some(chat) => {
+                        let turns = [
+                            Message::user(prompt.trim()),
+                            Message::assistant(response.trim()),
+                        ];
+                        let (p, r) = chat.split_last_turn(&turns).map_err(|e| e.to_string())?;
+                        Ok(Record::Chat(p, r))
+                    }
+                    None => Ok(Record::Pair(prompt, response)),
+                };
             }
             if let (Some(msgs), Some(chat)) = (v.get("messages"), &opts.chat_template) {
-                let msgs: Vec<crate::hf::chat::Message> =
+                let msgs: Vec<Message> =
                     serde_json::from_value(msgs.clone()).map_err(|e| format!("`messages`: {e}"))?;
                 let (prompt, response) = chat.split_last_turn(&msgs).map_err(|e| e.to_string())?;
                 return Ok(Record::Chat(prompt, response));

@@ -685,7 +685,9 @@ impl WebSession {
         let tok = self.inner.tokenizer().map_err(lib_err)?;
         let target = match (&r.target, &r.target_test) {
             (Some(spec), Some(test)) => {
-                Some(target_eval(spec, test.as_bytes(), tok).map_err(lib_err)?)
+                // As the page's runs read instruction data (RunSpec's `chat_template`).
+                let chat = self.inner.chat_template().map_err(lib_err)?;
+                Some(target_eval(spec, test.as_bytes(), tok, chat).map_err(lib_err)?)
             }
             _ => None,
         };

@@ -30,6 +30,10 @@ pub struct Args {
     shots: usize,
     #[arg(long, default_value_t = 256)]
     max_gen_toks: usize,
+    /// Prompt gsm8k through the model's chat template (as lm-eval's `--apply_chat_template
+    /// --fewshot_as_multiturn`), for instruction-tuned models.
+    #[arg(long)]
+    chat: bool,
     /// Samples per humaneval problem (the paper: 50).
     #[arg(long, default_value_t = 10)]
     samples: usize,
@@ -95,6 +99,7 @@ pub fn run(a: Args, g: &Global) -> Result {
         .iter()
         .map(|spec| read_task(spec, &a))
         .collect::<Result<Vec<_>>>()?;
+    let session = load(&a.model, a.adapter.as_deref(), g.device, g.json)?;
     let opts = EvalOptions {
         shots: a.shots,
         max_gen_toks: a.max_gen_toks,
@@ -105,8 +110,11 @@ pub fn run(a: Args, g: &Global) -> Result {
         allow_exec: a.allow_exec,
         exec_timeout_s: 10.0,
         batched: !a.no_batch,
+        chat_template: a
+            .chat
+            .then(|| session.require_chat_template())
+            .transpose()?,
     };
-    let session = load(&a.model, a.adapter.as_deref(), g.device, g.json)?;
     let bar = progress_bar(
         0,
         "{msg:12} [{bar:30}] {pos}/{len} items [{elapsed_precise}<{eta_precise}]",

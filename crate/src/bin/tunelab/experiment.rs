@@ -37,6 +37,11 @@ pub struct Args {
     /// GPU) instead of the finished runs' rate or a calibration on this device.
     #[arg(long, requires = "plan")]
     tflops: Option<f64>,
+    /// A short run of the same experiment, to see it work end to end on a slow device: budgets
+    /// scaled down, evals cut, the first seed only, as the config's [quick] table says (else
+    /// its defaults). Default output: experiment-results/<name>-quick.
+    #[arg(long)]
+    quick: bool,
 }
 
 pub fn run(a: Args, g: &Global) -> Result {
@@ -67,9 +72,16 @@ pub fn run(a: Args, g: &Global) -> Result {
     };
     // Resolved once, so results name the model's real location.
     let root = root.canonicalize().unwrap_or(root);
+    let (cfg, name) = match a.quick {
+        true => (cfg.quick(), format!("{}-quick", cfg.name)),
+        false => {
+            let name = cfg.name.clone();
+            (cfg, name)
+        }
+    };
     let out = a
         .out
-        .unwrap_or_else(|| Path::new("experiment-results").join(&cfg.name));
+        .unwrap_or_else(|| Path::new("experiment-results").join(name));
     if a.collect {
         let results = runner::collect(&out)?;
         if !results.missing.is_empty() {

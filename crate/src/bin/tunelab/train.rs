@@ -137,6 +137,10 @@ struct SpecFlags {
     /// Skip JSONL lines that are not JSON or lack the field, and count them. `--skip-bad-lines=false` turns off a spec file's true.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     skip_bad_lines: Option<bool>,
+    /// Render instruction records (messages, prompt/response pairs) with the model's chat
+    /// template when it has one (default). `--chat-template=false`: as plain text.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    chat_template: Option<bool>,
     /// Recompute memory-bound activations in the backward pass instead of keeping them: less
     /// memory, more time (see `tunelab bench --checkpoint-activations`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -156,7 +160,7 @@ impl SpecFlags {
             seed <- seed, clip <- clip, attention_dropout <- attention_dropout,
             residual_dropout <- residual_dropout, log_every <- log_every, rslora <- rslora,
             train_embeddings <- train_embeddings, skip_bad_lines <- skip_bad_lines,
-            checkpoint_activations <- checkpoint_activations, holdout <- holdout);
+            chat_template <- chat_template, checkpoint_activations <- checkpoint_activations, holdout <- holdout);
         macro_rules! set_some {
             ($($field:ident),*) => { $(if self.$field.is_some() { s.$field = self.$field; })* };
         }
