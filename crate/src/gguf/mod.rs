@@ -5,6 +5,7 @@
 
 pub mod dequant;
 pub mod llama;
+pub mod tokenizer;
 
 use std::collections::BTreeMap;
 

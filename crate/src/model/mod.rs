@@ -365,10 +365,10 @@ pub async fn load_gguf(
     let config_json = gguf::llama::config_json(&h, &location)?;
     let config = ModelConfig::parse(&config_json, &location)?;
     let mut extra_files = Vec::new();
-    if let Some(t) = gguf::llama::tokenizer_json(&h, &location)? {
+    if let Some(t) = gguf::tokenizer::tokenizer_json(&h, &location)? {
         extra_files.push(crate::files::File::new("tokenizer.json", t));
     }
-    if let Some(t) = gguf::llama::tokenizer_config_json(&h) {
+    if let Some(t) = gguf::tokenizer::tokenizer_config_json(&h) {
         extra_files.push(crate::files::File::new("tokenizer_config.json", t));
     }
     let tokenizer = tokenizer_of(&extra_files, &location)?;
