@@ -2,7 +2,9 @@
 //! mixed quantisations) loads to the logits transformers computes from the same file, on the CPU
 //! backend and on wgpu, from a path and from a URL; its tokenizer and chat template come back;
 //! `tunelab convert` writes a checkpoint that loads to the same logits; bad files are errors
-//! naming the file. References: tests/fixtures/make_gguf_fixtures.py.
+//! naming the file; SentencePiece vocabularies and the Qwen architectures as transformers reads
+//! them. References: tests/fixtures/make_gguf_fixtures.py, make_gguf_spm_fixtures.py,
+//! make_gguf_arch_fixtures.py, make_smollm2_reference.py.
 
 mod common;
 
@@ -467,5 +469,35 @@ fn smollm2_gives_transformers_ids_and_logits_when_installed() {
             "{prompt:?}: max |Δlogit| {worst} (largest {largest})"
         );
         eprintln!("{prompt:?}: max |Δlogit| {worst:.2e} (largest logit {largest:.1})");
+    }
+}
+
+#[test]
+fn qwen2_and_qwen3_ggufs_load_to_transformers_logits_and_ids() {
+    let r = read_reference(&gguf_dir().join("arch_reference.safetensors"));
+    let texts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gguf_dir().join("arch_reference.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u32> = r["ids"].i64.iter().map(|&i| i as u32).collect();
+    for arch in ["qwen2", "qwen3"] {
+        let session = pollster::block_on(Session::load_gguf(
+            &ModelSource::Dir(gguf_dir()),
+            &format!("{arch}.gguf"),
+            burn::tensor::Device::flex(),
+            None,
+            &mut |_| {},
+        ))
+        .unwrap();
+        assert_eq!(session.config.model_type, arch);
+        let got = pollster::block_on(session.logits(&ids)).unwrap();
+        let worst = max_abs_diff(&got, &r[&format!("{arch}/logits")].f32);
+        assert!(worst <= 1e-4, "{arch}: max |Δlogit| {worst}");
+        let want: Vec<u32> = serde_json::from_value(texts["ids"][arch].clone()).unwrap();
+        let text = texts["text"].as_str().unwrap();
+        assert_eq!(
+            session.tokenizer().unwrap().encode(text).unwrap(),
+            want,
+            "{arch}"
+        );
     }
 }

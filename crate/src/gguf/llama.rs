@@ -1,8 +1,8 @@
-//! The llama family in GGUF, as llama.cpp's `convert_hf_to_gguf.py` writes it, turned back into
-//! a Hugging Face checkpoint: tensor names (`blk.0.attn_q.weight` → `model.layers.0.self_attn.
-//! q_proj.weight`), Q/K rows un-permuted (the converter interleaves the rotary halves of each
-//! head), `config.json` from the `llama.*` metadata, and `tokenizer.json` /
-//! `tokenizer_config.json` (chat template, BOS/EOS) from `tokenizer.ggml.*`.
+//! The llama family in GGUF (`llama`, `qwen2`, `qwen3`), as llama.cpp's `convert_hf_to_gguf.py`
+//! writes it, turned back into a Hugging Face checkpoint: tensor names (`blk.0.attn_q.weight` →
+//! `model.layers.0.self_attn.q_proj.weight`), Q/K rows un-permuted for `llama` (that converter
+//! interleaves the rotary halves of each head; the Qwen ones do not), and `config.json` from the
+//! `<architecture>.*` metadata. The tokenizer is [`super::tokenizer`]'s.
 
 use serde_json::json;
 
@@ -18,26 +18,39 @@ pub(super) fn field(file: &str, field: &str, message: impl Into<String>) -> HfEr
     }
 }
 
+/// The GGUF architectures read, with the transformers class each becomes.
+const ARCHITECTURES: &[(&str, &str)] = &[
+    ("llama", "LlamaForCausalLM"),
+    ("qwen2", "Qwen2ForCausalLM"),
+    ("qwen3", "Qwen3ForCausalLM"),
+];
+
 /// The architecture, checked to be one tunelab reads from GGUF.
 pub fn architecture<'h>(h: &'h Header, file: &str) -> Result<&'h str, HfError> {
     let arch = h
         .get("general.architecture")
         .and_then(|v| v.as_str())
         .ok_or_else(|| field(file, "general.architecture", "missing"))?;
-    match arch {
-        // llama.cpp files Mistral and SmolLM checkpoints under `llama` too. Llama 3.1+ keeps
-        // its scaled rotary frequencies as a tensor, which tunelab's RoPE does not apply yet.
-        "llama" if h.tensors.iter().any(|t| t.name == "rope_freqs.weight") => Err(HfError::Gguf {
+    if !ARCHITECTURES.iter().any(|(a, _)| *a == arch) {
+        let known: Vec<&str> = ARCHITECTURES.iter().map(|(a, _)| *a).collect();
+        return Err(HfError::UnsupportedModelType {
+            file: file.to_string(),
+            model_type: format!(
+                "{arch} (GGUF architecture; supported: {})",
+                known.join(", ")
+            ),
+        });
+    }
+    // llama.cpp files Mistral and SmolLM checkpoints under `llama` too. Llama 3.1+ keeps its
+    // scaled rotary frequencies as a tensor, which tunelab's RoPE does not apply yet.
+    if h.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
+        return Err(HfError::Gguf {
             file: file.to_string(),
             message: "`rope_freqs.weight` (Llama 3.1-style scaled RoPE) is not supported yet"
                 .into(),
-        }),
-        "llama" => Ok(arch),
-        other => Err(HfError::UnsupportedModelType {
-            file: file.to_string(),
-            model_type: format!("{other} (GGUF architecture)"),
-        }),
+        });
     }
+    Ok(arch)
 }
 
 fn meta_u64(h: &Header, file: &str, key: &str) -> Result<u64, HfError> {
@@ -72,6 +85,8 @@ pub fn hf_name(name: &str) -> Option<String> {
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
         _ => return None,
     };
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
@@ -108,7 +123,11 @@ pub fn to_hf(
         return Ok(None);
     };
     let shape = t.shape();
-    let heads = if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
+    // Only llama.cpp's Llama converter permutes Q/K (its Qwen converters keep HF's order).
+    let llama = architecture(h, file)? == "llama";
+    let heads = if !llama {
+        None
+    } else if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
         Some(meta_u64(h, file, "llama.attention.head_count")?)
     } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
         Some(match h.get("llama.attention.head_count_kv") {
@@ -148,10 +167,16 @@ pub fn to_hf(
     }))
 }
 
-/// `config.json` of the checkpoint (a transformers `LlamaForCausalLM`).
+/// `config.json` of the checkpoint (a transformers `LlamaForCausalLM`, `Qwen2ForCausalLM` or
+/// `Qwen3ForCausalLM`), from the `<architecture>.*` metadata.
 pub fn config_json(h: &Header, file: &str) -> Result<String, HfError> {
-    architecture(h, file)?;
-    let key = |k: &str| format!("llama.{k}");
+    let arch = architecture(h, file)?;
+    let class = ARCHITECTURES
+        .iter()
+        .find(|(a, _)| *a == arch)
+        .map(|(_, c)| *c)
+        .expect("checked by architecture()");
+    let key = |k: &str| format!("{arch}.{k}");
     let get = |k: &str| meta_u64(h, file, &key(k));
     let heads = get("attention.head_count")?;
     let hidden = get("embedding_length")?;
@@ -176,8 +201,8 @@ pub fn config_json(h: &Header, file: &str) -> Result<String, HfError> {
     };
     let float = |k: &str, default: f64| h.get(&key(k)).and_then(|v| v.as_f64()).unwrap_or(default);
     let mut c = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [class],
+        "model_type": arch,
         "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": get("feed_forward_length")?,
