@@ -234,8 +234,8 @@ pub fn gguf(bytes: &[u8]) {
     );
     if let Some((h, _)) = whole {
         let _ = tunelab::gguf::llama::config_json(&h, "fuzz.gguf");
-        let _ = tunelab::gguf::llama::tokenizer_json(&h, "fuzz.gguf");
-        let _ = tunelab::gguf::llama::tokenizer_config_json(&h);
+        let _ = tunelab::gguf::tokenizer::tokenizer_json(&h, "fuzz.gguf");
+        let _ = tunelab::gguf::tokenizer::tokenizer_config_json(&h);
     }
 }
 

@@ -439,7 +439,10 @@ impl ExperimentConfig {
                 return bad(format!("targets.{}.seq_len must be at least 2", t.name));
             }
             if let Some(h) = &t.humaneval
-                && (h.samples == 0 || h.max_gen_toks == 0 || !(h.temperature >= 0.0))
+                && (h.samples == 0
+                    || h.max_gen_toks == 0
+                    || h.temperature.is_nan()
+                    || h.temperature < 0.0)
             {
                 return bad(format!(
                     "targets.{}.humaneval: samples and max_gen_toks must be at least 1 and temperature ≥ 0",
@@ -469,7 +472,7 @@ impl ExperimentConfig {
             }
         }
         if let Some(q) = &self.quick
-            && !(q.budget_scale > 0.0)
+            && (q.budget_scale.is_nan() || q.budget_scale <= 0.0)
         {
             return bad(format!(
                 "quick.budget_scale must be positive; got {}",
