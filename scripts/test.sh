@@ -41,7 +41,8 @@ cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 # The wgpu tests must run (lavapipe is installed above), not be skipped; so must the real
 # model's test.
-TUNELAB_REQUIRE_GPU=1 TUNELAB_REQUIRE_SMOLLM2=1 cargo test --release
+export TUNELAB_REQUIRE_SMOLLM2=1
+TUNELAB_REQUIRE_GPU=1 cargo test --release
 
 # The Ray sweep driver (scripts/sweep_ray.py) on a local Ray with 2 workers, one killed midway.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "ray==2.60.0"

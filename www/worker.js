@@ -187,7 +187,7 @@ async function logits(data, emit) {
   const t3 = performance.now();
   return {
     shape: [data.tokens.length, s.vocabSize], logits: Array.from(out), score,
-    ms: { load: t1 - t0, logits: t2 - t1, score: t3 - t2, total: t3 - t0 },
+    ms: { load: t1 - t0, logits: t2 - t1, score: t3 - t2, total: t3 - t0 }, memory: s.memory(),
   };
 }
 

@@ -6,7 +6,7 @@
 // storage quota is reported and the model still loads. A GGUF file loads the same way.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { readSafetensors } from "./safetensors.mjs";
 import { useBrowser, settle, ROOT, SHOTS } from "./harness.mjs";
@@ -37,6 +37,33 @@ test("a GGUF file (mixed quantisations, Q/K permuted) streams into the worker, i
   for (let i = 0; i < result.logits.length; i++) maxErr = Math.max(maxErr, Math.abs(result.logits[i] - ref.logits.data[i]));
   assert.ok(maxErr <= 1e-4, `max |Δlogit| ${maxErr}`);
   process.stdout.write(`# browser GGUF: max |Δlogit| ${maxErr.toExponential(2)} vs transformers on the same file\n`);
+  await page.close();
+});
+
+// SmolLM2-135M-Instruct (scripts/get-smollm2.sh; the test command installs it): its 98 MB GGUF
+// dequantised in the worker, 135M f32 parameters on the GPU, logits of a prompt as transformers'
+// (tests/fixtures/make_smollm2_reference.py keeps every 389th logit and the argmax).
+test("SmolLM2-135M-Instruct's GGUF loads in the browser to transformers' logits", async (t) => {
+  const ref = JSON.parse(readFileSync(join(ROOT, "tests/fixtures/smollm2/reference.json"), "utf8"));
+  const file = `models/smollm2/${ref.file}`;
+  if (!existsSync(join(ROOT, file))) {
+    assert.notEqual(process.env.TUNELAB_REQUIRE_SMOLLM2, "1", `${file} is missing (scripts/get-smollm2.sh)`);
+    t.skip(`${file} is not installed`);
+    return;
+  }
+  const c = ref.cases[0];
+  const { page, state, status, result, console } = await runPage({ model: `/${file}`, tokens: c.ids.join(",") });
+  assert.equal(state, "done", `${status}\n${console.join("\n")}`);
+  const vocab = result.shape[1];
+  let maxErr = 0;
+  c.strided.forEach((row, pos) => {
+    const got = result.logits.slice(pos * vocab, (pos + 1) * vocab);
+    row.forEach((want, k) => { maxErr = Math.max(maxErr, Math.abs(got[k * ref.stride] - want)); });
+    const argmax = got.reduce((best, v, i) => (v > got[best] ? i : best), 0);
+    assert.equal(argmax, c.top_ids[pos][0], `position ${pos}`);
+  });
+  assert.ok(maxErr <= 1e-3, `max |Δlogit| ${maxErr}`);
+  process.stdout.write(`# browser SmolLM2-135M GGUF: load ${(result.ms.load / 1000).toFixed(1)} s, logits of ${c.ids.length} tokens ${(result.ms.logits / 1000).toFixed(1)} s, GPU memory in use ${(result.memory?.inUse / 2 ** 20).toFixed(0)} MiB, max |Δlogit| ${maxErr.toExponential(2)}\n`);
   await page.close();
 });
 

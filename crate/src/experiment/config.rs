@@ -499,11 +499,8 @@ impl ExperimentConfig {
         let q = self.quick.clone().unwrap_or_default();
         let mut c = self.clone();
         c.quick = None;
+        // The data stay those of `seed`; only the first training seed runs.
         c.seeds.truncate(1);
-        if let Some(&s) = c.seeds.first() {
-            c.seed = s;
-            c.seeds.clear();
-        }
         for t in &mut c.targets {
             for b in &mut t.budgets {
                 *b *= q.budget_scale;
@@ -568,7 +565,7 @@ mod tests {
         let cfg = ExperimentConfig::parse(&text, "x.toml").unwrap();
         let q = cfg.quick();
         assert_eq!(q.quick, None);
-        assert_eq!((q.seed, q.run_seeds()), (5, vec![5]));
+        assert_eq!((q.seed, q.run_seeds()), (cfg.seed, vec![5]));
         for (a, b) in cfg.targets.iter().zip(&q.targets) {
             let scaled: Vec<f64> = a.budgets.iter().map(|x| x * 0.25).collect();
             assert_eq!(b.budgets, scaled);
