@@ -544,8 +544,9 @@ pub fn markdown(r: &Results) -> String {
         ));
     }
     if r.config.targets.iter().all(|t| t.humaneval.is_none()) {
-        s.push_str("\nFinding 5 (diversity of sampled generations) is not checked: no target samples HumanEval (`[targets.humaneval]`); `tunelab eval --task humaneval` reports it.\n\n");
+        s.push_str("\nFinding 5 (diversity of sampled generations) is not checked: no target samples HumanEval (`[targets.humaneval]`); `tunelab eval --task humaneval` reports it.\n");
     }
+    s.push('\n');
     let tm = &r.timings;
     if tm.collected {
         s.push_str(&format!(
