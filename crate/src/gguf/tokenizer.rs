@@ -53,13 +53,13 @@ pub fn tokenizer_json(h: &Header, file: &str) -> Result<Option<Vec<u8>>, HfError
         Some(Value::Array(a)) => Ok(a),
         _ => Err(field(file, key, "missing")),
     };
-    let tokens: Vec<&str> = array("tokenizer.ggml.tokens")?
-        .iter()
-        .map(|v| {
-            v.as_str()
-                .ok_or_else(|| field(file, "tokenizer.ggml.tokens", "not strings"))
-        })
-        .collect::<Result<_, _>>()?;
+    let strings = |key: &str| -> Result<Vec<&str>, HfError> {
+        array(key)?
+            .iter()
+            .map(|v| v.as_str().ok_or_else(|| field(file, key, "not strings")))
+            .collect()
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
     let types: Vec<u64> = match h.get("tokenizer.ggml.token_type") {
         Some(Value::Array(a)) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
         _ => vec![1; tokens.len()],
@@ -107,13 +107,7 @@ pub fn tokenizer_json(h: &Header, file: &str) -> Result<Option<Vec<u8>>, HfError
     let eos = id("tokenizer.ggml.eos_token_id").filter(|_| add_eos);
     let post = post_processor(&tokens, bos, eos);
     let (pre_tokenizer, decoder, model) = if model == "gpt2" {
-        let merges: Vec<&str> = array("tokenizer.ggml.merges")?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| field(file, "tokenizer.ggml.merges", "not strings"))
-            })
-            .collect::<Result<_, _>>()?;
+        let merges = strings("tokenizer.ggml.merges")?;
         let pre = h
             .get("tokenizer.ggml.pre")
             .and_then(|v| v.as_str())
