@@ -3,7 +3,9 @@
 # carried binaries, then run the GPU benchmark of ../shared/PERF.md's table — tunelab (each
 # carried build: .device/tunelab*.gz) beside PyTorch + PEFT on CUDA, same shapes, fp32, TF32 off —
 # sampling nvidia-smi's memory while each process runs. Results go to $OUT (JSON lines, the
-# table, logs). SHAPES and METHODS override the grid; STEPS the timed steps per configuration.
+# table, logs). SHAPES and METHODS override the grid; STEPS the timed steps per configuration;
+# KERNELS which of tunelab's kernel choices each build runs (default: its WGSL kernels, then
+# burn's generic ones, side by side).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
@@ -39,9 +41,11 @@ for s in $shapes; do
   IFS=: read -r model batch seq <<< "$s"
   for m in $methods; do
     for bin in /tmp/tl/tunelab*; do
-      echo "== $(basename "$bin") $model $batch×$seq $m" | tee -a "$OUT/log.txt"
-      smi timeout 300 "$bin" --device gpu --json bench "$model" --methods "$m" --batch "$batch" --seq "$seq" --steps "$steps" \
-        || echo "failed: $bin $s $m" | tee -a "$OUT/log.txt"
+      for k in ${KERNELS:-tunelab burn}; do
+        echo "== $(basename "$bin") --kernels $k $model $batch×$seq $m" | tee -a "$OUT/log.txt"
+        smi timeout 300 "$bin" --device gpu --json bench "$model" --methods "$m" --batch "$batch" --seq "$seq" --steps "$steps" --kernels "$k" \
+          || echo "failed: $bin --kernels $k $s $m" | tee -a "$OUT/log.txt"
+      done
     done
     echo "== pytorch $model $batch×$seq $m" | tee -a "$OUT/log.txt"
     smi timeout 300 python3 scripts/bench_torch.py "$model" --methods "$m" --batch "$batch" --seq "$seq" --steps "$steps" --device cuda \

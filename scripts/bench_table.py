@@ -19,6 +19,12 @@ def key(r):
     return (r["model"], r["batch"], r["seq"], r["checkpoint_activations"])
 
 
+def engine(r):
+    """The engine and device, tunelab's kernel choice named when it is not its own kernels."""
+    k = r.get("kernels", "tunelab")
+    return (r["engine"] + ("" if k == "tunelab" else f" ({k} kernels)"), r["device"])
+
+
 def label(r):
     return "full" if r["method"] == "full" else f"LoRA r{r['rank']}"
 
@@ -39,7 +45,7 @@ for r in rows:
 
 engines = []
 for r in rows:
-    e = (r["engine"], r["device"])
+    e = engine(r)
     if e not in engines:
         engines.append(e)
 tl = [e for e in engines if e[0].startswith("tunelab")]
@@ -60,7 +66,7 @@ for k in seen:
     cells = []
     by = {}
     for e in engines:
-        r = next((x for x in rows if (key(x), x["method"], x["rank"]) == k and (x["engine"], x["device"]) == e), None)
+        r = next((x for x in rows if (key(x), x["method"], x["rank"]) == k and engine(x) == e), None)
         by[e] = r
         if r is None:
             cells += ["-", "-", "-"]

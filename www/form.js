@@ -21,6 +21,7 @@ export const LABELS = {
   seq_len: "Sequence length",
   regime: "Regime",
   holdout: "Held-out share",
+  kernels: "GPU kernels",
 };
 
 /// An error message with engine field names (in backticks) replaced by form labels.
@@ -48,6 +49,7 @@ export function runSpec() {
     schedule: $("schedule").value,
     warmup: number("warmup", "warmup"),
     seq_len: number("seq-len", "seq_len"),
+    kernels: $("kernels").value,
     // Every step's loss is drawn live.
     log_every: 1,
   };

@@ -21,10 +21,11 @@ use burn::tensor::Device;
 use crate::error::{Error, Result};
 use crate::event::{Event, Progress};
 use crate::hf::{Architecture, ModelConfig};
+use crate::kernels::Kernels;
 use crate::model::lora::{LoraConfig, LoraInit};
 use crate::model::{CausalLm, read_f32};
 use crate::train::data::{Batch, Example, collate};
-use crate::train::loss::summed_cross_entropy;
+use crate::train::loss::summed_lm_loss;
 use crate::train::{FullConfig, Method, TrainConfig, Trainer};
 
 /// Model shapes of the benchmark, as `config.json` text (random weights): `small` and `medium`
@@ -120,6 +121,8 @@ pub struct BenchOptions {
     /// [`TrainConfig::checkpoint_activations`]); the device must have been made with
     /// [`crate::train::training_device`].
     pub checkpoint_activations: bool,
+    /// tunelab's WGSL kernels or burn's (compared on the same device).
+    pub kernels: Kernels,
 }
 
 impl Default for BenchOptions {
@@ -131,6 +134,7 @@ impl Default for BenchOptions {
             warmup: 2,
             window: 5,
             checkpoint_activations: false,
+            kernels: Kernels::Tunelab,
         }
     }
 }
@@ -200,6 +204,7 @@ pub struct BenchResult {
     pub batch: usize,
     pub seq: usize,
     pub checkpoint_activations: bool,
+    pub kernels: Kernels,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub first_step_s: f64,
@@ -447,6 +452,7 @@ pub async fn run(
     let train_config = TrainConfig {
         batch_size: opts.batch,
         checkpoint_activations: opts.checkpoint_activations,
+        kernels: opts.kernels,
         ..TrainConfig::new(method.method(), 1e-4)
     };
     let mut parameters = 0u64;
@@ -497,10 +503,12 @@ pub async fn run(
     // One instrumented step, outside the timing: the graph of a forward pass held (activations),
     // then the gradients held.
     let base = sampler.sample(device);
-    let logits = trainer
-        .model
-        .forward(batch.ids.clone(), Some(batch.mask.clone()));
-    let loss = summed_cross_entropy(logits, batch.labels.clone());
+    let loss = summed_lm_loss(
+        &trainer.model,
+        batch.ids.clone(),
+        batch.mask.clone(),
+        batch.labels.clone(),
+    );
     read_loss(loss.clone().inner()).await?;
     let with_graph = sampler.sample(device);
     drop(loss);
@@ -524,6 +532,7 @@ pub async fn run(
         batch: opts.batch,
         seq: opts.seq,
         checkpoint_activations: opts.checkpoint_activations,
+        kernels: opts.kernels,
         parameters,
         trainable_parameters: trainable,
         first_step_s,

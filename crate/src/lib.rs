@@ -19,6 +19,7 @@ pub mod files;
 pub mod gguf;
 pub mod hf;
 pub mod info;
+pub mod kernels;
 pub mod model;
 #[cfg(feature = "native")]
 pub mod pretrain;

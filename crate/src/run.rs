@@ -12,6 +12,7 @@ use crate::eval::suite::{self, EvalOptions, EvalReport, Task};
 use crate::event::Event;
 use crate::files::File;
 use crate::hf::{ModelConfig, Tokenizer};
+use crate::kernels::Kernels;
 use crate::model::lora::{LoraConfig, LoraInit, PeftAdapter};
 use crate::model::{CausalLm, LmView};
 use crate::session::Session;
@@ -130,6 +131,8 @@ pub struct RunSpec {
     pub holdout: f64,
     /// Recompute memory-bound activations in the backward pass (less memory, more time).
     pub checkpoint_activations: bool,
+    /// tunelab's WGSL kernels (on a GPU) or burn's generic ones.
+    pub kernels: Kernels,
 }
 
 impl Default for RunSpec {
@@ -168,6 +171,7 @@ impl Default for RunSpec {
             holdout: 0.0,
             save_every: None,
             checkpoint_activations: false,
+            kernels: Kernels::Tunelab,
         }
     }
 }
@@ -247,6 +251,7 @@ impl RunSpec {
             eval_every: self.eval_every,
             save_every: self.save_every,
             checkpoint_activations: self.checkpoint_activations,
+            kernels: self.kernels,
             ..TrainConfig::new(self.method(), self.lr())
         }
     }

@@ -78,6 +78,12 @@ fn a_lost_device_ends_the_run_with_a_typed_error_and_keeps_the_checkpoints() {
     pollster::block_on(run.train_until(Some(4), &mut sink, &mut |_| {})).unwrap();
 
     wgpu.device.destroy();
+    // A lost device reaches the engine through wgpu's device-lost callback, which a destroyed
+    // device delivers at its next poll (a real loss delivers it as it happens); before it, any
+    // error on the device's buffers is taken for a validation bug and panics.
+    let _ = wgpu
+        .device
+        .poll(burn::tensor::wgpu::wgpu::PollType::wait_indefinitely());
     let err = pollster::block_on(run.train_until(None, &mut sink, &mut |_| {}))
         .expect_err("training went on on a destroyed device");
     let (operation, message) = fault(&err);

@@ -598,7 +598,7 @@ impl Experiment {
             steps: 2,
             warmup: 1,
             window: 1,
-            checkpoint_activations: false,
+            ..Default::default()
         };
         let r = bench::run(
             model,

@@ -10,6 +10,7 @@ use super::layers::{
 };
 use super::weights::WeightStore;
 use crate::hf::{Gpt2Config, HfError};
+use crate::kernels::Kernels;
 
 /// `GPT2Attention`: fused q/k/v projection `c_attn` and output `c_proj`.
 #[derive(Module, Debug)]
@@ -50,6 +51,9 @@ pub struct Gpt2LmHeadModel {
     pub h: Vec<Gpt2Block>,
     pub ln_f: LayerNorm,
     pub lm_head: Option<Linear>,
+    /// tunelab's kernels or burn's ops (see [`Kernels`]).
+    #[module(skip)]
+    pub kernels: Kernels,
 }
 
 /// Prefix of the body's tensor names in `GPT2LMHeadModel` checkpoints.
@@ -120,12 +124,14 @@ impl Gpt2LmHeadModel {
             h,
             ln_f,
             lm_head,
+            kernels: Kernels::default(),
         })
     }
 
-    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under an additive `mask`; with a
-    /// cache, `ids` continue the cached positions and their keys/values are appended.
-    pub fn forward(
+    /// Final hidden states `[batch, seq, hidden]` (after `ln_f`) for `ids` `[batch, seq]` under an
+    /// additive `mask`; with a cache, `ids` continue the cached positions and their keys/values
+    /// are appended.
+    pub fn hidden(
         &self,
         ids: Tensor<2, Int>,
         mask: Tensor<4>,
@@ -139,12 +145,24 @@ impl Gpt2LmHeadModel {
         let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
         for (i, block) in self.h.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| (c, i));
-            x = block.forward(x, mask.clone(), slot);
+            x = block.forward(x, mask.clone(), slot, self.kernels);
         }
-        let x = self.ln_f.forward(x);
+        self.ln_f.forward(x)
+    }
+
+    /// The LM head: logits `[batch, seq, vocab]` from hidden states.
+    pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(x),
             None => self.wte.attend(x),
+        }
+    }
+
+    /// The LM head as a plain `[hidden, vocab]` matrix, or None when it has a bias or an adapter.
+    pub fn head_matrix(&self) -> Option<Tensor<2>> {
+        match &self.lm_head {
+            Some(head) => head.matrix(),
+            None => Some(self.wte.weight.val().transpose()),
         }
     }
 }
@@ -184,8 +202,16 @@ impl Gpt2LmHeadModel {
 }
 
 impl Gpt2Block {
-    fn forward(&self, x: Tensor<3>, mask: Tensor<4>, cache: LayerCache) -> Tensor<3> {
-        let attn = self.attn.forward(self.ln_1.forward(x.clone()), mask, cache);
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Tensor<4>,
+        cache: LayerCache,
+        kernels: Kernels,
+    ) -> Tensor<3> {
+        let attn = self
+            .attn
+            .forward(self.ln_1.forward(x.clone()), mask, cache, kernels);
         let h = x + dropout(attn, self.resid_pdrop);
         let mlp = self.mlp.forward(self.ln_2.forward(h.clone()));
         h + dropout(mlp, self.resid_pdrop)
@@ -193,7 +219,13 @@ impl Gpt2Block {
 }
 
 impl Gpt2Attention {
-    fn forward(&self, x: Tensor<3>, mask: Tensor<4>, cache: LayerCache) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Tensor<4>,
+        cache: LayerCache,
+        kernels: Kernels,
+    ) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let qkv = self.c_attn.forward(x);
         let split = |i: usize| {
@@ -206,7 +238,7 @@ impl Gpt2Attention {
             Some((c, i)) => c.extend(i, split(1), split(2)),
             None => (split(1), split(2)),
         };
-        let out = attention(split(0), k, v, mask, self.scale, self.attn_pdrop);
+        let out = attention(split(0), k, v, mask, self.scale, self.attn_pdrop, kernels);
         self.c_proj.forward(out)
     }
 }

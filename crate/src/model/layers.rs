@@ -7,6 +7,7 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 use super::weights::WeightStore;
 use super::{ParamMut, Visit};
 use crate::hf::HfError;
+use crate::kernels::Kernels;
 
 /// A dense layer. `weight` is stored `[in, out]` (burn's matmul layout); HF `nn.Linear`
 /// checkpoints (`[out, in]`) are transposed on load, GPT-2's `Conv1D` (`[in, out]`) is not.
@@ -104,6 +105,11 @@ impl Linear {
     /// Input and output sizes.
     pub fn dims(&self) -> [usize; 2] {
         self.weight.shape().dims()
+    }
+
+    /// The layer as a plain `[in, out]` matrix: None when it has a bias or an adapter.
+    pub fn matrix(&self) -> Option<Tensor<2>> {
+        (self.bias.is_none() && self.lora.is_none()).then(|| self.weight.val())
     }
 
     /// `x @ W + b (+ (scaling · dropout(x) @ A) @ B)` over the last dimension.
@@ -375,6 +381,9 @@ const MASKED: f32 = -1.0e9;
 /// `q`: `[batch, heads, q_len, head_dim]`, `k`/`v`: `[batch, kv_heads, kv_len, head_dim]`,
 /// `mask`: additive `[batch, 1, q_len, kv_len]`; `p_drop`: dropout on the attention
 /// probabilities while training. Returns `[batch, q_len, heads * head_dim]`.
+///
+/// With [`Kernels::Tunelab`] on a GPU and no attention dropout, tunelab's fused kernel runs
+/// (no `[batch, heads, q_len, kv_len]` tensors); otherwise burn's ops.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -382,8 +391,16 @@ pub fn attention(
     mask: Tensor<4>,
     scale: f64,
     p_drop: f64,
+    kernels: Kernels,
 ) -> Tensor<3> {
     let [b, h, t, d] = q.dims();
+    if kernels == Kernels::Tunelab && p_drop == 0.0 {
+        let fused =
+            crate::kernels::fused_attention(q.clone(), k.clone(), v.clone(), mask.clone(), scale);
+        if let Some(out) = fused {
+            return out.swap_dims(1, 2).reshape([b, t, h * d]);
+        }
+    }
     let kvh = k.dims()[1];
     let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
     // The scale goes on q (`[.., T, head_dim]`) rather than on the `[.., T, T]` scores: one

@@ -13,6 +13,7 @@ use super::layers::{
 use super::rope::Rope;
 use super::weights::WeightStore;
 use crate::hf::{HfError, LlamaConfig};
+use crate::kernels::Kernels;
 
 /// `LlamaAttention`: q/k/v/o projections.
 #[derive(Module, Debug)]
@@ -61,6 +62,9 @@ pub struct LlamaForCausalLm {
     pub norm: RmsNorm,
     pub lm_head: Option<Linear>,
     pub rope: Rope,
+    /// tunelab's kernels or burn's ops (see [`Kernels`]).
+    #[module(skip)]
+    pub kernels: Kernels,
 }
 
 /// Prefix of the body's tensor names in `*ForCausalLM` checkpoints.
@@ -143,6 +147,7 @@ impl LlamaForCausalLm {
             norm,
             lm_head,
             rope,
+            kernels: Kernels::default(),
         })
     }
 
@@ -151,9 +156,10 @@ impl LlamaForCausalLm {
         self.layers.iter().find_map(|l| l.sliding_window)
     }
 
-    /// Logits `[batch, seq, vocab]` for `ids` `[batch, seq]` under additive `masks`; with a
-    /// cache, `ids` continue the cached positions and their keys/values are appended.
-    pub fn forward(
+    /// Final hidden states `[batch, seq, hidden]` (after the last norm) for `ids` `[batch, seq]`
+    /// under additive `masks`; with a cache, `ids` continue the cached positions and their
+    /// keys/values are appended.
+    pub fn hidden(
         &self,
         ids: Tensor<2, Int>,
         masks: &AttentionMasks,
@@ -164,12 +170,24 @@ impl LlamaForCausalLm {
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| (c, i));
             let mask = masks.for_layer(layer.sliding_window);
-            x = layer.forward(x, mask, &self.rope, start, slot);
+            x = layer.forward(x, mask, &self.rope, start, slot, self.kernels);
         }
-        let x = self.norm.forward(x);
+        self.norm.forward(x)
+    }
+
+    /// The LM head: logits `[batch, seq, vocab]` from hidden states.
+    pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(x),
             None => self.embed_tokens.attend(x),
+        }
+    }
+
+    /// The LM head as a plain `[hidden, vocab]` matrix, or None when it has a bias or an adapter.
+    pub fn head_matrix(&self) -> Option<Tensor<2>> {
+        match &self.lm_head {
+            Some(head) => head.matrix(),
+            None => Some(self.embed_tokens.weight.val().transpose()),
         }
     }
 }
@@ -229,9 +247,12 @@ impl LlamaDecoderLayer {
         rope: &Rope,
         start: usize,
         cache: LayerCache,
+        kernels: Kernels,
     ) -> Tensor<3> {
         let normed = self.input_layernorm.forward(x.clone());
-        let attn = self.self_attn.forward(normed, mask, rope, start, cache);
+        let attn = self
+            .self_attn
+            .forward(normed, mask, rope, start, cache, kernels);
         let h = x + dropout(attn, self.residual_dropout);
         let mlp = self
             .mlp
@@ -248,6 +269,7 @@ impl LlamaAttention {
         rope: &Rope,
         start: usize,
         cache: LayerCache,
+        kernels: Kernels,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let hd = self.head_dim;
@@ -269,8 +291,15 @@ impl LlamaAttention {
             None => (k, v),
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        self.o_proj
-            .forward(attention(q, k, v, mask, scale, self.attention_dropout))
+        self.o_proj.forward(attention(
+            q,
+            k,
+            v,
+            mask,
+            scale,
+            self.attention_dropout,
+            kernels,
+        ))
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::hf::checkpoint::{self, CheckpointSummary};
 use crate::hf::{Architecture, Fetch, HfError, ModelConfig, Tokenizer};
+use crate::kernels::Kernels;
 pub use gpt2::Gpt2LmHeadModel;
 pub use layers::KvCache;
 use layers::Linear;
@@ -106,6 +107,38 @@ impl CausalLm {
         padding: Option<Tensor<2, Bool>>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
+        self.project(self.hidden_masked(ids, padding, cache))
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` (before the LM head) for `ids`; `padding` as
+    /// in [`CausalLm::forward`].
+    pub fn hidden(&self, ids: Tensor<2, Int>, padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        self.hidden_masked(ids, padding, None)
+    }
+
+    /// The LM head: logits `[batch, seq, vocab]` from [`CausalLm::hidden`]'s states.
+    pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            CausalLm::Llama(m) => m.project(x),
+            CausalLm::Gpt2(m) => m.project(x),
+        }
+    }
+
+    /// The LM head as a plain `[hidden, vocab]` matrix (tied heads: the embedding table
+    /// transposed), or None when it has a bias or an adapter.
+    pub fn head_matrix(&self) -> Option<Tensor<2>> {
+        match self {
+            CausalLm::Llama(m) => m.head_matrix(),
+            CausalLm::Gpt2(m) => m.head_matrix(),
+        }
+    }
+
+    fn hidden_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        padding: Option<Tensor<2, Bool>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [b, t] = ids.dims();
         let past = cache.as_ref().map_or(0, |c| c.len());
         let window = match self {
@@ -114,8 +147,8 @@ impl CausalLm {
         };
         let masks = layers::AttentionMasks::new(padding, b, t, past + t, window, &ids.device());
         match self {
-            CausalLm::Llama(m) => m.forward(ids, &masks, cache),
-            CausalLm::Gpt2(m) => m.forward(ids, masks.full, cache),
+            CausalLm::Llama(m) => m.hidden(ids, &masks, cache),
+            CausalLm::Gpt2(m) => m.hidden(ids, masks.full, cache),
         }
     }
 
@@ -175,6 +208,22 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.set_dropout(attention, residual),
             CausalLm::Gpt2(m) => m.set_dropout(attention, residual),
+        }
+    }
+
+    /// Run attention and the loss with tunelab's kernels or burn's ops.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        match self {
+            CausalLm::Llama(m) => m.kernels = kernels,
+            CausalLm::Gpt2(m) => m.kernels = kernels,
+        }
+    }
+
+    /// The kernels attention and the loss run with.
+    pub fn kernels(&self) -> Kernels {
+        match self {
+            CausalLm::Llama(m) => m.kernels,
+            CausalLm::Gpt2(m) => m.kernels,
         }
     }
 

@@ -1,10 +1,49 @@
 //! Causal language-modelling loss as transformers computes it: logits at position t predict the
 //! label at t + 1; labels of -100 are ignored; the mean is over the remaining targets.
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor};
+
+use crate::kernels::{Kernels, chunked_nll};
+use crate::model::CausalLm;
 
 /// Label value that takes no part in the loss (PyTorch's `ignore_index`).
 pub const IGNORE: i64 = -100;
+
+/// [`summed_cross_entropy`] of `model` on `ids` `[batch, seq]` (`padding` true for real tokens).
+/// With [`Kernels::Tunelab`] on a GPU and a head without bias or adapter, the head and the loss
+/// run fused in chunks of rows ([`chunked_nll`]): no `[batch, seq, vocab]` logits are kept for
+/// the backward pass.
+pub fn summed_lm_loss(
+    model: &CausalLm,
+    ids: Tensor<2, Int>,
+    padding: Tensor<2, Bool>,
+    labels: Tensor<2, Int>,
+) -> Tensor<1> {
+    let hidden = model.hidden(ids, Some(padding));
+    if model.kernels() == Kernels::Tunelab
+        && let Some(head) = model.head_matrix()
+    {
+        let [b, t, h] = hidden.dims();
+        let targets = shifted_targets(labels.clone()).reshape([b * t]);
+        if let Some(loss) = chunked_nll(hidden.clone().reshape([b * t, h]), head, targets) {
+            return loss;
+        }
+    }
+    summed_cross_entropy(model.project(hidden), labels)
+}
+
+/// The label each position predicts: position t the label at t + 1, the last position none.
+fn shifted_targets(labels: Tensor<2, Int>) -> Tensor<2, Int> {
+    let [b, t] = labels.dims();
+    let device = labels.device();
+    Tensor::cat(
+        vec![
+            labels.slice_dim(1, 1..t),
+            Tensor::<2, Int>::full([b, 1], IGNORE, &device),
+        ],
+        1,
+    )
+}
 
 /// Sum of next-token cross-entropies over the non-ignored targets of `labels` `[batch, seq]`,
 /// for `logits` `[batch, seq, vocab]`. Divide by the number of targets for the mean.
@@ -17,14 +56,7 @@ pub const IGNORE: i64 = -100;
 /// are not copied either.
 pub fn summed_cross_entropy(logits: Tensor<3>, labels: Tensor<2, Int>) -> Tensor<1> {
     let [b, t, _] = logits.dims();
-    let device = labels.device();
-    let targets = Tensor::cat(
-        vec![
-            labels.slice_dim(1, 1..t),
-            Tensor::<2, Int>::full([b, 1], IGNORE, &device),
-        ],
-        1,
-    );
+    let targets = shifted_targets(labels);
     let valid = targets.clone().not_equal_elem(IGNORE);
     // Ignored labels point at token 0 for the gather and are masked out of the sum.
     let safe = targets.mask_fill(valid.clone().bool_not(), 0);

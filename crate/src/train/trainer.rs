@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use web_time::Instant;
 
 use super::data::{Batch, Dataset, collate, epoch_order};
-use super::loss::summed_cross_entropy;
+use super::loss::summed_lm_loss;
 use super::optim::{Optimizer, OptimizerConfig};
 use super::schedule::{Schedule, factor};
 use super::sink::CheckpointSink;
@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::export;
 use crate::files::File;
+use crate::kernels::Kernels;
 use crate::model::lora::{self, LoraConfig};
 use crate::model::{CausalLm, ParamMut, read_f32};
 
@@ -69,6 +70,9 @@ pub struct TrainConfig {
     /// outputs are still kept. Needs a device made by [`training_device`].
     #[serde(default)]
     pub checkpoint_activations: bool,
+    /// tunelab's WGSL kernels (on a GPU) or burn's generic ones.
+    #[serde(default)]
+    pub kernels: Kernels,
 }
 
 impl TrainConfig {
@@ -96,6 +100,7 @@ impl TrainConfig {
             eval_every: None,
             save_every: None,
             checkpoint_activations: false,
+            kernels: Kernels::Tunelab,
         }
     }
 
@@ -166,8 +171,8 @@ pub async fn evaluate_loss(
     let refs: Vec<_> = data.examples.iter().collect();
     for chunk in refs.chunks(batch_size.max(1)) {
         let b = collate(chunk, device);
-        let logits = model.forward(b.ids, Some(b.mask));
-        total += read_f32(summed_cross_entropy(logits, b.labels)).await?[0] as f64;
+        let loss = summed_lm_loss(model, b.ids, b.mask, b.labels);
+        total += read_f32(loss).await?[0] as f64;
     }
     Ok(total / data.target_tokens.max(1) as f64)
 }
@@ -277,6 +282,7 @@ impl Trainer {
             }
         }
         model.set_dropout(config.attention_dropout, config.residual_dropout);
+        model.set_kernels(config.kernels);
         let mut trainable = Vec::new();
         let mut count = 0u64;
         model.for_each_trainable(&mut |name, p| {
@@ -395,8 +401,8 @@ impl Trainer {
         let mut grads: BTreeMap<String, Grad> = BTreeMap::new();
         let mut loss_sum: Option<Tensor<1>> = None;
         for b in micro {
-            let logits = self.model.forward(b.ids.clone(), Some(b.mask.clone()));
-            let loss = summed_cross_entropy(logits, b.labels.clone()).div_scalar(targets);
+            let loss = summed_lm_loss(&self.model, b.ids.clone(), b.mask.clone(), b.labels.clone())
+                .div_scalar(targets);
             let g = loss.backward();
             self.model.for_each_trainable(&mut |name, p| {
                 let (grad, dims, hf_transposed) = match &p {

@@ -32,6 +32,9 @@ pub struct Args {
     /// Recompute memory-bound activations in the backward pass.
     #[arg(long)]
     checkpoint_activations: bool,
+    /// Kernels on a GPU: tunelab (its WGSL kernels where they apply) or burn (burn's only).
+    #[arg(long, default_value = "tunelab")]
+    kernels: tunelab::kernels::Kernels,
 }
 
 pub fn run(a: Args, g: &Global) -> Result {
@@ -46,6 +49,7 @@ pub fn run(a: Args, g: &Global) -> Result {
         warmup: a.warmup,
         window: a.window,
         checkpoint_activations: a.checkpoint_activations,
+        kernels: a.kernels,
     };
     if !json {
         eprintln!("device: {}", selected.label);

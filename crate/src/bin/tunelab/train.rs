@@ -145,6 +145,9 @@ struct SpecFlags {
     /// memory, more time (see `tunelab bench --checkpoint-activations`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     checkpoint_activations: Option<bool>,
+    /// Kernels on a GPU: tunelab (its WGSL kernels where they apply, the default) or burn.
+    #[arg(long)]
+    kernels: Option<tunelab::kernels::Kernels>,
 }
 
 impl SpecFlags {
@@ -160,7 +163,8 @@ impl SpecFlags {
             seed <- seed, clip <- clip, attention_dropout <- attention_dropout,
             residual_dropout <- residual_dropout, log_every <- log_every, rslora <- rslora,
             train_embeddings <- train_embeddings, skip_bad_lines <- skip_bad_lines,
-            chat_template <- chat_template, checkpoint_activations <- checkpoint_activations, holdout <- holdout);
+            chat_template <- chat_template, checkpoint_activations <- checkpoint_activations, holdout <- holdout,
+            kernels <- kernels);
         macro_rules! set_some {
             ($($field:ident),*) => { $(if self.$field.is_some() { s.$field = self.$field; })* };
         }

@@ -1,0 +1,408 @@
+//! Attention without the `[batch, heads, q_len, kv_len]` score matrix: `shaders/attention_*.wgsl`
+//! (flash-attention style: online softmax forward, probabilities recomputed in the backward pass
+//! from each row's softmax maximum and normaliser), as a burn backend extension with its own
+//! backward.
+//!
+//! Memory per layer: the output and two floats per query row, instead of the scores, the
+//! probabilities and the exponentials burn's composed ops keep for backward (each `T × S` per
+//! head).
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
+use burn::tensor::{DType, Tensor};
+
+use super::wgsl::{Shader, WORKGROUP_BYTES, empty, folded, grid, uniform};
+
+/// The widest head the kernels take (per-invocation rows of `head_dim` floats).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Attention as the backend extension: `fused_attention` is differentiable; `_forward` (output
+/// and softmax statistics) and `_backward` are the raw kernels the autodiff implementation
+/// calls.
+#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+pub trait AttentionKernels: Backend {
+    /// `softmax(q·kᵀ·scale + mask)·v`, `[B, H, T, D]`.
+    #[fusion(dtype = q, shape = q)]
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+
+    /// The output and each query row's softmax maximum and normaliser `[B, H, T, 2]`.
+    #[fusion(meta = |q, _k, _v, _mask, _scale| (q.clone(), stats_spec(q)))]
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// dq, dk, dv from the forward pass's inputs, output, statistics and the output's gradient.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |q, k, v, _mask, _o, _ml, _dout, _scale| (q.clone(), k.clone(), v.clone()))]
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        ml: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+#[cfg(feature = "fusion")]
+fn stats_spec(
+    q: &burn::backend::fusion::custom::TensorSpec,
+) -> burn::backend::fusion::custom::TensorSpec {
+    let d = q.shape.dims::<4>();
+    burn::backend::fusion::custom::TensorSpec::new([d[0], d[1], d[2], 2].into(), q.dtype)
+}
+
+/// Scaled dot-product attention through the WGSL kernels, or `None` when they do not apply here
+/// (not a GPU tensor, not f32, a head wider than [`MAX_HEAD_DIM`], or shapes they do not take):
+/// the caller then uses burn's ops.
+///
+/// `q` `[B, H, T, D]`, `k`/`v` `[B, KVH, S, D]` (`H` a multiple of `KVH`), `mask` additive
+/// `[1 or B, 1, T, S]`. Returns `[B, H, T, D]`.
+pub fn fused_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4>,
+    scale: f64,
+) -> Option<Tensor<4>> {
+    let ([b, h, t, d], [kb, kvh, s, kd], [mb, m1, mt, ms]) = (q.dims(), k.dims(), mask.dims());
+    let fits = super::on_gpu(&q.device())
+        && q.dtype() == DType::F32
+        && d <= MAX_HEAD_DIM
+        && kb == b
+        && kd == d
+        && v.dims() == k.dims()
+        && kvh > 0
+        && h % kvh == 0
+        && (mb == 1 || mb == b)
+        && (m1, mt, ms) == (1, t, s)
+        && t > 0
+        && s > 0;
+    if !fits {
+        return None;
+    }
+    Some(Tensor::from_dispatch(
+        <Dispatch as AttentionKernels>::fused_attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            mask.into_dispatch(),
+            scale as f32,
+        ),
+    ))
+}
+
+impl AttentionKernels for CubeBackend {
+    fn fused_attention(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        mask: CubeTensor,
+        scale: f32,
+    ) -> CubeTensor {
+        forward(q, k, v, mask, scale).0
+    }
+
+    fn fused_attention_forward(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        mask: CubeTensor,
+        scale: f32,
+    ) -> (CubeTensor, CubeTensor) {
+        forward(q, k, v, mask, scale)
+    }
+
+    fn fused_attention_backward(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        mask: CubeTensor,
+        o: CubeTensor,
+        ml: CubeTensor,
+        dout: CubeTensor,
+        scale: f32,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        backward(q, k, v, mask, o, ml, dout, scale)
+    }
+}
+
+impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B, C> {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AttentionBackward;
+
+        type State<B> = (
+            [FloatTensor<B>; 6], // q, k, v, mask, output, softmax statistics
+            f32,
+        );
+
+        impl<B: AttentionKernels> Backward<B, 3> for AttentionBackward {
+            type State = State<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_q, node_k, node_v] = ops.parents;
+                let dout = grads.consume::<B>(&ops.node);
+                let ([q, k, v, mask, o, ml], scale) = ops.state;
+                let (dq, dk, dv) = B::fused_attention_backward(q, k, v, mask, o, ml, dout, scale);
+                for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        // The mask is built from constants: it takes no gradient.
+        let mask = mask.into_primitive();
+        let nodes = [q.node(), k.node(), v.node()];
+        let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
+        match AttentionBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (o, ml) = B::fused_attention_forward(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    mask.clone(),
+                    scale,
+                );
+                prep.finish(([q, k, v, mask, o.clone(), ml], scale), o)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q, k, v, mask, scale)),
+        }
+    }
+
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (o, ml) = B::fused_attention_forward(
+            Self::inner(q),
+            Self::inner(k),
+            Self::inner(v),
+            Self::inner(mask),
+            scale,
+        );
+        (Self::from_inner(o), Self::from_inner(ml))
+    }
+
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        ml: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dq, dk, dv) = B::fused_attention_backward(
+            Self::inner(q),
+            Self::inner(k),
+            Self::inner(v),
+            Self::inner(mask),
+            Self::inner(o),
+            Self::inner(ml),
+            Self::inner(dout),
+            scale,
+        );
+        (
+            Self::from_inner(dq),
+            Self::from_inner(dk),
+            Self::from_inner(dv),
+        )
+    }
+}
+
+/// The shapes one launch needs, read off contiguous tensors.
+struct Dims {
+    b: usize,
+    h: usize,
+    t: usize,
+    d: usize,
+    kvh: usize,
+    s: usize,
+    mask_batch: usize,
+}
+
+impl Dims {
+    fn of(q: &CubeTensor, k: &CubeTensor, mask: &CubeTensor) -> Self {
+        let (qs, ks) = (q.meta.shape(), k.meta.shape());
+        Dims {
+            b: qs[0],
+            h: qs[1],
+            t: qs[2],
+            d: qs[3],
+            kvh: ks[1],
+            s: ks[2],
+            mask_batch: mask.meta.shape()[0],
+        }
+    }
+
+    /// The `Params` uniform of the forward, dq and dk/dv shaders.
+    fn params(&self, scale: f32) -> Vec<u64> {
+        let u = |x: usize| x as u32;
+        uniform(&[
+            u(self.t),
+            u(self.s),
+            u(self.h),
+            u(self.kvh),
+            u(self.mask_batch),
+            scale.to_bits(),
+        ])
+    }
+
+    /// Query rows per workgroup and key rows per workgroup-memory tile (key and value tiles of
+    /// `bc × d` floats each).
+    fn query_tiles(&self) -> (usize, usize) {
+        let bc = (WORKGROUP_BYTES / (2 * 4 * self.d)).clamp(1, 64);
+        (64, bc)
+    }
+}
+
+fn contiguous(tensors: [CubeTensor; 4]) -> [CubeTensor; 4] {
+    tensors.map(into_contiguous)
+}
+
+fn forward(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    mask: CubeTensor,
+    scale: f32,
+) -> (CubeTensor, CubeTensor) {
+    let [q, k, v, mask] = contiguous([q, k, v, mask]);
+    let dims = Dims::of(&q, &k, &mask);
+    let o = empty(&q, &[dims.b, dims.h, dims.t, dims.d]);
+    let ml = empty(&q, &[dims.b, dims.h, dims.t, 2]);
+    let (br, bc) = dims.query_tiles();
+    Shader {
+        name: "attention_forward",
+        source: include_str!("../../../shaders/attention_forward.wgsl"),
+        params: vec![
+            ("d", dims.d as u32),
+            ("br", br as u32),
+            ("bc", bc as u32),
+            ("bc_d", (bc * dims.d) as u32),
+        ],
+        workgroup: br as u32,
+    }
+    .launch(
+        grid(dims.t.div_ceil(br), dims.b * dims.h),
+        &[&q, &k, &v, &mask, &o, &ml],
+        dims.params(scale),
+    );
+    (o, ml)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    mask: CubeTensor,
+    o: CubeTensor,
+    ml: CubeTensor,
+    dout: CubeTensor,
+    scale: f32,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let [q, k, v, mask] = contiguous([q, k, v, mask]);
+    let [o, ml, dout] = [o, ml, dout].map(into_contiguous);
+    let dims = Dims::of(&q, &k, &mask);
+    let d = dims.d as u32;
+
+    // Each row's softmax maximum, reciprocal normaliser and delta = dO·O, side by side.
+    let rows = dims.b * dims.h * dims.t;
+    let stats = empty(&q, &[dims.b, dims.h, dims.t, 3]);
+    Shader {
+        name: "attention_backward_stats",
+        source: include_str!("../../../shaders/attention_backward_stats.wgsl"),
+        params: vec![("d", d), ("wg", 64)],
+        workgroup: 64,
+    }
+    .launch(
+        folded(rows.div_ceil(64)),
+        &[&o, &dout, &ml, &stats],
+        uniform(&[rows as u32]),
+    );
+
+    let dq = empty(&q, &[dims.b, dims.h, dims.t, dims.d]);
+    let (br, bc) = dims.query_tiles();
+    Shader {
+        name: "attention_backward_q",
+        source: include_str!("../../../shaders/attention_backward_q.wgsl"),
+        params: vec![
+            ("d", d),
+            ("br", br as u32),
+            ("bc", bc as u32),
+            ("bc_d", bc as u32 * d),
+        ],
+        workgroup: br as u32,
+    }
+    .launch(
+        grid(dims.t.div_ceil(br), dims.b * dims.h),
+        &[&q, &k, &v, &mask, &stats, &dout, &dq],
+        dims.params(scale),
+    );
+
+    // Key rows per workgroup; query rows per tile: q and dO tiles of `br × d` floats and three
+    // stats per row in workgroup memory.
+    let kv_shape = [dims.b, dims.kvh, dims.s, dims.d];
+    let (dk, dv) = (empty(&q, &kv_shape), empty(&q, &kv_shape));
+    let keys = 64;
+    let rows_per_tile = (WORKGROUP_BYTES / (4 * (2 * dims.d + 3))).clamp(1, 64) as u32;
+    Shader {
+        name: "attention_backward_kv",
+        source: include_str!("../../../shaders/attention_backward_kv.wgsl"),
+        params: vec![
+            ("d", d),
+            ("bc", keys as u32),
+            ("br", rows_per_tile),
+            ("br_d", rows_per_tile * d),
+            ("br3", rows_per_tile * 3),
+        ],
+        workgroup: keys as u32,
+    }
+    .launch(
+        grid(dims.s.div_ceil(keys), dims.b * dims.kvh),
+        &[&q, &k, &v, &mask, &stats, &dout, &dk, &dv],
+        dims.params(scale),
+    );
+    (dq, dk, dv)
+}

@@ -1,0 +1,57 @@
+//! tunelab's own WGSL compute shaders (the top-level `shaders/` folder), run on the wgpu backend
+//! natively and in the browser through burn's backend extensions, each with its backward pass
+//! wired into burn's autodiff. The CPU backend keeps burn's ops.
+//!
+//! [`Kernels`] chooses between them and burn's generic kernels (`--kernels`, the page's setting);
+//! a shape a kernel does not cover falls back to burn's ops.
+
+mod attention;
+mod cross_entropy;
+mod wgsl;
+
+pub use attention::fused_attention;
+pub use cross_entropy::{chunked_nll, chunked_nll_rows};
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Which kernels run the hot paths on a GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// tunelab's WGSL kernels where they apply (GPU only), burn's ops elsewhere.
+    #[default]
+    Tunelab,
+    /// burn/cubecl's generic kernels everywhere.
+    Burn,
+}
+
+impl FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tunelab" => Ok(Kernels::Tunelab),
+            "burn" => Ok(Kernels::Burn),
+            other => Err(format!("unknown kernels `{other}` (tunelab or burn)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kernels::Tunelab => "tunelab",
+            Kernels::Burn => "burn",
+        })
+    }
+}
+
+/// True when `device` (or the device an autodiff device wraps) runs on the cubecl backend (wgpu),
+/// where the WGSL kernels can run.
+pub fn on_gpu(device: &burn::tensor::Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::Cube(_)
+    )
+}

@@ -1,0 +1,294 @@
+//! tunelab's WGSL kernels (`shaders/`) against burn's composed ops on the CPU backend (f32):
+//! outputs and gradients at several shapes, odd sizes included (not multiples of any tile), with
+//! the GPU memory pool poisoned with NaN first so an element a kernel fails to write shows up.
+
+mod common;
+
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use common::devices;
+use tunelab::kernels::{self, Kernels};
+use tunelab::model::layers::attention;
+use tunelab::train::loss::{IGNORE, summed_cross_entropy};
+
+/// Max |a − b| over max |b|: the error relative to the tensor's scale.
+const REL_TOL: f32 = 1e-5;
+
+fn gpu() -> Option<Device> {
+    devices()
+        .into_iter()
+        .find(|(name, _)| *name == "wgpu")
+        .map(|(_, d)| d)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| {
+            if a.is_nan() {
+                f32::INFINITY
+            } else {
+                (a - b).abs()
+            }
+        })
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// Fill and free GPU buffers with NaN so the allocator hands the kernels poisoned memory.
+fn poison(device: &Device, floats: usize) {
+    for _ in 0..4 {
+        let t = Tensor::<1>::full([floats], f32::NAN, device);
+        let _ = values(t.sum());
+    }
+}
+
+/// One attention problem: shapes, an additive mask (causal, some padded keys, optionally
+/// per batch), random inputs and the weights of a scalar loss Σ out·w.
+struct Case {
+    b: usize,
+    h: usize,
+    kvh: usize,
+    t: usize,
+    s: usize,
+    d: usize,
+    mask_per_batch: bool,
+}
+
+struct Inputs {
+    q: TensorData,
+    k: TensorData,
+    v: TensorData,
+    mask: TensorData,
+    w: TensorData,
+}
+
+impl Case {
+    fn inputs(&self) -> Inputs {
+        let cpu = Device::flex();
+        let rand = |dims: [usize; 4]| {
+            Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &cpu).into_data()
+        };
+        let mb = if self.mask_per_batch { self.b } else { 1 };
+        // Query i sits at position s - t + i: causal over the keys, and in batch row r the first
+        // r keys are padding.
+        let mut mask = vec![0f32; mb * self.t * self.s];
+        for r in 0..mb {
+            for i in 0..self.t {
+                for j in 0..self.s {
+                    if j > self.s - self.t + i || j < r {
+                        mask[(r * self.t + i) * self.s + j] = -1.0e9;
+                    }
+                }
+            }
+        }
+        Inputs {
+            q: rand([self.b, self.h, self.t, self.d]),
+            k: rand([self.b, self.kvh, self.s, self.d]),
+            v: rand([self.b, self.kvh, self.s, self.d]),
+            mask: TensorData::new(mask, [mb, 1, self.t, self.s]),
+            w: Tensor::<3>::random(
+                [self.b, self.t, self.h * self.d],
+                Distribution::Normal(0.0, 1.0),
+                &cpu,
+            )
+            .into_data(),
+        }
+    }
+}
+
+/// Output and gradients of q, k, v of Σ attention(q, k, v)·w on `device` with `kernels`.
+fn run(case: &Case, x: &Inputs, device: &Device, kernels: Kernels) -> [Vec<f32>; 4] {
+    let ad = device.clone().autodiff();
+    let t4 = |d: &TensorData| Tensor::<4>::from_data(d.clone(), &ad).require_grad();
+    let (q, k, v) = (t4(&x.q), t4(&x.k), t4(&x.v));
+    let mask = Tensor::<4>::from_data(x.mask.clone(), &ad);
+    let scale = 1.0 / (case.d as f64).sqrt();
+    let out = attention(q.clone(), k.clone(), v.clone(), mask, scale, 0.0, kernels);
+    let loss = (out.clone() * Tensor::<3>::from_data(x.w.clone(), &ad)).sum();
+    let grads = loss.backward();
+    let g = |t: &Tensor<4>| values(t.grad(&grads).expect("a gradient"));
+    [values(out), g(&q), g(&k), g(&v)]
+}
+
+const CASES: &[Case] = &[
+    // Tiny, one tile.
+    Case {
+        b: 1,
+        h: 2,
+        kvh: 2,
+        t: 5,
+        s: 5,
+        d: 16,
+        mask_per_batch: false,
+    },
+    // Odd lengths over several tiles, padding per batch row, GQA 2:1, SmolLM2's head width.
+    Case {
+        b: 2,
+        h: 4,
+        kvh: 2,
+        t: 77,
+        s: 77,
+        d: 64,
+        mask_per_batch: true,
+    },
+    // GQA 3:1 at head_dim 128 (the tile of keys shrinks to fit workgroup memory).
+    Case {
+        b: 1,
+        h: 3,
+        kvh: 1,
+        t: 70,
+        s: 70,
+        d: 128,
+        mask_per_batch: false,
+    },
+    // One query against a cache of keys (generation), per-batch mask.
+    Case {
+        b: 2,
+        h: 2,
+        kvh: 2,
+        t: 1,
+        s: 9,
+        d: 32,
+        mask_per_batch: true,
+    },
+    // Fewer queries than keys, a narrow head.
+    Case {
+        b: 1,
+        h: 2,
+        kvh: 1,
+        t: 13,
+        s: 131,
+        d: 8,
+        mask_per_batch: false,
+    },
+];
+
+#[test]
+fn fused_attention_matches_burn_ops_with_gradients() {
+    let Some(gpu) = gpu() else { return };
+    for case in CASES {
+        let x = case.inputs();
+        let want = run(case, &x, &Device::flex(), Kernels::Burn);
+        let floats = case.b * case.h * case.t.max(case.s) * case.d * 2;
+        poison(&gpu, floats);
+        let got = run(case, &x, &gpu, Kernels::Tunelab);
+        for (name, g, w) in ["output", "dq", "dk", "dv"]
+            .iter()
+            .zip(&got)
+            .zip(&want)
+            .map(|((n, g), w)| (n, g, w))
+        {
+            let e = rel_err(g, w);
+            assert!(
+                e <= REL_TOL,
+                "b{} h{} kvh{} t{} s{} d{}: {name} relative error {e:e}",
+                case.b,
+                case.h,
+                case.kvh,
+                case.t,
+                case.s,
+                case.d
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_attention_takes_gpu_tensors_only_and_falls_back_otherwise() {
+    let case = &CASES[0];
+    let x = case.inputs();
+    let on = |device: &Device| {
+        let t4 = |d: &TensorData| Tensor::<4>::from_data(d.clone(), device);
+        (t4(&x.q), t4(&x.k), t4(&x.v), t4(&x.mask))
+    };
+    // The CPU backend keeps burn's ops.
+    let (q, k, v, m) = on(&Device::flex());
+    assert!(kernels::fused_attention(q, k, v, m, 0.25).is_none());
+    let Some(gpu) = gpu() else { return };
+    let (q, k, v, m) = on(&gpu);
+    assert!(kernels::fused_attention(q.clone(), k.clone(), v.clone(), m.clone(), 0.25).is_some());
+    // A mask of the wrong length is not the kernel's shape: burn's ops take it (and report it).
+    let short = m.clone().slice_dim(3, 0..case.s - 1);
+    assert!(kernels::fused_attention(q.clone(), k.clone(), v.clone(), short, 0.25).is_none());
+    // Query heads not a multiple of the key/value heads.
+    let k3 = Tensor::cat(vec![k.clone(), k.clone().slice_dim(1, 0..1)], 1);
+    let v3 = Tensor::cat(vec![v.clone(), v.slice_dim(1, 0..1)], 1);
+    assert!(kernels::fused_attention(q, k3, v3, m, 0.25).is_none());
+}
+
+/// Σ NLL and the gradients of hidden and head on `device`: the chunked kernel (`chunk` rows per
+/// chunk) or, with None, burn's ops on the logits.
+fn lm_loss(
+    x: &[TensorData; 3],
+    device: &Device,
+    chunk: Option<usize>,
+) -> (f32, Vec<f32>, Vec<f32>) {
+    let ad = device.clone().autodiff();
+    let hidden = Tensor::<2>::from_data(x[0].clone(), &ad).require_grad();
+    let head = Tensor::<2>::from_data(x[1].clone(), &ad).require_grad();
+    let targets = Tensor::<1, Int>::from_data(x[2].clone(), &ad);
+    let loss = match chunk {
+        Some(rows) => kernels::chunked_nll_rows(hidden.clone(), head.clone(), targets, rows)
+            .expect("on a GPU"),
+        None => {
+            // The trainer's reference path: logits, then log-sum-exp minus the target's logit.
+            let ([n, _], [_, vocab]) = (hidden.dims(), head.dims());
+            let logits = hidden.clone().matmul(head.clone()).reshape([1, n, vocab]);
+            let labels = Tensor::cat(
+                vec![
+                    Tensor::<2, Int>::full([1, 1], IGNORE, &ad),
+                    targets.reshape([1, n]),
+                ],
+                1,
+            )
+            .slice_dim(1, 0..n);
+            summed_cross_entropy(logits, labels)
+        }
+    };
+    let grads = loss.clone().backward();
+    let g = |t: &Tensor<2>| values(t.grad(&grads).expect("a gradient"));
+    (values(loss)[0], g(&hidden), g(&head))
+}
+
+#[test]
+fn chunked_cross_entropy_matches_burn_ops_with_gradients() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Device::flex();
+    // Rows not a multiple of the chunk, a vocabulary not a multiple of the workgroup, ignored
+    // rows among them.
+    for (rows, hidden, vocab, chunk) in [(7, 16, 50, 3), (45, 32, 1000, 16), (20, 8, 257, 20)] {
+        // The reference shifts labels, so its last position predicts nothing: ignored here too.
+        let ids: Vec<i64> = (0..rows)
+            .map(|i| {
+                if i % 5 == 2 || i == rows - 1 {
+                    IGNORE
+                } else {
+                    (i * 37 % vocab) as i64
+                }
+            })
+            .collect();
+        let x = [
+            Tensor::<2>::random([rows, hidden], Distribution::Normal(0.0, 1.0), &cpu).into_data(),
+            Tensor::<2>::random([hidden, vocab], Distribution::Normal(0.0, 0.5), &cpu).into_data(),
+            TensorData::new(ids, [rows]),
+        ];
+        let (want_loss, want_dh, want_dw) = lm_loss(&x, &cpu, None);
+        poison(&gpu, rows * vocab * 2);
+        let (loss, dh, dw) = lm_loss(&x, &gpu, Some(chunk));
+        let shape = format!("rows {rows} hidden {hidden} vocab {vocab} chunk {chunk}");
+        assert!(
+            ((loss - want_loss) / want_loss).abs() <= REL_TOL,
+            "{shape}: loss {loss} vs {want_loss}"
+        );
+        for (name, got, want) in [("d hidden", &dh, &want_dh), ("d head", &dw, &want_dw)] {
+            let e = rel_err(got, want);
+            assert!(e <= REL_TOL, "{shape}: {name} relative error {e:e}");
+        }
+    }
+}
