@@ -10,7 +10,7 @@
 //     model); then the same runs natively with the CLI (`tunelab make-data` + `tunelab train
 //     --spec`, each run spec exactly as the page recorded it), one process per run as a user
 //     would, on the CPU backend and on the default wgpu adapter (DEVICES=cpu,gpu): wall time and
-//     peak RSS. TUNELAB=path/to/tunelab (default target/release/tunelab).
+//     peak RSS. TUNELAB=path/to/tunelab (default: the release build in cargo's target directory).
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -67,7 +67,8 @@ async function benchQueue(runs) {
   console.log(JSON.stringify({ where: "chromium (SwiftShader)", queue: runs, form, wall_s: wall, runs: browserRuns }));
 
   // The same runs natively: the page's own run specs, one CLI process each.
-  const tunelab = process.env.TUNELAB ?? join(ROOT, "target/release/tunelab");
+  const target = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], { cwd: ROOT })).target_directory;
+  const tunelab = process.env.TUNELAB ?? join(target, "release/tunelab");
   const dir = mkdtempSync(join(tmpdir(), "tunelab-queue-"));
   try {
     const timed = (argv) => {
