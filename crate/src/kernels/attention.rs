@@ -95,7 +95,9 @@ pub fn fused_attention(
         && (mb == 1 || mb == b)
         && (m1, mt, ms) == (1, t, s)
         && t > 0
-        && s > 0;
+        && s > 0
+        // One workgroup row per (batch, head): WebGPU's per-dimension dispatch limit.
+        && b * h <= 65_535;
     if !fits {
         return None;
     }
