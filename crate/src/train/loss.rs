@@ -20,16 +20,17 @@ pub fn summed_lm_loss(
     labels: Tensor<2, Int>,
 ) -> Tensor<1> {
     let hidden = model.hidden(ids, Some(padding));
+    let targets = shifted_targets(labels);
     if model.kernels() == Kernels::Tunelab
         && let Some(head) = model.head_matrix()
     {
         let [b, t, h] = hidden.dims();
-        let targets = shifted_targets(labels.clone()).reshape([b * t]);
-        if let Some(loss) = chunked_nll(hidden.clone().reshape([b * t, h]), head, targets) {
+        let rows = targets.clone().reshape([b * t]);
+        if let Some(loss) = chunked_nll(hidden.clone().reshape([b * t, h]), head, rows) {
             return loss;
         }
     }
-    summed_cross_entropy(model.project(hidden), labels)
+    summed_target_nll(model.project(hidden), targets)
 }
 
 /// The label each position predicts: position t the label at t + 1, the last position none.
@@ -55,8 +56,12 @@ fn shifted_targets(labels: Tensor<2, Int>) -> Tensor<2, Int> {
 /// sliced (position t predicts label t + 1; the last position predicts nothing), so the logits
 /// are not copied either.
 pub fn summed_cross_entropy(logits: Tensor<3>, labels: Tensor<2, Int>) -> Tensor<1> {
+    summed_target_nll(logits, shifted_targets(labels))
+}
+
+/// [`summed_cross_entropy`] for targets already shifted ([`shifted_targets`]).
+fn summed_target_nll(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let [b, t, _] = logits.dims();
-    let targets = shifted_targets(labels);
     let valid = targets.clone().not_equal_elem(IGNORE);
     // Ignored labels point at token 0 for the gather and are masked out of the sum.
     let safe = targets.mask_fill(valid.clone().bool_not(), 0);
