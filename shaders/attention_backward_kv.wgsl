@@ -16,7 +16,7 @@
 @group(0) @binding(6) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
 
-struct Params { t: u32, s: u32, heads: u32, kv_heads: u32, mask_batch: u32, scale: f32, pad0: u32, pad1: u32 }
+struct Params { t: u32, s: u32, heads: u32, kv_heads: u32, mask_batch: u32, scale: f32, causal: u32, pad0: u32 }
 @group(0) @binding(8) var<uniform> p: Params;
 
 const D: u32 = {{ d }}u;
@@ -47,9 +47,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         dvr[d] = 0.0;
     }
     let mask_base = (b % p.mask_batch) * p.t * p.s + key;
+    // With a causal mask, query rows before the workgroup's first key's position see none of
+    // its keys: start at the first that does.
+    let first = select(0u, wg.x * BC - min(wg.x * BC, p.s - p.t), p.causal != 0u);
     for (var r = 0u; r < rep; r++) {
         let bh = b * p.heads + g * rep + r;
-        for (var i0 = 0u; i0 < p.t; i0 += BR) {
+        for (var i0 = first; i0 < p.t; i0 += BR) {
             let n = min(BR, p.t - i0);
             let q_base = (bh * p.t + i0) * D;
             for (var x = li; x < n * D; x += BC) {

@@ -13,7 +13,7 @@
 @group(0) @binding(5) var<storage, read_write> dout: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dq: array<f32>;
 
-struct Params { t: u32, s: u32, heads: u32, kv_heads: u32, mask_batch: u32, scale: f32, pad0: u32, pad1: u32 }
+struct Params { t: u32, s: u32, heads: u32, kv_heads: u32, mask_batch: u32, scale: f32, causal: u32, pad0: u32 }
 @group(0) @binding(7) var<uniform> p: Params;
 
 const D: u32 = {{ d }}u;
@@ -22,6 +22,14 @@ const BC: u32 = {{ bc }}u;
 
 var<workgroup> kt: array<f32, {{ bc_d }}>;
 var<workgroup> vt: array<f32, {{ bc_d }}>;
+
+// Keys this workgroup reads: all of them, or with a causal mask (p.causal: every key after
+// position s - t + i is masked for query i) those up to its last row's position, since the
+// masked scores of later keys underflow to exactly 0 beside any unmasked one.
+fn key_end(block: u32) -> u32 {
+    let last = min((block + 1u) * BR, p.t) - 1u;
+    return select(p.s, min(p.s, p.s - p.t + last + 1u), p.causal != 0u);
+}
 
 @compute @workgroup_size({{ br }})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -44,8 +52,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let delta = stats[3u * (bh * p.t + row) + 2u];
     let kv_base = (b * p.kv_heads + g) * p.s * D;
     let mask_base = ((b % p.mask_batch) * p.t + row) * p.s;
-    for (var j0 = 0u; j0 < p.s; j0 += BC) {
-        let n = min(BC, p.s - j0);
+    let end = key_end(wg.x);
+    for (var j0 = 0u; j0 < end; j0 += BC) {
+        let n = min(BC, end - j0);
         for (var x = li; x < n * D; x += BR) {
             kt[x] = k[kv_base + j0 * D + x];
             vt[x] = v[kv_base + j0 * D + x];

@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use common::devices;
 use tunelab::kernels::{self, Kernels};
-use tunelab::model::layers::attention;
+use tunelab::model::layers::{AttentionMask, attention};
 use tunelab::train::loss::{IGNORE, summed_cross_entropy};
 
 /// Max |a − b| over max |b|: the error relative to the tensor's scale.
@@ -68,20 +68,35 @@ struct Inputs {
     w: TensorData,
 }
 
+/// Where batch row `r`'s `r` padded keys sit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pad {
+    /// At the start: the first queries of a row see no key at all, which only the kernels'
+    /// general path (every key read) computes as burn's ops do.
+    Left,
+    /// At the end, as the trainer pads: every query sees a key, so the causal path (later keys
+    /// skipped) must match exactly.
+    Right,
+}
+
 impl Case {
-    fn inputs(&self) -> Inputs {
+    fn inputs(&self, pad: Pad) -> Inputs {
         let cpu = Device::flex();
         let rand = |dims: [usize; 4]| {
             Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &cpu).into_data()
         };
         let mb = if self.mask_per_batch { self.b } else { 1 };
-        // Query i sits at position s - t + i: causal over the keys, and in batch row r the first
-        // r keys are padding.
+        // Query i sits at position s - t + i: causal over the keys, and in batch row r, r keys
+        // are padding.
         let mut mask = vec![0f32; mb * self.t * self.s];
         for r in 0..mb {
             for i in 0..self.t {
                 for j in 0..self.s {
-                    if j > self.s - self.t + i || j < r {
+                    let padded = match pad {
+                        Pad::Left => j < r,
+                        Pad::Right => j >= self.s - r,
+                    };
+                    if j > self.s - self.t + i || padded {
                         mask[(r * self.t + i) * self.s + j] = -1.0e9;
                     }
                 }
@@ -102,12 +117,16 @@ impl Case {
     }
 }
 
-/// Output and gradients of q, k, v of Σ attention(q, k, v)·w on `device` with `kernels`.
-fn run(case: &Case, x: &Inputs, device: &Device, kernels: Kernels) -> [Vec<f32>; 4] {
+/// Output and gradients of q, k, v of Σ attention(q, k, v)·w on `device` with `kernels`
+/// (`causal`: the kernels may skip the keys after each query).
+fn run(case: &Case, x: &Inputs, device: &Device, kernels: Kernels, causal: bool) -> [Vec<f32>; 4] {
     let ad = device.clone().autodiff();
     let t4 = |d: &TensorData| Tensor::<4>::from_data(d.clone(), &ad).require_grad();
     let (q, k, v) = (t4(&x.q), t4(&x.k), t4(&x.v));
-    let mask = Tensor::<4>::from_data(x.mask.clone(), &ad);
+    let mask = AttentionMask {
+        additive: Tensor::<4>::from_data(x.mask.clone(), &ad),
+        causal,
+    };
     let scale = 1.0 / (case.d as f64).sqrt();
     let out = attention(q.clone(), k.clone(), v.clone(), mask, scale, 0.0, kernels);
     let loss = (out.clone() * Tensor::<3>::from_data(x.w.clone(), &ad)).sum();
@@ -172,12 +191,12 @@ const CASES: &[Case] = &[
 #[test]
 fn fused_attention_matches_burn_ops_with_gradients() {
     let Some(gpu) = gpu() else { return };
-    for case in CASES {
-        let x = case.inputs();
-        let want = run(case, &x, &Device::flex(), Kernels::Burn);
+    for (case, pad) in CASES.iter().flat_map(|c| [(c, Pad::Left), (c, Pad::Right)]) {
+        let x = case.inputs(pad);
+        let want = run(case, &x, &Device::flex(), Kernels::Burn, false);
         let floats = case.b * case.h * case.t.max(case.s) * case.d * 2;
         poison(&gpu, floats);
-        let got = run(case, &x, &gpu, Kernels::Tunelab);
+        let got = run(case, &x, &gpu, Kernels::Tunelab, pad == Pad::Right);
         for (name, g, w) in ["output", "dq", "dk", "dv"]
             .iter()
             .zip(&got)
@@ -187,7 +206,7 @@ fn fused_attention_matches_burn_ops_with_gradients() {
             let e = rel_err(g, w);
             assert!(
                 e <= REL_TOL,
-                "b{} h{} kvh{} t{} s{} d{}: {name} relative error {e:e}",
+                "b{} h{} kvh{} t{} s{} d{} {pad:?}: {name} relative error {e:e}",
                 case.b,
                 case.h,
                 case.kvh,
@@ -202,24 +221,26 @@ fn fused_attention_matches_burn_ops_with_gradients() {
 #[test]
 fn fused_attention_takes_gpu_tensors_only_and_falls_back_otherwise() {
     let case = &CASES[0];
-    let x = case.inputs();
+    let x = case.inputs(Pad::Right);
     let on = |device: &Device| {
         let t4 = |d: &TensorData| Tensor::<4>::from_data(d.clone(), device);
         (t4(&x.q), t4(&x.k), t4(&x.v), t4(&x.mask))
     };
     // The CPU backend keeps burn's ops.
     let (q, k, v, m) = on(&Device::flex());
-    assert!(kernels::fused_attention(q, k, v, m, 0.25).is_none());
+    assert!(kernels::fused_attention(q, k, v, m, 0.25, true).is_none());
     let Some(gpu) = gpu() else { return };
     let (q, k, v, m) = on(&gpu);
-    assert!(kernels::fused_attention(q.clone(), k.clone(), v.clone(), m.clone(), 0.25).is_some());
+    assert!(
+        kernels::fused_attention(q.clone(), k.clone(), v.clone(), m.clone(), 0.25, true).is_some()
+    );
     // A mask of the wrong length is not the kernel's shape: burn's ops take it (and report it).
     let short = m.clone().slice_dim(3, 0..case.s - 1);
-    assert!(kernels::fused_attention(q.clone(), k.clone(), v.clone(), short, 0.25).is_none());
+    assert!(kernels::fused_attention(q.clone(), k.clone(), v.clone(), short, 0.25, true).is_none());
     // Query heads not a multiple of the key/value heads.
     let k3 = Tensor::cat(vec![k.clone(), k.clone().slice_dim(1, 0..1)], 1);
     let v3 = Tensor::cat(vec![v.clone(), v.slice_dim(1, 0..1)], 1);
-    assert!(kernels::fused_attention(q, k3, v3, m, 0.25).is_none());
+    assert!(kernels::fused_attention(q, k3, v3, m, 0.25, true).is_none());
 }
 
 /// Σ NLL and the gradients of hidden and head on `device`: the chunked kernel (`chunk` rows per

@@ -27,7 +27,8 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// calls.
 #[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait AttentionKernels: Backend {
-    /// `softmax(q·kᵀ·scale + mask)·v`, `[B, H, T, D]`.
+    /// `softmax(q·kᵀ·scale + mask)·v`, `[B, H, T, D]`. `causal`: the mask hides every key after
+    /// each query's position, so the kernels skip those keys (see [`fused_attention`]).
     #[fusion(dtype = q, shape = q)]
     fn fused_attention(
         q: FloatTensor<Self>,
@@ -35,21 +36,23 @@ pub trait AttentionKernels: Backend {
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: f32,
+        causal: bool,
     ) -> FloatTensor<Self>;
 
     /// The output and each query row's softmax maximum and normaliser `[B, H, T, 2]`.
-    #[fusion(meta = |q, _k, _v, _mask, _scale| (q.clone(), stats_spec(q)))]
+    #[fusion(meta = |q, _k, _v, _mask, _scale, _causal| (q.clone(), stats_spec(q)))]
     fn fused_attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: f32,
+        causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// dq, dk, dv from the forward pass's inputs, output, statistics and the output's gradient.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |q, k, v, _mask, _o, _ml, _dout, _scale| (q.clone(), k.clone(), v.clone()))]
+    #[fusion(meta = |q, k, v, _mask, _o, _ml, _dout, _scale, _causal| (q.clone(), k.clone(), v.clone()))]
     fn fused_attention_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -59,6 +62,7 @@ pub trait AttentionKernels: Backend {
         ml: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         scale: f32,
+        causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -76,12 +80,19 @@ fn stats_spec(
 ///
 /// `q` `[B, H, T, D]`, `k`/`v` `[B, KVH, S, D]` (`H` a multiple of `KVH`), `mask` additive
 /// `[1 or B, 1, T, S]`. Returns `[B, H, T, D]`.
+///
+/// `causal`: the mask hides (≤ −1e9) every key after each query's position (query `i` sits at
+/// position `S − T + i`), so the kernels skip those keys (about half the work at `T = S`). Exact
+/// for every row with an unmasked key at or before its position (its skipped scores underflow
+/// to 0); a row whose keys are all masked (a padding position with nothing visible) averages
+/// the keys it reads instead of all `S` — an output nothing downstream of such a row uses.
 pub fn fused_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     mask: Tensor<4>,
     scale: f64,
+    causal: bool,
 ) -> Option<Tensor<4>> {
     let ([b, h, t, d], [kb, kvh, s, kd], [mb, m1, mt, ms]) = (q.dims(), k.dims(), mask.dims());
     let fits = super::on_gpu(&q.device())
@@ -108,6 +119,8 @@ pub fn fused_attention(
             v.into_dispatch(),
             mask.into_dispatch(),
             scale as f32,
+            // The kernels count positions from S − T: more queries than keys is not causal here.
+            causal && t <= s,
         ),
     ))
 }
@@ -119,8 +132,9 @@ impl AttentionKernels for CubeBackend {
         v: CubeTensor,
         mask: CubeTensor,
         scale: f32,
+        causal: bool,
     ) -> CubeTensor {
-        forward(q, k, v, mask, scale).0
+        forward(q, k, v, mask, scale, causal).0
     }
 
     fn fused_attention_forward(
@@ -129,8 +143,9 @@ impl AttentionKernels for CubeBackend {
         v: CubeTensor,
         mask: CubeTensor,
         scale: f32,
+        causal: bool,
     ) -> (CubeTensor, CubeTensor) {
-        forward(q, k, v, mask, scale)
+        forward(q, k, v, mask, scale, causal)
     }
 
     fn fused_attention_backward(
@@ -142,8 +157,9 @@ impl AttentionKernels for CubeBackend {
         ml: CubeTensor,
         dout: CubeTensor,
         scale: f32,
+        causal: bool,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        backward(q, k, v, mask, o, ml, dout, scale)
+        backward(q, k, v, mask, o, ml, dout, scale, causal)
     }
 }
 
@@ -154,6 +170,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: f32,
+        causal: bool,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct AttentionBackward;
@@ -161,6 +178,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
         type State<B> = (
             [FloatTensor<B>; 6], // q, k, v, mask, output, softmax statistics
             f32,
+            bool,
         );
 
         impl<B: AttentionKernels> Backward<B, 3> for AttentionBackward {
@@ -174,8 +192,9 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
             ) {
                 let [node_q, node_k, node_v] = ops.parents;
                 let dout = grads.consume::<B>(&ops.node);
-                let ([q, k, v, mask, o, ml], scale) = ops.state;
-                let (dq, dk, dv) = B::fused_attention_backward(q, k, v, mask, o, ml, dout, scale);
+                let ([q, k, v, mask, o, ml], scale, causal) = ops.state;
+                let (dq, dk, dv) =
+                    B::fused_attention_backward(q, k, v, mask, o, ml, dout, scale, causal);
                 for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
                     if let Some(node) = node {
                         grads.register::<B>(node.id, grad);
@@ -200,10 +219,13 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
                     v.clone(),
                     mask.clone(),
                     scale,
+                    causal,
                 );
-                prep.finish(([q, k, v, mask, o.clone(), ml], scale), o)
+                prep.finish(([q, k, v, mask, o.clone(), ml], scale, causal), o)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q, k, v, mask, scale)),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fused_attention(q, k, v, mask, scale, causal))
+            }
         }
     }
 
@@ -213,6 +235,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: f32,
+        causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (o, ml) = B::fused_attention_forward(
             Self::inner(q),
@@ -220,6 +243,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
             Self::inner(v),
             Self::inner(mask),
             scale,
+            causal,
         );
         (Self::from_inner(o), Self::from_inner(ml))
     }
@@ -233,6 +257,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
         ml: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         scale: f32,
+        causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (dq, dk, dv) = B::fused_attention_backward(
             Self::inner(q),
@@ -243,6 +268,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
             Self::inner(ml),
             Self::inner(dout),
             scale,
+            causal,
         );
         (
             Self::from_inner(dq),
@@ -278,7 +304,7 @@ impl Dims {
     }
 
     /// The `Params` uniform of the forward, dq and dk/dv shaders.
-    fn params(&self, scale: f32) -> Vec<u64> {
+    fn params(&self, scale: f32, causal: bool) -> Vec<u64> {
         let u = |x: usize| x as u32;
         uniform(&[
             u(self.t),
@@ -287,6 +313,7 @@ impl Dims {
             u(self.kvh),
             u(self.mask_batch),
             scale.to_bits(),
+            causal as u32,
         ])
     }
 
@@ -308,6 +335,7 @@ fn forward(
     v: CubeTensor,
     mask: CubeTensor,
     scale: f32,
+    causal: bool,
 ) -> (CubeTensor, CubeTensor) {
     let [q, k, v, mask] = contiguous([q, k, v, mask]);
     let dims = Dims::of(&q, &k, &mask);
@@ -328,7 +356,7 @@ fn forward(
     .launch(
         grid(dims.t.div_ceil(br), dims.b * dims.h),
         &[&q, &k, &v, &mask, &o, &ml],
-        dims.params(scale),
+        dims.params(scale, causal),
     );
     (o, ml)
 }
@@ -343,6 +371,7 @@ fn backward(
     ml: CubeTensor,
     dout: CubeTensor,
     scale: f32,
+    causal: bool,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let [q, k, v, mask] = contiguous([q, k, v, mask]);
     let [o, ml, dout] = [o, ml, dout].map(into_contiguous);
@@ -380,7 +409,7 @@ fn backward(
     .launch(
         grid(dims.t.div_ceil(br), dims.b * dims.h),
         &[&q, &k, &v, &mask, &stats, &dout, &dq],
-        dims.params(scale),
+        dims.params(scale, causal),
     );
 
     // Key rows per workgroup; query rows per tile: q and dO tiles of `br × d` floats and three
@@ -404,7 +433,7 @@ fn backward(
     .launch(
         grid(dims.s.div_ceil(keys), dims.b * dims.kvh),
         &[&q, &k, &v, &mask, &stats, &dout, &dk, &dv],
-        dims.params(scale),
+        dims.params(scale, causal),
     );
     (dq, dk, dv)
 }

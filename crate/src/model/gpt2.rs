@@ -6,7 +6,8 @@ use burn::tensor::{Int, Tensor};
 
 use super::Visit;
 use super::layers::{
-    Embedding, KvCache, LayerCache, LayerNorm, Linear, activation, attention, dropout,
+    AttentionMask, Embedding, KvCache, LayerCache, LayerNorm, Linear, activation, attention,
+    dropout,
 };
 use super::weights::WeightStore;
 use crate::hf::{Gpt2Config, HfError};
@@ -134,7 +135,7 @@ impl Gpt2LmHeadModel {
     pub fn hidden(
         &self,
         ids: Tensor<2, Int>,
-        mask: Tensor<4>,
+        mask: AttentionMask,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [b, t] = ids.dims();
@@ -205,7 +206,7 @@ impl Gpt2Block {
     fn forward(
         &self,
         x: Tensor<3>,
-        mask: Tensor<4>,
+        mask: AttentionMask,
         cache: LayerCache,
         kernels: Kernels,
     ) -> Tensor<3> {
@@ -222,7 +223,7 @@ impl Gpt2Attention {
     fn forward(
         &self,
         x: Tensor<3>,
-        mask: Tensor<4>,
+        mask: AttentionMask,
         cache: LayerCache,
         kernels: Kernels,
     ) -> Tensor<3> {

@@ -273,12 +273,21 @@ pub fn activation(name: &str, x: Tensor<3>) -> Tensor<3> {
     }
 }
 
+/// An additive attention mask `[batch, 1, q_len, kv_len]`.
+#[derive(Clone, Debug)]
+pub struct AttentionMask {
+    pub additive: Tensor<4>,
+    /// Every key after a query's position is masked (queries being the last `q_len` of the
+    /// `kv_len` positions): the fused kernel skips those keys.
+    pub causal: bool,
+}
+
 /// The additive attention masks of one forward pass: causal over every earlier position, and
 /// (when the model has sliding-window layers and the keys outrun the window) causal over the
 /// window only.
 pub struct AttentionMasks {
-    pub full: Tensor<4>,
-    pub sliding: Option<Tensor<4>>,
+    pub full: AttentionMask,
+    pub sliding: Option<AttentionMask>,
 }
 
 impl AttentionMasks {
@@ -307,8 +316,9 @@ impl AttentionMasks {
                 .expand([batch, 1, q_len, kv_len]);
             masked = masked.bool_or(pad);
         }
-        let additive = |m: Tensor<4, Bool>| {
-            Tensor::<4>::zeros([batch, 1, q_len, kv_len], device).mask_fill(m, MASKED)
+        let additive = |m: Tensor<4, Bool>| AttentionMask {
+            additive: Tensor::<4>::zeros([batch, 1, q_len, kv_len], device).mask_fill(m, MASKED),
+            causal: true,
         };
         // A window as long as the keys masks nothing more than causality does.
         let sliding = window.filter(|&w| w < kv_len).map(|w| {
@@ -327,7 +337,7 @@ impl AttentionMasks {
     }
 
     /// The mask of a layer with sliding window `window` (none: full attention).
-    pub fn for_layer(&self, window: Option<usize>) -> Tensor<4> {
+    pub fn for_layer(&self, window: Option<usize>) -> AttentionMask {
         match (window, &self.sliding) {
             (Some(_), Some(m)) => m.clone(),
             _ => self.full.clone(),
@@ -379,7 +389,7 @@ const MASKED: f32 = -1.0e9;
 /// Scaled dot-product attention with grouped-query heads.
 ///
 /// `q`: `[batch, heads, q_len, head_dim]`, `k`/`v`: `[batch, kv_heads, kv_len, head_dim]`,
-/// `mask`: additive `[batch, 1, q_len, kv_len]`; `p_drop`: dropout on the attention
+/// `mask`: additive `[batch, 1, q_len, kv_len]` (see [`AttentionMask`]); `p_drop`: dropout on the attention
 /// probabilities while training. Returns `[batch, q_len, heads * head_dim]`.
 ///
 /// With [`Kernels::Tunelab`] on a GPU and no attention dropout, tunelab's fused kernel runs
@@ -388,15 +398,21 @@ pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    mask: Tensor<4>,
+    mask: AttentionMask,
     scale: f64,
     p_drop: f64,
     kernels: Kernels,
 ) -> Tensor<3> {
     let [b, h, t, d] = q.dims();
     if kernels == Kernels::Tunelab && p_drop == 0.0 {
-        let fused =
-            crate::kernels::fused_attention(q.clone(), k.clone(), v.clone(), mask.clone(), scale);
+        let fused = crate::kernels::fused_attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            mask.additive.clone(),
+            scale,
+            mask.causal,
+        );
         if let Some(out) = fused {
             return out.swap_dims(1, 2).reshape([b, t, h * d]);
         }
@@ -405,7 +421,7 @@ pub fn attention(
     let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
     // The scale goes on q (`[.., T, head_dim]`) rather than on the `[.., T, T]` scores: one
     // pass over a tensor T / head_dim times smaller, forward and backward.
-    let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)) + mask;
+    let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)) + mask.additive;
     let probs = dropout(softmax(scores, 3), p_drop);
     probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d])
 }

@@ -8,7 +8,8 @@ use burn::tensor::{Int, Tensor};
 
 use super::Visit;
 use super::layers::{
-    AttentionMasks, Embedding, KvCache, LayerCache, Linear, RmsNorm, attention, dropout,
+    AttentionMask, AttentionMasks, Embedding, KvCache, LayerCache, Linear, RmsNorm, attention,
+    dropout,
 };
 use super::rope::Rope;
 use super::weights::WeightStore;
@@ -243,7 +244,7 @@ impl LlamaDecoderLayer {
     fn forward(
         &self,
         x: Tensor<3>,
-        mask: Tensor<4>,
+        mask: AttentionMask,
         rope: &Rope,
         start: usize,
         cache: LayerCache,
@@ -265,7 +266,7 @@ impl LlamaAttention {
     fn forward(
         &self,
         x: Tensor<3>,
-        mask: Tensor<4>,
+        mask: AttentionMask,
         rope: &Rope,
         start: usize,
         cache: LayerCache,
