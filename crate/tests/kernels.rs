@@ -176,6 +176,17 @@ const CASES: &[Case] = &[
         d: 32,
         mask_per_batch: true,
     },
+    // A head width that is not a multiple of 4 (rows padded to whole vec4s), GQA 2:1, more keys
+    // than queries, per-batch padding.
+    Case {
+        b: 2,
+        h: 2,
+        kvh: 1,
+        t: 33,
+        s: 40,
+        d: 10,
+        mask_per_batch: true,
+    },
     // Fewer queries than keys, a narrow head.
     Case {
         b: 1,

@@ -317,10 +317,15 @@ impl Dims {
         ])
     }
 
+    /// vec4s per row (the kernels pad rows to a multiple of 4).
+    fn d4(&self) -> usize {
+        self.d.div_ceil(4)
+    }
+
     /// Query rows per workgroup and key rows per workgroup-memory tile (key and value tiles of
-    /// `bc × d` floats each).
+    /// `bc × d4` vec4s each).
     fn query_tiles(&self) -> (usize, usize) {
-        let bc = (WORKGROUP_BYTES / (2 * 4 * self.d)).clamp(1, 64);
+        let bc = (WORKGROUP_BYTES / (2 * 16 * self.d4())).clamp(1, 64);
         (64, bc)
     }
 }
@@ -344,12 +349,15 @@ fn forward(
     let (br, bc) = dims.query_tiles();
     Shader {
         name: "attention_forward",
-        source: include_str!("../../../shaders/attention_forward.wgsl"),
+        source: concat!(
+            include_str!("../../../shaders/attention_common.wgsl"),
+            include_str!("../../../shaders/attention_forward.wgsl")
+        ),
         params: vec![
             ("d", dims.d as u32),
             ("br", br as u32),
             ("bc", bc as u32),
-            ("bc_d", (bc * dims.d) as u32),
+            ("bc_d4", (bc * dims.d4()) as u32),
         ],
         workgroup: br as u32,
     }
@@ -397,42 +405,50 @@ fn backward(
     let (br, bc) = dims.query_tiles();
     Shader {
         name: "attention_backward_q",
-        source: include_str!("../../../shaders/attention_backward_q.wgsl"),
+        source: concat!(
+            include_str!("../../../shaders/attention_common.wgsl"),
+            include_str!("../../../shaders/attention_backward_common.wgsl"),
+            include_str!("../../../shaders/attention_backward_q.wgsl")
+        ),
         params: vec![
             ("d", d),
             ("br", br as u32),
             ("bc", bc as u32),
-            ("bc_d", bc as u32 * d),
+            ("bc_d4", (bc * dims.d4()) as u32),
         ],
         workgroup: br as u32,
     }
     .launch(
         grid(dims.t.div_ceil(br), dims.b * dims.h),
-        &[&q, &k, &v, &mask, &stats, &dout, &dq],
+        &[&q, &k, &v, &mask, &dout, &stats, &dq],
         dims.params(scale, causal),
     );
 
-    // Key rows per workgroup; query rows per tile: q and dO tiles of `br × d` floats and three
+    // Key rows per workgroup; query rows per tile: q and dO tiles of `br × d4` vec4s and three
     // stats per row in workgroup memory.
     let kv_shape = [dims.b, dims.kvh, dims.s, dims.d];
     let (dk, dv) = (empty(&q, &kv_shape), empty(&q, &kv_shape));
     let keys = 64;
-    let rows_per_tile = (WORKGROUP_BYTES / (4 * (2 * dims.d + 3))).clamp(1, 64) as u32;
+    let rows_per_tile = (WORKGROUP_BYTES / (4 * (8 * dims.d4() + 3))).clamp(1, 64) as u32;
     Shader {
         name: "attention_backward_kv",
-        source: include_str!("../../../shaders/attention_backward_kv.wgsl"),
+        source: concat!(
+            include_str!("../../../shaders/attention_common.wgsl"),
+            include_str!("../../../shaders/attention_backward_common.wgsl"),
+            include_str!("../../../shaders/attention_backward_kv.wgsl")
+        ),
         params: vec![
             ("d", d),
             ("bc", keys as u32),
             ("br", rows_per_tile),
-            ("br_d", rows_per_tile * d),
+            ("br_d4", rows_per_tile * dims.d4() as u32),
             ("br3", rows_per_tile * 3),
         ],
         workgroup: keys as u32,
     }
     .launch(
         grid(dims.s.div_ceil(keys), dims.b * dims.kvh),
-        &[&q, &k, &v, &mask, &stats, &dout, &dk, &dv],
+        &[&q, &k, &v, &mask, &dout, &stats, &dk, &dv],
         dims.params(scale, causal),
     );
     (dq, dk, dv)
