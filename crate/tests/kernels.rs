@@ -9,6 +9,7 @@ use common::devices;
 use tunelab::kernels::{self, Kernels};
 use tunelab::model::layers::{AttentionMask, attention};
 use tunelab::train::loss::{IGNORE, summed_cross_entropy};
+use tunelab::train::optim::{Optimizer, OptimizerConfig};
 
 /// Max |a − b| over max |b|: the error relative to the tensor's scale.
 const REL_TOL: f32 = 1e-5;
@@ -321,6 +322,49 @@ fn chunked_cross_entropy_matches_burn_ops_with_gradients() {
         for (name, got, want) in [("d hidden", &dh, &want_dh), ("d head", &dw, &want_dw)] {
             let e = rel_err(got, want);
             assert!(e <= REL_TOL, "{shape}: {name} relative error {e:e}");
+        }
+    }
+}
+
+/// Parameter, exported state (moments) after three steps of `config` over a tensor of `n`
+/// elements on `device` with `kernels`: weight decay, a clip scale below 1 on the second step.
+fn optimizer_steps(
+    config: &OptimizerConfig,
+    x: &[TensorData; 4],
+    device: &Device,
+    kernels: Kernels,
+) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let mut opt = Optimizer::new(config.clone(), kernels);
+    let mut p = Tensor::<2>::from_data(x[0].clone(), device);
+    for (step, g) in x[1..].iter().enumerate() {
+        opt.begin_step();
+        let clip = (step == 1).then(|| Tensor::<1>::from_floats([0.37], device));
+        let g = Tensor::<2>::from_data(g.clone(), device);
+        p = opt.update("w", p, g, clip.as_ref(), 0.01 * (step + 1) as f64);
+    }
+    let state = pollster::block_on(opt.export()).unwrap();
+    (values(p), state)
+}
+
+#[test]
+fn optimizer_kernels_match_burn_ops() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Device::flex();
+    // Several workgroups and a partial one.
+    let dims = [37, 29];
+    let x: [TensorData; 4] = std::array::from_fn(|_| {
+        Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), &cpu).into_data()
+    });
+    for config in [OptimizerConfig::adamw(0.1), OptimizerConfig::lion(0.1)] {
+        let (want_p, want_state) = optimizer_steps(&config, &x, &cpu, Kernels::Burn);
+        poison(&gpu, dims[0] * dims[1] * 4);
+        let (got_p, got_state) = optimizer_steps(&config, &x, &gpu, Kernels::Tunelab);
+        let e = rel_err(&got_p, &want_p);
+        assert!(e <= REL_TOL, "{:?}: parameter relative error {e:e}", config.kind);
+        assert_eq!(got_state.len(), want_state.len());
+        for ((name, got), (_, want)) in got_state.iter().zip(&want_state) {
+            let e = rel_err(got, want);
+            assert!(e <= REL_TOL, "{:?}: {name} relative error {e:e}", config.kind);
         }
     }
 }

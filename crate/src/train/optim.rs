@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::kernels::{self, Kernels, StepScalars};
 use crate::model::read_f32;
 
 /// Which update rule.
@@ -78,15 +79,18 @@ pub struct Optimizer {
     pub config: OptimizerConfig,
     /// Optimizer steps taken (PyTorch's `step` in the state dict).
     pub steps: u64,
+    /// Which kernels run the update on a GPU.
+    pub kernels: Kernels,
     state: BTreeMap<String, Moments>,
 }
 
 impl Optimizer {
-    /// Fresh state.
-    pub fn new(config: OptimizerConfig) -> Self {
+    /// Fresh state; `kernels` runs the update on a GPU.
+    pub fn new(config: OptimizerConfig, kernels: Kernels) -> Self {
         Optimizer {
             config,
             steps: 0,
+            kernels,
             state: BTreeMap::new(),
         }
     }
@@ -96,46 +100,109 @@ impl Optimizer {
         self.steps += 1;
     }
 
-    /// The updated value of parameter `name` given its gradient (both without autodiff).
+    /// This step's scalars at learning rate `lr`, as f32 (what burn's scalar ops receive).
+    fn scalars(&self, lr: f64) -> StepScalars {
+        let c = &self.config;
+        let t = self.steps as i32;
+        let f = |x: f64| x as f32;
+        let (sqrt_bias2, eps, step_size) = match c.kind {
+            OptimizerKind::AdamW => (
+                (1.0 - c.beta2.powi(t)).sqrt(),
+                c.eps,
+                lr / (1.0 - c.beta1.powi(t)),
+            ),
+            OptimizerKind::Lion => (1.0, 0.0, lr),
+        };
+        StepScalars {
+            decay: f(1.0 - lr * c.weight_decay),
+            beta1: f(c.beta1),
+            one_minus_beta1: f(1.0 - c.beta1),
+            beta2: f(c.beta2),
+            one_minus_beta2: f(1.0 - c.beta2),
+            sqrt_bias2: f(sqrt_bias2),
+            eps: f(eps),
+            step_size: f(step_size),
+        }
+    }
+
+    /// The updated value of parameter `name` given its gradient (both without autodiff), the
+    /// gradient first scaled by `clip` `[1]` (the global-norm clip scale) when given.
+    ///
+    /// With [`Kernels::Tunelab`] on a GPU one kernel does the whole update; otherwise burn's
+    /// elementwise ops do, in the same order and with the same f32 scalars.
     pub fn update<const D: usize>(
         &mut self,
         name: &str,
         param: Tensor<D>,
         grad: Tensor<D>,
+        clip: Option<&Tensor<1>>,
         lr: f64,
     ) -> Tensor<D> {
-        let c = &self.config;
         let shape = param.dims();
         let n: usize = shape.iter().product();
         let g = grad.reshape([n]);
-        let mut p = param.reshape([n]);
-        if c.weight_decay != 0.0 {
-            p = p.mul_scalar(1.0 - lr * c.weight_decay);
-        }
+        let p = param.reshape([n]);
+        let s = self.scalars(lr);
+        let fused = self.kernels == Kernels::Tunelab;
         let prev = self.state.get(name).cloned();
         let zeros = || Tensor::<1>::zeros([n], &g.device());
-        let (p, moments) = match c.kind {
+        let clipped = |g: Tensor<1>| match clip {
+            Some(c) => g * c.clone(),
+            None => g,
+        };
+        let decayed = |p: Tensor<1>| {
+            if self.config.weight_decay != 0.0 {
+                p.mul_scalar(s.decay)
+            } else {
+                p
+            }
+        };
+        let (p, moments) = match self.config.kind {
             OptimizerKind::AdamW => {
                 let (m0, v0) = match prev {
                     Some(Moments { m, v: Some(v) }) => (m, v),
                     _ => (zeros(), zeros()),
                 };
-                let m = m0.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
-                let v = v0.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
-                let t = self.steps as i32;
-                let bias1 = 1.0 - c.beta1.powi(t);
-                let bias2 = 1.0 - c.beta2.powi(t);
-                let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
-                let p = p - (m.clone() / denom).mul_scalar(lr / bias1);
-                (p, Moments { m, v: Some(v) })
+                let kernel = fused
+                    .then(|| {
+                        kernels::adamw_step(
+                            p.clone(),
+                            g.clone(),
+                            [m0.clone(), v0.clone()],
+                            clip.cloned(),
+                            s,
+                        )
+                    })
+                    .flatten();
+                match kernel {
+                    Some((p, m, v)) => (p, Moments { m, v: Some(v) }),
+                    None => {
+                        let g = clipped(g);
+                        let m = m0.mul_scalar(s.beta1) + g.clone().mul_scalar(s.one_minus_beta1);
+                        let v = v0.mul_scalar(s.beta2) + g.square().mul_scalar(s.one_minus_beta2);
+                        let denom = v.clone().sqrt().div_scalar(s.sqrt_bias2).add_scalar(s.eps);
+                        let p = decayed(p) - (m.clone() / denom).mul_scalar(s.step_size);
+                        (p, Moments { m, v: Some(v) })
+                    }
+                }
             }
             OptimizerKind::Lion => {
                 let m0 = prev.map(|s| s.m).unwrap_or_else(zeros);
-                let update =
-                    (m0.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1)).sign();
-                let p = p - update.mul_scalar(lr);
-                let m = m0.mul_scalar(c.beta2) + g.mul_scalar(1.0 - c.beta2);
-                (p, Moments { m, v: None })
+                let kernel = fused
+                    .then(|| kernels::lion_step(p.clone(), g.clone(), m0.clone(), clip.cloned(), s))
+                    .flatten();
+                match kernel {
+                    Some((p, m)) => (p, Moments { m, v: None }),
+                    None => {
+                        let g = clipped(g);
+                        let update = (m0.clone().mul_scalar(s.beta1)
+                            + g.clone().mul_scalar(s.one_minus_beta1))
+                        .sign();
+                        let p = decayed(p) - update.mul_scalar(s.step_size);
+                        let m = m0.mul_scalar(s.beta2) + g.mul_scalar(s.one_minus_beta2);
+                        (p, Moments { m, v: None })
+                    }
+                }
             }
         };
         self.state.insert(name.to_string(), moments);
@@ -188,11 +255,11 @@ mod tests {
 
     fn run(cfg: OptimizerConfig, grads: &[[f32; 3]], lr: f64) -> Vec<f32> {
         let device = Device::flex();
-        let mut opt = Optimizer::new(cfg);
+        let mut opt = Optimizer::new(cfg, Kernels::default());
         let mut p = Tensor::<1>::from_floats([1.0, -2.0, 3.0], &device);
         for g in grads {
             opt.begin_step();
-            p = opt.update("w", p, Tensor::<1>::from_floats(*g, &device), lr);
+            p = opt.update("w", p, Tensor::<1>::from_floats(*g, &device), None, lr);
         }
         pollster::block_on(read_f32(p)).unwrap()
     }

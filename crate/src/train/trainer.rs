@@ -296,7 +296,7 @@ impl Trainer {
         }
         Ok(Trainer {
             model,
-            optimizer: Optimizer::new(config.optimizer.clone()),
+            optimizer: Optimizer::new(config.optimizer.clone(), config.kernels),
             config,
             progress: Progress::default(),
             trainable,
@@ -369,10 +369,7 @@ impl Trainer {
         optimizer.begin_step();
         self.model.for_each_trainable(&mut |name, p| {
             let Some(g) = grads.remove(name) else { return };
-            let g = match &coef {
-                Some(c) => g.flat * c.clone(),
-                None => g.flat,
-            };
+            let g = g.flat;
             let lr = if name.ends_with("lora_B.weight") {
                 lr * plus
             } else {
@@ -380,13 +377,23 @@ impl Trainer {
             };
             match p {
                 ParamMut::Vector(t) => {
-                    let new =
-                        optimizer.update(name, t.val().inner(), g.reshape(t.val().dims()), lr);
+                    let new = optimizer.update(
+                        name,
+                        t.val().inner(),
+                        g.reshape(t.val().dims()),
+                        coef.as_ref(),
+                        lr,
+                    );
                     *t = Param::from_tensor(on_device(new, &self.device));
                 }
                 ParamMut::Matrix(t, _) => {
-                    let new =
-                        optimizer.update(name, t.val().inner(), g.reshape(t.val().dims()), lr);
+                    let new = optimizer.update(
+                        name,
+                        t.val().inner(),
+                        g.reshape(t.val().dims()),
+                        coef.as_ref(),
+                        lr,
+                    );
                     *t = Param::from_tensor(on_device(new, &self.device));
                 }
             }
