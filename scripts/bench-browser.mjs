@@ -11,6 +11,9 @@
 //     --spec`, each run spec exactly as the page recorded it), one process per run as a user
 //     would, on the CPU backend and on the default wgpu adapter (DEVICES=cpu,gpu): wall time and
 //     peak RSS. TUNELAB=path/to/tunelab (default: the release build in cargo's target directory).
+//
+// KERNELS=burn runs the page with burn's generic kernels instead of tunelab's WGSL ones (the
+// page's "GPU kernels" setting; default tunelab). DEVICES=none skips the CLI runs.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,6 +26,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const queue = process.argv[2] === "queue";
 const args = process.argv.slice(queue ? 3 : 2);
 const steps = args[0] ?? "5";
+const kernels = process.env.KERNELS ?? "tunelab";
 const http = await serve(ROOT);
 const browser = await launch();
 const page = await browser.newPage();
@@ -33,7 +37,7 @@ await browser.close();
 http.server.close();
 
 async function benchOne() {
-  const query = new URLSearchParams({ "data-preset": "math", "math-train": "400", "seq-len": "160", method: "lora", rank: "4", lr: "1e-2", steps, batch: "8", evaluate: "0", generate: "0", autostart: "1" });
+  const query = new URLSearchParams({ "data-preset": "math", "math-train": "400", "seq-len": "160", method: "lora", rank: "4", lr: "1e-2", steps, batch: "8", kernels, evaluate: "0", generate: "0", autostart: "1" });
   await page.goto(`${http.base}/www/index.html?${query}`);
   await page.waitForFunction(() => ["done", "error"].includes(document.getElementById("status").dataset.state), null, { timeout: 1_800_000 });
   const status = await page.$eval("#status", (e) => e.textContent);
@@ -43,13 +47,13 @@ async function benchOne() {
   const later = r.steps.slice(1);
   const perStep = later.length ? (r.ms - (t.firstStep - t.start)) / later.length : NaN;
   console.log(JSON.stringify({
-    status, load_ms: t.loaded, tokenize_ms: t.tokenized - t.loaded, first_step_ms_from_start: t.firstStep - t.start,
+    status, kernels, load_ms: t.loaded, tokenize_ms: t.tokenized - t.loaded, first_step_ms_from_start: t.firstStep - t.start,
     page_to_first_step_ms: t.firstStep, steps: r.steps.length, ms_per_later_step: perStep, steps_per_s: 1000 / perStep,
   }));
 }
 
 async function benchQueue(runs) {
-  const form = { "data-preset": "math", "math-train": "400", "math-test": "50", "seq-len": "64", batch: "4", steps, lr: "1e-3", rank: "4" };
+  const form = { "data-preset": "math", "math-train": "400", "math-test": "50", "seq-len": "64", batch: "4", steps, lr: "1e-3", rank: "4", kernels };
   const query = new URLSearchParams({ ...form, compare: runs, evaluate: "0", generate: "0", autoqueue: "1" });
   const started = Date.now();
   await page.goto(`${http.base}/www/index.html?${query}`);
@@ -79,7 +83,7 @@ async function benchQueue(runs) {
     };
     const data = join(dir, "math");
     timed([tunelab, "make-data", "math", "--train", form["math-train"], "--test", form["math-test"], "--seed", "0", "--out", data]);
-    for (const device of (process.env.DEVICES ?? "cpu,gpu").split(",")) {
+    for (const device of (process.env.DEVICES ?? "cpu,gpu").split(",").filter((d) => d !== "none")) {
       const native = stored.map((r, i) => {
         const spec = join(dir, `run-${i}.json`);
         writeFileSync(spec, JSON.stringify(r.spec));

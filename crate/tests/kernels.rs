@@ -4,10 +4,11 @@
 
 mod common;
 
+use burn::module::Param;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use common::devices;
 use tunelab::kernels::{self, Kernels};
-use tunelab::model::layers::{AttentionMask, attention};
+use tunelab::model::layers::{AttentionMask, RmsNorm, attention};
 use tunelab::train::loss::{IGNORE, summed_cross_entropy};
 use tunelab::train::optim::{Optimizer, OptimizerConfig};
 
@@ -360,11 +361,67 @@ fn optimizer_kernels_match_burn_ops() {
         poison(&gpu, dims[0] * dims[1] * 4);
         let (got_p, got_state) = optimizer_steps(&config, &x, &gpu, Kernels::Tunelab);
         let e = rel_err(&got_p, &want_p);
-        assert!(e <= REL_TOL, "{:?}: parameter relative error {e:e}", config.kind);
+        assert!(
+            e <= REL_TOL,
+            "{:?}: parameter relative error {e:e}",
+            config.kind
+        );
         assert_eq!(got_state.len(), want_state.len());
         for ((name, got), (_, want)) in got_state.iter().zip(&want_state) {
             let e = rel_err(got, want);
-            assert!(e <= REL_TOL, "{:?}: {name} relative error {e:e}", config.kind);
+            assert!(
+                e <= REL_TOL,
+                "{:?}: {name} relative error {e:e}",
+                config.kind
+            );
+        }
+    }
+}
+
+/// Output and gradients of input and weight of Σ RMSNorm(x)·w on `device` with `kernels`.
+fn rms_norm_run(x: &[TensorData; 3], device: &Device, kernels: Kernels) -> [Vec<f32>; 3] {
+    let ad = device.clone().autodiff();
+    let input = Tensor::<3>::from_data(x[0].clone(), &ad).require_grad();
+    let norm = RmsNorm {
+        weight: Param::from_tensor(Tensor::<1>::from_data(x[1].clone(), &ad)),
+        eps: 1e-5,
+        path: "norm".into(),
+    };
+    let out = norm.forward(input.clone(), kernels);
+    let loss = (out.clone() * Tensor::<3>::from_data(x[2].clone(), &ad)).sum();
+    let grads = loss.backward();
+    let dw = norm.weight.val().grad(&grads).expect("a weight gradient");
+    let dx = input.grad(&grads).expect("an input gradient");
+    [values(out), values(dx), values(dw)]
+}
+
+#[test]
+fn rms_norm_kernels_match_burn_ops_with_gradients() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Device::flex();
+    // A width over the workgroup and not a multiple of it, one under it, one row.
+    for dims in [[2, 3, 576], [1, 5, 7], [3, 1, 64]] {
+        let rand = |d: &[usize]| {
+            Tensor::<1>::random(
+                [d.iter().product::<usize>()],
+                Distribution::Normal(0.0, 1.0),
+                &cpu,
+            )
+            .into_data()
+            .convert::<f32>()
+        };
+        let shaped = |t: TensorData| TensorData::new(t.try_to_vec::<f32>().unwrap(), dims);
+        let x = [shaped(rand(&dims)), rand(&dims[2..]), shaped(rand(&dims))];
+        let want = rms_norm_run(&x, &cpu, Kernels::Burn);
+        poison(&gpu, dims.iter().product::<usize>() * 4);
+        let got = rms_norm_run(&x, &gpu, Kernels::Tunelab);
+        for ((name, g), w) in ["output", "d input", "d weight"]
+            .iter()
+            .zip(&got)
+            .zip(&want)
+        {
+            let e = rel_err(g, w);
+            assert!(e <= REL_TOL, "{dims:?}: {name} relative error {e:e}");
         }
     }
 }

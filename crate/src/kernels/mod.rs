@@ -7,11 +7,13 @@
 
 mod attention;
 mod cross_entropy;
+mod norm;
 mod optimizer;
 mod wgsl;
 
 pub use attention::fused_attention;
 pub use cross_entropy::{chunked_nll, chunked_nll_rows};
+pub use norm::rms_norm;
 pub use optimizer::{StepScalars, adamw_step, lion_step};
 
 use std::str::FromStr;

@@ -214,8 +214,14 @@ impl RmsNorm {
         );
     }
 
-    /// Normalize over the last dimension.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// Normalize over the last dimension: with [`Kernels::Tunelab`] on a GPU one fused kernel
+    /// (one float a row kept for backward), otherwise burn's ops.
+    pub fn forward(&self, x: Tensor<3>, kernels: Kernels) -> Tensor<3> {
+        if kernels == Kernels::Tunelab
+            && let Some(y) = crate::kernels::rms_norm(x.clone(), self.weight.val(), self.eps)
+        {
+            return y;
+        }
         let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
         (x / rms) * self.weight.val().unsqueeze::<3>()
     }

@@ -173,7 +173,7 @@ impl LlamaForCausalLm {
             let mask = masks.for_layer(layer.sliding_window);
             x = layer.forward(x, mask, &self.rope, start, slot, self.kernels);
         }
-        self.norm.forward(x)
+        self.norm.forward(x, self.kernels)
     }
 
     /// The LM head: logits `[batch, seq, vocab]` from hidden states.
@@ -250,14 +250,14 @@ impl LlamaDecoderLayer {
         cache: LayerCache,
         kernels: Kernels,
     ) -> Tensor<3> {
-        let normed = self.input_layernorm.forward(x.clone());
+        let normed = self.input_layernorm.forward(x.clone(), kernels);
         let attn = self
             .self_attn
             .forward(normed, mask, rope, start, cache, kernels);
         let h = x + dropout(attn, self.residual_dropout);
         let mlp = self
             .mlp
-            .forward(self.post_attention_layernorm.forward(h.clone()));
+            .forward(self.post_attention_layernorm.forward(h.clone(), kernels));
         h + dropout(mlp, self.residual_dropout)
     }
 }
@@ -278,7 +278,7 @@ impl LlamaAttention {
             let y = p.forward(x.clone());
             let y = match norm {
                 // Per head: normalise `[.., head_dim]` rows.
-                Some(norm) => norm.forward(y.reshape([b, t * n, hd])),
+                Some(norm) => norm.forward(y.reshape([b, t * n, hd]), kernels),
                 None => y,
             };
             y.reshape([b, t, n, hd]).swap_dims(1, 2)
