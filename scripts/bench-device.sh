@@ -5,7 +5,7 @@
 # sampling nvidia-smi's memory while each process runs. Results go to $OUT (JSON lines, the
 # table, logs). SHAPES and METHODS override the grid; STEPS the timed steps per configuration;
 # KERNELS which of tunelab's kernel choices each build runs (default: its WGSL kernels, then
-# burn's generic ones, side by side).
+# burn's generic ones, side by side). Then `bench --ops` (each kernel alone vs burn's) per shape.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
@@ -53,3 +53,10 @@ for s in $shapes; do
   done
 done
 python3 scripts/bench_table.py "$jsonl" | tee "$OUT/table.md"
+# Each hot-path op alone, tunelab's kernels beside burn's, at every shape of the grid.
+for s in $shapes; do
+  IFS=: read -r model batch seq <<< "$s"
+  echo "== ops $model $batch×$seq" | tee -a "$OUT/ops.txt"
+  timeout 300 /tmp/tl/tunelab --device gpu bench "$model" --ops --batch "$batch" --seq "$seq" --steps 20 2>> "$OUT/log.txt" | tee -a "$OUT/ops.txt" \
+    || echo "failed: ops $s" | tee -a "$OUT/log.txt"
+done

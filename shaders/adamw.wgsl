@@ -5,16 +5,17 @@
 // good state a diverging run falls back to).
 //
 // After optimizer_common.wgsl. param, grad, m, v and the outputs [n]; clip [1] (the global-norm
-// clip scale, 1 without clipping). Grid: folded 1-D over ceil(n / 256).
+// clip scale, 1 without clipping). Grid: folded 1-D over ceil(n / 256), n counted in E
+// (vec4s: four elements a thread, each computed as the scalar version would).
 
-@group(0) @binding(0) var<storage, read_write> param: array<f32>;
-@group(0) @binding(1) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> m: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+@group(0) @binding(0) var<storage, read_write> param: array<E>;
+@group(0) @binding(1) var<storage, read_write> grad: array<E>;
+@group(0) @binding(2) var<storage, read_write> m: array<E>;
+@group(0) @binding(3) var<storage, read_write> v: array<E>;
 @group(0) @binding(4) var<storage, read_write> clip: array<f32>;
-@group(0) @binding(5) var<storage, read_write> param_out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> m_out: array<f32>;
-@group(0) @binding(7) var<storage, read_write> v_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> param_out: array<E>;
+@group(0) @binding(6) var<storage, read_write> m_out: array<E>;
+@group(0) @binding(7) var<storage, read_write> v_out: array<E>;
 @group(0) @binding(8) var<uniform> p: Params;
 
 @compute @workgroup_size(256)

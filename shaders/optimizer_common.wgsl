@@ -1,7 +1,9 @@
-// Shared by the optimizer kernels (prepended to each): the step's scalars, as f32 values the way
-// train::optim's composed ops receive them, and the element index of a folded 1-D grid.
+// Shared by the optimizer kernels (prepended to each, after `alias E = vec4<f32>;` when the
+// tensors' length is a multiple of 4, else `alias E = f32;`): the step's scalars, as f32 values
+// the way train::optim's composed ops receive them, and the element index of a folded 1-D grid.
 
 struct Params {
+    // Elements of type E.
     n: u32,
     // 1 − lr · weight decay (decoupled decay, PyTorch's order: before the update).
     decay: f32,

@@ -14,6 +14,8 @@
 //!   known points of a step) where the backend reports it (wgpu/cubecl), and the process's peak
 //!   RSS (the CPU backend's allocations are ordinary heap memory).
 
+pub mod ops;
+
 use web_time::Instant;
 
 use burn::tensor::Device;

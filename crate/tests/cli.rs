@@ -267,6 +267,58 @@ fn bench_takes_a_config_for_random_weights_and_refuses_bad_settings() {
 }
 
 #[test]
+fn bench_ops_times_each_op_with_each_kernel_set() {
+    let dir = model("llama-gqa");
+    let ops = |device: &str| {
+        let args = [
+            "bench", &dir, "--ops", "--batch", "2", "--seq", "16", "--steps", "2", "--device",
+            device, "--json",
+        ];
+        let (ok, stdout, stderr) = tunelab(&args);
+        assert!(ok, "bench --ops on {device} failed: {stderr}");
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // The CPU backend has burn's ops only; a GPU runs tunelab's kernels, then burn's.
+    let mut runs = vec![(ops("cpu"), vec!["burn"])];
+    if std::env::var("TUNELAB_REQUIRE_GPU").as_deref() == Ok("1") {
+        runs.push((ops("gpu"), vec!["tunelab", "burn"]));
+    }
+    for (lines, kernels) in runs {
+        let names = ["attention", "rms_norm", "lm_head_loss", "adamw"];
+        assert_eq!(lines.len(), names.len() * kernels.len());
+        for (i, r) in lines.iter().enumerate() {
+            assert_eq!(r["op"], names[i % names.len()]);
+            assert_eq!(r["kernels"], kernels[i / names.len()]);
+            let ms = r["train_ms"].as_f64().unwrap();
+            assert!(ms > 0.0 && ms.is_finite(), "{r}");
+            assert_eq!(r["forward_ms"].is_null(), r["op"] == "adamw", "{r}");
+            // The rate is the counted work over the measured time.
+            let (work, rate, scale) = match (r["train_flops"].as_f64(), r["train_bytes"].as_f64()) {
+                (Some(f), None) => (f, r["tflops"].as_f64().unwrap(), 1e12),
+                (None, Some(b)) => (b, r["gb_per_s"].as_f64().unwrap(), 1e9),
+                _ => panic!("one measure of work: {r}"),
+            };
+            assert!(
+                (rate - work / (ms / 1e3) / scale).abs() <= 1e-9 * rate,
+                "{r}"
+            );
+        }
+        // Attention: 2 × 4 heads × 16² × 16 wide, ×4 forward, ×3 with backward.
+        assert_eq!(
+            lines[0]["train_flops"],
+            3.0 * 4.0 * (2 * 4 * 16 * 16 * 16) as f64
+        );
+        // AdamW moves 7 floats per trained parameter (all but embed_tokens and lm_head).
+        assert_eq!(lines[3]["train_bytes"], 7.0 * 4.0 * (139584 - 65536) as f64);
+    }
+    let (ok, _, err) = tunelab(&["bench", "small", "--ops", "--steps", "0", "--device", "cpu"]);
+    assert!(!ok && err.contains("steps"), "{err}");
+}
+
+#[test]
 fn train_settings_come_from_one_run_spec_and_errors_name_flags() {
     // Defaults, then a spec file, then flags.
     let v = json(&["train", "--print-spec", "--rank", "4"]);

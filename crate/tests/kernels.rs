@@ -351,29 +351,24 @@ fn optimizer_steps(
 fn optimizer_kernels_match_burn_ops() {
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
-    // Several workgroups and a partial one.
-    let dims = [37, 29];
-    let x: [TensorData; 4] = std::array::from_fn(|_| {
-        Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), &cpu).into_data()
-    });
-    for config in [OptimizerConfig::adamw(0.1), OptimizerConfig::lion(0.1)] {
-        let (want_p, want_state) = optimizer_steps(&config, &x, &cpu, Kernels::Burn);
-        poison(&gpu, dims[0] * dims[1] * 4);
-        let (got_p, got_state) = optimizer_steps(&config, &x, &gpu, Kernels::Tunelab);
-        let e = rel_err(&got_p, &want_p);
-        assert!(
-            e <= REL_TOL,
-            "{:?}: parameter relative error {e:e}",
-            config.kind
-        );
-        assert_eq!(got_state.len(), want_state.len());
-        for ((name, got), (_, want)) in got_state.iter().zip(&want_state) {
-            let e = rel_err(got, want);
-            assert!(
-                e <= REL_TOL,
-                "{:?}: {name} relative error {e:e}",
-                config.kind
-            );
+    // Several workgroups and a partial one; a length that is a multiple of 4 (read as vec4s)
+    // and one that is not.
+    for dims in [[37, 29], [36, 29]] {
+        let x: [TensorData; 4] = std::array::from_fn(|_| {
+            Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), &cpu).into_data()
+        });
+        for config in [OptimizerConfig::adamw(0.1), OptimizerConfig::lion(0.1)] {
+            let (want_p, want_state) = optimizer_steps(&config, &x, &cpu, Kernels::Burn);
+            poison(&gpu, dims[0] * dims[1] * 4);
+            let (got_p, got_state) = optimizer_steps(&config, &x, &gpu, Kernels::Tunelab);
+            let what = format!("{:?} {dims:?}", config.kind);
+            let e = rel_err(&got_p, &want_p);
+            assert!(e <= REL_TOL, "{what}: parameter relative error {e:e}");
+            assert_eq!(got_state.len(), want_state.len());
+            for ((name, got), (_, want)) in got_state.iter().zip(&want_state) {
+                let e = rel_err(got, want);
+                assert!(e <= REL_TOL, "{what}: {name} relative error {e:e}");
+            }
         }
     }
 }

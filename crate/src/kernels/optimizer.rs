@@ -137,10 +137,35 @@ pub fn lion_step(
     Some((Tensor::from_dispatch(p), Tensor::from_dispatch(m)))
 }
 
-/// Launch `name` over `inputs` (parameter first), writing `outputs` new tensors of its length.
+/// An optimizer shader's two versions, named and with their source: `optimizer_common.wgsl`
+/// then `$file`, reading the tensors as `vec4<f32>`s (`{name}_vec4`) or as `f32`s.
+macro_rules! optimizer_shader {
+    ($name:literal, $file:literal) => {
+        [
+            (
+                concat!($name, "_vec4"),
+                concat!(
+                    "alias E = vec4<f32>;\n",
+                    include_str!("../../../shaders/optimizer_common.wgsl"),
+                    include_str!(concat!("../../../shaders/", $file))
+                ),
+            ),
+            (
+                $name,
+                concat!(
+                    "alias E = f32;\n",
+                    include_str!("../../../shaders/optimizer_common.wgsl"),
+                    include_str!(concat!("../../../shaders/", $file))
+                ),
+            ),
+        ]
+    };
+}
+
+/// Launch one of `sources` (the vec4 version where the length allows, else the scalar one) over
+/// `inputs` (parameter first), writing `outputs` new tensors of its length.
 fn launch<const O: usize>(
-    name: &'static str,
-    source: &'static str,
+    sources: [(&'static str, &'static str); 2],
     inputs: Vec<CubeTensor>,
     scalars: &StepScalars,
 ) -> [CubeTensor; O] {
@@ -148,13 +173,19 @@ fn launch<const O: usize>(
     let n = inputs[0].meta.shape()[0];
     let outputs: [CubeTensor; O] = std::array::from_fn(|_| empty(&inputs[0], &[n]));
     let bound: Vec<&CubeTensor> = inputs.iter().chain(outputs.iter()).collect();
+    let (width, (name, source)) = if n % 4 == 0 {
+        (4, sources[0])
+    } else {
+        (1, sources[1])
+    };
+    let elems = n / width;
     Shader {
         name,
         source,
         params: vec![],
         workgroup: 256,
     }
-    .launch(folded(n.div_ceil(256)), &bound, scalars.params(n));
+    .launch(folded(elems.div_ceil(256)), &bound, scalars.params(elems));
     outputs
 }
 
@@ -168,11 +199,7 @@ impl OptimizerKernels for CubeBackend {
         scalars: StepScalars,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let [p, m, v] = launch(
-            "adamw",
-            concat!(
-                include_str!("../../../shaders/optimizer_common.wgsl"),
-                include_str!("../../../shaders/adamw.wgsl")
-            ),
+            optimizer_shader!("adamw", "adamw.wgsl"),
             vec![param, grad, m, v, clip],
             &scalars,
         );
@@ -187,11 +214,7 @@ impl OptimizerKernels for CubeBackend {
         scalars: StepScalars,
     ) -> (CubeTensor, CubeTensor) {
         let [p, m] = launch(
-            "lion",
-            concat!(
-                include_str!("../../../shaders/optimizer_common.wgsl"),
-                include_str!("../../../shaders/lion.wgsl")
-            ),
+            optimizer_shader!("lion", "lion.wgsl"),
             vec![param, grad, m, clip],
             &scalars,
         );

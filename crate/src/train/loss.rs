@@ -23,14 +23,36 @@ pub fn summed_lm_loss(
     let targets = shifted_targets(labels);
     if model.kernels() == Kernels::Tunelab
         && let Some(head) = model.head_matrix()
+        && let Some(loss) = chunked_head_nll(hidden.clone(), head, targets.clone())
     {
-        let [b, t, h] = hidden.dims();
-        let rows = targets.clone().reshape([b * t]);
-        if let Some(loss) = chunked_nll(hidden.clone().reshape([b * t, h]), head, rows) {
-            return loss;
-        }
+        return loss;
     }
     summed_target_nll(model.project(hidden), targets)
+}
+
+/// Σ NLL of `targets` `[batch, seq]` (already shifted; negative = ignored) under the logits
+/// `hidden · head` (`hidden` `[batch, seq, H]`, `head` `[H, vocab]`): with
+/// [`Kernels::Tunelab`] fused in chunks where the kernels apply, else burn's ops on the logits.
+pub fn head_nll(
+    hidden: Tensor<3>,
+    head: Tensor<2>,
+    targets: Tensor<2, Int>,
+    kernels: Kernels,
+) -> Tensor<1> {
+    let fused = (kernels == Kernels::Tunelab)
+        .then(|| chunked_head_nll(hidden.clone(), head.clone(), targets.clone()))
+        .flatten();
+    fused.unwrap_or_else(|| summed_target_nll(hidden.matmul(head.unsqueeze()), targets))
+}
+
+/// [`chunked_nll`] over the rows of `hidden` `[batch, seq, H]`, or None where it does not apply.
+fn chunked_head_nll(
+    hidden: Tensor<3>,
+    head: Tensor<2>,
+    targets: Tensor<2, Int>,
+) -> Option<Tensor<1>> {
+    let [b, t, h] = hidden.dims();
+    chunked_nll(hidden.reshape([b * t, h]), head, targets.reshape([b * t]))
 }
 
 /// The label each position predicts: position t the label at t + 1, the last position none.

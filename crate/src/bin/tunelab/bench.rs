@@ -35,12 +35,20 @@ pub struct Args {
     /// Kernels on a GPU: tunelab (its WGSL kernels where they apply) or burn (burn's only).
     #[arg(long, default_value = "tunelab")]
     kernels: tunelab::kernels::Kernels,
+    /// Instead of training, time each hot-path op alone (attention, RMSNorm, LM head + loss,
+    /// AdamW update) at the model's shape, forward and forward + backward, with tunelab's
+    /// kernels and burn's side by side on a GPU (--steps timed calls each).
+    #[arg(long)]
+    ops: bool,
 }
 
 pub fn run(a: Args, g: &Global) -> Result {
     let json = g.json;
     use tunelab::bench;
     let selected = select(g.device)?;
+    if a.ops {
+        return run_ops(&a, &selected, json);
+    }
     let device = tunelab::train::training_device(&selected.device, a.checkpoint_activations);
     let opts = bench::BenchOptions {
         batch: a.batch,
@@ -121,6 +129,72 @@ pub fn run(a: Args, g: &Global) -> Result {
                 mib(r.memory.peak_rss_mib)
             );
         }
+    }
+    Ok(())
+}
+
+/// `--ops`: the per-op table, tunelab's kernels beside burn's where they can run.
+fn run_ops(a: &Args, selected: &tunelab::device::Selected, json: bool) -> Result {
+    use tunelab::kernels::Kernels;
+    let device = &selected.device;
+    let kernels: &[Kernels] = if tunelab::kernels::on_gpu(device) {
+        &[Kernels::Tunelab, Kernels::Burn]
+    } else {
+        &[Kernels::Burn]
+    };
+    let bar = step_bar(json);
+    let (config, model) = pollster::block_on(tunelab::bench::model(&a.model, device, &mut |_| {}))?;
+    drop(model);
+    let results = pollster::block_on(tunelab::bench::ops::run(
+        &config,
+        &a.model,
+        device,
+        &selected.label,
+        a.batch,
+        a.seq,
+        a.steps,
+        kernels,
+        &mut |e| {
+            if let Event::Progress(p) = e {
+                bar.set_length(p.total.unwrap_or(0));
+                bar.set_position(p.done);
+            }
+        },
+    ));
+    bar.finish_and_clear();
+    let results = results?;
+    if json {
+        for r in &results {
+            println!("{}", serde_json::to_string(r).expect("results serialize"));
+        }
+        return Ok(());
+    }
+    eprintln!("device: {}", selected.label);
+    println!(
+        "{:<13} {:<8} {:>8} {:>9} {:>11} {:>13} {:>8}  shape",
+        "op", "kernels", "first s", "fwd ms", "fwd+bwd ms", "rate", "vs burn"
+    );
+    for r in &results {
+        let rate = match (r.tflops, r.gb_per_s) {
+            (Some(t), _) => format!("{t:.3} TFLOP/s"),
+            (_, Some(g)) => format!("{g:.1} GB/s"),
+            _ => "-".into(),
+        };
+        let burn = results
+            .iter()
+            .find(|b| b.op == r.op && b.kernels == Kernels::Burn);
+        let speedup = burn.map_or("-".into(), |b| format!("{:.2}x", b.train_ms / r.train_ms));
+        println!(
+            "{:<13} {:<8} {:>8.2} {:>9} {:>11.2} {:>13} {:>8}  {}",
+            r.op,
+            r.kernels.to_string(),
+            r.first_s,
+            r.forward_ms.map_or("-".into(), |m| format!("{m:.2}")),
+            r.train_ms,
+            rate,
+            speedup,
+            r.shape
+        );
     }
     Ok(())
 }

@@ -1,0 +1,389 @@
+//! The per-op benchmark: each hot path of a training step — causal attention, RMSNorm, the LM
+//! head with its loss, the AdamW update — timed alone at a model's shapes with tunelab's WGSL
+//! kernels and with burn's generic ones, so the kernels can be judged one by one on any device
+//! (`tunelab bench --ops`).
+//!
+//! Each op runs on random inputs through the same functions the trainer calls
+//! ([`attention`], [`RmsNorm::forward`], [`head_nll`], [`Optimizer::update`]). A call is timed
+//! from launch to the readback of one element of each output (forward) or of each gradient
+//! (forward + backward), so it includes one device round trip; the first call (shader
+//! compilation) is reported apart and the median of the next `reps` calls is the time.
+//!
+//! Work counted: FLOPs for attention (`4·B·heads·T²·head_dim` forward over the full square, as
+//! [`super::train_flops`]; ×3 with backward) and the LM head (`2·tokens·H·V`; ×2 with the
+//! hidden states' gradient, the head frozen as in both bench methods); bytes for the
+//! memory-bound ops (RMSNorm: read x, write y; backward reads x and dy, writes dx; AdamW: read
+//! parameter, gradient and both moments, write parameter and moments).
+
+use web_time::Instant;
+
+use burn::module::Param;
+use burn::tensor::{Device, Distribution, Int, Tensor};
+
+use crate::error::{Error, Result};
+use crate::event::{Event, Progress};
+use crate::hf::{Architecture, ModelConfig};
+use crate::kernels::Kernels;
+use crate::model::layers::{AttentionMasks, RmsNorm, attention};
+use crate::model::{CausalLm, read_f32};
+use crate::train::loss::head_nll;
+use crate::train::optim::{Optimizer, OptimizerConfig};
+
+/// One op measured with one set of kernels.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpResult {
+    pub engine: String,
+    pub device: String,
+    pub model: String,
+    /// `attention`, `rms_norm`, `lm_head_loss` or `adamw`.
+    pub op: String,
+    /// The tensors' shapes, in words.
+    pub shape: String,
+    pub kernels: Kernels,
+    /// The first forward and the first forward + backward call (shader compilation), seconds.
+    pub first_s: f64,
+    /// Median forward call, milliseconds (None for the optimizer, which has no backward).
+    pub forward_ms: Option<f64>,
+    /// Median forward + backward call (the optimizer: one update of every tensor), milliseconds.
+    pub train_ms: f64,
+    /// Floating-point operations of a forward + backward call, where that is the measure.
+    pub train_flops: Option<f64>,
+    /// Bytes a forward + backward call must move at least, where that is the measure.
+    pub train_bytes: Option<f64>,
+    /// Achieved TFLOP/s of the forward + backward call.
+    pub tflops: Option<f64>,
+    /// Achieved GB/s of the forward + backward call.
+    pub gb_per_s: Option<f64>,
+}
+
+/// The shapes of one benchmark: the model's and the batch's.
+struct Shapes {
+    batch: usize,
+    seq: usize,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    vocab: usize,
+    /// RMSNorm's epsilon (None: the model normalises with LayerNorm).
+    rms_eps: Option<f64>,
+}
+
+impl Shapes {
+    fn new(config: &ModelConfig, batch: usize, seq: usize) -> Self {
+        let (hidden, heads, kv_heads, head_dim, rms_eps) = match &config.arch {
+            Architecture::Llama(c) => (
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                Some(c.rms_norm_eps),
+            ),
+            Architecture::Gpt2(c) => (c.n_embd, c.n_head, c.n_head, c.n_embd / c.n_head, None),
+        };
+        Shapes {
+            batch,
+            seq,
+            hidden,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab: config.vocab_size(),
+            rms_eps,
+        }
+    }
+}
+
+/// Times of one op under one set of kernels.
+struct Timing {
+    first_s: f64,
+    forward_ms: Option<f64>,
+    train_ms: f64,
+}
+
+/// The first element of `t`, as a one-element vector: reading it back waits for `t`.
+fn first<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    let n = t.shape().num_elements();
+    t.reshape([n]).slice_dim(0, 0..1)
+}
+
+/// Seconds of the first call of `f` and the median milliseconds of the next `reps`, each call
+/// ended by reading back the probe it returns.
+async fn time(reps: usize, mut f: impl FnMut() -> Vec<Tensor<1>>) -> Result<(f64, f64)> {
+    let mut call = async || -> Result<f64> {
+        let t = Instant::now();
+        read_f32(Tensor::cat(f(), 0)).await?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let first_s = call().await?;
+    let mut ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        ms.push(call().await? * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((first_s, ms[ms.len() / 2]))
+}
+
+/// Forward (on the device without autodiff) and forward + backward (with it) of one op.
+async fn time_op(
+    reps: usize,
+    forward: impl FnMut() -> Vec<Tensor<1>>,
+    train: impl FnMut() -> Vec<Tensor<1>>,
+) -> Result<Timing> {
+    let (first_forward, forward_ms) = time(reps, forward).await?;
+    let (first_train, train_ms) = time(reps, train).await?;
+    Ok(Timing {
+        first_s: first_forward + first_train,
+        forward_ms: Some(forward_ms),
+        train_ms,
+    })
+}
+
+async fn attention_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Result<Timing> {
+    let (b, t, d) = (s.batch, s.seq, s.head_dim);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let q = Tensor::<4>::random([b, s.heads, t, d], normal, ad);
+    let k = Tensor::<4>::random([b, s.kv_heads, t, d], normal, ad);
+    let v = Tensor::<4>::random([b, s.kv_heads, t, d], normal, ad);
+    let w = Tensor::<3>::random([b, t, s.heads * d], normal, ad);
+    let mask = AttentionMasks::new(None, b, t, t, None, ad).full;
+    let mut plain_mask = mask.clone();
+    plain_mask.additive = plain_mask.additive.inner();
+    let scale = 1.0 / (d as f64).sqrt();
+    time_op(
+        reps,
+        || {
+            let (q, k, v) = (q.clone().inner(), k.clone().inner(), v.clone().inner());
+            vec![first(attention(
+                q,
+                k,
+                v,
+                plain_mask.clone(),
+                scale,
+                0.0,
+                kernels,
+            ))]
+        },
+        || {
+            let [q, k, v] = [&q, &k, &v].map(|x| x.clone().require_grad());
+            let out = attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                mask.clone(),
+                scale,
+                0.0,
+                kernels,
+            );
+            let grads = (out * w.clone()).sum().backward();
+            [q, k, v]
+                .iter()
+                .map(|x| first(x.grad(&grads).expect("a gradient")))
+                .collect()
+        },
+    )
+    .await
+}
+
+async fn rms_norm_op(
+    s: &Shapes,
+    eps: f64,
+    ad: &Device,
+    kernels: Kernels,
+    reps: usize,
+) -> Result<Timing> {
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<3>::random([s.batch, s.seq, s.hidden], normal, ad);
+    let weight = Tensor::<1>::random([s.hidden], normal, ad);
+    let dy = Tensor::<3>::random([s.batch, s.seq, s.hidden], normal, ad);
+    let norm = |weight: Tensor<1>| RmsNorm {
+        weight: Param::from_tensor(weight),
+        eps,
+        path: "norm".into(),
+    };
+    let plain = norm(weight.clone().inner());
+    time_op(
+        reps,
+        || vec![first(plain.forward(x.clone().inner(), kernels))],
+        || {
+            let (x, norm) = (x.clone().require_grad(), norm(weight.clone()));
+            let grads = (norm.forward(x.clone(), kernels) * dy.clone())
+                .sum()
+                .backward();
+            let dw = norm.weight.val().grad(&grads).expect("a weight gradient");
+            vec![first(x.grad(&grads).expect("a gradient")), first(dw)]
+        },
+    )
+    .await
+}
+
+async fn head_loss_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Result<Timing> {
+    let (b, t) = (s.batch, s.seq);
+    let hidden = Tensor::<3>::random([b, t, s.hidden], Distribution::Normal(0.0, 1.0), ad);
+    let head = Tensor::<2>::random([s.hidden, s.vocab], Distribution::Normal(0.0, 0.02), ad);
+    let targets = Tensor::<2, Int>::random([b, t], Distribution::Uniform(0.0, s.vocab as f64), ad);
+    time_op(
+        reps,
+        || {
+            let (h, w, y) = (hidden.clone(), head.clone(), targets.clone());
+            vec![head_nll(h.inner(), w.inner(), y.inner(), kernels)]
+        },
+        || {
+            let h = hidden.clone().require_grad();
+            let grads = head_nll(h.clone(), head.clone(), targets.clone(), kernels).backward();
+            vec![first(h.grad(&grads).expect("a gradient"))]
+        },
+    )
+    .await
+}
+
+/// One AdamW update (weight decay, a clip scale) of tensors of `sizes` elements.
+async fn adamw_op(
+    sizes: &[usize],
+    device: &Device,
+    kernels: Kernels,
+    reps: usize,
+) -> Result<Timing> {
+    let normal = Distribution::Normal(0.0, 1.0);
+    let mut params: Vec<Tensor<1>> = sizes
+        .iter()
+        .map(|&n| Tensor::random([n], normal, device))
+        .collect();
+    let grads: Vec<Tensor<1>> = sizes
+        .iter()
+        .map(|&n| Tensor::random([n], normal, device))
+        .collect();
+    let clip = Tensor::<1>::from_floats([0.5], device);
+    let mut opt = Optimizer::new(OptimizerConfig::adamw(0.01), kernels);
+    let (first_s, train_ms) = time(reps, || {
+        opt.begin_step();
+        for (i, (p, g)) in params.iter_mut().zip(&grads).enumerate() {
+            *p = opt.update(&i.to_string(), p.clone(), g.clone(), Some(&clip), 1e-4);
+        }
+        params.iter().map(|p| first(p.clone())).collect()
+    })
+    .await?;
+    Ok(Timing {
+        first_s,
+        forward_ms: None,
+        train_ms,
+    })
+}
+
+/// Element counts of the tensors full fine-tuning trains (every parameter but the embeddings
+/// and the LM head), from a model of `config`'s shape.
+fn full_trainable_sizes(config: &ModelConfig, device: &Device) -> Result<Vec<usize>> {
+    let mut model = crate::model::init_random(config, device, 0.02, 0)?;
+    let mut sizes = Vec::new();
+    model.for_each_param(&mut |name, p| {
+        if !CausalLm::is_embedding_or_head(name) {
+            sizes.push(p.hf_shape().iter().product());
+        }
+    });
+    Ok(sizes)
+}
+
+/// Measure every op at `config`'s shape with a batch of `batch × seq` tokens, `reps` timed calls
+/// each, under each of `kernels` on `device` (with or without autodiff). `model_name` and
+/// `device_label` are copied into the results.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    config: &ModelConfig,
+    model_name: &str,
+    device: &Device,
+    device_label: &str,
+    batch: usize,
+    seq: usize,
+    reps: usize,
+    kernels: &[Kernels],
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Vec<OpResult>> {
+    if batch == 0 || reps == 0 || seq < 2 || seq > config.max_positions() {
+        return Err(Error::Input(format!(
+            "bench --ops: batch and steps must be at least 1 and seq between 2 and the model's \
+             max_position_embeddings ({}), got batch {batch}, steps {reps}, seq {seq}",
+            config.max_positions()
+        )));
+    }
+    let s = Shapes::new(config, batch, seq);
+    let plain = device.clone().inner();
+    let ad = plain.clone().autodiff();
+    let sizes = full_trainable_sizes(config, &plain)?;
+    let trained: usize = sizes.iter().sum();
+    let tokens = (batch * seq) as f64;
+    let attention_flops = 3.0 * 4.0 * (batch * s.heads * seq * seq * s.head_dim) as f64;
+    let head_flops = 2.0 * 2.0 * tokens * (s.hidden * s.vocab) as f64;
+    let norm_bytes = 5.0 * 4.0 * tokens * s.hidden as f64;
+    let adamw_bytes = 7.0 * 4.0 * trained as f64;
+    // RMSNorm only where the model normalises with it.
+    let ops: Vec<&str> = ["attention", "rms_norm", "lm_head_loss", "adamw"]
+        .into_iter()
+        .filter(|&op| op != "rms_norm" || s.rms_eps.is_some())
+        .collect();
+    let total = (ops.len() * kernels.len()) as u64;
+    let mut results = Vec::new();
+    for &k in kernels {
+        for &op in &ops {
+            let (timing, shape, flops, bytes) = match op {
+                "attention" => (
+                    attention_op(&s, &ad, k, reps).await?,
+                    format!(
+                        "q [{batch}, {}, {seq}, {}], k/v {} heads, causal",
+                        s.heads, s.head_dim, s.kv_heads
+                    ),
+                    Some(attention_flops),
+                    None,
+                ),
+                "rms_norm" => {
+                    let Some(eps) = s.rms_eps else { continue };
+                    (
+                        rms_norm_op(&s, eps, &ad, k, reps).await?,
+                        format!("[{batch}, {seq}, {}]", s.hidden),
+                        None,
+                        Some(norm_bytes),
+                    )
+                }
+                "lm_head_loss" => (
+                    head_loss_op(&s, &ad, k, reps).await?,
+                    format!(
+                        "[{}, {}] · [{}, {}]",
+                        batch * seq,
+                        s.hidden,
+                        s.hidden,
+                        s.vocab
+                    ),
+                    Some(head_flops),
+                    None,
+                ),
+                _ => (
+                    adamw_op(&sizes, &plain, k, reps).await?,
+                    format!("{} tensors, {trained} parameters", sizes.len()),
+                    None,
+                    Some(adamw_bytes),
+                ),
+            };
+            let seconds = timing.train_ms / 1e3;
+            results.push(OpResult {
+                engine: super::engine(),
+                device: device_label.to_string(),
+                model: model_name.to_string(),
+                op: op.to_string(),
+                shape,
+                kernels: k,
+                first_s: timing.first_s,
+                forward_ms: timing.forward_ms,
+                train_ms: timing.train_ms,
+                train_flops: flops,
+                train_bytes: bytes,
+                tflops: flops.map(|f| f / seconds / 1e12),
+                gb_per_s: bytes.map(|b| b / seconds / 1e9),
+            });
+            on_event(&Event::Progress(Progress::items(
+                "ops",
+                results.len() as u64,
+                Some(total),
+            )));
+        }
+    }
+    Ok(results)
+}
