@@ -11,6 +11,10 @@
 //     --spec`, each run spec exactly as the page recorded it), one process per run as a user
 //     would, on the CPU backend and on the default wgpu adapter (DEVICES=cpu,gpu): wall time and
 //     peak RSS. TUNELAB=path/to/tunelab (default: the release build in cargo's target directory).
+//   node scripts/bench-browser.mjs ops [PRESET] [BATCH] [SEQ] [REPS]
+//     each hot-path op alone (attention, RMSNorm, LM head + loss, AdamW) at a benchmark preset's
+//     shape (default small, 8 × 128, 5 timed calls), tunelab's WGSL kernels then burn's: the
+//     browser's `tunelab bench --ops`, one JSON line per op and kernel set.
 //
 // KERNELS=burn runs the page with burn's generic kernels instead of tunelab's WGSL ones (the
 // page's "GPU kernels" setting; default tunelab). DEVICES=none skips the CLI runs.
@@ -23,15 +27,16 @@ import { launch } from "../tests/browser/chromium.mjs";
 import { serve } from "../tests/browser/server.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const queue = process.argv[2] === "queue";
-const args = process.argv.slice(queue ? 3 : 2);
+const mode = ["queue", "ops"].includes(process.argv[2]) ? process.argv[2] : "one";
+const args = process.argv.slice(mode === "one" ? 2 : 3);
 const steps = args[0] ?? "5";
 const kernels = process.env.KERNELS ?? "tunelab";
 const http = await serve(ROOT);
 const browser = await launch();
 const page = await browser.newPage();
 
-if (queue) await benchQueue(args[1] ?? "full, lora 4, lora 16");
+if (mode === "queue") await benchQueue(args[1] ?? "full, lora 4, lora 16");
+else if (mode === "ops") await benchOps(args[0] ?? "small", +(args[1] ?? 8), +(args[2] ?? 128), +(args[3] ?? 5));
 else await benchOne();
 await browser.close();
 http.server.close();
@@ -50,6 +55,16 @@ async function benchOne() {
     status, kernels, load_ms: t.loaded, tokenize_ms: t.tokenized - t.loaded, first_step_ms_from_start: t.firstStep - t.start,
     page_to_first_step_ms: t.firstStep, steps: r.steps.length, ms_per_later_step: perStep, steps_per_s: 1000 / perStep,
   }));
+}
+
+async function benchOps(preset, batch, seq, reps) {
+  await page.goto(`${http.base}/www/index.html`);
+  await page.waitForFunction(() => window.lab?.request, null, { timeout: 60_000 });
+  const results = await page.evaluate(
+    (payload) => window.lab.request("benchOps", payload),
+    { preset, batch, seq, reps },
+  );
+  for (const r of results) console.log(JSON.stringify({ where: "chromium (SwiftShader)", ...r }));
 }
 
 async function benchQueue(runs) {

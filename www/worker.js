@@ -9,7 +9,7 @@
 // engine's session is not re-entrant); "pause" and "stop" act at once, between training chunks.
 // The run's step and total come from the engine (the Rust `Run` owns them); the worker keeps only
 // whether a pause or stop was asked for.
-import init, { gpuLost, loadModel, resolveModelUrl, validateRunSpec } from "./pkg/tunelab.js";
+import init, { benchOps, gpuLost, loadModel, resolveModelUrl, validateRunSpec } from "./pkg/tunelab.js";
 
 const ready = init();
 const CACHE = "tunelab-models-v1";
@@ -267,6 +267,8 @@ const handlers = {
   // Stopping a paused run: its loop ends at once, as finished (stopped) — unless the run
   // ended meanwhile.
   stop: async (_, emit) => (control.active ? loop(emit) : {}),
+  // Each hot-path op timed alone with tunelab's kernels and burn's (scripts/bench-browser.mjs ops).
+  benchOps: async ({ preset, batch, seq, reps }, emit) => benchOps(preset, batch, seq, reps, emit),
   reset: async () => {
     session?.resetTraining();
     Object.assign(control, { active: false, pause: false, stop: false });

@@ -8,7 +8,8 @@
 // parse, and passes an automated accessibility audit; a paused run's checkpoint resumes on a
 // fresh page; generation streams (chat template, seeded sampling) as the native CLI's; a queue
 // of runs shares one loaded model; the page fits a phone and a tablet; a destroyed GPU device
-// ends a run cleanly and the next run gets a new one.
+// ends a run cleanly and the next run gets a new one; the engine times each hot-path op with
+// tunelab's WGSL kernels and with burn's.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -601,5 +602,24 @@ test("overlapping requests each resolve with their own reply, an error rejects o
   assert.equal(state, "error");
   assert.equal(status, "error: Learning rate: must be positive, got -1");
   process.stdout.write(`# protocol: 3 overlapping requests answered by id; ${status}\n`);
+  await page.close();
+});
+
+test("the engine times each hot-path op with tunelab's WGSL kernels and with burn's (the page's `tunelab bench --ops`)", async () => {
+  const { page, console } = await lab.open({});
+  const results = await page.evaluate(
+    () => window.lab.request("benchOps", { preset: "small", batch: 1, seq: 8, reps: 1 }),
+  ).catch((e) => assert.fail(`${e.message}\n${console.join("\n")}`));
+  const ops = ["attention", "rms_norm", "lm_head_loss", "adamw"];
+  assert.deepEqual(results.map((r) => `${r.kernels} ${r.op}`), ["tunelab", "burn"].flatMap((k) => ops.map((o) => `${k} ${o}`)));
+  for (const r of results) {
+    assert.ok(r.train_ms > 0 && Number.isFinite(r.train_ms), JSON.stringify(r));
+    assert.equal(r.forward_ms === null, r.op === "adamw", JSON.stringify(r));
+    assert.ok((r.tflops ?? r.gb_per_s) > 0, JSON.stringify(r));
+  }
+  // small: 4 heads of 64, so attention is 3 × 4 × (1 × 4 × 8² × 64) FLOPs.
+  assert.equal(results[0].train_flops, 3 * 4 * 4 * 64 * 64);
+  const line = (op) => results.filter((r) => r.op === op).map((r) => `${r.kernels} ${r.train_ms.toFixed(1)} ms`).join(", ");
+  process.stdout.write(`# ops (SwiftShader, small 1 × 8): ${ops.map((o) => `${o}: ${line(o)}`).join("; ")}\n`);
   await page.close();
 });

@@ -173,7 +173,7 @@ fn launch<const O: usize>(
     let n = inputs[0].meta.shape()[0];
     let outputs: [CubeTensor; O] = std::array::from_fn(|_| empty(&inputs[0], &[n]));
     let bound: Vec<&CubeTensor> = inputs.iter().chain(outputs.iter()).collect();
-    let (width, (name, source)) = if n % 4 == 0 {
+    let (width, (name, source)) = if n.is_multiple_of(4) {
         (4, sources[0])
     } else {
         (1, sources[1])

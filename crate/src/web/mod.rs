@@ -412,6 +412,40 @@ pub fn resolve_model_url(model: &str, endpoint: &str) -> String {
     crate::hf::hub::resolve_url(model, hub_endpoint(endpoint))
 }
 
+/// Time each hot-path op alone at the shape of benchmark preset `preset` (`small`, `medium`,
+/// `smollm2-135m`) with a batch of `batch × seq` tokens, `reps` timed calls each, tunelab's WGSL
+/// kernels and then burn's ([`crate::bench::ops`]): one object per op and kernel set, as
+/// `tunelab bench --ops --json` prints them. `on_event` receives progress events.
+#[wasm_bindgen(js_name = benchOps)]
+pub async fn bench_ops(
+    preset: String,
+    batch: usize,
+    seq: usize,
+    reps: usize,
+    on_event: Function,
+) -> Result<JsValue, JsValue> {
+    use crate::kernels::Kernels;
+    let device = gpu().await?;
+    let text = crate::bench::preset(&preset)
+        .ok_or_else(|| js_err(format!("unknown benchmark preset `{preset}`")))?;
+    let config = crate::hf::ModelConfig::parse(text, &preset).map_err(|e| lib_err(e.into()))?;
+    let kernels = [Kernels::Tunelab, Kernels::Burn];
+    let results = crate::bench::ops::run(
+        &config,
+        &preset,
+        &device,
+        "webgpu",
+        batch,
+        seq,
+        reps,
+        &kernels,
+        &mut emitter(&on_event),
+    )
+    .await
+    .map_err(lib_err)?;
+    to_js(&results)
+}
+
 fn hub_endpoint(endpoint: &str) -> &str {
     match endpoint.trim() {
         "" => crate::hf::hub::DEFAULT_ENDPOINT,
