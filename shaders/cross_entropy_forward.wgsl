@@ -1,8 +1,9 @@
 // Cross-entropy forward over one chunk of logit rows: per row its log-sum-exp (kept for the
 // backward pass, one float a row) and its negative log-likelihood of the target (0 for ignored
-// rows, target < 0). One workgroup per row reduces the vocabulary in workgroup memory.
+// rows, target < 0). One workgroup per row reduces the vocabulary.
 //
-// logits [rows, V], targets [rows] (token ids as floats, exact below 2^24), lse/nll [rows].
+// After row_reduce.wgsl. logits [rows, V], targets [rows] (token ids as floats, exact below
+// 2^24), lse/nll [rows].
 // Grid: (min(rows, 65535), ceil(rows / 65535)).
 
 @group(0) @binding(0) var<storage, read_write> logits: array<f32>;
@@ -13,12 +14,9 @@
 struct Params { rows: u32, vocab: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(4) var<uniform> p: Params;
 
-const WG: u32 = 256u;
-var<workgroup> red: array<f32, WG>;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size({{ wg }})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let r = wg.y * n.x + wg.x;
+    let r = row_of(wg, n);
     if (r >= p.rows) {
         return;
     }
@@ -27,30 +25,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n: vec3<u
     for (var j = li; j < p.vocab; j += WG) {
         m = max(m, logits[base + j]);
     }
-    red[li] = m;
-    workgroupBarrier();
-    for (var w = WG / 2u; w > 0u; w >>= 1u) {
-        if (li < w) {
-            red[li] = max(red[li], red[li + w]);
-        }
-        workgroupBarrier();
-    }
-    let mx = red[0];
-    workgroupBarrier();
+    let mx = workgroup_max(li, m);
     var s = 0.0;
     for (var j = li; j < p.vocab; j += WG) {
         s += exp(logits[base + j] - mx);
     }
-    red[li] = s;
-    workgroupBarrier();
-    for (var w = WG / 2u; w > 0u; w >>= 1u) {
-        if (li < w) {
-            red[li] += red[li + w];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(li, s);
     if (li == 0u) {
-        let l = mx + log(red[0]);
+        let l = mx + log(total);
         lse[r] = l;
         let t = i32(targets[r]);
         var loss = 0.0;

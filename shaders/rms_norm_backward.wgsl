@@ -1,8 +1,8 @@
 // RMSNorm backward, dx per row from x, the weight, the row's rms r and dy:
 // dx = w·dy / r − x · Σ(w·dy·x) / (H·r³). (The weight's gradient, a sum over rows, is left to
-// burn's ops.) One workgroup per row reduces in workgroup memory.
+// burn's ops.)
 //
-// x/dy/dx [rows, H], weight [H], rms [rows]. Grid: folded over rows.
+// After row_reduce.wgsl. x/dy/dx [rows, H], weight [H], rms [rows]. Grid: folded over rows.
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> weight: array<f32>;
@@ -13,12 +13,9 @@
 struct Params { rows: u32, h: u32, eps: f32, pad0: u32 }
 @group(0) @binding(5) var<uniform> p: Params;
 
-const WG: u32 = 64u;
-var<workgroup> red: array<f32, WG>;
-
-@compute @workgroup_size(64)
+@compute @workgroup_size({{ wg }})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let r = wg.y * n.x + wg.x;
+    let r = row_of(wg, n);
     if (r >= p.rows) {
         return;
     }
@@ -27,16 +24,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n: vec3<u
     for (var j = li; j < p.h; j += WG) {
         s += weight[j] * dy[base + j] * x[base + j];
     }
-    red[li] = s;
-    workgroupBarrier();
-    for (var w = WG / 2u; w > 0u; w >>= 1u) {
-        if (li < w) {
-            red[li] += red[li + w];
-        }
-        workgroupBarrier();
-    }
     let rr = rms[r];
-    let c = red[0] / (f32(p.h) * rr * rr * rr);
+    let c = workgroup_sum(li, s) / (f32(p.h) * rr * rr * rr);
     for (var j = li; j < p.h; j += WG) {
         dx[base + j] = (weight[j] * dy[base + j]) / rr - x[base + j] * c;
     }

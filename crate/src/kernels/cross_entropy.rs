@@ -210,8 +210,11 @@ fn ce_forward(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTenso
     let (lse, nll) = (empty(&logits, &[rows]), empty(&logits, &[rows]));
     Shader {
         name: "cross_entropy_forward",
-        source: include_str!("../../../shaders/cross_entropy_forward.wgsl"),
-        params: vec![],
+        source: concat!(
+            include_str!("../../../shaders/row_reduce.wgsl"),
+            include_str!("../../../shaders/cross_entropy_forward.wgsl")
+        ),
+        params: vec![("wg", 256)],
         workgroup: 256,
     }
     .launch(

@@ -90,8 +90,11 @@ impl NormKernels for CubeBackend {
         let dx = empty(&x, &[rows, h]);
         Shader {
             name: "rms_norm_backward",
-            source: include_str!("../../../shaders/rms_norm_backward.wgsl"),
-            params: vec![],
+            source: concat!(
+                include_str!("../../../shaders/row_reduce.wgsl"),
+                include_str!("../../../shaders/rms_norm_backward.wgsl")
+            ),
+            params: vec![("wg", 64)],
             workgroup: 64,
         }
         .launch(
@@ -109,8 +112,11 @@ fn forward(x: CubeTensor, weight: CubeTensor, eps: f32) -> (CubeTensor, CubeTens
     let (y, rms) = (empty(&x, &[rows, h]), empty(&x, &[rows]));
     Shader {
         name: "rms_norm_forward",
-        source: include_str!("../../../shaders/rms_norm_forward.wgsl"),
-        params: vec![],
+        source: concat!(
+            include_str!("../../../shaders/row_reduce.wgsl"),
+            include_str!("../../../shaders/rms_norm_forward.wgsl")
+        ),
+        params: vec![("wg", 64)],
         workgroup: 64,
     }
     .launch(
