@@ -268,7 +268,7 @@ const handlers = {
   // ended meanwhile.
   stop: async (_, emit) => (control.active ? loop(emit) : {}),
   // Each hot-path op timed alone with tunelab's kernels and burn's (scripts/bench-browser.mjs ops).
-  benchOps: async ({ preset, batch, seq, reps }, emit) => benchOps(preset, batch, seq, reps, emit),
+  benchOps: async ({ preset, batch, seq, reps }, emit) => benchOps(preset, batch, seq, reps, await maxBinding(), emit),
   reset: async () => {
     session?.resetTraining();
     Object.assign(control, { active: false, pause: false, stop: false });

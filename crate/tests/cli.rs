@@ -285,6 +285,11 @@ fn bench_ops_times_each_op_with_each_kernel_set() {
     let mut runs = vec![(ops("cpu"), vec!["burn"])];
     if std::env::var("TUNELAB_REQUIRE_GPU").as_deref() == Ok("1") {
         runs.push((ops("gpu"), vec!["tunelab", "burn"]));
+        // Attention scores no adapter binds (4 GiB) are refused up front, naming the flags.
+        let (ok, _, err) = tunelab(&[
+            "bench", "small", "--ops", "--batch", "64", "--seq", "2048", "--device", "gpu",
+        ]);
+        assert!(!ok && err.contains("--batch"), "{err}");
     }
     for (lines, kernels) in runs {
         let names = ["attention", "rms_norm", "lm_head_loss", "adamw"];

@@ -619,6 +619,12 @@ test("the engine times each hot-path op with tunelab's WGSL kernels and with bur
   }
   // small: 4 heads of 64, so attention is 3 × 4 × (1 × 4 × 8² × 64) FLOPs.
   assert.equal(results[0].train_flops, 3 * 4 * 4 * 64 * 64);
+  // A shape whose attention scores (8 GiB: past wasm32's usize, too) no adapter binds is refused
+  // before anything is allocated.
+  const refused = await page.evaluate(
+    () => window.lab.request("benchOps", { preset: "small", batch: 128, seq: 2048, reps: 1 }).then(() => null, (e) => e.message),
+  );
+  assert.match(refused ?? "", /attention-score buffer.*max_storage_buffer_binding_size/);
   const line = (op) => results.filter((r) => r.op === op).map((r) => `${r.kernels} ${r.train_ms.toFixed(1)} ms`).join(", ");
   process.stdout.write(`# ops (SwiftShader, small 1 × 8): ${ops.map((o) => `${o}: ${line(o)}`).join("; ")}\n`);
   await page.close();

@@ -722,8 +722,10 @@ pub fn largest_buffer(
         crate::hf::Architecture::Llama(c) => c.num_attention_heads,
         crate::hf::Architecture::Gpt2(c) => c.n_head,
     };
-    let logits = (batch * seq * config.vocab_size()) as u64 * 4;
-    let scores = (batch * heads * seq * seq) as u64 * 4;
+    // In u64: on wasm32 the products overflow usize at shapes a browser must refuse.
+    let [batch, seq, heads, vocab] = [batch, seq, heads, config.vocab_size()].map(|x| x as u64);
+    let logits = batch * seq * vocab * 4;
+    let scores = batch * heads * seq * seq * 4;
     if logits >= scores {
         (logits, "logits")
     } else {

@@ -415,13 +415,16 @@ pub fn resolve_model_url(model: &str, endpoint: &str) -> String {
 /// Time each hot-path op alone at the shape of benchmark preset `preset` (`small`, `medium`,
 /// `smollm2-135m`) with a batch of `batch × seq` tokens, `reps` timed calls each, tunelab's WGSL
 /// kernels and then burn's ([`crate::bench::ops`]): one object per op and kernel set, as
-/// `tunelab bench --ops --json` prints them. `on_event` receives progress events.
+/// `tunelab bench --ops --json` prints them. A shape whose largest buffer exceeds `max_binding`
+/// (the adapter's `maxStorageBufferBindingSize`) is refused first. `on_event` receives progress
+/// events.
 #[wasm_bindgen(js_name = benchOps)]
 pub async fn bench_ops(
     preset: String,
     batch: usize,
     seq: usize,
     reps: usize,
+    max_binding: f64,
     on_event: Function,
 ) -> Result<JsValue, JsValue> {
     use crate::kernels::Kernels;
@@ -429,6 +432,8 @@ pub async fn bench_ops(
     let text = crate::bench::preset(&preset)
         .ok_or_else(|| js_err(format!("unknown benchmark preset `{preset}`")))?;
     let config = crate::hf::ModelConfig::parse(text, &preset).map_err(|e| lib_err(e.into()))?;
+    crate::train::trainer::check_buffer_limit(&config, batch, seq, max_binding as u64)
+        .map_err(lib_err)?;
     let kernels = [Kernels::Tunelab, Kernels::Burn];
     let results = crate::bench::ops::run(
         &config,

@@ -79,21 +79,7 @@ pub fn run(a: Args, g: &Global) -> Result {
     for method in &a.methods {
         let bar = step_bar(json);
         let (config, model) = pollster::block_on(bench::model(&a.model, &device, &mut |_| {}))?;
-        if let Some(adapter) = &selected.adapter {
-            tunelab::train::trainer::check_buffer_limit(
-                &config,
-                a.batch,
-                a.seq,
-                adapter.max_storage_buffer_binding_size,
-            )
-            // The bench names its shape --batch and --seq.
-            .map_err(|e| {
-                Error::Input(in_words(
-                    &e.to_string(),
-                    &[("batch_size", "--batch"), ("seq_len", "--seq")],
-                ))
-            })?;
-        }
+        fits_adapter(&selected, &config, &a)?;
         let r = pollster::block_on(bench::run(
             model,
             &config,
@@ -133,6 +119,31 @@ pub fn run(a: Args, g: &Global) -> Result {
     Ok(())
 }
 
+/// Refuse a shape whose largest buffer (burn's logits or attention scores) the adapter cannot
+/// bind, before anything is allocated.
+fn fits_adapter(
+    selected: &tunelab::device::Selected,
+    config: &tunelab::hf::ModelConfig,
+    a: &Args,
+) -> Result {
+    if let Some(adapter) = &selected.adapter {
+        tunelab::train::trainer::check_buffer_limit(
+            config,
+            a.batch,
+            a.seq,
+            adapter.max_storage_buffer_binding_size,
+        )
+        // The bench names its shape --batch and --seq.
+        .map_err(|e| {
+            Error::Input(in_words(
+                &e.to_string(),
+                &[("batch_size", "--batch"), ("seq_len", "--seq")],
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// `--ops`: the per-op table, tunelab's kernels beside burn's where they can run.
 fn run_ops(a: &Args, selected: &tunelab::device::Selected, json: bool) -> Result {
     use tunelab::kernels::Kernels;
@@ -145,6 +156,7 @@ fn run_ops(a: &Args, selected: &tunelab::device::Selected, json: bool) -> Result
     let bar = step_bar(json);
     let (config, model) = pollster::block_on(tunelab::bench::model(&a.model, device, &mut |_| {}))?;
     drop(model);
+    fits_adapter(selected, &config, a)?;
     let results = pollster::block_on(tunelab::bench::ops::run(
         &config,
         &a.model,
