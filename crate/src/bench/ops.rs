@@ -270,24 +270,25 @@ async fn adamw_op(
     })
 }
 
-/// Element counts of the tensors full fine-tuning trains (every parameter but the embeddings
-/// and the LM head), from a model of `config`'s shape.
-fn full_trainable_sizes(config: &ModelConfig, device: &Device) -> Result<Vec<usize>> {
-    let mut model = crate::model::init_random(config, device, 0.02, 0)?;
+/// Element counts of the tensors full fine-tuning trains in `model` (every parameter but the
+/// embeddings and the LM head).
+fn full_trainable_sizes(mut model: CausalLm) -> Vec<usize> {
     let mut sizes = Vec::new();
     model.for_each_param(&mut |name, p| {
         if !CausalLm::is_embedding_or_head(name) {
             sizes.push(p.hf_shape().iter().product());
         }
     });
-    Ok(sizes)
+    sizes
 }
 
-/// Measure every op at `config`'s shape with a batch of `batch × seq` tokens, `reps` timed calls
-/// each, under each of `kernels` on `device` (with or without autodiff). `model_name` and
-/// `device_label` are copied into the results.
+/// Measure every op at the shape of `model` (of `config`, as [`super::model`] gives them; only
+/// its parameters' sizes are read, and it is dropped before timing) with a batch of
+/// `batch × seq` tokens, `reps` timed calls each, under each of `kernels` on `device` (with or
+/// without autodiff). `model_name` and `device_label` are copied into the results.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
+    model: CausalLm,
     config: &ModelConfig,
     model_name: &str,
     device: &Device,
@@ -308,7 +309,7 @@ pub async fn run(
     let s = Shapes::new(config, batch, seq);
     let plain = device.clone().inner();
     let ad = plain.clone().autodiff();
-    let sizes = full_trainable_sizes(config, &plain)?;
+    let sizes = full_trainable_sizes(model);
     let trained: usize = sizes.iter().sum();
     let tokens = (batch * seq) as f64;
     let attention_flops = 3.0 * 4.0 * (batch * s.heads * seq * seq * s.head_dim) as f64;

@@ -429,22 +429,15 @@ pub async fn bench_ops(
 ) -> Result<JsValue, JsValue> {
     use crate::kernels::Kernels;
     let device = gpu().await?;
-    let text = crate::bench::preset(&preset)
-        .ok_or_else(|| js_err(format!("unknown benchmark preset `{preset}`")))?;
-    let config = crate::hf::ModelConfig::parse(text, &preset).map_err(|e| lib_err(e.into()))?;
+    let mut emit = emitter(&on_event);
+    let (config, model) = crate::bench::model(&preset, &device, &mut emit)
+        .await
+        .map_err(lib_err)?;
     crate::train::trainer::check_buffer_limit(&config, batch, seq, max_binding as u64)
         .map_err(lib_err)?;
     let kernels = [Kernels::Tunelab, Kernels::Burn];
     let results = crate::bench::ops::run(
-        &config,
-        &preset,
-        &device,
-        "webgpu",
-        batch,
-        seq,
-        reps,
-        &kernels,
-        &mut emitter(&on_event),
+        model, &config, &preset, &device, "webgpu", batch, seq, reps, &kernels, &mut emit,
     )
     .await
     .map_err(lib_err)?;

@@ -155,9 +155,9 @@ fn run_ops(a: &Args, selected: &tunelab::device::Selected, json: bool) -> Result
     };
     let bar = step_bar(json);
     let (config, model) = pollster::block_on(tunelab::bench::model(&a.model, device, &mut |_| {}))?;
-    drop(model);
     fits_adapter(selected, &config, a)?;
     let results = pollster::block_on(tunelab::bench::ops::run(
+        model,
         &config,
         &a.model,
         device,
