@@ -292,7 +292,15 @@ fn bench_ops_times_each_op_with_each_kernel_set() {
         assert!(!ok && err.contains("--batch"), "{err}");
     }
     for (lines, kernels) in runs {
-        let names = ["attention", "rms_norm", "lm_head_loss", "adamw"];
+        let names = [
+            "matmul",
+            "linear",
+            "lora_linear",
+            "attention",
+            "rms_norm",
+            "lm_head_loss",
+            "adamw",
+        ];
         assert_eq!(lines.len(), names.len() * kernels.len());
         for (i, r) in lines.iter().enumerate() {
             assert_eq!(r["op"], names[i % names.len()]);
@@ -311,13 +319,20 @@ fn bench_ops_times_each_op_with_each_kernel_set() {
                 "{r}"
             );
         }
+        // The up projection [32, 64] · [64, 128]: ×3 with both gradients; frozen with a rank-16
+        // adapter, ×2 plus three low-rank products of 2 × 32 × 16 × (64 + 128).
+        let up = 2.0 * (32 * 64 * 128) as f64;
+        assert_eq!(lines[0]["train_flops"], 3.0 * up);
+        assert_eq!(lines[1]["train_flops"], 3.0 * up);
+        let low_rank = 2.0 * (32 * 16 * (64 + 128)) as f64;
+        assert_eq!(lines[2]["train_flops"], 2.0 * up + 3.0 * low_rank);
         // Attention: 2 × 4 heads × 16² × 16 wide, ×4 forward, ×3 with backward.
         assert_eq!(
-            lines[0]["train_flops"],
+            lines[3]["train_flops"],
             3.0 * 4.0 * (2 * 4 * 16 * 16 * 16) as f64
         );
         // AdamW moves 7 floats per trained parameter (all but embed_tokens and lm_head).
-        assert_eq!(lines[3]["train_bytes"], 7.0 * 4.0 * (139584 - 65536) as f64);
+        assert_eq!(lines[6]["train_bytes"], 7.0 * 4.0 * (139584 - 65536) as f64);
     }
     let (ok, _, err) = tunelab(&["bench", "small", "--ops", "--steps", "0", "--device", "cpu"]);
     assert!(!ok && err.contains("steps"), "{err}");

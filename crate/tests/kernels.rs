@@ -4,11 +4,13 @@
 
 mod common;
 
+use std::sync::Mutex;
+
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use common::devices;
 use tunelab::kernels::{self, Kernels};
-use tunelab::model::layers::{AttentionMask, RmsNorm, attention};
+use tunelab::model::layers::{AttentionMask, Linear, Lora, RmsNorm, attention};
 use tunelab::train::loss::{IGNORE, summed_cross_entropy};
 use tunelab::train::optim::{Optimizer, OptimizerConfig};
 
@@ -290,9 +292,24 @@ fn lm_loss(
     (values(loss)[0], g(&hidden), g(&head))
 }
 
+/// Run `f` with burn's matmul and then with the tiled kernel chosen for `gpu` (what
+/// `kernels::calibrate` decides), holding a lock so tests that set the choice do not interleave.
+fn under_each_matmul(gpu: &Device, mut f: impl FnMut(&str)) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _held = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for (tiled, name) in [(false, "burn's matmul"), (true, "tiled matmul")] {
+        kernels::use_tiled_matmul(gpu, tiled);
+        f(name);
+    }
+}
+
 #[test]
 fn chunked_cross_entropy_matches_burn_ops_with_gradients() {
     let Some(gpu) = gpu() else { return };
+    under_each_matmul(&gpu, |matmul| chunked_cross_entropy_cases(&gpu, matmul));
+}
+
+fn chunked_cross_entropy_cases(gpu: &Device, matmul: &str) {
     let cpu = Device::flex();
     // Rows not a multiple of the chunk, a vocabulary not a multiple of the workgroup, ignored
     // rows among them.
@@ -313,9 +330,9 @@ fn chunked_cross_entropy_matches_burn_ops_with_gradients() {
             TensorData::new(ids, [rows]),
         ];
         let (want_loss, want_dh, want_dw) = lm_loss(&x, &cpu, None);
-        poison(&gpu, rows * vocab * 2);
-        let (loss, dh, dw) = lm_loss(&x, &gpu, Some(chunk));
-        let shape = format!("rows {rows} hidden {hidden} vocab {vocab} chunk {chunk}");
+        poison(gpu, rows * vocab * 2);
+        let (loss, dh, dw) = lm_loss(&x, gpu, Some(chunk));
+        let shape = format!("{matmul}: rows {rows} hidden {hidden} vocab {vocab} chunk {chunk}");
         assert!(
             ((loss - want_loss) / want_loss).abs() <= REL_TOL,
             "{shape}: loss {loss} vs {want_loss}"
@@ -418,5 +435,160 @@ fn rms_norm_kernels_match_burn_ops_with_gradients() {
             let e = rel_err(g, w);
             assert!(e <= REL_TOL, "{dims:?}: {name} relative error {e:e}");
         }
+    }
+}
+
+/// `a · b` and the gradients of Σ (a · b) · w, with `a` `[m, k]` and `b` `[k, n]` given in
+/// storage order: transposed (`[k, m]`, `[n, k]`) where `stored_t` says, so the product reads a
+/// transposed view as the backward pass does. `b` frozen: it gets no gradient.
+fn matmul_run(
+    x: &[TensorData; 3],
+    stored_t: [bool; 2],
+    b_trains: bool,
+    device: &Device,
+    kernels: Kernels,
+) -> Vec<Vec<f32>> {
+    let ad = device.clone().autodiff();
+    let view = |t: &TensorData, transposed: bool| {
+        let t = Tensor::<2>::from_data(t.clone(), &ad);
+        if transposed { t.transpose() } else { t }
+    };
+    let a = view(&x[0], stored_t[0]).require_grad();
+    let mut b = view(&x[1], stored_t[1]);
+    if b_trains {
+        b = b.require_grad();
+    }
+    let c = match kernels {
+        Kernels::Tunelab => kernels::matmul(a.clone(), b.clone()).expect("the tiled matmul"),
+        Kernels::Burn => a.clone().matmul(b.clone()),
+    };
+    let grads = (c.clone() * Tensor::<2>::from_data(x[2].clone(), &ad))
+        .sum()
+        .backward();
+    let mut out = vec![values(c), values(a.grad(&grads).expect("an a gradient"))];
+    match b.grad(&grads) {
+        Some(db) => out.push(values(db)),
+        None => assert!(!b_trains, "b trains but got no gradient"),
+    }
+    out
+}
+
+#[test]
+fn tiled_matmul_matches_burn_with_gradients() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Device::flex();
+    let rand = |dims: [usize; 2]| {
+        Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), &cpu)
+            .into_data()
+            .convert::<f32>()
+    };
+    // [m, k, n]: one element, sizes under a tile, exact tiles, every size one over a tile or
+    // odd, K not a multiple of the 16-deep step, and a wide thin product like LoRA's.
+    for [m, k, n] in [
+        [1, 1, 1],
+        [7, 5, 3],
+        [64, 64, 64],
+        [65, 129, 17],
+        [130, 33, 70],
+        [200, 48, 16],
+    ] {
+        for stored_t in [[false, false], [true, false], [false, true], [true, true]] {
+            let shape = |rows, cols, t: bool| if t { [cols, rows] } else { [rows, cols] };
+            let x = [
+                rand(shape(m, k, stored_t[0])),
+                rand(shape(k, n, stored_t[1])),
+                rand([m, n]),
+            ];
+            for b_trains in [true, false] {
+                let want = matmul_run(&x, stored_t, b_trains, &cpu, Kernels::Burn);
+                poison(&gpu, (m * k + k * n + m * n) * 2);
+                let got = matmul_run(&x, stored_t, b_trains, &gpu, Kernels::Tunelab);
+                assert_eq!(got.len(), want.len());
+                for ((name, g), w) in ["c", "d a", "d b"].iter().zip(&got).zip(&want) {
+                    let e = rel_err(g, w);
+                    assert!(
+                        e <= REL_TOL,
+                        "[{m}, {k}, {n}] stored transposed {stored_t:?}: {name} relative error {e:e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A linear layer `[.., in] → [.., out]` with bias and a LoRA adapter (the frozen base with the
+/// low-rank path, as LoRA trains) on `device`: output and the gradients of the input and of both
+/// factors of Σ y · w.
+fn linear_run(x: &[TensorData; 6], device: &Device, kernels: Kernels) -> Vec<Vec<f32>> {
+    let ad = device.clone().autodiff();
+    let t2 = |d: &TensorData| Tensor::<2>::from_data(d.clone(), &ad);
+    let input = Tensor::<3>::from_data(x[0].clone(), &ad).require_grad();
+    let mut layer = Linear::from_weight(t2(&x[1]), "up_proj");
+    layer.weight = layer.weight.set_require_grad(false);
+    layer.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
+        x[2].clone(),
+        &ad,
+    )));
+    layer.lora = Some(Lora {
+        a: Param::from_tensor(t2(&x[3])),
+        b: Param::from_tensor(t2(&x[4])),
+        scaling: 2.0,
+        dropout: 0.0,
+    });
+    let out = layer.forward(input.clone(), kernels);
+    let grads = (out.clone() * Tensor::<3>::from_data(x[5].clone(), &ad))
+        .sum()
+        .backward();
+    let lora = layer.lora.as_ref().unwrap();
+    assert!(
+        layer.weight.val().grad(&grads).is_none(),
+        "the frozen base got a gradient"
+    );
+    vec![
+        values(out),
+        values(input.grad(&grads).expect("an input gradient")),
+        values(lora.a.val().grad(&grads).expect("a lora_A gradient")),
+        values(lora.b.val().grad(&grads).expect("a lora_B gradient")),
+    ]
+}
+
+#[test]
+fn linear_layers_match_burn_under_either_matmul() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Device::flex();
+    let rand = |dims: &[usize]| {
+        let n = dims.iter().product::<usize>();
+        let t = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &cpu);
+        TensorData::new(
+            t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(),
+            dims.to_vec(),
+        )
+    };
+    // [batch, seq, in, out, rank]: odd sizes, and one over a 64-wide tile in every dimension.
+    for [b, t, d_in, d_out, r] in [[2, 7, 13, 9, 3], [3, 33, 70, 65, 16]] {
+        let x = [
+            rand(&[b, t, d_in]),
+            rand(&[d_in, d_out]),
+            rand(&[d_out]),
+            rand(&[d_in, r]),
+            rand(&[r, d_out]),
+            rand(&[b, t, d_out]),
+        ];
+        let want = linear_run(&x, &cpu, Kernels::Burn);
+        under_each_matmul(&gpu, |matmul| {
+            poison(&gpu, b * t * (d_in + d_out) * 2);
+            let got = linear_run(&x, &gpu, Kernels::Tunelab);
+            for ((name, g), w) in ["output", "d input", "d lora_A", "d lora_B"]
+                .iter()
+                .zip(&got)
+                .zip(&want)
+            {
+                let e = rel_err(g, w);
+                assert!(
+                    e <= REL_TOL,
+                    "{matmul} [{b}, {t}, {d_in}] -> {d_out} rank {r}: {name} relative error {e:e}"
+                );
+            }
+        });
     }
 }

@@ -1,15 +1,20 @@
-//! The per-op benchmark: each hot path of a training step — causal attention, RMSNorm, the LM
-//! head with its loss, the AdamW update — timed alone at a model's shapes with tunelab's WGSL
+//! The per-op benchmark: each hot path of a training step — the tiled matmul kernel alone, a
+//! linear layer (trained, and frozen with a LoRA adapter) as the model runs it, causal attention, RMSNorm, the LM head with its loss, the AdamW update —
+//! timed alone at a model's shapes with tunelab's WGSL
 //! kernels and with burn's generic ones, so the kernels can be judged one by one on any device
 //! (`tunelab bench --ops`).
 //!
 //! Each op runs on random inputs through the same functions the trainer calls
-//! ([`attention`], [`RmsNorm::forward`], [`head_nll`], [`Optimizer::update`]). A call is timed
+//! ([`crate::kernels::matmul`] or burn's, [`Linear::forward`] — which uses the matmul
+//! [`crate::kernels::calibrate`] chose for the device —, [`attention`], [`RmsNorm::forward`], [`head_nll`],
+//! [`Optimizer::update`]). A call is timed
 //! from launch to the readback of one element of each output (forward) or of each gradient
 //! (forward + backward), so it includes one device round trip; the first call (shader
 //! compilation) is reported apart and the median of the next `reps` calls is the time.
 //!
-//! Work counted: FLOPs for attention (`4·B·heads·T²·head_dim` forward over the full square, as
+//! Work counted: FLOPs for the MLP's up projection `[tokens, H] · [H, ff]` (`2·tokens·H·ff`
+//! forward; ×3 with the input's and the weight's gradients, for `matmul` and `linear`; frozen with a rank-16 adapter: ×2,
+//! plus `2·tokens·16·(H + ff)` per product of the low-rank path, three of them), attention (`4·B·heads·T²·head_dim` forward over the full square, as
 //! [`super::train_flops`]; ×3 with backward) and the LM head (`2·tokens·H·V`; ×2 with the
 //! hidden states' gradient, the head frozen as in both bench methods); bytes for the
 //! memory-bound ops (RMSNorm: read x, write y; backward reads x and dy, writes dx; AdamW: read
@@ -24,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Progress};
 use crate::hf::{Architecture, ModelConfig};
 use crate::kernels::Kernels;
-use crate::model::layers::{AttentionMasks, RmsNorm, attention};
+use crate::model::layers::{AttentionMasks, Linear, Lora, RmsNorm, attention};
 use crate::model::{CausalLm, read_f32};
 use crate::train::loss::head_nll;
 use crate::train::optim::{Optimizer, OptimizerConfig};
@@ -35,7 +40,7 @@ pub struct OpResult {
     pub engine: String,
     pub device: String,
     pub model: String,
-    /// `attention`, `rms_norm`, `lm_head_loss` or `adamw`.
+    /// `matmul`, `linear`, `lora_linear`, `attention`, `rms_norm`, `lm_head_loss` or `adamw`.
     pub op: String,
     /// The tensors' shapes, in words.
     pub shape: String,
@@ -61,6 +66,8 @@ struct Shapes {
     batch: usize,
     seq: usize,
     hidden: usize,
+    /// The MLP's inner width.
+    ff: usize,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -71,20 +78,29 @@ struct Shapes {
 
 impl Shapes {
     fn new(config: &ModelConfig, batch: usize, seq: usize) -> Self {
-        let (hidden, heads, kv_heads, head_dim, rms_eps) = match &config.arch {
+        let (hidden, ff, heads, kv_heads, head_dim, rms_eps) = match &config.arch {
             Architecture::Llama(c) => (
                 c.hidden_size,
+                c.intermediate_size,
                 c.num_attention_heads,
                 c.num_key_value_heads,
                 c.head_dim,
                 Some(c.rms_norm_eps),
             ),
-            Architecture::Gpt2(c) => (c.n_embd, c.n_head, c.n_head, c.n_embd / c.n_head, None),
+            Architecture::Gpt2(c) => (
+                c.n_embd,
+                c.n_inner,
+                c.n_head,
+                c.n_head,
+                c.n_embd / c.n_head,
+                None,
+            ),
         };
         Shapes {
             batch,
             seq,
             hidden,
+            ff,
             heads,
             kv_heads,
             head_dim,
@@ -137,6 +153,98 @@ async fn time_op(
         forward_ms: Some(forward_ms),
         train_ms,
     })
+}
+
+/// Rank of the adapter in `lora_linear`, as in the benchmark's `lora16`.
+const LORA_RANK: usize = 16;
+
+/// The MLP's up projection as a [`Linear`]: trained (full fine-tuning), or frozen with a rank-16
+/// adapter whose factors train (`lora`).
+async fn linear_op(
+    s: &Shapes,
+    lora: bool,
+    ad: &Device,
+    kernels: Kernels,
+    reps: usize,
+) -> Result<Timing> {
+    let normal = Distribution::Normal(0.0, 0.02);
+    let x = Tensor::<3>::random([s.batch, s.seq, s.hidden], normal, ad);
+    let weight = Tensor::<2>::random([s.hidden, s.ff], normal, ad);
+    let factors = [[s.hidden, LORA_RANK], [LORA_RANK, s.ff]]
+        .map(|dims| Tensor::<2>::random(dims, normal, ad));
+    let dy = Tensor::<3>::random([s.batch, s.seq, s.ff], normal, ad);
+    let layer = |autodiff: bool| {
+        let on = |t: &Tensor<2>| {
+            if autodiff {
+                t.clone()
+            } else {
+                t.clone().inner()
+            }
+        };
+        let mut layer = Linear::from_weight(on(&weight), "up_proj");
+        if lora {
+            layer.weight = layer.weight.set_require_grad(false);
+            layer.lora = Some(Lora {
+                a: Param::from_tensor(on(&factors[0])),
+                b: Param::from_tensor(on(&factors[1])),
+                scaling: 2.0,
+                dropout: 0.0,
+            });
+        }
+        layer
+    };
+    let plain = layer(false);
+    time_op(
+        reps,
+        || vec![first(plain.forward(x.clone().inner(), kernels))],
+        || {
+            let (x, layer) = (x.clone().require_grad(), layer(true));
+            let grads = (layer.forward(x.clone(), kernels) * dy.clone())
+                .sum()
+                .backward();
+            let mut probes = vec![first(x.grad(&grads).expect("an input gradient"))];
+            let trained = match &layer.lora {
+                Some(l) => vec![l.a.val(), l.b.val()],
+                None => vec![layer.weight.val()],
+            };
+            for p in trained {
+                probes.push(first(p.grad(&grads).expect("a weight gradient")));
+            }
+            probes
+        },
+    )
+    .await
+}
+
+/// The up projection's product alone, both operands trained: tunelab's tiled kernel (whatever
+/// the calibration chose for the model) or burn's matmul.
+async fn matmul_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Result<Timing> {
+    let normal = Distribution::Normal(0.0, 0.02);
+    let x = Tensor::<2>::random([s.batch * s.seq, s.hidden], normal, ad);
+    let w = Tensor::<2>::random([s.hidden, s.ff], normal, ad);
+    let dy = Tensor::<2>::random([s.batch * s.seq, s.ff], normal, ad);
+    let product = |x: Tensor<2>, w: Tensor<2>| {
+        match kernels {
+            Kernels::Tunelab => crate::kernels::matmul(x.clone(), w.clone()),
+            Kernels::Burn => None,
+        }
+        .unwrap_or_else(|| x.matmul(w))
+    };
+    time_op(
+        reps,
+        || vec![first(product(x.clone().inner(), w.clone().inner()))],
+        || {
+            let [x, w] = [&x, &w].map(|t| t.clone().require_grad());
+            let grads = (product(x.clone(), w.clone()) * dy.clone())
+                .sum()
+                .backward();
+            [x, w]
+                .iter()
+                .map(|t| first(t.grad(&grads).expect("a gradient")))
+                .collect()
+        },
+    )
+    .await
 }
 
 async fn attention_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Result<Timing> {
@@ -306,26 +414,64 @@ pub async fn run(
             config.max_positions()
         )));
     }
+    if kernels.contains(&Kernels::Tunelab) {
+        crate::kernels::prepare(device, Kernels::Tunelab, on_event).await?;
+    }
     let s = Shapes::new(config, batch, seq);
     let plain = device.clone().inner();
     let ad = plain.clone().autodiff();
     let sizes = full_trainable_sizes(model);
     let trained: usize = sizes.iter().sum();
     let tokens = (batch * seq) as f64;
+    let up_flops = 2.0 * tokens * (s.hidden * s.ff) as f64;
+    let lora_flops = 2.0 * tokens * (LORA_RANK * (s.hidden + s.ff)) as f64;
     let attention_flops = 3.0 * 4.0 * (batch * s.heads * seq * seq * s.head_dim) as f64;
     let head_flops = 2.0 * 2.0 * tokens * (s.hidden * s.vocab) as f64;
     let norm_bytes = 5.0 * 4.0 * tokens * s.hidden as f64;
     let adamw_bytes = 7.0 * 4.0 * trained as f64;
     // RMSNorm only where the model normalises with it.
-    let ops: Vec<&str> = ["attention", "rms_norm", "lm_head_loss", "adamw"]
-        .into_iter()
-        .filter(|&op| op != "rms_norm" || s.rms_eps.is_some())
-        .collect();
+    let ops: Vec<&str> = [
+        "matmul",
+        "linear",
+        "lora_linear",
+        "attention",
+        "rms_norm",
+        "lm_head_loss",
+        "adamw",
+    ]
+    .into_iter()
+    .filter(|&op| op != "rms_norm" || s.rms_eps.is_some())
+    .collect();
     let total = (ops.len() * kernels.len()) as u64;
     let mut results = Vec::new();
     for &k in kernels {
         for &op in &ops {
             let (timing, shape, flops, bytes) = match op {
+                "matmul" => (
+                    matmul_op(&s, &ad, k, reps).await?,
+                    format!("[{}, {}] · [{}, {}]", batch * seq, s.hidden, s.hidden, s.ff),
+                    Some(3.0 * up_flops),
+                    None,
+                ),
+                "linear" | "lora_linear" => {
+                    let lora = op == "lora_linear";
+                    let shape =
+                        format!("[{}, {}] · [{}, {}]", batch * seq, s.hidden, s.hidden, s.ff);
+                    (
+                        linear_op(&s, lora, &ad, k, reps).await?,
+                        if lora {
+                            format!("{shape} frozen + rank {LORA_RANK}")
+                        } else {
+                            shape
+                        },
+                        Some(if lora {
+                            2.0 * up_flops + 3.0 * lora_flops
+                        } else {
+                            3.0 * up_flops
+                        }),
+                        None,
+                    )
+                }
                 "attention" => (
                     attention_op(&s, &ad, k, reps).await?,
                     format!(

@@ -1,5 +1,5 @@
 //! Cross-entropy fused with the LM head, in chunks of rows: each chunk's logits
-//! (`hidden · W`, burn's matmul) exist only while that chunk's loss is taken
+//! (`hidden · W`, with the matmul [`super::calibrate`] chose) exist only while that chunk's loss is taken
 //! (`shaders/cross_entropy_forward.wgsl`: log-sum-exp and NLL per row) and again, recomputed,
 //! while its gradient is (`shaders/cross_entropy_backward.wgsl`: softmax − one-hot). Between the
 //! two passes only one float per row is kept, not the `[tokens, vocab]` logits and exponentials
@@ -17,6 +17,7 @@ use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Int, Tensor};
 
+use super::matmul::{MatmulKernels, product};
 use super::wgsl::{Shader, empty, folded, uniform};
 
 /// Logits per chunk: rows × vocabulary × 4 bytes stays under this.
@@ -111,7 +112,7 @@ pub fn chunked_nll_rows(
 
 impl CrossEntropyKernels for CubeBackend {
     fn chunk_nll(h: CubeTensor, w: CubeTensor, targets: CubeTensor) -> CubeTensor {
-        let logits = Self::float_matmul(h, w);
+        let logits = product::<Self>(h, w);
         let (_, nll) = ce_forward(logits, targets);
         Self::float_sum(nll)
     }
@@ -130,7 +131,9 @@ impl CrossEntropyKernels for CubeBackend {
     }
 }
 
-impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Autodiff<B, C> {
+impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropyKernels
+    for Autodiff<B, C>
+{
     fn chunk_nll(
         h: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -139,7 +142,7 @@ impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Auto
         #[derive(Debug)]
         struct ChunkBackward;
 
-        impl<B: CrossEntropyKernels> Backward<B, 2> for ChunkBackward {
+        impl<B: CrossEntropyKernels + MatmulKernels> Backward<B, 2> for ChunkBackward {
             /// h, w, targets, each row's log-sum-exp.
             type State = [FloatTensor<B>; 4];
 
@@ -153,14 +156,15 @@ impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Auto
                 let grad = grads.consume::<B>(&ops.node);
                 let [h, w, targets, lse] = ops.state;
                 // The chunk's logits again, only for as long as this gradient takes.
-                let logits = B::float_matmul(h.clone(), w.clone());
+                let logits = product::<B>(h.clone(), w.clone());
                 let dlogits = B::ce_backward(logits, targets, lse, grad);
                 if let Some(node) = node_w {
-                    let dw = B::float_matmul(B::float_transpose(h), dlogits.clone());
+                    let dw = product::<B>(B::float_transpose(h), dlogits.clone());
                     grads.register::<B>(node.id, dw);
                 }
                 if let Some(node) = node_h {
-                    grads.register::<B>(node.id, B::float_matmul(dlogits, B::float_transpose(w)));
+                    let dh = product::<B>(dlogits, B::float_transpose(w));
+                    grads.register::<B>(node.id, dh);
                 }
             }
         }
@@ -173,7 +177,7 @@ impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Auto
         );
         match ChunkBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let logits = B::float_matmul(h.clone(), w.clone());
+                let logits = product::<B>(h.clone(), w.clone());
                 let (lse, nll) = B::ce_forward(logits, targets.clone());
                 prep.finish([h, w, targets, lse], B::float_sum(nll))
             }

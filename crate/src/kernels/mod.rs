@@ -7,12 +7,14 @@
 
 mod attention;
 mod cross_entropy;
+mod matmul;
 mod norm;
 mod optimizer;
 mod wgsl;
 
 pub use attention::fused_attention;
 pub use cross_entropy::{chunked_nll, chunked_nll_rows};
+pub use matmul::{MatmulCalibration, calibrate, linear, matmul, use_tiled_matmul};
 pub use norm::rms_norm;
 pub use optimizer::{StepScalars, adamw_step, lion_step};
 
@@ -49,6 +51,23 @@ impl std::fmt::Display for Kernels {
             Kernels::Burn => "burn",
         })
     }
+}
+
+/// Get `device` ready for `kernels`: with [`Kernels::Tunelab`] on a GPU, [`calibrate`] the matmul
+/// once (a notice says which one runs and the times); nothing otherwise.
+pub async fn prepare(
+    device: &burn::tensor::Device,
+    kernels: Kernels,
+    on_event: &mut dyn FnMut(&crate::event::Event),
+) -> crate::error::Result<()> {
+    if kernels == Kernels::Tunelab
+        && let Some(c) = calibrate(device).await?
+    {
+        on_event(&crate::event::Event::Notice {
+            message: c.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// True when `device` (or the device an autodiff device wraps) runs on the cubecl backend (wgpu),

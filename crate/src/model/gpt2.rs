@@ -154,8 +154,8 @@ impl Gpt2LmHeadModel {
     /// The LM head: logits `[batch, seq, vocab]` from hidden states.
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => self.wte.attend(x),
+            Some(head) => head.forward(x, self.kernels),
+            None => self.wte.attend(x, self.kernels),
         }
     }
 
@@ -214,7 +214,7 @@ impl Gpt2Block {
             .attn
             .forward(self.ln_1.forward(x.clone()), mask, cache, kernels);
         let h = x + dropout(attn, self.resid_pdrop);
-        let mlp = self.mlp.forward(self.ln_2.forward(h.clone()));
+        let mlp = self.mlp.forward(self.ln_2.forward(h.clone()), kernels);
         h + dropout(mlp, self.resid_pdrop)
     }
 }
@@ -228,7 +228,7 @@ impl Gpt2Attention {
         kernels: Kernels,
     ) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let qkv = self.c_attn.forward(x);
+        let qkv = self.c_attn.forward(x, kernels);
         let split = |i: usize| {
             qkv.clone()
                 .slice_dim(2, i * d..(i + 1) * d)
@@ -240,14 +240,14 @@ impl Gpt2Attention {
             None => (split(1), split(2)),
         };
         let out = attention(split(0), k, v, mask, self.scale, self.attn_pdrop, kernels);
-        self.c_proj.forward(out)
+        self.c_proj.forward(out, kernels)
     }
 }
 
 impl Gpt2Mlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.c_proj
-            .forward(activation(&self.act, self.c_fc.forward(x)))
+    fn forward(&self, x: Tensor<3>, kernels: Kernels) -> Tensor<3> {
+        let h = activation(&self.act, self.c_fc.forward(x, kernels));
+        self.c_proj.forward(h, kernels)
     }
 }
 

@@ -112,24 +112,31 @@ impl Linear {
         (self.bias.is_none() && self.lora.is_none()).then(|| self.weight.val())
     }
 
-    /// `x @ W + b (+ (scaling · dropout(x) @ A) @ B)` over the last dimension.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let base = burn::tensor::module::linear(
-            x.clone(),
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
-        );
+    /// `x @ W + b (+ (scaling · dropout(x) @ A) @ B)` over the last dimension, the products with
+    /// tunelab's tiled matmul where `kernels` and the device allow.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, kernels: Kernels) -> Tensor<D> {
+        let mut y = product(x.clone(), self.weight.val(), kernels);
+        if let Some(b) = &self.bias {
+            y = y + b.val().unsqueeze();
+        }
         match &self.lora {
-            None => base,
+            None => y,
             Some(l) => {
                 // The scaling is applied to the rank-r activations, not to the output: one pass
                 // over `[tokens, r]` instead of `[tokens, out]`, forward and backward.
-                let h = burn::tensor::module::linear(dropout(x, l.dropout), l.a.val(), None)
-                    .mul_scalar(l.scaling);
-                base + burn::tensor::module::linear(h, l.b.val(), None)
+                let h = product(dropout(x, l.dropout), l.a.val(), kernels).mul_scalar(l.scaling);
+                y + product(h, l.b.val(), kernels)
             }
         }
     }
+}
+
+/// `x @ w` over the last dimension of `x`: tunelab's tiled matmul where it applies, else burn's.
+fn product<const D: usize>(x: Tensor<D>, w: Tensor<2>, kernels: Kernels) -> Tensor<D> {
+    let tiled = (kernels == Kernels::Tunelab)
+        .then(|| crate::kernels::linear(x.clone(), w.clone()))
+        .flatten();
+    tiled.unwrap_or_else(|| burn::tensor::module::linear(x, w, None))
 }
 
 /// Inverted dropout with keep-probability `1 - p`; active only while gradients are tracked
@@ -178,8 +185,8 @@ impl Embedding {
     }
 
     /// Use the table as an output projection (tied LM head): `x @ Wᵀ`.
-    pub fn attend(&self, x: Tensor<3>) -> Tensor<3> {
-        burn::tensor::module::linear(x, self.weight.val().transpose(), None)
+    pub fn attend(&self, x: Tensor<3>, kernels: Kernels) -> Tensor<3> {
+        product(x, self.weight.val().transpose(), kernels)
     }
 }
 

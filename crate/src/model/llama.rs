@@ -179,8 +179,8 @@ impl LlamaForCausalLm {
     /// The LM head: logits `[batch, seq, vocab]` from hidden states.
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => self.embed_tokens.attend(x),
+            Some(head) => head.forward(x, self.kernels),
+            None => self.embed_tokens.attend(x, self.kernels),
         }
     }
 
@@ -255,9 +255,10 @@ impl LlamaDecoderLayer {
             .self_attn
             .forward(normed, mask, rope, start, cache, kernels);
         let h = x + dropout(attn, self.residual_dropout);
-        let mlp = self
-            .mlp
-            .forward(self.post_attention_layernorm.forward(h.clone(), kernels));
+        let mlp = self.mlp.forward(
+            self.post_attention_layernorm.forward(h.clone(), kernels),
+            kernels,
+        );
         h + dropout(mlp, self.residual_dropout)
     }
 }
@@ -275,7 +276,7 @@ impl LlamaAttention {
         let [b, t, _] = x.dims();
         let hd = self.head_dim;
         let heads = |p: &Linear, n: usize, norm: Option<&RmsNorm>| {
-            let y = p.forward(x.clone());
+            let y = p.forward(x.clone(), kernels);
             let y = match norm {
                 // Per head: normalise `[.., head_dim]` rows.
                 Some(norm) => norm.forward(y.reshape([b, t * n, hd]), kernels),
@@ -292,22 +293,16 @@ impl LlamaAttention {
             None => (k, v),
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        self.o_proj.forward(attention(
-            q,
-            k,
-            v,
-            mask,
-            scale,
-            self.attention_dropout,
-            kernels,
-        ))
+        let out = attention(q, k, v, mask, scale, self.attention_dropout, kernels);
+        self.o_proj.forward(out, kernels)
     }
 }
 
 impl LlamaMlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+    fn forward(&self, x: Tensor<3>, kernels: Kernels) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone(), kernels));
+        self.down_proj
+            .forward(gate * self.up_proj.forward(x, kernels), kernels)
     }
 }
 

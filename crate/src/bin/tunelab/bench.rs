@@ -35,8 +35,9 @@ pub struct Args {
     /// Kernels on a GPU: tunelab (its WGSL kernels where they apply) or burn (burn's only).
     #[arg(long, default_value = "tunelab")]
     kernels: tunelab::kernels::Kernels,
-    /// Instead of training, time each hot-path op alone (attention, RMSNorm, LM head + loss,
-    /// AdamW update) at the model's shape, forward and forward + backward, with tunelab's
+    /// Instead of training, time each hot-path op alone (the tiled matmul, a linear layer
+    /// trained and frozen with LoRA, attention, RMSNorm, LM head + loss, AdamW update) at the
+    /// model's shape, forward and forward + backward, with tunelab's
     /// kernels and burn's side by side on a GPU (--steps timed calls each).
     #[arg(long)]
     ops: bool,

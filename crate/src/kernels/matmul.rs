@@ -1,0 +1,287 @@
+//! A tiled f32 matmul for WebGPU without subgroups (`shaders/matmul.wgsl`: 64 × 64 workgroup
+//! tiles, 4 × 4 per invocation, vec4 tiles in workgroup memory), as a backend extension with its
+//! own backward. The backward pass reads transposed operands in place (the shader takes either
+//! layout), and computes a weight's gradient only when the weight trains, keeping the input for
+//! it only then: a frozen base weight costs no dW matmul and keeps no activation.
+//!
+//! Which matmul the model's linears and the chunked loss use is measured, not assumed: the
+//! tiled kernel is 3–5× faster than burn's in Chromium's SwiftShader but slower on lavapipe, and
+//! GPUs differ again. [`calibrate`] times both once per device and [`product`] / [`linear`] use
+//! the faster; a device never calibrated keeps burn's.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Device, Distribution, Tensor};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use web_time::Instant;
+
+use crate::error::Result;
+
+use super::wgsl::{Shader, empty, grid, uniform};
+
+/// Rows and columns of C one workgroup computes.
+const TILE: usize = 64;
+
+/// The matmul as a backend extension, differentiable in both operands.
+#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+pub trait MatmulKernels: Backend {
+    /// `a · b` for `a` `[M, K]` and `b` `[K, N]`.
+    #[fusion(meta = |a, b| product_spec(a, b))]
+    fn tiled_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+#[cfg(feature = "fusion")]
+fn product_spec(
+    a: &burn::backend::fusion::custom::TensorSpec,
+    b: &burn::backend::fusion::custom::TensorSpec,
+) -> burn::backend::fusion::custom::TensorSpec {
+    let ([m, _], [_, n]) = (a.shape.dims::<2>(), b.shape.dims::<2>());
+    burn::backend::fusion::custom::TensorSpec::new([m, n].into(), a.dtype)
+}
+
+/// `a · b` through the WGSL kernel, or None where it does not apply (not on a GPU, not f32, shapes
+/// that do not chain) and the caller uses burn's matmul.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Option<Tensor<2>> {
+    let ([m, k], [kb, n]) = (a.dims(), b.dims());
+    let fits = super::on_gpu(&a.device())
+        && a.dtype() == DType::F32
+        && b.dtype() == DType::F32
+        && k == kb
+        && m.min(n).min(k) > 0
+        // Element indices are u32 (and usize is 32 bits on wasm32).
+        && [(m, k), (k, n), (m, n)]
+            .iter()
+            .all(|&(r, c)| r as u64 * c as u64 <= u32::MAX as u64);
+    fits.then(|| {
+        Tensor::from_dispatch(<Dispatch as MatmulKernels>::tiled_matmul(
+            a.into_dispatch(),
+            b.into_dispatch(),
+        ))
+    })
+}
+
+/// `x · w` over the last dimension of `x` `[.., K]` for `w` `[K, N]` (a linear layer without
+/// bias), through [`matmul`]; None where it does not apply or [`calibrate`] did not find it the
+/// faster on the device.
+pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Option<Tensor<D>> {
+    if !prefers_tiled(&cube_key(&x.device())?) {
+        return None;
+    }
+    let mut dims = x.dims();
+    let k = dims[D - 1];
+    let rows = dims[..D - 1].iter().product();
+    let y = matmul(x.reshape([rows, k]), w.clone())?;
+    dims[D - 1] = w.dims()[1];
+    Some(y.reshape(dims))
+}
+
+/// Per cubecl device (its Debug name): whether the tiled kernel was the faster in [`calibrate`].
+static TILED_FASTER: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
+
+fn prefers_tiled(key: &str) -> bool {
+    let faster = TILED_FASTER.lock().unwrap_or_else(|e| e.into_inner());
+    faster.get(key).copied().unwrap_or(false)
+}
+
+/// The key of the cubecl device `device` runs on (None off the GPU): the Debug name of the
+/// device the backend's tensors carry, so [`product`] finds the same entry.
+fn cube_key(device: &Device) -> Option<String> {
+    match device.clone().inner().as_dispatch() {
+        burn::backend::DispatchDevice::Cube(d) => Some(format!("{d:?}")),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// `a · b` on backend `B` with the matmul [`calibrate`] found faster on the tensors' device.
+pub(super) fn product<B: MatmulKernels>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
+    if prefers_tiled(&format!("{:?}", a.device())) {
+        B::tiled_matmul(a, b)
+    } else {
+        B::float_matmul(a, b)
+    }
+}
+
+/// Use the tiled kernel (`true`) or burn's matmul on `device` from now on, whatever [`calibrate`]
+/// measured (no effect off the GPU).
+pub fn use_tiled_matmul(device: &Device, tiled: bool) {
+    if let Some(key) = cube_key(device) {
+        let mut faster = TILED_FASTER.lock().unwrap_or_else(|e| e.into_inner());
+        faster.insert(key, tiled);
+    }
+}
+
+/// What [`calibrate`] measured on one device.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct MatmulCalibration {
+    /// The tiled kernel's time for the probe product, milliseconds.
+    pub tiled_ms: f64,
+    /// burn's matmul's time for the same product, milliseconds.
+    pub burn_ms: f64,
+}
+
+impl MatmulCalibration {
+    /// Whether the tiled kernel is the one used.
+    pub fn tiled(&self) -> bool {
+        self.tiled_ms < self.burn_ms
+    }
+}
+
+impl std::fmt::Display for MatmulCalibration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "matmul: {} (tiled WGSL {:.2} ms, burn's {:.2} ms for a 512×256 · 256×512 product)",
+            if self.tiled() {
+                "tunelab's tiled kernel"
+            } else {
+                "burn's"
+            },
+            self.tiled_ms,
+            self.burn_ms
+        )
+    }
+}
+
+/// Time the tiled kernel against burn's matmul on `device` — a `[512, 256] · [256, 512]`
+/// product, repeated until a call takes about 10 ms, the best of two calls after one that
+/// compiles — and use the faster there
+/// from now on. Measured once per device; later calls return the first result. None off the
+/// GPU, where burn's ops always run.
+pub async fn calibrate(device: &Device) -> Result<Option<MatmulCalibration>> {
+    static DONE: Mutex<BTreeMap<String, MatmulCalibration>> = Mutex::new(BTreeMap::new());
+    let Some(key) = cube_key(device) else {
+        return Ok(None);
+    };
+    if let Some(c) = DONE.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(Some(*c));
+    }
+    let device = device.clone().inner();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let a = Tensor::<2>::random([512, 256], normal, &device);
+    let b = Tensor::<2>::random([256, 512], normal, &device);
+    // One call: `n` products and the readback of one element of the last (the queue runs them
+    // in order), milliseconds per product.
+    let call = async |tiled: bool, n: usize| -> Result<f64> {
+        let t = Instant::now();
+        let mut c = None;
+        for _ in 0..n {
+            c = Some(match tiled {
+                true => matmul(a.clone(), b.clone()).expect("f32 on a GPU"),
+                false => a.clone().matmul(b.clone()),
+            });
+        }
+        crate::model::read_f32(c.expect("n > 0").slice([0..1, 0..1])).await?;
+        Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
+    };
+    // A compiling call, one to size the rest (enough products per call that a fast device's
+    // round trip does not decide), then the best of two.
+    let time = async |tiled: bool| -> Result<f64> {
+        call(tiled, 1).await?;
+        let once = call(tiled, 1).await?;
+        let n = (10.0 / once.max(1e-3)).clamp(1.0, 64.0) as usize;
+        Ok(call(tiled, n).await?.min(call(tiled, n).await?))
+    };
+    let c = MatmulCalibration {
+        tiled_ms: time(true).await?,
+        burn_ms: time(false).await?,
+    };
+    DONE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.clone(), c);
+    TILED_FASTER
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, c.tiled());
+    Ok(Some(c))
+}
+
+/// A 2-D tensor as the shader reads it: 0 = row-major, 1 = the row-major storage of its transpose
+/// (a transposed view, read in place); anything else is made contiguous first.
+fn layout(t: CubeTensor) -> (CubeTensor, u32) {
+    if t.is_contiguous() {
+        return (t, 0);
+    }
+    let (shape, strides) = (t.meta.shape(), t.meta.strides());
+    if strides[0] == 1 && strides[1] == shape[0] {
+        return (t, 1);
+    }
+    (into_contiguous(t), 0)
+}
+
+impl MatmulKernels for CubeBackend {
+    fn tiled_matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
+        let (m, k, n) = (a.meta.shape()[0], a.meta.shape()[1], b.meta.shape()[1]);
+        let ((a, ta), (b, tb)) = (layout(a), layout(b));
+        let c = empty(&a, &[m, n]);
+        Shader {
+            name: "matmul",
+            source: include_str!("../../../shaders/matmul.wgsl"),
+            params: vec![("ta", ta), ("tb", tb)],
+            workgroup: 256,
+        }
+        .launch(
+            grid(n.div_ceil(TILE), m.div_ceil(TILE)),
+            &[&a, &b, &c],
+            uniform(&[m as u32, n as u32, k as u32]),
+        );
+        c
+    }
+}
+
+impl<B: MatmulKernels, C: CheckpointStrategy> MatmulKernels for Autodiff<B, C> {
+    fn tiled_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MatmulBackward;
+
+        impl<B: MatmulKernels> Backward<B, 2> for MatmulBackward {
+            /// `a` when `b` needs its gradient, `b` when `a` does (through the checkpointer, so
+            /// activation checkpointing may recompute them).
+            type State = (Option<NodeId>, Option<NodeId>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_a, node_b] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (a, b) = ops.state;
+                let a = a.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+                let b = b.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+                if let (Some(node), Some(a)) = (node_b, a) {
+                    let db = B::tiled_matmul(B::float_transpose(a), grad.clone());
+                    grads.register::<B>(node.id, db);
+                }
+                if let (Some(node), Some(b)) = (node_a, b) {
+                    grads.register::<B>(node.id, B::tiled_matmul(grad, B::float_transpose(b)));
+                }
+            }
+        }
+
+        let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
+        match MatmulBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let a_state = b_tracked.then(|| prep.checkpoint(&a));
+                let b_state = a_tracked.then(|| prep.checkpoint(&b));
+                let c = B::tiled_matmul(a.into_primitive(), b.into_primitive());
+                prep.finish((a_state, b_state), c)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::tiled_matmul(a.into_primitive(), b.into_primitive()))
+            }
+        }
+    }
+}
