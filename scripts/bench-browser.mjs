@@ -12,9 +12,10 @@
 //     would, on the CPU backend and on the default wgpu adapter (DEVICES=cpu,gpu): wall time and
 //     peak RSS. TUNELAB=path/to/tunelab (default: the release build in cargo's target directory).
 //   node scripts/bench-browser.mjs ops [PRESET] [BATCH] [SEQ] [REPS]
-//     each hot-path op alone (attention, RMSNorm, LM head + loss, AdamW) at a benchmark preset's
-//     shape (default small, 8 × 128, 5 timed calls), tunelab's WGSL kernels then burn's: the
-//     browser's `tunelab bench --ops`, one JSON line per op and kernel set.
+//     each hot-path op alone (tiled matmul, linear, LoRA linear, attention, RMSNorm, LM head +
+//     loss, AdamW) at a benchmark preset's shape (default small, 8 × 128, 5 timed calls),
+//     tunelab's WGSL kernels then burn's: the browser's `tunelab bench --ops`, one JSON line per
+//     op and kernel set.
 //
 // KERNELS=burn runs the page with burn's generic kernels instead of tunelab's WGSL ones (the
 // page's "GPU kernels" setting; default tunelab). DEVICES=none skips the CLI runs.

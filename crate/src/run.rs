@@ -22,7 +22,7 @@ use crate::train::optim::{OptimizerConfig, OptimizerKind};
 use crate::train::resume::Resume;
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{
-    FullConfig, Method, Progress, Summary, TrainConfig, Trainer, check_buffer_limit,
+    FullConfig, Method, Progress, StepShape, Summary, TrainConfig, Trainer, check_buffer_limit,
 };
 
 /// Full fine-tuning or LoRA.
@@ -595,7 +595,13 @@ impl Run {
             Some(e) => e.ids.len(),
             None => return Err(Error::Input("the training data has no examples".into())),
         };
-        check_limits(session, config.batch_size, seq_len, max_binding)?;
+        let step = StepShape {
+            batch: config.batch_size,
+            seq: seq_len,
+            kernels: config.kernels,
+            attention_dropout: config.attention_dropout,
+        };
+        check_limits(session, &step, max_binding)?;
         let device = autodiff_device(session);
         let model = model.unwrap_or_else(|| {
             if session.device.is_autodiff() {
@@ -738,21 +744,19 @@ impl Run {
 /// Refuse a run shape `session`'s model or the device cannot take: sequences longer than the
 /// model's context, or (given the GPU's largest storage buffer binding) a batch whose largest
 /// buffer exceeds it. [`Run::new`] checks this; shells call it before tokenizing, to fail early.
-pub fn check_limits(
-    session: &Session,
-    batch_size: usize,
-    seq_len: usize,
-    max_binding: Option<u64>,
-) -> Result<()> {
+pub fn check_limits(session: &Session, step: &StepShape, max_binding: Option<u64>) -> Result<()> {
     let context = session.config.max_positions();
-    if seq_len > context {
+    if step.seq > context {
         return Err(Error::setting(
             "seq_len",
-            format!("{seq_len} exceeds the model's context ({context} max_position_embeddings)"),
+            format!(
+                "{} exceeds the model's context ({context} max_position_embeddings)",
+                step.seq
+            ),
         ));
     }
     if let Some(max) = max_binding {
-        check_buffer_limit(&session.config, batch_size, seq_len, max)?;
+        check_buffer_limit(&session.config, step, max)?;
     }
     Ok(())
 }

@@ -833,18 +833,46 @@ fn a_held_out_share_is_the_evaluation_data_when_none_is_given() {
 
 #[test]
 fn oversized_batches_are_refused_before_allocation() {
+    use tunelab::kernels::Kernels;
+    use tunelab::train::StepShape;
+    use tunelab::train::trainer::check_buffer_limit;
     let s = session("gpt2", Device::flex());
-    // 64 × 128 × 512 × 4 B = 16 MiB of logits against a 8 MiB binding limit.
-    let e = tunelab::train::trainer::check_buffer_limit(&s.config, 64, 128, 8 << 20)
+    let step = |batch, seq, kernels, attention_dropout| StepShape {
+        batch,
+        seq,
+        kernels,
+        attention_dropout,
+    };
+    // burn's ops: 64 × 128 × 512 × 4 B = 16 MiB of logits against a 8 MiB binding limit.
+    let e = check_buffer_limit(&s.config, &step(64, 128, Kernels::Burn, 0.0), 8 << 20)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("max_storage_buffer_binding_size")
+        e.contains("16.0 MiB logits buffer")
+            && e.contains("max_storage_buffer_binding_size")
             && e.contains("8.0 MiB over")
             && e.contains("`batch_size`"),
         "{e}"
     );
-    assert!(tunelab::train::trainer::check_buffer_limit(&s.config, 1, 128, 8 << 20,).is_ok());
+    assert!(check_buffer_limit(&s.config, &step(1, 128, Kernels::Burn, 0.0), 8 << 20).is_ok());
+    // At 1024 × 128 burn's logits (and scores) take 256 MiB; tunelab's kernels keep one 64 MiB
+    // chunk of logits and a 64 MiB mask instead, so the largest buffer left is the MLP's
+    // (1024 × 128 × 4·n_embd floats, 128 MiB), under a 160 MiB limit.
+    let e = check_buffer_limit(&s.config, &step(1024, 128, Kernels::Burn, 0.0), 160 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("256.0 MiB logits buffer, 96.0 MiB over"), "{e}");
+    let fused = step(1024, 128, Kernels::Tunelab, 0.0);
+    assert!(check_buffer_limit(&s.config, &fused, 160 << 20).is_ok());
+    let largest = tunelab::train::trainer::largest_buffer(&s.config, &fused);
+    assert_eq!(largest, (1024 * 128 * 256 * 4, "MLP activation"));
+    // Attention dropout runs burn's attention, whose scores come back.
+    let (_, what) =
+        tunelab::train::trainer::largest_buffer(&s.config, &step(64, 1024, Kernels::Tunelab, 0.1));
+    assert_eq!(what, "attention-score");
+    let (_, what) =
+        tunelab::train::trainer::largest_buffer(&s.config, &step(64, 1024, Kernels::Tunelab, 0.0));
+    assert_eq!(what, "attention-mask");
 }
 
 #[test]

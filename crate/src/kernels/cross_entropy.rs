@@ -20,8 +20,8 @@ use burn::tensor::{DType, Int, Tensor};
 use super::matmul::{MatmulKernels, product};
 use super::wgsl::{Shader, empty, folded, uniform};
 
-/// Logits per chunk: rows × vocabulary × 4 bytes stays under this.
-const CHUNK_BYTES: usize = 64 << 20;
+/// Logits per chunk: rows × vocabulary × 4 bytes stays under this (one row at least).
+pub const CHUNK_BYTES: usize = 64 << 20;
 
 /// The chunked loss as a backend extension: `chunk_nll` is differentiable; `ce_forward` and
 /// `ce_backward` are the raw kernels over a chunk's logits.

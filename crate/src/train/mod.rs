@@ -10,4 +10,4 @@ pub mod sink;
 pub mod trainer;
 
 pub use sink::{CheckpointSink, MemorySink};
-pub use trainer::{FullConfig, Method, TrainConfig, Trainer, training_device};
+pub use trainer::{FullConfig, Method, StepShape, TrainConfig, Trainer, training_device};

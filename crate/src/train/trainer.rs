@@ -712,38 +712,76 @@ pub fn signature(model: &CausalLm) -> String {
     format!("{h:016x}")
 }
 
-/// The largest single buffer a training step allocates (bytes) and what it holds: the logits
-/// `[batch, seq, vocab]` or the attention scores `[batch, heads, seq, seq]`, in f32.
-pub fn largest_buffer(
-    config: &crate::hf::ModelConfig,
-    batch: usize,
-    seq: usize,
-) -> (u64, &'static str) {
-    let heads = match &config.arch {
-        crate::hf::Architecture::Llama(c) => c.num_attention_heads,
-        crate::hf::Architecture::Gpt2(c) => c.n_head,
-    };
-    // In u64: on wasm32 the products overflow usize at shapes a browser must refuse.
-    let [batch, seq, heads, vocab] = [batch, seq, heads, config.vocab_size()].map(|x| x as u64);
-    let logits = batch * seq * vocab * 4;
-    let scores = batch * heads * seq * seq * 4;
-    if logits >= scores {
-        (logits, "logits")
-    } else {
-        (scores, "attention-score")
-    }
+/// A training step's shape and the settings that decide which large intermediates it allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct StepShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub kernels: Kernels,
+    pub attention_dropout: f64,
 }
 
-/// Refuse a batch whose largest buffer would exceed the device's binding limit (WebGPU and
+/// The largest single buffer a training step allocates on a GPU (bytes) and what it holds, in
+/// f32. With burn's ops: the logits `[batch, seq, vocab]` or the attention scores
+/// `[batch, heads, seq, seq]`. With tunelab's kernels neither exists whole: the loss holds one
+/// chunk of logit rows ([`crate::kernels::chunked_nll`]; assuming the head carries no adapter)
+/// and fused attention (without attention dropout) no scores, only the additive mask
+/// `[batch, 1, seq, seq]`; then the MLP's inner activations or the embedding table may be the
+/// largest.
+pub fn largest_buffer(config: &crate::hf::ModelConfig, step: &StepShape) -> (u64, &'static str) {
+    let (heads, head_dim, hidden, inner) = match &config.arch {
+        crate::hf::Architecture::Llama(c) => (
+            c.num_attention_heads,
+            c.head_dim,
+            c.hidden_size,
+            c.intermediate_size,
+        ),
+        crate::hf::Architecture::Gpt2(c) => (c.n_head, c.n_embd / c.n_head, c.n_embd, c.n_inner),
+    };
+    let kernels = step.kernels == Kernels::Tunelab;
+    let fused_attention = kernels
+        && step.attention_dropout == 0.0
+        && head_dim <= crate::kernels::MAX_HEAD_DIM
+        && step.batch * heads <= 65_535;
+    // In u64: on wasm32 the products overflow usize at shapes a browser must refuse.
+    let [batch, seq, heads, hidden, inner, vocab] = [
+        step.batch,
+        step.seq,
+        heads,
+        hidden,
+        inner,
+        config.vocab_size(),
+    ]
+    .map(|x| x as u64);
+    let rows = batch * seq;
+    let logit_rows = match kernels {
+        true => rows.min((crate::kernels::CHUNK_BYTES as u64 / (4 * vocab)).max(1)),
+        false => rows,
+    };
+    let square = batch * seq * seq * 4;
+    [
+        (logit_rows * vocab * 4, "logits"),
+        match fused_attention {
+            true => (square, "attention-mask"),
+            false => (heads * square, "attention-score"),
+        },
+        (rows * inner * 4, "MLP activation"),
+        (vocab * hidden * 4, "embedding-table"),
+    ]
+    .into_iter()
+    .fold((0, "logits"), |best, c| if c.0 > best.0 { c } else { best })
+}
+
+/// Refuse a step whose largest buffer would exceed the device's binding limit (WebGPU and
 /// Vulkan fail such allocations), saying which limit, by how much, and which settings to lower.
 pub fn check_buffer_limit(
     config: &crate::hf::ModelConfig,
-    batch: usize,
-    seq: usize,
+    step: &StepShape,
     max_binding: u64,
 ) -> Result<()> {
-    let (bytes, what) = largest_buffer(config, batch, seq);
+    let (bytes, what) = largest_buffer(config, step);
     if bytes > max_binding {
+        let (batch, seq) = (step.batch, step.seq);
         return Err(Error::Device(format!(
             "a batch of {batch} × {seq} tokens needs a {:.1} MiB {what} buffer, {:.1} MiB over this adapter's max_storage_buffer_binding_size ({:.1} MiB); use a smaller `batch_size` or `seq_len`",
             crate::hf::mib(bytes),

@@ -433,7 +433,14 @@ pub async fn bench_ops(
     let (config, model) = crate::bench::model(&preset, &device, &mut emit)
         .await
         .map_err(lib_err)?;
-    crate::train::trainer::check_buffer_limit(&config, batch, seq, max_binding as u64)
+    // burn's kernels run too, with their logits and attention scores.
+    let step = crate::train::StepShape {
+        batch,
+        seq,
+        kernels: Kernels::Burn,
+        attention_dropout: 0.0,
+    };
+    crate::train::trainer::check_buffer_limit(&config, &step, max_binding as u64)
         .map_err(lib_err)?;
     let kernels = [Kernels::Tunelab, Kernels::Burn];
     let results = crate::bench::ops::run(

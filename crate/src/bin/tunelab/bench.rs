@@ -80,7 +80,7 @@ pub fn run(a: Args, g: &Global) -> Result {
     for method in &a.methods {
         let bar = step_bar(json);
         let (config, model) = pollster::block_on(bench::model(&a.model, &device, &mut |_| {}))?;
-        fits_adapter(&selected, &config, &a)?;
+        fits_adapter(&selected, &config, &a, a.kernels)?;
         let r = pollster::block_on(bench::run(
             model,
             &config,
@@ -120,18 +120,25 @@ pub fn run(a: Args, g: &Global) -> Result {
     Ok(())
 }
 
-/// Refuse a shape whose largest buffer (burn's logits or attention scores) the adapter cannot
-/// bind, before anything is allocated.
+/// Refuse a shape whose largest buffer the adapter cannot bind under `kernels` (`--ops` runs
+/// burn's too, so it is checked with burn's logits and attention scores), before anything is
+/// allocated.
 fn fits_adapter(
     selected: &tunelab::device::Selected,
     config: &tunelab::hf::ModelConfig,
     a: &Args,
+    kernels: tunelab::kernels::Kernels,
 ) -> Result {
     if let Some(adapter) = &selected.adapter {
+        let step = tunelab::train::StepShape {
+            batch: a.batch,
+            seq: a.seq,
+            kernels,
+            attention_dropout: 0.0,
+        };
         tunelab::train::trainer::check_buffer_limit(
             config,
-            a.batch,
-            a.seq,
+            &step,
             adapter.max_storage_buffer_binding_size,
         )
         // The bench names its shape --batch and --seq.
@@ -156,7 +163,7 @@ fn run_ops(a: &Args, selected: &tunelab::device::Selected, json: bool) -> Result
     };
     let bar = step_bar(json);
     let (config, model) = pollster::block_on(tunelab::bench::model(&a.model, device, &mut |_| {}))?;
-    fits_adapter(selected, &config, a)?;
+    fits_adapter(selected, &config, a, Kernels::Burn)?;
     let results = pollster::block_on(tunelab::bench::ops::run(
         model,
         &config,

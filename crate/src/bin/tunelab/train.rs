@@ -223,10 +223,21 @@ pub fn run(a: Args, g: &Global) -> Result {
         .adapter
         .as_ref()
         .map(|a| a.max_storage_buffer_binding_size);
-    let batch = resume
-        .as_ref()
-        .map_or(spec.batch_size, |r| r.config.batch_size);
-    tunelab::run::check_limits(&session, batch, spec.seq_len, max_binding)?;
+    let step = match &resume {
+        Some(r) => tunelab::train::StepShape {
+            batch: r.config.batch_size,
+            seq: spec.seq_len,
+            kernels: r.config.kernels,
+            attention_dropout: r.config.attention_dropout,
+        },
+        None => tunelab::train::StepShape {
+            batch: spec.batch_size,
+            seq: spec.seq_len,
+            kernels: spec.kernels,
+            attention_dropout: spec.attention_dropout,
+        },
+    };
+    tunelab::run::check_limits(&session, &step, max_binding)?;
     let prepared = load_data(data, &session, &spec, g.json)?;
     let train_data = prepared.data;
     // Evaluation data is read as the training data was, and kept whole.
