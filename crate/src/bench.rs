@@ -448,7 +448,7 @@ pub async fn run(
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<BenchResult> {
     opts.validate(config)?;
-    crate::kernels::prepare(device, opts.kernels, on_event).await?;
+    crate::kernels::prepare(device, opts.kernels, on_event).await;
     let mut sampler = Sampler::default();
     device.memory_cleanup();
     let before = sampler.sample(device);

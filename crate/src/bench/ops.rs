@@ -415,7 +415,7 @@ pub async fn run(
         )));
     }
     if kernels.contains(&Kernels::Tunelab) {
-        crate::kernels::prepare(device, Kernels::Tunelab, on_event).await?;
+        crate::kernels::prepare(device, Kernels::Tunelab, on_event).await;
     }
     let s = Shapes::new(config, batch, seq);
     let plain = device.clone().inner();

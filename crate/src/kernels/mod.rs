@@ -54,20 +54,27 @@ impl std::fmt::Display for Kernels {
 }
 
 /// Get `device` ready for `kernels`: with [`Kernels::Tunelab`] on a GPU, [`calibrate`] the matmul
-/// once (a notice says which one runs and the times); nothing otherwise.
+/// once (a notice says which one runs and the times; burn's, if the probe fails); nothing
+/// otherwise.
 pub async fn prepare(
     device: &burn::tensor::Device,
     kernels: Kernels,
     on_event: &mut dyn FnMut(&crate::event::Event),
-) -> crate::error::Result<()> {
-    if kernels == Kernels::Tunelab
-        && let Some(c) = calibrate(device).await?
-    {
-        on_event(&crate::event::Event::Notice {
-            message: c.to_string(),
-        });
+) {
+    if kernels != Kernels::Tunelab {
+        return;
     }
-    Ok(())
+    // A probe the device cannot run (buffers too small for it, say) is no reason to end the
+    // run: burn's matmul runs, and a fault that is real surfaces again at the first step.
+    let message = match calibrate(device).await {
+        Ok(None) => return,
+        Ok(Some(c)) => c.to_string(),
+        Err(e) => {
+            use_tiled_matmul(device, false);
+            format!("matmul: burn's (the calibration probe failed: {e})")
+        }
+    };
+    on_event(&crate::event::Event::Notice { message });
 }
 
 /// True when `device` (or the device an autodiff device wraps) runs on the cubecl backend (wgpu),

@@ -478,7 +478,7 @@ impl Trainer {
         sink: &mut dyn CheckpointSink,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Summary> {
-        crate::kernels::prepare(&self.device, self.config.kernels, on_event).await?;
+        crate::kernels::prepare(&self.device, self.config.kernels, on_event).await;
         let seq_len = data.examples[0].ids.len();
         let total = self.total_steps(data.examples.len(), seq_len);
         let per_step = self.config.batch_size * self.config.grad_accum;
