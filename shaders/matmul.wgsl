@@ -9,10 +9,15 @@
 // invocation stages one vec4 of each tile, walking the stored rows so neighbouring invocations
 // read neighbouring addresses. Out-of-range elements stage as 0; C is written only in range.
 //
+// B may be stored in f16 (B_ELEM = f16, with ENABLE = `enable f16;`: a frozen weight kept in half
+// precision); it is widened to f32 as it is staged, so the products and sums stay f32.
+//
 // Grid: (ceil(N / 64), ceil(M / 64)).
 
+{{ enable }}
+
 @group(0) @binding(0) var<storage, read_write> a: array<f32>;
-@group(0) @binding(1) var<storage, read_write> b: array<f32>;
+@group(0) @binding(1) var<storage, read_write> b: array<{{ b_elem }}>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 
 struct Params { m: u32, n: u32, k: u32, pad: u32 }
@@ -42,9 +47,9 @@ fn load_b(k: u32, n: u32) -> f32 {
         return 0.0;
     }
     if (TB == 0u) {
-        return b[k * p.n + n];
+        return f32(b[k * p.n + n]);
     }
-    return b[n * p.k + k];
+    return f32(b[n * p.k + k]);
 }
 
 @compute @workgroup_size(256)

@@ -25,7 +25,7 @@ use crate::event::{Event, Progress};
 use crate::hf::{Architecture, ModelConfig};
 use crate::kernels::Kernels;
 use crate::model::lora::{LoraConfig, LoraInit};
-use crate::model::{CausalLm, read_f32};
+use crate::model::{CausalLm, ParamMut, read_f32};
 use crate::train::data::{Batch, Example, collate};
 use crate::train::loss::summed_lm_loss;
 use crate::train::{FullConfig, Method, TrainConfig, Trainer};
@@ -125,6 +125,8 @@ pub struct BenchOptions {
     pub checkpoint_activations: bool,
     /// tunelab's WGSL kernels or burn's (compared on the same device).
     pub kernels: Kernels,
+    /// Keep the frozen weight matrices in f16 ([`TrainConfig::frozen_f16`]).
+    pub frozen_f16: bool,
 }
 
 impl Default for BenchOptions {
@@ -137,6 +139,7 @@ impl Default for BenchOptions {
             window: 5,
             checkpoint_activations: false,
             kernels: Kernels::Tunelab,
+            frozen_f16: false,
         }
     }
 }
@@ -186,7 +189,8 @@ pub struct Memory {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// Parameter bytes by category, counted from the model (f32), in MiB.
+/// Parameter bytes by category, counted from the model (each tensor at its stored precision), in
+/// MiB.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ParamMemory {
     pub weights_mib: f64,
@@ -207,6 +211,8 @@ pub struct BenchResult {
     pub seq: usize,
     pub checkpoint_activations: bool,
     pub kernels: Kernels,
+    /// Frozen weight matrices kept in f16.
+    pub frozen_f16: bool,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub first_step_s: f64,
@@ -456,6 +462,7 @@ pub async fn run(
         batch_size: opts.batch,
         checkpoint_activations: opts.checkpoint_activations,
         kernels: opts.kernels,
+        frozen_f16: opts.frozen_f16,
         ..TrainConfig::new(method.method(), 1e-4)
     };
     let mut parameters = 0u64;
@@ -526,6 +533,14 @@ pub async fn run(
     let step_s = (opts.batch * opts.seq) as f64 / tokens_per_s;
     let trainable = trainer.trainable_parameters;
     let lora_params = if method.rank() > 0 { trainable } else { 0 };
+    let mut base_bytes = 0u64;
+    trainer.model.for_each_param(&mut |_, p| {
+        let (elems, dtype) = match p {
+            ParamMut::Vector(t) => (t.shape().num_elements(), t.val().dtype()),
+            ParamMut::Matrix(t, _) => (t.shape().num_elements(), t.val().dtype()),
+        };
+        base_bytes += (elems * dtype.size()) as u64;
+    });
     Ok(BenchResult {
         engine: engine(),
         device: device_label.to_string(),
@@ -536,6 +551,7 @@ pub async fn run(
         seq: opts.seq,
         checkpoint_activations: opts.checkpoint_activations,
         kernels: opts.kernels,
+        frozen_f16: opts.frozen_f16,
         parameters,
         trainable_parameters: trainable,
         first_step_s,
@@ -547,7 +563,7 @@ pub async fn run(
         loss_first,
         loss_last,
         params: ParamMemory {
-            weights_mib: (parameters + lora_params) as f64 * 4.0 / MIB,
+            weights_mib: (base_bytes + 4 * lora_params) as f64 / MIB,
             trainable_mib: trainable as f64 * 4.0 / MIB,
             optimizer_state_mib: trainable as f64 * 8.0 / MIB,
         },

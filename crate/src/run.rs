@@ -133,6 +133,8 @@ pub struct RunSpec {
     pub checkpoint_activations: bool,
     /// tunelab's WGSL kernels (on a GPU) or burn's generic ones.
     pub kernels: Kernels,
+    /// Keep the frozen weight matrices in f16 (see [`TrainConfig::frozen_f16`]).
+    pub frozen_f16: bool,
 }
 
 impl Default for RunSpec {
@@ -172,6 +174,7 @@ impl Default for RunSpec {
             save_every: None,
             checkpoint_activations: false,
             kernels: Kernels::Tunelab,
+            frozen_f16: false,
         }
     }
 }
@@ -252,6 +255,7 @@ impl RunSpec {
             save_every: self.save_every,
             checkpoint_activations: self.checkpoint_activations,
             kernels: self.kernels,
+            frozen_f16: self.frozen_f16,
             ..TrainConfig::new(self.method(), self.lr())
         }
     }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Mutex;
 
 use burn::module::Param;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Int, Tensor, TensorData, f16};
 use common::devices;
 use tunelab::kernels::{self, Kernels};
 use tunelab::model::layers::{AttentionMask, Linear, Lora, RmsNorm, attention};
@@ -517,14 +517,26 @@ fn tiled_matmul_matches_burn_with_gradients() {
 }
 
 /// A linear layer `[.., in] → [.., out]` with bias and a LoRA adapter (the frozen base with the
-/// low-rank path, as LoRA trains) on `device`: output and the gradients of the input and of both
-/// factors of Σ y · w.
-fn linear_run(x: &[TensorData; 6], device: &Device, kernels: Kernels) -> Vec<Vec<f32>> {
+/// low-rank path, as LoRA trains) on `device`, the base stored in f16 if `base_f16`: output and
+/// the gradients of the input and of both factors of Σ y · w.
+fn linear_run(
+    x: &[TensorData; 6],
+    device: &Device,
+    kernels: Kernels,
+    base_f16: bool,
+) -> Vec<Vec<f32>> {
     let ad = device.clone().autodiff();
     let t2 = |d: &TensorData| Tensor::<2>::from_data(d.clone(), &ad);
     let input = Tensor::<3>::from_data(x[0].clone(), &ad).require_grad();
     let mut layer = Linear::from_weight(t2(&x[1]), "up_proj");
     layer.weight = layer.weight.set_require_grad(false);
+    if base_f16 {
+        layer.weight = layer
+            .weight
+            .map(|w| w.cast(FloatDType::F16))
+            .set_require_grad(false);
+        assert_eq!(layer.weight.val().dtype(), DType::F16);
+    }
     layer.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
         x[2].clone(),
         &ad,
@@ -574,10 +586,10 @@ fn linear_layers_match_burn_under_either_matmul() {
             rand(&[r, d_out]),
             rand(&[b, t, d_out]),
         ];
-        let want = linear_run(&x, &cpu, Kernels::Burn);
+        let want = linear_run(&x, &cpu, Kernels::Burn, false);
         under_each_matmul(&gpu, |matmul| {
             poison(&gpu, b * t * (d_in + d_out) * 2);
-            let got = linear_run(&x, &gpu, Kernels::Tunelab);
+            let got = linear_run(&x, &gpu, Kernels::Tunelab, false);
             for ((name, g), w) in ["output", "d input", "d lora_A", "d lora_B"]
                 .iter()
                 .zip(&got)
@@ -590,5 +602,210 @@ fn linear_layers_match_burn_under_either_matmul() {
                 );
             }
         });
+    }
+}
+
+/// The GPU when it has f16 shaders; None (the test skipped, saying why) when it has none.
+fn gpu_with_f16() -> Option<Device> {
+    let gpu = gpu()?;
+    if gpu.supports_dtype(DType::F16) {
+        return Some(gpu);
+    }
+    eprintln!("the wgpu adapter has no f16 shaders: skipped");
+    None
+}
+
+#[test]
+fn a_frozen_f16_base_computes_as_f32_on_its_rounded_values() {
+    let Some(gpu) = gpu_with_f16() else { return };
+    let cpu = Device::flex();
+    let rand = |dims: &[usize]| {
+        let n = dims.iter().product::<usize>();
+        let t = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &cpu);
+        TensorData::new(values(t), dims.to_vec())
+    };
+    for [b, t, d_in, d_out, r] in [[2, 7, 13, 9, 3], [3, 33, 70, 65, 16]] {
+        let mut x = [
+            rand(&[b, t, d_in]),
+            rand(&[d_in, d_out]),
+            rand(&[d_out]),
+            rand(&[d_in, r]),
+            rand(&[r, d_out]),
+            rand(&[b, t, d_out]),
+        ];
+        // The reference: the same layer in f32 with the base's values as f16 holds them.
+        x[1] = x[1].clone().convert::<f16>().convert::<f32>();
+        let want = linear_run(&x, &cpu, Kernels::Burn, false);
+        // The f16 base always takes the tiled kernel; the LoRA factors take either matmul.
+        under_each_matmul(&gpu, |matmul| {
+            poison(&gpu, b * t * (d_in + d_out) * 2);
+            let got = linear_run(&x, &gpu, Kernels::Tunelab, true);
+            for ((name, g), w) in ["output", "d input", "d lora_A", "d lora_B"]
+                .iter()
+                .zip(&got)
+                .zip(&want)
+            {
+                let e = rel_err(g, w);
+                assert!(
+                    e <= REL_TOL,
+                    "{matmul} [{b}, {t}, {d_in}] -> {d_out} rank {r}, f16 base: {name} relative error {e:e}"
+                );
+            }
+        });
+    }
+}
+
+/// Per-step losses of LoRA (rank 8, all block linears) on the tied-head Qwen2 fixture over the
+/// tiny text on `device`, with the frozen weights in f16 or not; and the stored precision of
+/// each base matrix and of each LoRA factor after the run.
+fn lora_losses(
+    device: &Device,
+    frozen_f16: bool,
+    steps: usize,
+) -> (Vec<f64>, Vec<DType>, Vec<DType>) {
+    use tunelab::hf::ModelSource;
+    use tunelab::model::ParamMut;
+    use tunelab::model::lora::LoraConfig;
+    use tunelab::train::data::{self, DataOptions, Regime};
+    use tunelab::train::sink::MemorySink;
+    use tunelab::train::{Method, TrainConfig, Trainer};
+
+    let device = tunelab::train::training_device(device, false);
+    let session = pollster::block_on(tunelab::Session::load(
+        &ModelSource::Dir(common::fixtures().join("qwen2-tied")),
+        device.clone(),
+        &mut |_| {},
+    ))
+    .unwrap();
+    let opts = DataOptions {
+        regime: Some(Regime::Cpt),
+        seq_len: 32,
+        skip_bad_lines: false,
+        pad_id: 0,
+        chat_template: None,
+    };
+    let text = common::fixtures().join("data/tiny.txt");
+    let train = data::load(&text, session.tokenizer().unwrap(), &opts, &mut |_| {}).unwrap();
+    let config = TrainConfig {
+        max_steps: Some(steps),
+        batch_size: 2,
+        seed: 1,
+        frozen_f16,
+        ..TrainConfig::new(
+            Method::Lora(LoraConfig {
+                rank: 8,
+                dropout: 0.0,
+                ..LoraConfig::default()
+            }),
+            1e-2,
+        )
+    };
+    let mut trainer = Trainer::new(
+        session.model,
+        device,
+        config,
+        session.config_json,
+        session.extra_files,
+        "qwen2-tied".into(),
+        None,
+    )
+    .unwrap();
+    let mut losses = Vec::new();
+    pollster::block_on(
+        trainer.run(&train, None, &mut MemorySink::default(), &mut |e| {
+            if let tunelab::Event::Step { loss, .. } = e {
+                losses.push(*loss);
+            }
+        }),
+    )
+    .unwrap();
+    let dtypes = |trainable: bool, model: &mut tunelab::model::CausalLm| {
+        let mut found = Vec::new();
+        let mut f = |_: &str, p: ParamMut<'_>| {
+            if let ParamMut::Matrix(t, _) = p {
+                found.push(t.val().dtype());
+            }
+        };
+        match trainable {
+            false => model.for_each_param(&mut f),
+            true => model.for_each_trainable(&mut f),
+        }
+        found
+    };
+    let base = dtypes(false, &mut trainer.model);
+    let factors = dtypes(true, &mut trainer.model);
+    (losses, base, factors)
+}
+
+#[test]
+fn lora_with_a_frozen_f16_base_tracks_the_f32_run() {
+    let Some(gpu) = gpu_with_f16() else { return };
+    let steps = 20;
+    let (f32_losses, f32_base, _) = lora_losses(&gpu, false, steps);
+    let (f16_losses, f16_base, factors) = lora_losses(&gpu, true, steps);
+    assert!(f32_base.iter().all(|t| *t == DType::F32));
+    // Every frozen matrix (the tied embeddings, every linear's base) in f16, the factors in f32.
+    assert!(f16_base.iter().all(|t| *t == DType::F16), "{f16_base:?}");
+    assert!(!factors.is_empty() && factors.iter().all(|t| *t == DType::F32));
+    assert_eq!((f32_losses.len(), f16_losses.len()), (steps, steps));
+    let worst = f32_losses
+        .iter()
+        .zip(&f16_losses)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    eprintln!(
+        "LoRA over {steps} steps: loss {:.5} → {:.5} (f32 base) vs {:.5} → {:.5} (f16 base), max |Δ| {worst:.2e}",
+        f32_losses[0],
+        f32_losses[steps - 1],
+        f16_losses[0],
+        f16_losses[steps - 1]
+    );
+    // The loss falls in both, and f16's rounding of the base (≤ 2⁻¹¹ relative) moves it by far
+    // less than training does.
+    assert!(f16_losses[steps - 1] < f16_losses[0] - 0.1);
+    assert!(worst < 1e-2, "f16 base drifted from f32 by {worst}");
+}
+
+#[test]
+fn frozen_f16_is_refused_where_it_cannot_run() {
+    use tunelab::model::lora::LoraConfig;
+    use tunelab::train::{Method, TrainConfig, Trainer};
+    let cases = [
+        (Some(Device::flex()), Kernels::Tunelab, "needs a GPU"),
+        (gpu(), Kernels::Burn, "needs tunelab's kernels"),
+    ];
+    for (device, kernels, why) in cases {
+        let Some(device) = device else { continue };
+        let device = device.autodiff();
+        let model = tunelab::model::init_random(
+            &tunelab::hf::ModelConfig::parse(
+                &std::fs::read_to_string(common::fixtures().join("qwen2-tied/config.json"))
+                    .unwrap(),
+                "config.json",
+            )
+            .unwrap(),
+            &device,
+            0.02,
+            0,
+        )
+        .unwrap();
+        let config = TrainConfig {
+            frozen_f16: true,
+            kernels,
+            ..TrainConfig::new(Method::Lora(LoraConfig::default()), 1e-3)
+        };
+        let err = Trainer::new(
+            model,
+            device,
+            config,
+            String::new(),
+            Vec::new(),
+            String::new(),
+            None,
+        )
+        .err()
+        .expect("frozen_f16 accepted where it cannot run");
+        let msg = err.to_string();
+        assert!(msg.contains("frozen_f16") && msg.contains(why), "{msg}");
     }
 }

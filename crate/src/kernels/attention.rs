@@ -354,10 +354,10 @@ fn forward(
             include_str!("../../../shaders/attention_forward.wgsl")
         ),
         params: vec![
-            ("d", dims.d as u32),
-            ("br", br as u32),
-            ("bc", bc as u32),
-            ("bc_d4", (bc * dims.d4()) as u32),
+            ("d", (dims.d as u32).into()),
+            ("br", (br as u32).into()),
+            ("bc", (bc as u32).into()),
+            ("bc_d4", ((bc * dims.d4()) as u32).into()),
         ],
         workgroup: br as u32,
     }
@@ -392,7 +392,7 @@ fn backward(
     Shader {
         name: "attention_backward_stats",
         source: include_str!("../../../shaders/attention_backward_stats.wgsl"),
-        params: vec![("d", d), ("wg", 64)],
+        params: vec![("d", d.into()), ("wg", 64.into())],
         workgroup: 64,
     }
     .launch(
@@ -411,10 +411,10 @@ fn backward(
             include_str!("../../../shaders/attention_backward_q.wgsl")
         ),
         params: vec![
-            ("d", d),
-            ("br", br as u32),
-            ("bc", bc as u32),
-            ("bc_d4", (bc * dims.d4()) as u32),
+            ("d", d.into()),
+            ("br", (br as u32).into()),
+            ("bc", (bc as u32).into()),
+            ("bc_d4", ((bc * dims.d4()) as u32).into()),
         ],
         workgroup: br as u32,
     }
@@ -438,11 +438,11 @@ fn backward(
             include_str!("../../../shaders/attention_backward_kv.wgsl")
         ),
         params: vec![
-            ("d", d),
-            ("bc", keys as u32),
-            ("br", rows_per_tile),
-            ("br_d4", rows_per_tile * dims.d4() as u32),
-            ("br3", rows_per_tile * 3),
+            ("d", d.into()),
+            ("bc", (keys as u32).into()),
+            ("br", rows_per_tile.into()),
+            ("br_d4", (rows_per_tile * dims.d4() as u32).into()),
+            ("br3", (rows_per_tile * 3).into()),
         ],
         workgroup: keys as u32,
     }

@@ -62,7 +62,8 @@ fn sum_spec(
 
 /// `Σ −log softmax(hidden · head)[target]` over the targets that are not ignored, computed in
 /// chunks of rows without keeping `[rows, vocab]` logits; or None where the kernels do not apply
-/// (not on a GPU, not f32, shapes that do not fit), and the caller computes the logits.
+/// (not on a GPU, `hidden` not f32, `head` neither f32 nor f16, shapes that do not fit), and the
+/// caller computes the logits.
 ///
 /// `hidden` `[rows, H]`, `head` `[H, V]`, `targets` `[rows]` (negative = ignored).
 pub fn chunked_nll(
@@ -84,7 +85,7 @@ pub fn chunked_nll_rows(
     let ([rows, h], [hh, vocab], [tr]) = (hidden.dims(), head.dims(), targets.dims());
     let fits = super::on_gpu(&hidden.device())
         && hidden.dtype() == DType::F32
-        && head.dtype() == DType::F32
+        && matches!(head.dtype(), DType::F32 | DType::F16)
         && h == hh
         && tr == rows
         && rows > 0
@@ -218,7 +219,7 @@ fn ce_forward(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTenso
             include_str!("../../../shaders/row_reduce.wgsl"),
             include_str!("../../../shaders/cross_entropy_forward.wgsl")
         ),
-        params: vec![("wg", 256)],
+        params: vec![("wg", 256.into())],
         workgroup: 256,
     }
     .launch(

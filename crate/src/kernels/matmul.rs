@@ -46,13 +46,13 @@ fn product_spec(
     burn::backend::fusion::custom::TensorSpec::new([m, n].into(), a.dtype)
 }
 
-/// `a · b` through the WGSL kernel, or None where it does not apply (not on a GPU, not f32, shapes
-/// that do not chain) and the caller uses burn's matmul.
+/// `a · b` through the WGSL kernel, or None where it does not apply (not on a GPU, `a` not f32,
+/// `b` neither f32 nor f16, shapes that do not chain) and the caller uses burn's matmul.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Option<Tensor<2>> {
     let ([m, k], [kb, n]) = (a.dims(), b.dims());
     let fits = super::on_gpu(&a.device())
         && a.dtype() == DType::F32
-        && b.dtype() == DType::F32
+        && matches!(b.dtype(), DType::F32 | DType::F16)
         && k == kb
         && m.min(n).min(k) > 0
         // Element indices are u32 (and usize is 32 bits on wasm32).
@@ -68,10 +68,11 @@ pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Option<Tensor<2>> {
 }
 
 /// `x · w` over the last dimension of `x` `[.., K]` for `w` `[K, N]` (a linear layer without
-/// bias), through [`matmul`]; None where it does not apply or [`calibrate`] did not find it the
-/// faster on the device.
+/// bias), through [`matmul`]; None where it does not apply or, for an f32 `w`, [`calibrate`] did
+/// not find it the faster on the device (an f16 `w` always takes it: burn's matmul would need an
+/// f32 copy of the weight, kept for the backward pass).
 pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Option<Tensor<D>> {
-    if !prefers_tiled(&cube_key(&x.device())?) {
+    if w.dtype() != DType::F16 && !prefers_tiled(&cube_key(&x.device())?) {
         return None;
     }
     let mut dims = x.dims();
@@ -100,9 +101,10 @@ fn cube_key(device: &Device) -> Option<String> {
     }
 }
 
-/// `a · b` on backend `B` with the matmul [`calibrate`] found faster on the tensors' device.
+/// `a · b` on backend `B` with the matmul [`calibrate`] found faster on the tensors' device; an f16
+/// `b` (a frozen weight in half precision) always with the tiled kernel, which reads it as stored.
 pub(super) fn product<B: MatmulKernels>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
-    if prefers_tiled(&format!("{:?}", a.device())) {
+    if b.dtype() == DType::F16 || prefers_tiled(&format!("{:?}", a.device())) {
         B::tiled_matmul(a, b)
     } else {
         B::float_matmul(a, b)
@@ -219,12 +221,22 @@ fn layout(t: CubeTensor) -> (CubeTensor, u32) {
 impl MatmulKernels for CubeBackend {
     fn tiled_matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
         let (m, k, n) = (a.meta.shape()[0], a.meta.shape()[1], b.meta.shape()[1]);
+        debug_assert!(a.dtype == DType::F32 && matches!(b.dtype, DType::F32 | DType::F16));
+        let (enable, b_elem) = match b.dtype {
+            DType::F16 => ("enable f16;", "f16"),
+            _ => ("", "f32"),
+        };
         let ((a, ta), (b, tb)) = (layout(a), layout(b));
         let c = empty(&a, &[m, n]);
         Shader {
             name: "matmul",
             source: include_str!("../../../shaders/matmul.wgsl"),
-            params: vec![("ta", ta), ("tb", tb)],
+            params: vec![
+                ("ta", ta.into()),
+                ("tb", tb.into()),
+                ("enable", enable.into()),
+                ("b_elem", b_elem.into()),
+            ],
             workgroup: 256,
         }
         .launch(

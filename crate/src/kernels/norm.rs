@@ -94,7 +94,7 @@ impl NormKernels for CubeBackend {
                 include_str!("../../../shaders/row_reduce.wgsl"),
                 include_str!("../../../shaders/rms_norm_backward.wgsl")
             ),
-            params: vec![("wg", 64)],
+            params: vec![("wg", 64.into())],
             workgroup: 64,
         }
         .launch(
@@ -116,7 +116,7 @@ fn forward(x: CubeTensor, weight: CubeTensor, eps: f32) -> (CubeTensor, CubeTens
             include_str!("../../../shaders/row_reduce.wgsl"),
             include_str!("../../../shaders/rms_norm_forward.wgsl")
         ),
-        params: vec![("wg", 64)],
+        params: vec![("wg", 64.into())],
         workgroup: 64,
     }
     .launch(

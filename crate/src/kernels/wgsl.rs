@@ -20,15 +20,31 @@ pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
     /// Template values; also part of the compiled kernel's identity.
-    pub params: Vec<(&'static str, u32)>,
+    pub params: Vec<(&'static str, Value)>,
     /// Invocations per workgroup, as the source's `@workgroup_size` says.
     pub workgroup: u32,
+}
+
+/// A template value: a number (sizes, layout flags) or WGSL text (a type, a directive).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Value(String);
+
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value(v.to_string())
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value(v.to_string())
+    }
 }
 
 struct Source {
     name: &'static str,
     source: &'static str,
-    params: Vec<(&'static str, u32)>,
+    params: Vec<(&'static str, Value)>,
 }
 
 impl KernelSource for Source {
@@ -36,7 +52,7 @@ impl KernelSource for Source {
         self.params
             .iter()
             .fold(SourceTemplate::new(self.source), |t, (k, v)| {
-                t.register(*k, v.to_string())
+                t.register(*k, v.0.clone())
             })
     }
 

@@ -2,7 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
 
 use super::weights::WeightStore;
 use super::{ParamMut, Visit};
@@ -131,12 +131,13 @@ impl Linear {
     }
 }
 
-/// `x @ w` over the last dimension of `x`: tunelab's tiled matmul where it applies, else burn's.
+/// `x @ w` over the last dimension of `x`: tunelab's tiled matmul where it applies, else burn's
+/// (on an f32 copy of `w` if it is stored in f16).
 fn product<const D: usize>(x: Tensor<D>, w: Tensor<2>, kernels: Kernels) -> Tensor<D> {
     let tiled = (kernels == Kernels::Tunelab)
         .then(|| crate::kernels::linear(x.clone(), w.clone()))
         .flatten();
-    tiled.unwrap_or_else(|| burn::tensor::module::linear(x, w, None))
+    tiled.unwrap_or_else(|| burn::tensor::module::linear(x, w.cast(FloatDType::F32), None))
 }
 
 /// Inverted dropout with keep-probability `1 - p`; active only while gradients are tracked
@@ -179,9 +180,9 @@ impl Embedding {
         );
     }
 
-    /// Look up `ids` `[batch, seq]` → `[batch, seq, dim]`.
+    /// Look up `ids` `[batch, seq]` → `[batch, seq, dim]`, in f32 whatever the table's storage.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        burn::tensor::module::embedding(self.weight.val(), ids)
+        burn::tensor::module::embedding(self.weight.val(), ids).cast(FloatDType::F32)
     }
 
     /// Use the table as an output projection (tied LM head): `x @ Wᵀ`.

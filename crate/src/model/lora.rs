@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::Param;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Tensor};
 
 use super::layers::Lora;
 use super::{CausalLm, read_f32};
@@ -191,7 +191,9 @@ pub fn merge(model: &mut CausalLm) {
     model.for_each_linear(&mut |_, lin| {
         if let Some(l) = lin.lora.take() {
             let delta = l.a.val().matmul(l.b.val()).mul_scalar(l.scaling);
-            lin.weight = Param::from_tensor(lin.weight.val() + delta).set_require_grad(false);
+            // In f32 even where the frozen base was kept in f16 for training.
+            let base = lin.weight.val().cast(FloatDType::F32);
+            lin.weight = Param::from_tensor(base + delta).set_require_grad(false);
         }
     });
 }
@@ -202,7 +204,8 @@ pub fn unmerge(model: &mut CausalLm) {
     model.for_each_linear(&mut |_, lin| {
         if let Some(l) = &lin.lora {
             let delta = l.a.val().matmul(l.b.val()).mul_scalar(l.scaling);
-            lin.weight = Param::from_tensor(lin.weight.val() - delta).set_require_grad(false);
+            let base = lin.weight.val().cast(FloatDType::F32);
+            lin.weight = Param::from_tensor(base - delta).set_require_grad(false);
         }
     });
 }

@@ -203,6 +203,22 @@ impl CausalLm {
         });
     }
 
+    /// Keep every frozen weight matrix (not training, not a LoRA factor) in f16: the layers read
+    /// it as stored and compute in f32 ([`crate::kernels::linear`], the embedding lookup). Vectors
+    /// (norm weights, biases) stay f32: they are small and feed elementwise ops.
+    pub fn store_frozen_in_f16(&mut self) {
+        self.for_each_param(&mut |_, p| {
+            if let ParamMut::Matrix(t, _) = p
+                && !t.val().is_require_grad()
+            {
+                *t = t
+                    .clone()
+                    .map(|w| w.cast(burn::tensor::FloatDType::F16))
+                    .set_require_grad(false);
+            }
+        });
+    }
+
     /// Set attention-probability and residual dropout (active only while training).
     pub fn set_dropout(&mut self, attention: f64, residual: f64) {
         match self {
@@ -528,7 +544,8 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .into_data_async()
         .await
         .map_err(|e| Error::Readback(readback_message(&e)))?;
-    data.try_into_vec::<f32>()
+    // Widened where the tensor is stored in another float type (frozen weights kept in f16).
+    data.try_into_vec_as::<f32>()
         .map_err(|e| Error::Readback(readback_message(&e)))
 }
 

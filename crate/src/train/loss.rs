@@ -1,7 +1,7 @@
 //! Causal language-modelling loss as transformers computes it: logits at position t predict the
 //! label at t + 1; labels of -100 are ignored; the mean is over the remaining targets.
 
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, FloatDType, Int, Tensor};
 
 use crate::kernels::{Kernels, chunked_nll};
 use crate::model::CausalLm;
@@ -42,7 +42,10 @@ pub fn head_nll(
     let fused = (kernels == Kernels::Tunelab)
         .then(|| chunked_head_nll(hidden.clone(), head.clone(), targets.clone()))
         .flatten();
-    fused.unwrap_or_else(|| summed_target_nll(hidden.matmul(head.unsqueeze()), targets))
+    fused.unwrap_or_else(|| {
+        let head = head.cast(FloatDType::F32);
+        summed_target_nll(hidden.matmul(head.unsqueeze()), targets)
+    })
 }
 
 /// [`chunked_nll`] over the rows of `hidden` `[batch, seq, H]`, or None where it does not apply.

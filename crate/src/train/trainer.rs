@@ -73,6 +73,11 @@ pub struct TrainConfig {
     /// tunelab's WGSL kernels (on a GPU) or burn's generic ones.
     #[serde(default)]
     pub kernels: Kernels,
+    /// Keep the frozen weight matrices (LoRA's base, frozen embeddings or head) in f16, with f32
+    /// arithmetic: half their memory, at f16's rounding of their values. Needs tunelab's kernels
+    /// on a GPU with f16 shaders (WebGPU's `shader-f16`).
+    #[serde(default)]
+    pub frozen_f16: bool,
 }
 
 impl TrainConfig {
@@ -101,6 +106,7 @@ impl TrainConfig {
             save_every: None,
             checkpoint_activations: false,
             kernels: Kernels::Tunelab,
+            frozen_f16: false,
         }
     }
 
@@ -280,6 +286,10 @@ impl Trainer {
                     p.set_trainable(!frozen);
                 });
             }
+        }
+        if config.frozen_f16 {
+            check_f16(&device, config.kernels)?;
+            model.store_frozen_in_f16();
         }
         model.set_dropout(config.attention_dropout, config.residual_dropout);
         model.set_kernels(config.kernels);
@@ -670,6 +680,21 @@ impl Trainer {
             .import(steps, optimizer, &self.device.clone().inner());
         Ok(())
     }
+}
+
+/// Fail unless frozen weights can be kept in f16 on `device` with `kernels`: the products that
+/// read them as stored are tunelab's (burn's would need an f32 copy of each weight).
+fn check_f16(device: &Device, kernels: Kernels) -> Result<()> {
+    let why = if kernels != Kernels::Tunelab {
+        "needs tunelab's kernels (--kernels tunelab)"
+    } else if !crate::kernels::on_gpu(device) {
+        "needs a GPU (the CPU backend keeps f32)"
+    } else if !device.supports_dtype(burn::tensor::DType::F16) {
+        "needs f16 shaders, which this GPU adapter does not offer (WebGPU's `shader-f16`)"
+    } else {
+        return Ok(());
+    };
+    Err(Error::setting("frozen_f16", why))
 }
 
 /// `result` with a failed readback turned into a [`Error::DeviceFault`] naming `operation`: a

@@ -35,6 +35,9 @@ pub struct Args {
     /// Kernels on a GPU: tunelab (its WGSL kernels where they apply) or burn (burn's only).
     #[arg(long, default_value = "tunelab")]
     kernels: tunelab::kernels::Kernels,
+    /// Keep the frozen weight matrices (LoRA's base, frozen embeddings or head) in f16.
+    #[arg(long)]
+    frozen_f16: bool,
     /// Instead of training, time each hot-path op alone (the tiled matmul, a linear layer
     /// trained and frozen with LoRA, attention, RMSNorm, LM head + loss, AdamW update) at the
     /// model's shape, forward and forward + backward, with tunelab's
@@ -59,13 +62,15 @@ pub fn run(a: Args, g: &Global) -> Result {
         window: a.window,
         checkpoint_activations: a.checkpoint_activations,
         kernels: a.kernels,
+        frozen_f16: a.frozen_f16,
     };
     if !json {
         eprintln!("device: {}", selected.label);
         println!(
-            "{:<8} {:>12} {:>9} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "{:<8} {:>12} {:>11} {:>9} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9}",
             "method",
             "trainable",
+            "weights MiB",
             "first s",
             "tok/s",
             "TFLOP/s",
@@ -103,9 +108,10 @@ pub fn run(a: Args, g: &Global) -> Result {
             println!("{}", serde_json::to_string(&r).expect("results serialize"));
         } else {
             println!(
-                "{:<8} {:>12} {:>9.2} {:>10.0} {:>8.3} {:>10} {:>10} {:>10} {:>10} {:>9}",
+                "{:<8} {:>12} {:>11.1} {:>9.2} {:>10.0} {:>8.3} {:>10} {:>10} {:>10} {:>10} {:>9}",
                 method.to_string(),
                 r.trainable_parameters,
+                r.params.weights_mib,
                 r.first_step_s,
                 r.tokens_per_s,
                 r.tflops,

@@ -148,6 +148,10 @@ struct SpecFlags {
     /// Kernels on a GPU: tunelab (its WGSL kernels where they apply, the default) or burn.
     #[arg(long)]
     kernels: Option<tunelab::kernels::Kernels>,
+    /// Keep the frozen weight matrices (LoRA's base, frozen embeddings or head) in f16 with f32
+    /// arithmetic: half their memory. Needs tunelab's kernels on a GPU with f16 shaders.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    frozen_f16: Option<bool>,
 }
 
 impl SpecFlags {
@@ -164,7 +168,7 @@ impl SpecFlags {
             residual_dropout <- residual_dropout, log_every <- log_every, rslora <- rslora,
             train_embeddings <- train_embeddings, skip_bad_lines <- skip_bad_lines,
             chat_template <- chat_template, checkpoint_activations <- checkpoint_activations, holdout <- holdout,
-            kernels <- kernels);
+            kernels <- kernels, frozen_f16 <- frozen_f16);
         macro_rules! set_some {
             ($($field:ident),*) => { $(if self.$field.is_some() { s.$field = self.$field; })* };
         }
