@@ -53,6 +53,7 @@ const loadRequest = () => ({
   cache: $("cache").checked,
   token: $("hf-token").value.trim(),
   endpoint: $("hf-endpoint").value.trim(),
+  f16: $("f16").checked,
 });
 // Milliseconds since the page started: model loaded, data tokenized, run started, first step.
 const timing = {};
@@ -138,7 +139,8 @@ async function evaluate(request, step) {
 
 async function ensureModel() {
   const model = modelName($("model").value);
-  if (state.loaded?.model !== model) {
+  // Switching the base weights' precision loads the model again.
+  if (state.loaded?.model !== model || state.loaded?.f16 !== $("f16").checked) {
     state.files.clear();
     $("files").replaceChildren();
     setStatus("loading model…");

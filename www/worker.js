@@ -70,7 +70,7 @@ async function maxBinding() {
 
 // `model`: a URL (relative to the page), or a Hub id `org/name[@revision]` (optionally
 // `/file.gguf`). `token` is sent to the Hub only and kept in this worker's memory, never stored.
-async function load({ model, cache, token, endpoint }, emit) {
+async function load({ model, cache, token, endpoint, f16 }, emit) {
   const t0 = performance.now();
   sessionModel = model;
   sessionUrl = new URL(resolveModelUrl(model, endpoint ?? ""), self.location.href).href;
@@ -81,11 +81,11 @@ async function load({ model, cache, token, endpoint }, emit) {
   session = null;
   session = await loadModel(sessionUrl, await maxBinding(), (event) => {
     if (event.event === "progress") emit(event);
-  }, token || undefined, endpoint || undefined);
+  }, token || undefined, endpoint || undefined, f16 === true);
   const ms = performance.now() - t0;
   await Promise.allSettled([...caching]);
   return {
-    model, vocabSize: session.vocabSize, config: session.config, chat: session.hasChatTemplate,
+    model, f16: f16 === true, vocabSize: session.vocabSize, config: session.config, chat: session.hasChatTemplate,
     ms, memory: session.memory(), storage: await storageUsage(),
   };
 }

@@ -455,9 +455,6 @@ pub async fn run(
 ) -> Result<BenchResult> {
     opts.validate(config)?;
     crate::kernels::prepare(device, opts.kernels, on_event).await;
-    let mut sampler = Sampler::default();
-    device.memory_cleanup();
-    let before = sampler.sample(device);
     let train_config = TrainConfig {
         batch_size: opts.batch,
         checkpoint_activations: opts.checkpoint_activations,
@@ -476,6 +473,11 @@ pub async fn run(
         String::new(),
         None,
     )?;
+    // Sampled once the trainer holds the model as it trains (adapters attached, frozen weights
+    // in their stored precision), so the first step's growth is the optimizer's state.
+    let mut sampler = Sampler::default();
+    device.memory_cleanup();
+    let before = sampler.sample(device);
     let batch = synthetic_batch(config.vocab_size(), opts.batch, opts.seq, device);
     let micro = std::slice::from_ref(&batch);
     let task = format!("{method}");

@@ -3,7 +3,7 @@
 
 use burn::tensor::Device;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::generate::{self, GenerateOptions};
 use crate::eval::perplexity::{self, Score};
 use crate::event::Event;
@@ -28,6 +28,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// Keep the model's weight matrices in f16 from now on (the page's "base weights in f16"):
+    /// half their memory, values rounded to f16. Runs started from this session share them as
+    /// their frozen base; what a run trains it trains as an f32 copy.
+    pub fn store_weights_in_f16(&mut self) -> Result<()> {
+        if let Some(why) = crate::kernels::f16_unavailable(&self.device) {
+            return Err(Error::Device(format!("keeping the weights in f16 {why}")));
+        }
+        self.model
+            .store_matrices(burn::tensor::FloatDType::F16, &|_| true);
+        Ok(())
+    }
+
     /// Load the model at `fetch` onto `device`, reporting progress through `on_event`.
     pub async fn load(
         fetch: &impl Fetch,

@@ -655,28 +655,41 @@ fn a_frozen_f16_base_computes_as_f32_on_its_rounded_values() {
     }
 }
 
-/// Per-step losses of LoRA (rank 8, all block linears) on the tied-head Qwen2 fixture over the
-/// tiny text on `device`, with the frozen weights in f16 or not; and the stored precision of
-/// each base matrix and of each LoRA factor after the run.
-fn lora_losses(
+/// LoRA (rank 8, all block linears) at learning rate 1e-2.
+fn lora_rank_8() -> tunelab::train::Method {
+    tunelab::train::Method::Lora(tunelab::model::lora::LoraConfig {
+        rank: 8,
+        dropout: 0.0,
+        ..Default::default()
+    })
+}
+
+/// Per-step losses of `method` on the tied-head Qwen2 fixture over the tiny text on `device`,
+/// with the session's weights stored in f16 (`session_f16`) or the run's frozen weights
+/// (`frozen_f16`) or neither; and the stored precision of each base matrix and of each trained
+/// matrix after the run.
+fn run_losses(
     device: &Device,
-    frozen_f16: bool,
+    method: tunelab::train::Method,
+    [session_f16, frozen_f16]: [bool; 2],
     steps: usize,
 ) -> (Vec<f64>, Vec<DType>, Vec<DType>) {
     use tunelab::hf::ModelSource;
     use tunelab::model::ParamMut;
-    use tunelab::model::lora::LoraConfig;
     use tunelab::train::data::{self, DataOptions, Regime};
     use tunelab::train::sink::MemorySink;
-    use tunelab::train::{Method, TrainConfig, Trainer};
+    use tunelab::train::{TrainConfig, Trainer};
 
     let device = tunelab::train::training_device(device, false);
-    let session = pollster::block_on(tunelab::Session::load(
+    let mut session = pollster::block_on(tunelab::Session::load(
         &ModelSource::Dir(common::fixtures().join("qwen2-tied")),
         device.clone(),
         &mut |_| {},
     ))
     .unwrap();
+    if session_f16 {
+        session.store_weights_in_f16().unwrap();
+    }
     let opts = DataOptions {
         regime: Some(Regime::Cpt),
         seq_len: 32,
@@ -691,14 +704,7 @@ fn lora_losses(
         batch_size: 2,
         seed: 1,
         frozen_f16,
-        ..TrainConfig::new(
-            Method::Lora(LoraConfig {
-                rank: 8,
-                dropout: 0.0,
-                ..LoraConfig::default()
-            }),
-            1e-2,
-        )
+        ..TrainConfig::new(method, 1e-2)
     };
     let mut trainer = Trainer::new(
         session.model,
@@ -741,8 +747,8 @@ fn lora_losses(
 fn lora_with_a_frozen_f16_base_tracks_the_f32_run() {
     let Some(gpu) = gpu_with_f16() else { return };
     let steps = 20;
-    let (f32_losses, f32_base, _) = lora_losses(&gpu, false, steps);
-    let (f16_losses, f16_base, factors) = lora_losses(&gpu, true, steps);
+    let (f32_losses, f32_base, _) = run_losses(&gpu, lora_rank_8(), [false, false], steps);
+    let (f16_losses, f16_base, factors) = run_losses(&gpu, lora_rank_8(), [false, true], steps);
     assert!(f32_base.iter().all(|t| *t == DType::F32));
     // Every frozen matrix (the tied embeddings, every linear's base) in f16, the factors in f32.
     assert!(f16_base.iter().all(|t| *t == DType::F16), "{f16_base:?}");
@@ -808,4 +814,34 @@ fn frozen_f16_is_refused_where_it_cannot_run() {
         let msg = err.to_string();
         assert!(msg.contains("frozen_f16") && msg.contains(why), "{msg}");
     }
+}
+
+#[test]
+fn a_session_in_f16_trains_lora_on_it_and_full_fine_tuning_in_f32() {
+    let Some(gpu) = gpu_with_f16() else { return };
+    let steps = 6;
+    let full = || tunelab::train::Method::Full(tunelab::train::FullConfig::default());
+    let mut worst = 0f64;
+    for (name, method) in [("LoRA", lora_rank_8 as fn() -> _), ("full", full)] {
+        let (want, _, _) = run_losses(&gpu, method(), [false, false], steps);
+        let (got, base, trained) = run_losses(&gpu, method(), [true, false], steps);
+        // LoRA keeps the whole base in f16; full fine-tuning trains f32 copies of the block
+        // weights and leaves the frozen (tied) embeddings in f16.
+        assert!(
+            trained.iter().all(|t| *t == DType::F32),
+            "{name}: {trained:?}"
+        );
+        let halves = base.iter().filter(|t| **t == DType::F16).count();
+        match name {
+            "LoRA" => assert_eq!(halves, base.len(), "{base:?}"),
+            _ => assert_eq!(halves, 1, "only the tied embeddings: {base:?}"),
+        }
+        for (a, b) in want.iter().zip(&got) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    eprintln!(
+        "f16 session vs f32 session over {steps} steps, LoRA and full: max |Δloss| {worst:.2e}"
+    );
+    assert!(worst < 1e-2, "{worst}");
 }

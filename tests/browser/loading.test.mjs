@@ -166,6 +166,33 @@ test("a tensor larger than the adapter's buffer limit is refused, named, before 
   await page.close();
 });
 
+test("base weights in f16 on an adapter without shader-f16 are refused, by name, before anything downloads", async (t) => {
+  const { page } = await lab.open({ model: "/tests/fixtures/llama-gqa/", cache: "0", f16: "1" });
+  const hasF16 = await page.evaluate(async () => (await navigator.gpu.requestAdapter()).features.has("shader-f16"));
+  if (hasF16) {
+    // A hardware adapter with f16: the model loads (the native tests check the numbers).
+    await page.click("#load");
+    const { state, status } = await settle(page, ["ready", "error"]);
+    assert.equal(state, "ready", status);
+    t.diagnostic("this adapter has shader-f16: loaded in f16");
+    await page.close();
+    return;
+  }
+  const before = lab.http.requests.length;
+  await page.click("#load");
+  const { state, status } = await settle(page, ["ready", "error"]);
+  assert.equal(state, "error", status);
+  assert.match(status, /base weights in f16: needs f16 shaders, which this GPU adapter does not offer \(WebGPU's `shader-f16`\)/);
+  assert.equal(lab.http.requests.slice(before).filter((r) => r.path.startsWith("/tests/fixtures/llama-gqa/")).length, 0);
+  // Unticked, the same model loads.
+  await page.uncheck("#f16");
+  await page.click("#load");
+  const after = await settle(page, ["ready", "error"]);
+  assert.equal(after.state, "ready", after.status);
+  process.stdout.write(`# ${status}\n`);
+  await page.close();
+});
+
 test("browser storage quota exceeded: the page says the files were not cached, and the model loads", async () => {
   const { page } = await lab.open({ model: "/tests/fixtures/llama-gqa/", cache: "1" });
   const cdp = await page.context().newCDPSession(page);

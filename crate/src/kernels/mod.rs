@@ -77,6 +77,18 @@ pub async fn prepare(
     on_event(&crate::event::Event::Notice { message });
 }
 
+/// Why weights cannot be kept in f16 on `device` (read as stored by the tiled matmul), or None
+/// when they can.
+pub fn f16_unavailable(device: &burn::tensor::Device) -> Option<&'static str> {
+    if !on_gpu(device) {
+        Some("needs a GPU (the CPU backend keeps f32)")
+    } else if !device.supports_dtype(burn::tensor::DType::F16) {
+        Some("needs f16 shaders, which this GPU adapter does not offer (WebGPU's `shader-f16`)")
+    } else {
+        None
+    }
+}
+
 /// True when `device` (or the device an autodiff device wraps) runs on the cubecl backend (wgpu),
 /// where the WGSL kernels can run.
 pub fn on_gpu(device: &burn::tensor::Device) -> bool {

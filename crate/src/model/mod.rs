@@ -8,7 +8,7 @@ pub mod rope;
 pub mod weights;
 
 use burn::module::{Module, Param};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -203,18 +203,21 @@ impl CausalLm {
         });
     }
 
-    /// Keep every frozen weight matrix (not training, not a LoRA factor) in f16: the layers read
-    /// it as stored and compute in f32 ([`crate::kernels::linear`], the embedding lookup). Vectors
+    /// Store the base weight matrices (not LoRA factors) whose training flag `select` accepts in
+    /// `dtype`, values rounded to it, each keeping its flag. In f16 the layers read a matrix as
+    /// stored and compute in f32 ([`crate::kernels::linear`], the embedding lookup); vectors
     /// (norm weights, biases) stay f32: they are small and feed elementwise ops.
-    pub fn store_frozen_in_f16(&mut self) {
+    pub fn store_matrices(&mut self, dtype: FloatDType, select: &dyn Fn(bool) -> bool) {
         self.for_each_param(&mut |_, p| {
-            if let ParamMut::Matrix(t, _) = p
-                && !t.val().is_require_grad()
-            {
-                *t = t
-                    .clone()
-                    .map(|w| w.cast(burn::tensor::FloatDType::F16))
-                    .set_require_grad(false);
+            if let ParamMut::Matrix(t, _) = p {
+                let trains = t.val().is_require_grad();
+                if select(trains) && FloatDType::from(t.val().dtype()) != dtype {
+                    // A new leaf: the cast is not part of any graph.
+                    *t = t
+                        .clone()
+                        .map(|w| w.cast(dtype).detach())
+                        .set_require_grad(trains);
+                }
             }
         });
     }

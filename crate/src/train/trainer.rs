@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 use web_time::Instant;
 
 use super::data::{Batch, Dataset, collate, epoch_order};
@@ -287,9 +287,17 @@ impl Trainer {
                 });
             }
         }
+        // What trains does so in f32, whatever the model's storage (a base kept in f16).
+        model.store_matrices(FloatDType::F32, &|trains| trains);
         if config.frozen_f16 {
-            check_f16(&device, config.kernels)?;
-            model.store_frozen_in_f16();
+            let why = match config.kernels {
+                Kernels::Burn => Some("needs tunelab's kernels (--kernels tunelab)"),
+                Kernels::Tunelab => crate::kernels::f16_unavailable(&device),
+            };
+            if let Some(why) = why {
+                return Err(Error::setting("frozen_f16", why));
+            }
+            model.store_matrices(FloatDType::F16, &|trains| !trains);
         }
         model.set_dropout(config.attention_dropout, config.residual_dropout);
         model.set_kernels(config.kernels);
@@ -680,21 +688,6 @@ impl Trainer {
             .import(steps, optimizer, &self.device.clone().inner());
         Ok(())
     }
-}
-
-/// Fail unless frozen weights can be kept in f16 on `device` with `kernels`: the products that
-/// read them as stored are tunelab's (burn's would need an f32 copy of each weight).
-fn check_f16(device: &Device, kernels: Kernels) -> Result<()> {
-    let why = if kernels != Kernels::Tunelab {
-        "needs tunelab's kernels (--kernels tunelab)"
-    } else if !crate::kernels::on_gpu(device) {
-        "needs a GPU (the CPU backend keeps f32)"
-    } else if !device.supports_dtype(burn::tensor::DType::F16) {
-        "needs f16 shaders, which this GPU adapter does not offer (WebGPU's `shader-f16`)"
-    } else {
-        return Ok(());
-    };
-    Err(Error::setting("frozen_f16", why))
 }
 
 /// `result` with a failed readback turned into a [`Error::DeviceFault`] naming `operation`: a

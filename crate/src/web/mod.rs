@@ -464,7 +464,9 @@ fn hub_endpoint(endpoint: &str) -> &str {
 /// `maxStorageBufferBindingSize`: a model with a larger tensor is refused, naming it, before
 /// that shard's data is read. `on_event` receives each progress event as a plain object.
 /// `token` (optional) is sent as a bearer token, for gated or private models, to the Hub at
-/// `endpoint` (empty: the public Hub) and to no other host.
+/// `endpoint` (empty: the public Hub) and to no other host. `f16` keeps the weight matrices in
+/// f16 ([`Session::store_weights_in_f16`]); an adapter without `shader-f16` refuses it before
+/// anything downloads.
 #[wasm_bindgen(js_name = loadModel)]
 pub async fn load_model(
     base_url: String,
@@ -472,15 +474,20 @@ pub async fn load_model(
     on_event: Function,
     token: Option<String>,
     endpoint: Option<String>,
+    f16: Option<bool>,
 ) -> Result<WebSession, JsValue> {
     let device = gpu().await?;
+    let f16 = f16.unwrap_or(false);
+    if f16 && let Some(why) = crate::kernels::f16_unavailable(&device) {
+        return Err(js_err(format!("base weights in f16: {why}")));
+    }
     let max = Some(max_binding as u64);
     let mut emit = emitter(&on_event);
     let endpoint = hub_endpoint(endpoint.as_deref().unwrap_or(""));
     let token = token
         .filter(|t| !t.is_empty())
         .map(|t| (t, endpoint.to_string()));
-    let inner = match crate::hf::source::gguf_file(&base_url) {
+    let mut inner = match crate::hf::source::gguf_file(&base_url) {
         Some((base, file)) => {
             let fetch = WebFetch::new(&base, token);
             Session::load_gguf(&fetch, &file, device, max, &mut emit).await
@@ -491,6 +498,9 @@ pub async fn load_model(
         }
     }
     .map_err(lib_err)?;
+    if f16 {
+        inner.store_weights_in_f16().map_err(lib_err)?;
+    }
     Ok(WebSession {
         inner,
         data: None,
