@@ -11,7 +11,6 @@ use common::fixtures;
 use tunelab::device::{self, DeviceChoice};
 use tunelab::hf::ModelSource;
 use tunelab::run::{MethodKind, Run, RunSpec};
-use tunelab::train::data::{self, DataOptions, Regime};
 use tunelab::train::sink::{DirSink, checkpoint_dirs};
 use tunelab::{Error, Session};
 
@@ -24,15 +23,7 @@ fn full_run(device: &burn::tensor::Device, spec: RunSpec) -> Run {
         &mut |_| {},
     ))
     .unwrap();
-    let opts = DataOptions {
-        regime: Some(Regime::Cpt),
-        seq_len: 32,
-        skip_bad_lines: false,
-        pad_id: 0,
-        chat_template: None,
-    };
-    let path = fixtures().join("data/tiny.txt");
-    let train = data::load(&path, session.tokenizer().unwrap(), &opts, &mut |_| {}).unwrap();
+    let train = common::tiny_text(session.tokenizer().unwrap(), 32);
     let spec = RunSpec {
         method: MethodKind::Full,
         lr: Some(1e-3),

@@ -564,21 +564,18 @@ fn linear_run(
     ]
 }
 
-#[test]
-fn linear_layers_match_burn_under_either_matmul() {
-    let Some(gpu) = gpu() else { return };
+/// The LoRA linear layer on `gpu` against burn's on the CPU at odd shapes, under either matmul;
+/// its base stored in f16 if `base_f16` (the reference then uses the values f16 holds).
+fn linear_layer_cases(gpu: &Device, base_f16: bool) {
     let cpu = Device::flex();
     let rand = |dims: &[usize]| {
         let n = dims.iter().product::<usize>();
         let t = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &cpu);
-        TensorData::new(
-            t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(),
-            dims.to_vec(),
-        )
+        TensorData::new(values(t), dims.to_vec())
     };
     // [batch, seq, in, out, rank]: odd sizes, and one over a 64-wide tile in every dimension.
     for [b, t, d_in, d_out, r] in [[2, 7, 13, 9, 3], [3, 33, 70, 65, 16]] {
-        let x = [
+        let mut x = [
             rand(&[b, t, d_in]),
             rand(&[d_in, d_out]),
             rand(&[d_out]),
@@ -586,10 +583,14 @@ fn linear_layers_match_burn_under_either_matmul() {
             rand(&[r, d_out]),
             rand(&[b, t, d_out]),
         ];
+        if base_f16 {
+            x[1] = x[1].clone().convert::<f16>().convert::<f32>();
+        }
         let want = linear_run(&x, &cpu, Kernels::Burn, false);
-        under_each_matmul(&gpu, |matmul| {
-            poison(&gpu, b * t * (d_in + d_out) * 2);
-            let got = linear_run(&x, &gpu, Kernels::Tunelab, false);
+        // An f16 base always takes the tiled kernel; the LoRA factors take either matmul.
+        under_each_matmul(gpu, |matmul| {
+            poison(gpu, b * t * (d_in + d_out) * 2);
+            let got = linear_run(&x, gpu, Kernels::Tunelab, base_f16);
             for ((name, g), w) in ["output", "d input", "d lora_A", "d lora_B"]
                 .iter()
                 .zip(&got)
@@ -598,11 +599,17 @@ fn linear_layers_match_burn_under_either_matmul() {
                 let e = rel_err(g, w);
                 assert!(
                     e <= REL_TOL,
-                    "{matmul} [{b}, {t}, {d_in}] -> {d_out} rank {r}: {name} relative error {e:e}"
+                    "{matmul} [{b}, {t}, {d_in}] -> {d_out} rank {r}, f16 base {base_f16}: {name} relative error {e:e}"
                 );
             }
         });
     }
+}
+
+#[test]
+fn linear_layers_match_burn_under_either_matmul() {
+    let Some(gpu) = gpu() else { return };
+    linear_layer_cases(&gpu, false);
 }
 
 /// The GPU when it has f16 shaders; None (the test skipped, saying why) when it has none.
@@ -618,41 +625,7 @@ fn gpu_with_f16() -> Option<Device> {
 #[test]
 fn a_frozen_f16_base_computes_as_f32_on_its_rounded_values() {
     let Some(gpu) = gpu_with_f16() else { return };
-    let cpu = Device::flex();
-    let rand = |dims: &[usize]| {
-        let n = dims.iter().product::<usize>();
-        let t = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &cpu);
-        TensorData::new(values(t), dims.to_vec())
-    };
-    for [b, t, d_in, d_out, r] in [[2, 7, 13, 9, 3], [3, 33, 70, 65, 16]] {
-        let mut x = [
-            rand(&[b, t, d_in]),
-            rand(&[d_in, d_out]),
-            rand(&[d_out]),
-            rand(&[d_in, r]),
-            rand(&[r, d_out]),
-            rand(&[b, t, d_out]),
-        ];
-        // The reference: the same layer in f32 with the base's values as f16 holds them.
-        x[1] = x[1].clone().convert::<f16>().convert::<f32>();
-        let want = linear_run(&x, &cpu, Kernels::Burn, false);
-        // The f16 base always takes the tiled kernel; the LoRA factors take either matmul.
-        under_each_matmul(&gpu, |matmul| {
-            poison(&gpu, b * t * (d_in + d_out) * 2);
-            let got = linear_run(&x, &gpu, Kernels::Tunelab, true);
-            for ((name, g), w) in ["output", "d input", "d lora_A", "d lora_B"]
-                .iter()
-                .zip(&got)
-                .zip(&want)
-            {
-                let e = rel_err(g, w);
-                assert!(
-                    e <= REL_TOL,
-                    "{matmul} [{b}, {t}, {d_in}] -> {d_out} rank {r}, f16 base: {name} relative error {e:e}"
-                );
-            }
-        });
-    }
+    linear_layer_cases(&gpu, true);
 }
 
 /// LoRA (rank 8, all block linears) at learning rate 1e-2.
@@ -676,7 +649,6 @@ fn run_losses(
 ) -> (Vec<f64>, Vec<DType>, Vec<DType>) {
     use tunelab::hf::ModelSource;
     use tunelab::model::ParamMut;
-    use tunelab::train::data::{self, DataOptions, Regime};
     use tunelab::train::sink::MemorySink;
     use tunelab::train::{TrainConfig, Trainer};
 
@@ -690,15 +662,7 @@ fn run_losses(
     if session_f16 {
         session.store_weights_in_f16().unwrap();
     }
-    let opts = DataOptions {
-        regime: Some(Regime::Cpt),
-        seq_len: 32,
-        skip_bad_lines: false,
-        pad_id: 0,
-        chat_template: None,
-    };
-    let text = common::fixtures().join("data/tiny.txt");
-    let train = data::load(&text, session.tokenizer().unwrap(), &opts, &mut |_| {}).unwrap();
+    let train = common::tiny_text(session.tokenizer().unwrap(), 32);
     let config = TrainConfig {
         max_steps: Some(steps),
         batch_size: 2,

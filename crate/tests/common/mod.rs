@@ -226,3 +226,25 @@ pub fn tunelab(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The tiny text fixture as continued-pretraining rows of `seq_len` tokens.
+pub fn tiny_text(
+    tokenizer: &tunelab::hf::Tokenizer,
+    seq_len: usize,
+) -> tunelab::train::data::Dataset {
+    use tunelab::train::data::{self, DataOptions, Regime};
+    let opts = DataOptions {
+        regime: Some(Regime::Cpt),
+        seq_len,
+        skip_bad_lines: false,
+        pad_id: 0,
+        chat_template: None,
+    };
+    data::load(
+        &fixtures().join("data/tiny.txt"),
+        tokenizer,
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap()
+}
