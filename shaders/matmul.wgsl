@@ -9,6 +9,10 @@
 // invocation stages one vec4 of each tile, walking the stored rows so neighbouring invocations
 // read neighbouring addresses. Out-of-range elements stage as 0; C is written only in range.
 //
+// With LR = 1 (LoRA's linear) the epilogue adds a low-rank term before C is written:
+// C = A · B + scale · (U · V), U `[M, R]` and V `[R, N]` row-major, so the base product and the
+// adapter's come out of one launch with one write of C.
+//
 // B may be stored in f16 (B_ELEM = f16, with ENABLE = `enable f16;`: a frozen weight kept in half
 // precision); it is widened to f32 as it is staged, so the products and sums stay f32.
 //
@@ -19,12 +23,16 @@
 @group(0) @binding(0) var<storage, read_write> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> b: array<{{ b_elem }}>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
+// U and V (one-element placeholders when LR = 0).
+@group(0) @binding(3) var<storage, read_write> u: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
 
-struct Params { m: u32, n: u32, k: u32, pad: u32 }
-@group(0) @binding(3) var<uniform> p: Params;
+struct Params { m: u32, n: u32, k: u32, r: u32, scale: f32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(5) var<uniform> p: Params;
 
 const TA: u32 = {{ ta }}u;
 const TB: u32 = {{ tb }}u;
+const LR: u32 = {{ lr }}u;
 const BK: u32 = 16u;
 // vec4s along a tile's 64 rows (A) or columns (B).
 const Q: u32 = 16u;
@@ -50,6 +58,20 @@ fn load_b(k: u32, n: u32) -> f32 {
         return f32(b[k * p.n + n]);
     }
     return f32(b[n * p.k + k]);
+}
+
+fn load_u(m: u32, r: u32) -> f32 {
+    if (m >= p.m) {
+        return 0.0;
+    }
+    return u[m * p.r + r];
+}
+
+fn load_v(r: u32, n: u32) -> f32 {
+    if (n >= p.n) {
+        return 0.0;
+    }
+    return v[r * p.n + n];
 }
 
 @compute @workgroup_size(256)
@@ -95,6 +117,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let row = m0 + ty * 4u;
     let col = n0 + tx * 4u;
+    if (LR == 1u) {
+        // Row r of V for this invocation's 4 columns, times each of its 4 rows' U[·, r].
+        for (var r = 0u; r < p.r; r++) {
+            let vv = vec4<f32>(load_v(r, col), load_v(r, col + 1u), load_v(r, col + 2u), load_v(r, col + 3u));
+            acc0 += (p.scale * load_u(row, r)) * vv;
+            acc1 += (p.scale * load_u(row + 1u, r)) * vv;
+            acc2 += (p.scale * load_u(row + 2u, r)) * vv;
+            acc3 += (p.scale * load_u(row + 3u, r)) * vv;
+        }
+    }
     let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
         let r = row + i;

@@ -58,7 +58,7 @@ impl Session {
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Self> {
         let loaded = model::load(fetch, &device, max_tensor_bytes, on_event).await?;
-        Ok(Self::from_loaded(loaded, device, fetch.locate("")))
+        Ok(Self::from_loaded(loaded, device, fetch.locate(""), on_event).await)
     }
 
     /// [`Session::load_within`] of the GGUF file `file` at `fetch` (a directory or base URL).
@@ -70,7 +70,7 @@ impl Session {
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Self> {
         let loaded = model::load_gguf(fetch, file, &device, max_tensor_bytes, on_event).await?;
-        Ok(Self::from_loaded(loaded, device, fetch.locate(file)))
+        Ok(Self::from_loaded(loaded, device, fetch.locate(file), on_event).await)
     }
 
     /// Load the model named `model` the way a user names it: a directory or base URL of a
@@ -90,7 +90,16 @@ impl Session {
         }
     }
 
-    fn from_loaded(loaded: model::LoadedModel, device: Device, source: String) -> Self {
+    /// The session over `loaded`, with the device's matmul calibrated ([`crate::kernels::prepare`])
+    /// so that evaluations before any training (the base model's scores) already run the faster
+    /// one.
+    async fn from_loaded(
+        loaded: model::LoadedModel,
+        device: Device,
+        source: String,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Self {
+        crate::kernels::prepare(&device, crate::kernels::Kernels::Tunelab, on_event).await;
         Session {
             device,
             model: loaded.model,

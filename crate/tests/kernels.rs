@@ -518,14 +518,17 @@ fn tiled_matmul_matches_burn_with_gradients() {
 
 /// A linear layer `[.., in] → [.., out]` with bias and a LoRA adapter (the frozen base with the
 /// low-rank path, as LoRA trains) on `device`, the base stored in f16 if `base_f16`: output and
-/// the gradients of the input and of both factors of Σ y · w.
+/// the gradients of the input and of both factors of Σ y · w. The adapter's dropout (`p`) draws
+/// its masks from seed 7.
 fn linear_run(
     x: &[TensorData; 6],
     device: &Device,
     kernels: Kernels,
     base_f16: bool,
+    p: f64,
 ) -> Vec<Vec<f32>> {
     let ad = device.clone().autodiff();
+    ad.seed(7);
     let t2 = |d: &TensorData| Tensor::<2>::from_data(d.clone(), &ad);
     let input = Tensor::<3>::from_data(x[0].clone(), &ad).require_grad();
     let mut layer = Linear::from_weight(t2(&x[1]), "up_proj");
@@ -545,7 +548,7 @@ fn linear_run(
         a: Param::from_tensor(t2(&x[3])),
         b: Param::from_tensor(t2(&x[4])),
         scaling: 2.0,
-        dropout: 0.0,
+        dropout: p,
     });
     let out = layer.forward(input.clone(), kernels);
     let grads = (out.clone() * Tensor::<3>::from_data(x[5].clone(), &ad))
@@ -586,11 +589,11 @@ fn linear_layer_cases(gpu: &Device, base_f16: bool) {
         if base_f16 {
             x[1] = x[1].clone().convert::<f16>().convert::<f32>();
         }
-        let want = linear_run(&x, &cpu, Kernels::Burn, false);
+        let want = linear_run(&x, &cpu, Kernels::Burn, false, 0.0);
         // An f16 base always takes the tiled kernel; the LoRA factors take either matmul.
         under_each_matmul(gpu, |matmul| {
             poison(gpu, b * t * (d_in + d_out) * 2);
-            let got = linear_run(&x, gpu, Kernels::Tunelab, base_f16);
+            let got = linear_run(&x, gpu, Kernels::Tunelab, base_f16, 0.0);
             for ((name, g), w) in ["output", "d input", "d lora_A", "d lora_B"]
                 .iter()
                 .zip(&got)
@@ -610,6 +613,43 @@ fn linear_layer_cases(gpu: &Device, base_f16: bool) {
 fn linear_layers_match_burn_under_either_matmul() {
     let Some(gpu) = gpu() else { return };
     linear_layer_cases(&gpu, false);
+}
+
+#[test]
+fn the_fused_lora_linear_takes_the_same_dropout_masks() {
+    // With dropout the adapter reads another tensor than the base (`xd`), and its input
+    // gradient flows back through the mask: the fused layer (tiled matmul) against the composed
+    // one (burn's matmul) on the same device, the same masks drawn.
+    let Some(gpu) = gpu() else { return };
+    let rand = |dims: &[usize]| {
+        let n = dims.iter().product::<usize>();
+        let t = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &Device::flex());
+        TensorData::new(values(t), dims.to_vec())
+    };
+    let [b, t, d_in, d_out, r] = [3, 33, 70, 65, 16];
+    let x = [
+        rand(&[b, t, d_in]),
+        rand(&[d_in, d_out]),
+        rand(&[d_out]),
+        rand(&[d_in, r]),
+        rand(&[r, d_out]),
+        rand(&[b, t, d_out]),
+    ];
+    let mut runs = Vec::new();
+    under_each_matmul(&gpu, |_| {
+        runs.push(linear_run(&x, &gpu, Kernels::Tunelab, false, 0.3));
+    });
+    let without = linear_run(&x, &Device::flex(), Kernels::Burn, false, 0.0);
+    for ((name, composed), fused) in ["output", "d input", "d lora_A", "d lora_B"]
+        .iter()
+        .zip(&runs[0])
+        .zip(&runs[1])
+    {
+        let e = rel_err(fused, composed);
+        assert!(e <= REL_TOL, "dropout 0.3: {name} relative error {e:e}");
+    }
+    // The masks did something: the output is not the one without dropout.
+    assert!(rel_err(&runs[1][0], &without[0]) > 1e-3);
 }
 
 /// The GPU when it has f16 shaders; None (the test skipped, saying why) when it has none.

@@ -14,6 +14,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
@@ -29,12 +30,35 @@ use super::wgsl::{Shader, empty, grid, uniform};
 /// Rows and columns of C one workgroup computes.
 const TILE: usize = 64;
 
-/// The matmul as a backend extension, differentiable in both operands.
+/// The matmul as a backend extension, differentiable in both operands; and LoRA's linear layer
+/// on it, the adapter's product added in the base product's epilogue.
 #[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait MatmulKernels: Backend {
     /// `a · b` for `a` `[M, K]` and `b` `[K, N]`.
     #[fusion(meta = |a, b| product_spec(a, b))]
     fn tiled_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `a · b + scale · (u · v)` for `u` `[M, r]` and `v` `[r, N]`, in one launch.
+    #[fusion(meta = |a, b, _u, _v, _scale| product_spec(a, b))]
+    fn tiled_matmul_low_rank(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+
+    /// LoRA's linear layer without bias: `x · w + scale · (xd · a) · b`, `xd` being `x` after the
+    /// adapter's dropout (the same tensor without it), `w` frozen.
+    #[fusion(meta = |x, _xd, w, _a, _b, _scale| product_spec(x, w))]
+    fn lora_linear(
+        x: FloatTensor<Self>,
+        xd: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
 }
 
 #[cfg(feature = "fusion")]
@@ -80,6 +104,53 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Option<Tensor<D>> {
     let rows = dims[..D - 1].iter().product();
     let y = matmul(x.reshape([rows, k]), w.clone())?;
     dims[D - 1] = w.dims()[1];
+    Some(y.reshape(dims))
+}
+
+/// LoRA's linear layer `x · w + scale · (xd · a) · b` over the last dimension of `x` `[.., K]`
+/// (`xd`: `x` after the adapter's dropout; `w` `[K, N]` frozen, f32 or f16; `a` `[K, r]`,
+/// `b` `[r, N]`) in two launches, the rank-r product and the base product with the adapter's
+/// added in its epilogue, forward and for the input's gradient — where the tiled kernel is the
+/// matmul in use ([`calibrate`], or an f16 `w`). None where it does not apply (not on a GPU,
+/// not f32, a `w` that trains, shapes that do not chain) and the caller composes the products.
+pub fn lora_linear<const D: usize>(
+    x: Tensor<D>,
+    xd: Tensor<D>,
+    w: Tensor<2>,
+    a: Tensor<2>,
+    b: Tensor<2>,
+    scale: f64,
+) -> Option<Tensor<D>> {
+    if w.dtype() != DType::F16 && !prefers_tiled(&cube_key(&x.device())?) {
+        return None;
+    }
+    let mut dims = x.dims();
+    let k = dims[D - 1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let ([kw, n], [ka, r], [rb, nb]) = (w.dims(), a.dims(), b.dims());
+    let fits = super::on_gpu(&x.device())
+        && [&x, &xd].iter().all(|t| t.dtype() == DType::F32)
+        && [&a, &b].iter().all(|t| t.dtype() == DType::F32)
+        && matches!(w.dtype(), DType::F32 | DType::F16)
+        && !w.is_require_grad()
+        && xd.dims() == dims
+        && (kw, ka, rb, nb) == (k, k, r, n)
+        && rows.min(k).min(n).min(r) > 0
+        && [(rows, k), (k, n), (rows, n), (rows, r), (k, r), (r, n)]
+            .iter()
+            .all(|&(r, c)| r as u64 * c as u64 <= u32::MAX as u64);
+    if !fits {
+        return None;
+    }
+    let y = Tensor::<2>::from_dispatch(<Dispatch as MatmulKernels>::lora_linear(
+        x.reshape([rows, k]).into_dispatch(),
+        xd.reshape([rows, k]).into_dispatch(),
+        w.into_dispatch(),
+        a.into_dispatch(),
+        b.into_dispatch(),
+        scale as f32,
+    ));
+    dims[D - 1] = n;
     Some(y.reshape(dims))
 }
 
@@ -220,32 +291,79 @@ fn layout(t: CubeTensor) -> (CubeTensor, u32) {
 
 impl MatmulKernels for CubeBackend {
     fn tiled_matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
-        let (m, k, n) = (a.meta.shape()[0], a.meta.shape()[1], b.meta.shape()[1]);
-        debug_assert!(a.dtype == DType::F32 && matches!(b.dtype, DType::F32 | DType::F16));
-        let (enable, b_elem) = match b.dtype {
-            DType::F16 => ("enable f16;", "f16"),
-            _ => ("", "f32"),
-        };
-        let ((a, ta), (b, tb)) = (layout(a), layout(b));
-        let c = empty(&a, &[m, n]);
-        Shader {
-            name: "matmul",
-            source: include_str!("../../../shaders/matmul.wgsl"),
-            params: vec![
-                ("ta", ta.into()),
-                ("tb", tb.into()),
-                ("enable", enable.into()),
-                ("b_elem", b_elem.into()),
-            ],
-            workgroup: 256,
-        }
-        .launch(
-            grid(n.div_ceil(TILE), m.div_ceil(TILE)),
-            &[&a, &b, &c],
-            uniform(&[m as u32, n as u32, k as u32]),
-        );
-        c
+        tiled(a, b, None)
     }
+
+    fn tiled_matmul_low_rank(
+        a: CubeTensor,
+        b: CubeTensor,
+        u: CubeTensor,
+        v: CubeTensor,
+        scale: f32,
+    ) -> CubeTensor {
+        tiled(a, b, Some((u, v, scale)))
+    }
+
+    fn lora_linear(
+        x: CubeTensor,
+        xd: CubeTensor,
+        w: CubeTensor,
+        a: CubeTensor,
+        b: CubeTensor,
+        scale: f32,
+    ) -> CubeTensor {
+        let h = tiled(xd, a, None);
+        tiled(x, w, Some((h, b, scale)))
+    }
+}
+
+/// `a · b` (`+ scale · (u · v)` when `low_rank` is given) through `shaders/matmul.wgsl`.
+fn tiled(
+    a: CubeTensor,
+    b: CubeTensor,
+    low_rank: Option<(CubeTensor, CubeTensor, f32)>,
+) -> CubeTensor {
+    let (m, k, n) = (a.meta.shape()[0], a.meta.shape()[1], b.meta.shape()[1]);
+    debug_assert!(a.dtype == DType::F32 && matches!(b.dtype, DType::F32 | DType::F16));
+    let (enable, b_elem) = match b.dtype {
+        DType::F16 => ("enable f16;", "f16"),
+        _ => ("", "f32"),
+    };
+    let ((a, ta), (b, tb)) = (layout(a), layout(b));
+    let c = empty(&a, &[m, n]);
+    // Without a low-rank term the shader still binds U and V: one-element placeholders.
+    let contiguous = |t: CubeTensor| {
+        if t.is_contiguous() {
+            t
+        } else {
+            into_contiguous(t)
+        }
+    };
+    let (u, v, r, scale) = match low_rank {
+        Some((u, v, scale)) => {
+            let r = u.meta.shape()[1];
+            (contiguous(u), contiguous(v), r, scale)
+        }
+        None => (empty(&a, &[1]), empty(&a, &[1]), 0, 0.0),
+    };
+    Shader {
+        name: "matmul",
+        source: include_str!("../../../shaders/matmul.wgsl"),
+        params: vec![
+            ("ta", ta.into()),
+            ("tb", tb.into()),
+            ("lr", u32::from(r > 0).into()),
+            ("enable", enable.into()),
+            ("b_elem", b_elem.into()),
+        ],
+        workgroup: 256,
+    }
+    .launch(
+        grid(n.div_ceil(TILE), m.div_ceil(TILE)),
+        &[&a, &b, &c, &u, &v],
+        uniform(&[m as u32, n as u32, k as u32, r as u32, scale.to_bits()]),
+    );
+    c
 }
 
 impl<B: MatmulKernels, C: CheckpointStrategy> MatmulKernels for Autodiff<B, C> {
@@ -294,6 +412,102 @@ impl<B: MatmulKernels, C: CheckpointStrategy> MatmulKernels for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::tiled_matmul(a.into_primitive(), b.into_primitive()))
             }
+        }
+    }
+    fn tiled_matmul_low_rank(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        // Differentiable as its two products; the fused kernel runs inside `lora_linear`.
+        let uv = Self::float_mul_scalar(Self::tiled_matmul(u, v), scale.into());
+        Self::float_add(Self::tiled_matmul(a, b), uv)
+    }
+
+    fn lora_linear(
+        x: FloatTensor<Self>,
+        xd: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LoraBackward;
+
+        impl<B: MatmulKernels> Backward<B, 4> for LoraBackward {
+            /// xd, w, a, b, h = xd · a, the scale (`x` itself is not needed: `w` gets no
+            /// gradient).
+            type State = (
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                f32,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 4>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x, node_xd, node_a, node_b] = ops.parents;
+                let g = grads.consume::<B>(&ops.node);
+                let (xd, w, a, b, h, scale) = ops.state;
+                let t = B::float_transpose;
+                if let Some(node) = node_b {
+                    let db = B::tiled_matmul(t(h), g.clone());
+                    grads.register::<B>(node.id, B::float_mul_scalar(db, scale.into()));
+                }
+                // The gradient reaching the rank-r activations, scaled: [M, r].
+                let dh =
+                    || B::float_mul_scalar(B::tiled_matmul(g.clone(), t(b.clone())), scale.into());
+                match (node_x, node_xd) {
+                    // No dropout: dx = g · wᵀ + dh · aᵀ in one launch, once.
+                    (Some(nx), Some(nd)) if nx.id == nd.id => {
+                        let dh = dh();
+                        if let Some(node) = node_a {
+                            grads.register::<B>(node.id, B::tiled_matmul(t(xd), dh.clone()));
+                        }
+                        let dx = B::tiled_matmul_low_rank(g, t(w), dh, t(a), 1.0);
+                        grads.register::<B>(nx.id, dx);
+                    }
+                    (nx, nd) => {
+                        let dh = (node_a.is_some() || nd.is_some()).then(dh);
+                        if let (Some(node), Some(dh)) = (node_a, &dh) {
+                            grads.register::<B>(node.id, B::tiled_matmul(t(xd), dh.clone()));
+                        }
+                        if let (Some(node), Some(dh)) = (nd, dh) {
+                            grads.register::<B>(node.id, B::tiled_matmul(dh, t(a)));
+                        }
+                        if let Some(node) = nx {
+                            grads.register::<B>(node.id, B::tiled_matmul(g, t(w)));
+                        }
+                    }
+                }
+            }
+        }
+
+        // `w` is frozen (the caller checks): not a parent.
+        let nodes = [x.node(), xd.node(), a.node(), b.node()];
+        let (x, xd, w, a, b) = (
+            x.into_primitive(),
+            xd.into_primitive(),
+            w.into_primitive(),
+            a.into_primitive(),
+            b.into_primitive(),
+        );
+        match LoraBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let h = B::tiled_matmul(xd.clone(), a.clone());
+                let y = B::tiled_matmul_low_rank(x.clone(), w.clone(), h.clone(), b.clone(), scale);
+                prep.finish((xd, w, a, b, h, scale), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::lora_linear(x, xd, w, a, b, scale)),
         }
     }
 }

@@ -14,7 +14,7 @@ mod wgsl;
 
 pub use attention::{MAX_HEAD_DIM, fused_attention};
 pub use cross_entropy::{CHUNK_BYTES, chunked_nll, chunked_nll_rows};
-pub use matmul::{MatmulCalibration, calibrate, linear, matmul, use_tiled_matmul};
+pub use matmul::{MatmulCalibration, calibrate, linear, lora_linear, matmul, use_tiled_matmul};
 pub use norm::rms_norm;
 pub use optimizer::{StepScalars, adamw_step, lion_step};
 

@@ -113,21 +113,39 @@ impl Linear {
     }
 
     /// `x @ W + b (+ (scaling · dropout(x) @ A) @ B)` over the last dimension, the products with
-    /// tunelab's tiled matmul where `kernels` and the device allow.
+    /// tunelab's tiled matmul where `kernels` and the device allow (with an adapter, the base and
+    /// the adapter's products fused: [`crate::kernels::lora_linear`]).
     pub fn forward<const D: usize>(&self, x: Tensor<D>, kernels: Kernels) -> Tensor<D> {
-        let mut y = product(x.clone(), self.weight.val(), kernels);
-        if let Some(b) = &self.bias {
-            y = y + b.val().unsqueeze();
-        }
-        match &self.lora {
+        let bias = |y: Tensor<D>| match &self.bias {
+            Some(b) => y + b.val().unsqueeze(),
             None => y,
-            Some(l) => {
-                // The scaling is applied to the rank-r activations, not to the output: one pass
-                // over `[tokens, r]` instead of `[tokens, out]`, forward and backward.
-                let h = product(dropout(x, l.dropout), l.a.val(), kernels).mul_scalar(l.scaling);
-                y + product(h, l.b.val(), kernels)
-            }
+        };
+        let Some(l) = &self.lora else {
+            return bias(product(x, self.weight.val(), kernels));
+        };
+        let xd = dropout(x.clone(), l.dropout);
+        let (a, b) = (l.a.val(), l.b.val());
+        let fused = (kernels == Kernels::Tunelab)
+            .then(|| {
+                let w = self.weight.val();
+                crate::kernels::lora_linear(
+                    x.clone(),
+                    xd.clone(),
+                    w,
+                    a.clone(),
+                    b.clone(),
+                    l.scaling,
+                )
+            })
+            .flatten();
+        if let Some(y) = fused {
+            return bias(y);
         }
+        // The scaling is applied to the rank-r activations, not to the output: one pass over
+        // `[tokens, r]` instead of `[tokens, out]`, forward and backward.
+        let y = bias(product(x, self.weight.val(), kernels));
+        let h = product(xd, a, kernels).mul_scalar(l.scaling);
+        y + product(h, b, kernels)
     }
 }
 
