@@ -679,12 +679,13 @@ fn lora_rank_8() -> tunelab::train::Method {
 
 /// Per-step losses of `method` on the tied-head Qwen2 fixture over the tiny text on `device`,
 /// with the session's weights stored in f16 (`session_f16`) or the run's frozen weights
-/// (`frozen_f16`) or neither; and the stored precision of each base matrix and of each trained
-/// matrix after the run.
+/// (`frozen_f16`) or neither, with `kernels`; and the stored precision of each base matrix and of
+/// each trained matrix after the run.
 fn run_losses(
     device: &Device,
     method: tunelab::train::Method,
     [session_f16, frozen_f16]: [bool; 2],
+    kernels: Kernels,
     steps: usize,
 ) -> (Vec<f64>, Vec<DType>, Vec<DType>) {
     use tunelab::hf::ModelSource;
@@ -708,6 +709,7 @@ fn run_losses(
         batch_size: 2,
         seed: 1,
         frozen_f16,
+        kernels,
         ..TrainConfig::new(method, 1e-2)
     };
     let mut trainer = Trainer::new(
@@ -751,8 +753,10 @@ fn run_losses(
 fn lora_with_a_frozen_f16_base_tracks_the_f32_run() {
     let Some(gpu) = gpu_with_f16() else { return };
     let steps = 20;
-    let (f32_losses, f32_base, _) = run_losses(&gpu, lora_rank_8(), [false, false], steps);
-    let (f16_losses, f16_base, factors) = run_losses(&gpu, lora_rank_8(), [false, true], steps);
+    let (f32_losses, f32_base, _) =
+        run_losses(&gpu, lora_rank_8(), [false, false], Kernels::Tunelab, steps);
+    let (f16_losses, f16_base, factors) =
+        run_losses(&gpu, lora_rank_8(), [false, true], Kernels::Tunelab, steps);
     assert!(f32_base.iter().all(|t| *t == DType::F32));
     // Every frozen matrix (the tied embeddings, every linear's base) in f16, the factors in f32.
     assert!(f16_base.iter().all(|t| *t == DType::F16), "{f16_base:?}");
@@ -826,11 +830,17 @@ fn a_session_in_f16_trains_lora_on_it_and_full_fine_tuning_in_f32() {
     let steps = 6;
     let full = || tunelab::train::Method::Full(tunelab::train::FullConfig::default());
     let mut worst = 0f64;
-    for (name, method) in [("LoRA", lora_rank_8 as fn() -> _), ("full", full)] {
-        let (want, _, _) = run_losses(&gpu, method(), [false, false], steps);
-        let (got, base, trained) = run_losses(&gpu, method(), [true, false], steps);
+    let cases = [
+        ("LoRA", lora_rank_8 as fn() -> _, Kernels::Tunelab),
+        ("full", full, Kernels::Tunelab),
+        ("LoRA, burn's kernels", lora_rank_8, Kernels::Burn),
+    ];
+    for (name, method, kernels) in cases {
+        let (want, _, _) = run_losses(&gpu, method(), [false, false], kernels, steps);
+        let (got, base, trained) = run_losses(&gpu, method(), [true, false], kernels, steps);
         // LoRA keeps the whole base in f16; full fine-tuning trains f32 copies of the block
-        // weights and leaves the frozen (tied) embeddings in f16.
+        // weights and leaves the frozen (tied) embeddings in f16; with burn's kernels the run
+        // casts everything back to f32.
         assert!(
             trained.iter().all(|t| *t == DType::F32),
             "{name}: {trained:?}"
@@ -838,14 +848,15 @@ fn a_session_in_f16_trains_lora_on_it_and_full_fine_tuning_in_f32() {
         let halves = base.iter().filter(|t| **t == DType::F16).count();
         match name {
             "LoRA" => assert_eq!(halves, base.len(), "{base:?}"),
-            _ => assert_eq!(halves, 1, "only the tied embeddings: {base:?}"),
+            "full" => assert_eq!(halves, 1, "only the tied embeddings: {base:?}"),
+            _ => assert_eq!(halves, 0, "{name}: {base:?}"),
         }
         for (a, b) in want.iter().zip(&got) {
             worst = worst.max((a - b).abs());
         }
     }
     eprintln!(
-        "f16 session vs f32 session over {steps} steps, LoRA and full: max |Δloss| {worst:.2e}"
+        "f16 session vs f32 session over {steps} steps, LoRA and full, either kernels: max |Δloss| {worst:.2e}"
     );
     assert!(worst < 1e-2, "{worst}");
 }

@@ -1,13 +1,16 @@
-//! A tiled f32 matmul for WebGPU without subgroups (`shaders/matmul.wgsl`: 64 × 64 workgroup
-//! tiles, 4 × 4 per invocation, vec4 tiles in workgroup memory), as a backend extension with its
-//! own backward. The backward pass reads transposed operands in place (the shader takes either
-//! layout), and computes a weight's gradient only when the weight trains, keeping the input for
-//! it only then: a frozen base weight costs no dW matmul and keeps no activation.
+//! A tiled matmul for WebGPU without subgroups (`shaders/matmul.wgsl`: 64 × 64 workgroup
+//! tiles, 4 × 4 per invocation, vec4 tiles in workgroup memory; f32 arithmetic, the second
+//! operand f32 or f16), as a backend extension with its own backward; and LoRA's linear layer on
+//! it, the adapter's product added in the epilogue. The backward pass reads transposed operands
+//! in place (the shader takes either layout), and computes a weight's gradient only when the
+//! weight trains, keeping the input for it only then: a frozen base weight costs no dW matmul
+//! and keeps no activation.
 //!
 //! Which matmul the model's linears and the chunked loss use is measured, not assumed: the
 //! tiled kernel is 3–5× faster than burn's in Chromium's SwiftShader but slower on lavapipe, and
 //! GPUs differ again. [`calibrate`] times both once per device and [`product`] / [`linear`] use
-//! the faster; a device never calibrated keeps burn's.
+//! the faster; a device never calibrated keeps burn's. An f16 weight always takes the tiled
+//! kernel (burn's would need an f32 copy of it).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -18,7 +21,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use web_time::Instant;
@@ -108,14 +111,15 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Option<Tensor<D>> {
 }
 
 /// LoRA's linear layer `x · w + scale · (xd · a) · b` over the last dimension of `x` `[.., K]`
-/// (`xd`: `x` after the adapter's dropout; `w` `[K, N]` frozen, f32 or f16; `a` `[K, r]`,
-/// `b` `[r, N]`) in two launches, the rank-r product and the base product with the adapter's
-/// added in its epilogue, forward and for the input's gradient — where the tiled kernel is the
-/// matmul in use ([`calibrate`], or an f16 `w`). None where it does not apply (not on a GPU,
-/// not f32, a `w` that trains, shapes that do not chain) and the caller composes the products.
+/// (`xd`: `x` after the adapter's dropout, None without it; `w` `[K, N]` frozen, f32 or f16;
+/// `a` `[K, r]`, `b` `[r, N]`) in two launches, the rank-r product and the base product with the
+/// adapter's added in its epilogue; the input's gradient in one more without dropout — where the
+/// tiled kernel is the matmul in use ([`calibrate`], or an f16 `w`). None where it does not apply
+/// (not on a GPU, not f32, a `w` that trains, shapes that do not chain) and the caller composes
+/// the products.
 pub fn lora_linear<const D: usize>(
     x: Tensor<D>,
-    xd: Tensor<D>,
+    xd: Option<Tensor<D>>,
     w: Tensor<2>,
     a: Tensor<2>,
     b: Tensor<2>,
@@ -129,11 +133,18 @@ pub fn lora_linear<const D: usize>(
     let rows: usize = dims[..D - 1].iter().product();
     let ([kw, n], [ka, r], [rb, nb]) = (w.dims(), a.dims(), b.dims());
     let fits = super::on_gpu(&x.device())
-        && [&x, &xd].iter().all(|t| t.dtype() == DType::F32)
-        && [&a, &b].iter().all(|t| t.dtype() == DType::F32)
+        && [
+            Some(x.dtype()),
+            xd.as_ref().map(Tensor::dtype),
+            Some(a.dtype()),
+            Some(b.dtype()),
+        ]
+        .into_iter()
+        .flatten()
+        .all(|t| t == DType::F32)
         && matches!(w.dtype(), DType::F32 | DType::F16)
         && !w.is_require_grad()
-        && xd.dims() == dims
+        && xd.as_ref().is_none_or(|t| t.dims() == dims)
         && (kw, ka, rb, nb) == (k, k, r, n)
         && rows.min(k).min(n).min(r) > 0
         && [(rows, k), (k, n), (rows, n), (rows, r), (k, r), (r, n)]
@@ -142,9 +153,13 @@ pub fn lora_linear<const D: usize>(
     if !fits {
         return None;
     }
+    // Without dropout the adapter reads the very tensor the base does: one autodiff node, so the
+    // backward pass sums the input's two gradients in one launch.
+    let x = x.reshape([rows, k]);
+    let xd = xd.map_or_else(|| x.clone(), |t| t.reshape([rows, k]));
     let y = Tensor::<2>::from_dispatch(<Dispatch as MatmulKernels>::lora_linear(
-        x.reshape([rows, k]).into_dispatch(),
-        xd.reshape([rows, k]).into_dispatch(),
+        x.into_dispatch(),
+        xd.into_dispatch(),
         w.into_dispatch(),
         a.into_dispatch(),
         b.into_dispatch(),
@@ -237,9 +252,10 @@ pub async fn calibrate(device: &Device) -> Result<Option<MatmulCalibration>> {
         return Ok(Some(*c));
     }
     let device = device.clone().inner();
-    let normal = Distribution::Normal(0.0, 1.0);
-    let a = Tensor::<2>::random([512, 256], normal, &device);
-    let b = Tensor::<2>::random([256, 512], normal, &device);
+    // Constant operands: the timing does not depend on the values, and the device's random
+    // stream (dropout masks, LoRA's init) is left as it was.
+    let a = Tensor::<2>::full([512, 256], 0.5, &device);
+    let b = Tensor::<2>::full([256, 512], 0.25, &device);
     // One call: `n` products and the readback of one element of the last (the queue runs them
     // in order), milliseconds per product.
     let call = async |tiled: bool, n: usize| -> Result<f64> {

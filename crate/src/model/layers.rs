@@ -123,7 +123,7 @@ impl Linear {
         let Some(l) = &self.lora else {
             return bias(product(x, self.weight.val(), kernels));
         };
-        let xd = dropout(x.clone(), l.dropout);
+        let xd = dropped(&x, l.dropout);
         let (a, b) = (l.a.val(), l.b.val());
         let fused = (kernels == Kernels::Tunelab)
             .then(|| {
@@ -143,6 +143,7 @@ impl Linear {
         }
         // The scaling is applied to the rank-r activations, not to the output: one pass over
         // `[tokens, r]` instead of `[tokens, out]`, forward and backward.
+        let xd = xd.unwrap_or_else(|| x.clone());
         let y = bias(product(x, self.weight.val(), kernels));
         let h = product(xd, a, kernels).mul_scalar(l.scaling);
         y + product(h, b, kernels)
@@ -161,11 +162,16 @@ fn product<const D: usize>(x: Tensor<D>, w: Tensor<2>, kernels: Kernels) -> Tens
 /// Inverted dropout with keep-probability `1 - p`; active only while gradients are tracked
 /// (training), as in PyTorch's train mode.
 pub fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
+    dropped(&x, p).unwrap_or(x)
+}
+
+/// [`dropout`] of `x`, or None where it does nothing (`p` = 0, not training).
+fn dropped<const D: usize>(x: &Tensor<D>, p: f64) -> Option<Tensor<D>> {
     if p <= 0.0 || !x.device().is_autodiff() {
-        return x;
+        return None;
     }
     let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - p));
-    (x * keep).div_scalar(1.0 - p)
+    Some((x.clone() * keep).div_scalar(1.0 - p))
 }
 
 /// Token (or position) embedding table `[num, dim]`.

@@ -287,8 +287,11 @@ impl Trainer {
                 });
             }
         }
-        // What trains does so in f32, whatever the model's storage (a base kept in f16).
-        model.store_matrices(FloatDType::F32, &|trains| trains);
+        // What trains does so in f32, whatever the model's storage (a base kept in f16); with
+        // burn's kernels everything is f32 (its matmul would otherwise cast an f16 weight at
+        // every step and keep the f32 copy for the backward pass).
+        let burn = config.kernels == Kernels::Burn;
+        model.store_matrices(FloatDType::F32, &|trains| trains || burn);
         if config.frozen_f16 {
             let why = match config.kernels {
                 Kernels::Burn => Some("needs tunelab's kernels (--kernels tunelab)"),
