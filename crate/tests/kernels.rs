@@ -567,25 +567,31 @@ fn linear_run(
     ]
 }
 
+/// Random inputs of [`linear_run`] for `[batch, seq, in, out, rank]`: input, base weight, bias,
+/// lora_A, lora_B and the loss weights.
+fn linear_inputs([b, t, d_in, d_out, r]: [usize; 5]) -> [TensorData; 6] {
+    let rand = |dims: &[usize]| {
+        let n = dims.iter().product::<usize>();
+        let t = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &Device::flex());
+        TensorData::new(values(t), dims.to_vec())
+    };
+    [
+        rand(&[b, t, d_in]),
+        rand(&[d_in, d_out]),
+        rand(&[d_out]),
+        rand(&[d_in, r]),
+        rand(&[r, d_out]),
+        rand(&[b, t, d_out]),
+    ]
+}
+
 /// The LoRA linear layer on `gpu` against burn's on the CPU at odd shapes, under either matmul;
 /// its base stored in f16 if `base_f16` (the reference then uses the values f16 holds).
 fn linear_layer_cases(gpu: &Device, base_f16: bool) {
     let cpu = Device::flex();
-    let rand = |dims: &[usize]| {
-        let n = dims.iter().product::<usize>();
-        let t = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &cpu);
-        TensorData::new(values(t), dims.to_vec())
-    };
     // [batch, seq, in, out, rank]: odd sizes, and one over a 64-wide tile in every dimension.
     for [b, t, d_in, d_out, r] in [[2, 7, 13, 9, 3], [3, 33, 70, 65, 16]] {
-        let mut x = [
-            rand(&[b, t, d_in]),
-            rand(&[d_in, d_out]),
-            rand(&[d_out]),
-            rand(&[d_in, r]),
-            rand(&[r, d_out]),
-            rand(&[b, t, d_out]),
-        ];
+        let mut x = linear_inputs([b, t, d_in, d_out, r]);
         if base_f16 {
             x[1] = x[1].clone().convert::<f16>().convert::<f32>();
         }
@@ -621,20 +627,7 @@ fn the_fused_lora_linear_takes_the_same_dropout_masks() {
     // gradient flows back through the mask: the fused layer (tiled matmul) against the composed
     // one (burn's matmul) on the same device, the same masks drawn.
     let Some(gpu) = gpu() else { return };
-    let rand = |dims: &[usize]| {
-        let n = dims.iter().product::<usize>();
-        let t = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &Device::flex());
-        TensorData::new(values(t), dims.to_vec())
-    };
-    let [b, t, d_in, d_out, r] = [3, 33, 70, 65, 16];
-    let x = [
-        rand(&[b, t, d_in]),
-        rand(&[d_in, d_out]),
-        rand(&[d_out]),
-        rand(&[d_in, r]),
-        rand(&[r, d_out]),
-        rand(&[b, t, d_out]),
-    ];
+    let x = linear_inputs([3, 33, 70, 65, 16]);
     let mut runs = Vec::new();
     under_each_matmul(&gpu, |_| {
         runs.push(linear_run(&x, &gpu, Kernels::Tunelab, false, 0.3));
