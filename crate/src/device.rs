@@ -48,6 +48,9 @@ pub struct AdapterInfo {
     pub max_storage_buffer_binding_size: u64,
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_invocations_per_workgroup: u32,
+    /// f16 in shaders (WebGPU's `shader-f16`): frozen weights can be kept in f16
+    /// (`--frozen-f16`).
+    pub shader_f16: bool,
     #[serde(skip)]
     #[cfg(feature = "native")]
     kind: Option<DeviceKind>,
@@ -105,6 +108,7 @@ pub fn adapters() -> Vec<AdapterInfo> {
                 max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
                 max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
                 max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+                shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
                 kind,
             }
         })

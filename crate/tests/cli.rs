@@ -172,6 +172,26 @@ fn every_command_has_help() {
     }
 }
 
+#[test]
+fn devices_lists_each_adapter_with_its_limits_and_f16_support() {
+    let (ok, stdout, stderr) = tunelab(&["devices", "--json"]);
+    assert!(ok, "{stderr}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    if std::env::var("TUNELAB_REQUIRE_GPU").as_deref() == Ok("1") {
+        assert!(
+            !list.is_empty(),
+            "TUNELAB_REQUIRE_GPU=1 but no adapter listed"
+        );
+    }
+    for a in &list {
+        assert!(
+            a["max_storage_buffer_binding_size"].as_u64().unwrap() > 0,
+            "{a}"
+        );
+        assert!(a["shader_f16"].is_boolean(), "{a}");
+    }
+}
+
 /// `tunelab bench --json` lines of `bench MODEL args`, with one-step windows on the CPU backend.
 fn bench_lines(model: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let mut all = vec![

@@ -22,11 +22,16 @@ pub fn run(g: &Global) -> Result {
             a.driver
         );
         println!(
-            "   max_buffer_size {} MiB, max_storage_buffer_binding_size {} MiB, workgroup storage {} KiB, invocations {}",
+            "   max_buffer_size {} MiB, max_storage_buffer_binding_size {} MiB, workgroup storage {} KiB, invocations {}, shader f16 {}",
             a.max_buffer_size >> 20,
             a.max_storage_buffer_binding_size >> 20,
             a.max_compute_workgroup_storage_size >> 10,
-            a.max_compute_invocations_per_workgroup
+            a.max_compute_invocations_per_workgroup,
+            if a.shader_f16 {
+                "yes (--frozen-f16)"
+            } else {
+                "no"
+            }
         );
     }
     println!("cpu: burn flex backend (always available)");
