@@ -424,6 +424,7 @@ pub async fn run(
     let trained: usize = sizes.iter().sum();
     let tokens = (batch * seq) as f64;
     let up_flops = 2.0 * tokens * (s.hidden * s.ff) as f64;
+    let up_shape = format!("[{}, {}] · [{}, {}]", batch * seq, s.hidden, s.hidden, s.ff);
     let lora_flops = 2.0 * tokens * (LORA_RANK * (s.hidden + s.ff)) as f64;
     let attention_flops = 3.0 * 4.0 * (batch * s.heads * seq * seq * s.head_dim) as f64;
     let head_flops = 2.0 * 2.0 * tokens * (s.hidden * s.vocab) as f64;
@@ -449,20 +450,18 @@ pub async fn run(
             let (timing, shape, flops, bytes) = match op {
                 "matmul" => (
                     matmul_op(&s, &ad, k, reps).await?,
-                    format!("[{}, {}] · [{}, {}]", batch * seq, s.hidden, s.hidden, s.ff),
+                    up_shape.clone(),
                     Some(3.0 * up_flops),
                     None,
                 ),
                 "linear" | "lora_linear" => {
                     let lora = op == "lora_linear";
-                    let shape =
-                        format!("[{}, {}] · [{}, {}]", batch * seq, s.hidden, s.hidden, s.ff);
                     (
                         linear_op(&s, lora, &ad, k, reps).await?,
                         if lora {
-                            format!("{shape} frozen + rank {LORA_RANK}")
+                            format!("{up_shape} frozen + rank {LORA_RANK}")
                         } else {
-                            shape
+                            up_shape.clone()
                         },
                         Some(if lora {
                             2.0 * up_flops + 3.0 * lora_flops

@@ -17,10 +17,17 @@ use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Tensor};
 
-use super::wgsl::{Shader, WORKGROUP_BYTES, empty, folded, grid, uniform};
+use super::wgsl::{MAX_GROUPS, Shader, WORKGROUP_BYTES, empty, folded, grid, uniform};
 
 /// The widest head the kernels take (per-invocation rows of `head_dim` floats).
 pub const MAX_HEAD_DIM: usize = 256;
+
+/// Whether the fused kernels take `batch × heads` heads `head_dim` wide: rows up to
+/// [`MAX_HEAD_DIM`], and one workgroup row per (batch, head) within WebGPU's per-dimension
+/// dispatch limit.
+pub fn takes_heads(batch: usize, heads: usize, head_dim: usize) -> bool {
+    head_dim <= MAX_HEAD_DIM && batch * heads <= MAX_GROUPS as usize
+}
 
 /// Attention as the backend extension: `fused_attention` is differentiable; `_forward` (output
 /// and softmax statistics) and `_backward` are the raw kernels the autodiff implementation
@@ -97,7 +104,7 @@ pub fn fused_attention(
     let ([b, h, t, d], [kb, kvh, s, kd], [mb, m1, mt, ms]) = (q.dims(), k.dims(), mask.dims());
     let fits = super::on_gpu(&q.device())
         && q.dtype() == DType::F32
-        && d <= MAX_HEAD_DIM
+        && takes_heads(b, h, d)
         && kb == b
         && kd == d
         && v.dims() == k.dims()
@@ -106,9 +113,7 @@ pub fn fused_attention(
         && (mb == 1 || mb == b)
         && (m1, mt, ms) == (1, t, s)
         && t > 0
-        && s > 0
-        // One workgroup row per (batch, head): WebGPU's per-dimension dispatch limit.
-        && b * h <= 65_535;
+        && s > 0;
     if !fits {
         return None;
     }

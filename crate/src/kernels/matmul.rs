@@ -82,10 +82,7 @@ pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Option<Tensor<2>> {
         && matches!(b.dtype(), DType::F32 | DType::F16)
         && k == kb
         && m.min(n).min(k) > 0
-        // Element indices are u32 (and usize is 32 bits on wasm32).
-        && [(m, k), (k, n), (m, n)]
-            .iter()
-            .all(|&(r, c)| r as u64 * c as u64 <= u32::MAX as u64);
+        && indexable(&[(m, k), (k, n), (m, n)]);
     fits.then(|| {
         Tensor::from_dispatch(<Dispatch as MatmulKernels>::tiled_matmul(
             a.into_dispatch(),
@@ -95,11 +92,10 @@ pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Option<Tensor<2>> {
 }
 
 /// `x · w` over the last dimension of `x` `[.., K]` for `w` `[K, N]` (a linear layer without
-/// bias), through [`matmul`]; None where it does not apply or, for an f32 `w`, [`calibrate`] did
-/// not find it the faster on the device (an f16 `w` always takes it: burn's matmul would need an
-/// f32 copy of the weight, kept for the backward pass).
+/// bias), through [`matmul`]; None where it does not apply or the device does not take the tiled
+/// kernel for `w` ([`takes_tiled`]).
 pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Option<Tensor<D>> {
-    if w.dtype() != DType::F16 && !prefers_tiled(&cube_key(&x.device())?) {
+    if !takes_tiled(&cube_key(&x.device())?, w.dtype()) {
         return None;
     }
     let mut dims = x.dims();
@@ -125,7 +121,7 @@ pub fn lora_linear<const D: usize>(
     b: Tensor<2>,
     scale: f64,
 ) -> Option<Tensor<D>> {
-    if w.dtype() != DType::F16 && !prefers_tiled(&cube_key(&x.device())?) {
+    if !takes_tiled(&cube_key(&x.device())?, w.dtype()) {
         return None;
     }
     let mut dims = x.dims();
@@ -147,9 +143,7 @@ pub fn lora_linear<const D: usize>(
         && xd.as_ref().is_none_or(|t| t.dims() == dims)
         && (kw, ka, rb, nb) == (k, k, r, n)
         && rows.min(k).min(n).min(r) > 0
-        && [(rows, k), (k, n), (rows, n), (rows, r), (k, r), (r, n)]
-            .iter()
-            .all(|&(r, c)| r as u64 * c as u64 <= u32::MAX as u64);
+        && indexable(&[(rows, k), (k, n), (rows, n), (rows, r), (k, r), (r, n)]);
     if !fits {
         return None;
     }
@@ -172,9 +166,20 @@ pub fn lora_linear<const D: usize>(
 /// Per cubecl device (its Debug name): whether the tiled kernel was the faster in [`calibrate`].
 static TILED_FASTER: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
 
-fn prefers_tiled(key: &str) -> bool {
+/// Whether products with `weight` (of that dtype) on the cubecl device `key` take the tiled
+/// kernel: where [`calibrate`] found it the faster, and always for an f16 weight (burn's matmul
+/// would need an f32 copy of it, kept for the backward pass).
+fn takes_tiled(key: &str, weight: DType) -> bool {
     let faster = TILED_FASTER.lock().unwrap_or_else(|e| e.into_inner());
-    faster.get(key).copied().unwrap_or(false)
+    weight == DType::F16 || faster.get(key).copied().unwrap_or(false)
+}
+
+/// Whether every `[rows, cols]` matrix of `sizes` has its element indices within u32 (the
+/// shader's index type; usize is 32 bits on wasm32).
+fn indexable(sizes: &[(usize, usize)]) -> bool {
+    sizes
+        .iter()
+        .all(|&(r, c)| r as u64 * c as u64 <= u32::MAX as u64)
 }
 
 /// The key of the cubecl device `device` runs on (None off the GPU): the Debug name of the
@@ -190,7 +195,7 @@ fn cube_key(device: &Device) -> Option<String> {
 /// `a · b` on backend `B` with the matmul [`calibrate`] found faster on the tensors' device; an f16
 /// `b` (a frozen weight in half precision) always with the tiled kernel, which reads it as stored.
 pub(super) fn product<B: MatmulKernels>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
-    if b.dtype() == DType::F16 || prefers_tiled(&format!("{:?}", a.device())) {
+    if takes_tiled(&format!("{:?}", a.device()), b.dtype()) {
         B::tiled_matmul(a, b)
     } else {
         B::float_matmul(a, b)

@@ -12,7 +12,7 @@ mod norm;
 mod optimizer;
 mod wgsl;
 
-pub use attention::{MAX_HEAD_DIM, fused_attention};
+pub use attention::{fused_attention, takes_heads};
 pub use cross_entropy::{CHUNK_BYTES, chunked_nll, chunked_nll_rows};
 pub use matmul::{MatmulCalibration, calibrate, linear, lora_linear, matmul, use_tiled_matmul};
 pub use norm::rms_norm;

@@ -12,7 +12,7 @@ use burn::tensor::{DType, Shape};
 pub const WORKGROUP_BYTES: usize = 16_384;
 
 /// The most workgroups along one dispatch dimension on WebGPU.
-const MAX_GROUPS: u32 = 65_535;
+pub const MAX_GROUPS: u32 = 65_535;
 
 /// One shader with its template values (`{{ name }}` in the source).
 pub struct Shader {

@@ -762,8 +762,7 @@ pub fn largest_buffer(config: &crate::hf::ModelConfig, step: &StepShape) -> (u64
     let kernels = step.kernels == Kernels::Tunelab;
     let fused_attention = kernels
         && step.attention_dropout == 0.0
-        && head_dim <= crate::kernels::MAX_HEAD_DIM
-        && step.batch * heads <= 65_535;
+        && crate::kernels::takes_heads(step.batch, heads, head_dim);
     // In u64: on wasm32 the products overflow usize at shapes a browser must refuse.
     let [batch, seq, heads, hidden, inner, vocab] = [
         step.batch,
