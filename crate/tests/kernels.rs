@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use burn::module::Param;
 use burn::tensor::{DType, Device, Distribution, FloatDType, Int, Tensor, TensorData, f16};
@@ -16,6 +16,14 @@ use tunelab::train::optim::{Optimizer, OptimizerConfig};
 
 /// Max |a − b| over max |b|: the error relative to the tensor's scale.
 const REL_TOL: f32 = 1e-5;
+
+/// The device's random stream (burn seeds one per backend, not per test) and its matmul choice
+/// are process-wide, so each test holds this lock: a seeded run must not have another test's
+/// draws or calibration interleaved with it (two runs meant to be identical drifted by 0.19).
+fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn gpu() -> Option<Device> {
     devices()
@@ -205,6 +213,7 @@ const CASES: &[Case] = &[
 
 #[test]
 fn fused_attention_matches_burn_ops_with_gradients() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu() else { return };
     for (case, pad) in CASES.iter().flat_map(|c| [(c, Pad::Left), (c, Pad::Right)]) {
         let x = case.inputs(pad);
@@ -235,6 +244,7 @@ fn fused_attention_matches_burn_ops_with_gradients() {
 
 #[test]
 fn fused_attention_takes_gpu_tensors_only_and_falls_back_otherwise() {
+    let _exclusive = exclusive();
     let case = &CASES[0];
     let x = case.inputs(Pad::Right);
     let on = |device: &Device| {
@@ -293,10 +303,8 @@ fn lm_loss(
 }
 
 /// Run `f` with burn's matmul and then with the tiled kernel chosen for `gpu` (what
-/// `kernels::calibrate` decides), holding a lock so tests that set the choice do not interleave.
+/// `kernels::calibrate` decides). The caller holds [`exclusive`].
 fn under_each_matmul(gpu: &Device, mut f: impl FnMut(&str)) {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _held = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     for (tiled, name) in [(false, "burn's matmul"), (true, "tiled matmul")] {
         kernels::use_tiled_matmul(gpu, tiled);
         f(name);
@@ -305,6 +313,7 @@ fn under_each_matmul(gpu: &Device, mut f: impl FnMut(&str)) {
 
 #[test]
 fn chunked_cross_entropy_matches_burn_ops_with_gradients() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu() else { return };
     under_each_matmul(&gpu, |matmul| chunked_cross_entropy_cases(&gpu, matmul));
 }
@@ -366,6 +375,7 @@ fn optimizer_steps(
 
 #[test]
 fn optimizer_kernels_match_burn_ops() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     // Several workgroups and a partial one; a length that is a multiple of 4 (read as vec4s)
@@ -409,6 +419,7 @@ fn rms_norm_run(x: &[TensorData; 3], device: &Device, kernels: Kernels) -> [Vec<
 
 #[test]
 fn rms_norm_kernels_match_burn_ops_with_gradients() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     // A width over the workgroup and not a multiple of it, one under it, one row.
@@ -475,6 +486,7 @@ fn matmul_run(
 
 #[test]
 fn tiled_matmul_matches_burn_with_gradients() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     let rand = |dims: [usize; 2]| {
@@ -617,12 +629,14 @@ fn linear_layer_cases(gpu: &Device, base_f16: bool) {
 
 #[test]
 fn linear_layers_match_burn_under_either_matmul() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu() else { return };
     linear_layer_cases(&gpu, false);
 }
 
 #[test]
 fn the_fused_lora_linear_takes_the_same_dropout_masks() {
+    let _exclusive = exclusive();
     // With dropout the adapter reads another tensor than the base (`xd`), and its input
     // gradient flows back through the mask: the fused layer (tiled matmul) against the composed
     // one (burn's matmul) on the same device, the same masks drawn.
@@ -657,6 +671,7 @@ fn gpu_with_f16() -> Option<Device> {
 
 #[test]
 fn a_frozen_f16_base_computes_as_f32_on_its_rounded_values() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu_with_f16() else { return };
     linear_layer_cases(&gpu, true);
 }
@@ -744,6 +759,7 @@ fn run_losses(
 
 #[test]
 fn lora_with_a_frozen_f16_base_tracks_the_f32_run() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu_with_f16() else { return };
     let steps = 20;
     let (f32_losses, f32_base, _) =
@@ -775,6 +791,7 @@ fn lora_with_a_frozen_f16_base_tracks_the_f32_run() {
 
 #[test]
 fn frozen_f16_is_refused_where_it_cannot_run() {
+    let _exclusive = exclusive();
     use tunelab::model::lora::LoraConfig;
     use tunelab::train::{Method, TrainConfig, Trainer};
     let cases = [
@@ -819,6 +836,7 @@ fn frozen_f16_is_refused_where_it_cannot_run() {
 
 #[test]
 fn a_session_in_f16_trains_lora_on_it_and_full_fine_tuning_in_f32() {
+    let _exclusive = exclusive();
     let Some(gpu) = gpu_with_f16() else { return };
     let steps = 6;
     let full = || tunelab::train::Method::Full(tunelab::train::FullConfig::default());
