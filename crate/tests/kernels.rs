@@ -400,6 +400,150 @@ fn optimizer_kernels_match_burn_ops() {
     }
 }
 
+#[test]
+fn gather_packs_tensors_in_aligned_zero_padded_segments() {
+    let _exclusive = exclusive();
+    let Some(gpu) = gpu() else { return };
+    // More tensors than one launch binds (6), lengths at and around the segment size.
+    let lens = vec![1, 63, 64, 65, 1000, 7, 128, 3, 200, 64, 5, 129, 2, 31];
+    let layout = kernels::FlatLayout::new(lens.clone());
+    let data: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| (0..n).map(|i| (k * 1000 + i) as f32 + 0.5).collect())
+        .collect();
+    let mut want = Vec::new();
+    for d in &data {
+        want.extend(d);
+        want.resize(want.len().next_multiple_of(kernels::SEGMENT_ALIGN), 0.0);
+    }
+    assert_eq!(want.len(), layout.total());
+    for device in [Device::flex(), gpu] {
+        poison(&device, layout.total() * 2);
+        let tensors: Vec<Tensor<1>> = data
+            .iter()
+            .map(|d| Tensor::from_floats(d.as_slice(), &device))
+            .collect();
+        let flat = kernels::gather(&tensors, &layout);
+        assert_eq!(values(flat.clone()), want, "{device:?}");
+        for (part, d) in layout.split(&flat).into_iter().zip(&data) {
+            assert_eq!(&values(part), d);
+        }
+    }
+}
+
+/// Deterministic values in [-1, 1] for tensor `k` at step `step` (0: its initial value).
+fn pattern(k: usize, step: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((k * 7919 + i * 104_729 + step * 15_485_863) % 2001) as f32 - 1000.0) / 997.0)
+        .collect()
+}
+
+/// Four steps of `config` over `sizes`-element tensors (two learning rates, as LoRA+ gives
+/// lora_B) with a clip that binds on some steps, through [`Optimizer::step`]; with `resume_at`,
+/// the state is exported and imported into a fresh optimizer there. The parameters, the norms
+/// and the exported state at the end.
+fn multi_tensor_steps(
+    config: &OptimizerConfig,
+    sizes: &[usize],
+    device: &Device,
+    kernels: Kernels,
+    resume_at: Option<usize>,
+) -> (Vec<Vec<f32>>, Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let seeded = |k: usize, step: usize, n: usize| {
+        Tensor::<1>::from_data(TensorData::new(pattern(k, step, n), [n]), device)
+    };
+    let mut params: Vec<Tensor<1>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| seeded(k, 0, n))
+        .collect();
+    let mut opt = Optimizer::new(config.clone(), kernels);
+    let mut norms = Vec::new();
+    for step in 1..=4 {
+        if resume_at == Some(step) {
+            let state = pollster::block_on(opt.export()).unwrap();
+            let mut fresh = Optimizer::new(config.clone(), kernels);
+            fresh.import(opt.steps, state, device);
+            opt = fresh;
+        }
+        let items = params
+            .iter()
+            .enumerate()
+            .map(|(k, p)| tunelab::train::optim::Item {
+                name: format!("t{k}"),
+                param: p.clone(),
+                grad: seeded(k, step, sizes[k]).mul_scalar(step as f32),
+                lr: if k % 3 == 1 { 0.02 } else { 0.01 } * step as f64,
+            })
+            .collect();
+        let clip = [Some(50.0), Some(1.0), None, Some(0.5)][step - 1];
+        let (new, norm) = opt.step(items, clip);
+        params = new;
+        norms.push(values(norm)[0]);
+    }
+    let state = pollster::block_on(opt.export()).unwrap();
+    (params.into_iter().map(values).collect(), norms, state)
+}
+
+#[test]
+fn the_multi_tensor_update_matches_one_update_per_tensor() {
+    let _exclusive = exclusive();
+    let Some(gpu) = gpu() else { return };
+    // Small tensors (grouped: more than one gather launch of them, odd lengths) and one over
+    // the group limit (its own update).
+    let sizes = [
+        5,
+        64,
+        1000,
+        3,
+        129,
+        17,
+        4096,
+        1,
+        250,
+        tunelab::train::optim::GROUPED_MAX_ELEMENTS + 3,
+    ];
+    for config in [OptimizerConfig::adamw(0.1), OptimizerConfig::lion(0.1)] {
+        let (want, want_norms, want_state) =
+            multi_tensor_steps(&config, &sizes, &Device::flex(), Kernels::Burn, None);
+        for resume_at in [None, Some(3)] {
+            poison(&gpu, 1 << 20);
+            let (got, norms, state) =
+                multi_tensor_steps(&config, &sizes, &gpu, Kernels::Tunelab, resume_at);
+            let what = format!("{:?}, resumed at {resume_at:?}", config.kind);
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                let e = rel_err(g, w);
+                assert!(e <= REL_TOL, "{what}: tensor {k} relative error {e:e}");
+            }
+            // Against the norm in f64: the CPU's sequential f32 sum of 2¹⁸ squares is itself
+            // off by ~4e-5.
+            for (step, (got, cpu)) in norms.iter().zip(&want_norms).enumerate() {
+                let step = step + 1;
+                let exact = sizes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(k, &n)| pattern(k, step, n))
+                    .map(|g| (g as f64 * step as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let e = ((*got as f64 - exact) / exact).abs();
+                assert!(
+                    e <= 1e-5,
+                    "{what}: step {step} norm {got} vs {exact} (CPU {cpu}): {e:e}"
+                );
+            }
+            let names: Vec<_> = state.iter().map(|s| s.0.clone()).collect();
+            let want_names: Vec<_> = want_state.iter().map(|s| s.0.clone()).collect();
+            assert_eq!(names, want_names, "{what}");
+            for ((name, g), (_, w)) in state.iter().zip(&want_state) {
+                let e = rel_err(g, w);
+                assert!(e <= REL_TOL, "{what}: {name} relative error {e:e}");
+            }
+        }
+    }
+}
+
 /// Output and gradients of input and weight of Σ RMSNorm(x)·w on `device` with `kernels`.
 fn rms_norm_run(x: &[TensorData; 3], device: &Device, kernels: Kernels) -> [Vec<f32>; 3] {
     let ad = device.clone().autodiff();

@@ -1,5 +1,7 @@
 //! The per-op benchmark: each hot path of a training step — the tiled matmul kernel alone, a
-//! linear layer (trained, and frozen with a LoRA adapter) as the model runs it, causal attention, RMSNorm, the LM head with its loss, the AdamW update —
+//! linear layer (trained, and frozen with a LoRA adapter) as the model runs it, causal attention,
+//! RMSNorm, the LM head with its loss, the optimizer step (gradient norm, clip, AdamW) over the
+//! tensors full fine-tuning trains and over the factors rank-16 LoRA trains —
 //! timed alone at a model's shapes with tunelab's WGSL
 //! kernels and with burn's generic ones, so the kernels can be judged one by one on any device
 //! (`tunelab bench --ops`).
@@ -7,7 +9,7 @@
 //! Each op runs on random inputs through the same functions the trainer calls
 //! ([`crate::kernels::matmul`] or burn's, [`Linear::forward`] — which uses the matmul
 //! [`crate::kernels::calibrate`] chose for the device —, [`attention`], [`RmsNorm::forward`], [`head_nll`],
-//! [`Optimizer::update`]). A call is timed
+//! [`Optimizer::step`]). A call is timed
 //! from launch to the readback of one element of each output (forward) or of each gradient
 //! (forward + backward), so it includes one device round trip; the first call (shader
 //! compilation) is reported apart and the median of the next `reps` calls is the time.
@@ -32,7 +34,7 @@ use crate::kernels::Kernels;
 use crate::model::layers::{AttentionMasks, Linear, Lora, RmsNorm, attention};
 use crate::model::{CausalLm, read_f32};
 use crate::train::loss::head_nll;
-use crate::train::optim::{Optimizer, OptimizerConfig};
+use crate::train::optim::{Item, Optimizer, OptimizerConfig};
 
 /// One op measured with one set of kernels.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -345,7 +347,8 @@ async fn head_loss_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) ->
     .await
 }
 
-/// One AdamW update (weight decay, a clip scale) of tensors of `sizes` elements.
+/// One optimizer step as the trainer takes it (global gradient norm, clip, AdamW with weight
+/// decay) over tensors of `sizes` elements.
 async fn adamw_op(
     sizes: &[usize],
     device: &Device,
@@ -361,13 +364,20 @@ async fn adamw_op(
         .iter()
         .map(|&n| Tensor::random([n], normal, device))
         .collect();
-    let clip = Tensor::<1>::from_floats([0.5], device);
     let mut opt = Optimizer::new(OptimizerConfig::adamw(0.01), kernels);
     let (first_s, train_ms) = time(reps, || {
-        opt.begin_step();
-        for (i, (p, g)) in params.iter_mut().zip(&grads).enumerate() {
-            *p = opt.update(&i.to_string(), p.clone(), g.clone(), Some(&clip), 1e-4);
-        }
+        let items = params
+            .iter()
+            .zip(&grads)
+            .enumerate()
+            .map(|(i, (p, g))| Item {
+                name: i.to_string(),
+                param: p.clone(),
+                grad: g.clone(),
+                lr: 1e-4,
+            })
+            .collect();
+        params = opt.step(items, Some(1.0)).0;
         params.iter().map(|p| first(p.clone())).collect()
     })
     .await?;
@@ -379,15 +389,21 @@ async fn adamw_op(
 }
 
 /// Element counts of the tensors full fine-tuning trains in `model` (every parameter but the
-/// embeddings and the LM head).
-fn full_trainable_sizes(mut model: CausalLm) -> Vec<usize> {
-    let mut sizes = Vec::new();
+/// embeddings and the LM head), and of the factors rank-[`LORA_RANK`] LoRA on each of its block
+/// linears trains.
+fn trainable_sizes(mut model: CausalLm) -> (Vec<usize>, Vec<usize>) {
+    let (mut full, mut lora) = (Vec::new(), Vec::new());
     model.for_each_param(&mut |name, p| {
-        if !CausalLm::is_embedding_or_head(name) {
-            sizes.push(p.hf_shape().iter().product());
+        if CausalLm::is_embedding_or_head(name) {
+            return;
+        }
+        let shape = p.hf_shape();
+        full.push(shape.iter().product());
+        if let [out, inp] = shape[..] {
+            lora.extend([LORA_RANK * inp, out * LORA_RANK]);
         }
     });
-    sizes
+    (full, lora)
 }
 
 /// Measure every op at the shape of `model` (of `config`, as [`super::model`] gives them; only
@@ -420,8 +436,7 @@ pub async fn run(
     let s = Shapes::new(config, batch, seq);
     let plain = device.clone().inner();
     let ad = plain.clone().autodiff();
-    let sizes = full_trainable_sizes(model);
-    let trained: usize = sizes.iter().sum();
+    let (sizes, lora_sizes) = trainable_sizes(model);
     let tokens = (batch * seq) as f64;
     let up_flops = 2.0 * tokens * (s.hidden * s.ff) as f64;
     let up_shape = format!("[{}, {}] · [{}, {}]", batch * seq, s.hidden, s.hidden, s.ff);
@@ -429,7 +444,6 @@ pub async fn run(
     let attention_flops = 3.0 * 4.0 * (batch * s.heads * seq * seq * s.head_dim) as f64;
     let head_flops = 2.0 * 2.0 * tokens * (s.hidden * s.vocab) as f64;
     let norm_bytes = 5.0 * 4.0 * tokens * s.hidden as f64;
-    let adamw_bytes = 7.0 * 4.0 * trained as f64;
     // RMSNorm only where the model normalises with it.
     let ops: Vec<&str> = [
         "matmul",
@@ -439,6 +453,7 @@ pub async fn run(
         "rms_norm",
         "lm_head_loss",
         "adamw",
+        "lora_adamw",
     ]
     .into_iter()
     .filter(|&op| op != "rms_norm" || s.rms_eps.is_some())
@@ -501,12 +516,17 @@ pub async fn run(
                     Some(head_flops),
                     None,
                 ),
-                _ => (
-                    adamw_op(&sizes, &plain, k, reps).await?,
-                    format!("{} tensors, {trained} parameters", sizes.len()),
-                    None,
-                    Some(adamw_bytes),
-                ),
+                _ => {
+                    let sizes = if op == "adamw" { &sizes } else { &lora_sizes };
+                    let trained: usize = sizes.iter().sum();
+                    (
+                        adamw_op(sizes, &plain, k, reps).await?,
+                        format!("{} tensors, {trained} parameters", sizes.len()),
+                        None,
+                        // Read parameter, gradient and moments, write parameter and moments.
+                        Some(7.0 * 4.0 * trained as f64),
+                    )
+                }
             };
             let seconds = timing.train_ms / 1e3;
             results.push(OpResult {

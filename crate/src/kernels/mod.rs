@@ -16,7 +16,7 @@ pub use attention::{fused_attention, takes_heads};
 pub use cross_entropy::{CHUNK_BYTES, chunked_nll, chunked_nll_rows};
 pub use matmul::{MatmulCalibration, calibrate, linear, lora_linear, matmul, use_tiled_matmul};
 pub use norm::rms_norm;
-pub use optimizer::{StepScalars, adamw_step, lion_step};
+pub use optimizer::{FlatLayout, SEGMENT_ALIGN, StepScalars, adamw_step, gather, lion_step};
 
 use std::str::FromStr;
 

@@ -1,7 +1,10 @@
-//! The optimizer update as one launch per parameter tensor (`shaders/adamw.wgsl`,
+//! The optimizer update as one launch over a flat tensor (`shaders/adamw.wgsl`,
 //! `shaders/lion.wgsl`): clip scale, weight decay, moments and update together, where burn's
 //! composed ops take about fifteen elementwise launches (each its own pass over the tensor in the
-//! browser, which runs without fusion).
+//! browser, which runs without fusion). Many small tensors (LoRA's factors, norm weights) are
+//! first copied into one flat buffer ([`gather`], `shaders/gather.wgsl`, several tensors a launch)
+//! so that one update covers them all, and [`FlatLayout::split`] gives them back as views of the
+//! result.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -10,7 +13,7 @@ use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Tensor};
 
-use super::wgsl::{Shader, empty, folded, uniform};
+use super::wgsl::{Shader, empty, folded, grid, uniform};
 
 /// One step's scalars, as the f32 values burn's scalar ops receive (so the kernels and the
 /// composed ops compute the same thing).
@@ -46,6 +49,116 @@ impl StepScalars {
     }
 }
 
+/// Segments of a [`FlatLayout`] start at multiples of this many f32s: 256 bytes, the largest
+/// storage-buffer offset alignment WebGPU and Vulkan allow, so a slice of the flat buffer is a
+/// view of it on any adapter.
+pub const SEGMENT_ALIGN: usize = 64;
+
+/// Tensors one gather launch copies: with the output, 7 storage buffers, within the 8 every
+/// WebGPU adapter offers (one spare, which Metal's runtimes take for buffer lengths).
+const SLOTS: usize = 6;
+
+/// Where each of several flat tensors sits in one buffer: in order, each segment padded with
+/// zeros to a multiple of [`SEGMENT_ALIGN`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlatLayout {
+    lens: Vec<usize>,
+    offsets: Vec<usize>,
+    total: usize,
+}
+
+impl FlatLayout {
+    /// The layout of tensors of `lens` elements.
+    pub fn new(lens: Vec<usize>) -> Self {
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut total = 0;
+        for &n in &lens {
+            offsets.push(total);
+            total += n.next_multiple_of(SEGMENT_ALIGN);
+        }
+        FlatLayout {
+            lens,
+            offsets,
+            total,
+        }
+    }
+
+    /// Elements of the flat buffer, padding included.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The tensors' lengths, in order.
+    pub fn lens(&self) -> &[usize] {
+        &self.lens
+    }
+
+    /// The tensors of `flat` (of this layout), in order: views of it where the device's offset
+    /// alignment allows (always, on WebGPU and Vulkan), copies otherwise.
+    pub fn split(&self, flat: &Tensor<1>) -> Vec<Tensor<1>> {
+        self.offsets
+            .iter()
+            .zip(&self.lens)
+            .map(|(&o, &n)| flat.clone().slice([o..o + n]))
+            .collect()
+    }
+
+    /// The segments of `range` of the tensors as the gather shader's table: offset, length and
+    /// padded length per slot, unused slots empty.
+    fn slots(&self, range: std::ops::Range<usize>) -> GatherSlots {
+        let mut slots = [[0u32; 3]; SLOTS];
+        for (slot, i) in slots.iter_mut().zip(range) {
+            *slot = [
+                self.offsets[i] as u32,
+                self.lens[i] as u32,
+                self.lens[i].next_multiple_of(SEGMENT_ALIGN) as u32,
+            ];
+        }
+        GatherSlots(slots)
+    }
+}
+
+/// One gather launch's table (see `shaders/gather.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GatherSlots([[u32; 3]; SLOTS]);
+
+/// `tensors` (flat, one per segment of `layout`) copied into one new flat tensor of `layout`,
+/// the padding zero: [`SLOTS`] tensors a launch on a GPU in f32, burn's ops otherwise.
+pub fn gather(tensors: &[Tensor<1>], layout: &FlatLayout) -> Tensor<1> {
+    assert_eq!(tensors.len(), layout.lens.len(), "one tensor per segment");
+    let device = tensors[0].device();
+    let on_gpu = super::on_gpu(&device) && tensors.iter().all(|t| t.dtype() == DType::F32);
+    if !on_gpu {
+        let padded = tensors.iter().zip(&layout.lens).map(|(t, &n)| {
+            let pad = n.next_multiple_of(SEGMENT_ALIGN) - n;
+            Tensor::cat(vec![t.clone(), Tensor::zeros([pad], &device)], 0)
+        });
+        return Tensor::cat(padded.collect(), 0);
+    }
+    let mut out = Tensor::<1>::empty([layout.total], &device).into_dispatch();
+    for start in (0..tensors.len()).step_by(SLOTS) {
+        let end = (start + SLOTS).min(tensors.len());
+        // An unused slot binds the chunk's first tensor again, with nothing to copy.
+        let t: [_; SLOTS] = std::array::from_fn(|k| {
+            tensors[if start + k < end { start + k } else { start }]
+                .clone()
+                .into_dispatch()
+        });
+        let [t0, t1, t2, t3, t4, t5] = t;
+        out = <Dispatch as OptimizerKernels>::gather_into(
+            out,
+            t0,
+            t1,
+            t2,
+            t3,
+            t4,
+            t5,
+            layout.slots(start..end),
+        );
+    }
+    Tensor::from_dispatch(out)
+}
+
 /// The updates as a backend extension (no gradients flow through them).
 #[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait OptimizerKernels: Backend {
@@ -69,6 +182,21 @@ pub trait OptimizerKernels: Backend {
         clip: FloatTensor<Self>,
         scalars: StepScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `out` (flat) with the segments `slots` names filled from `t0`…`t5`: the same buffer,
+    /// written in place (it is the gather's own, fresh one).
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |out, _t0, _t1, _t2, _t3, _t4, _t5, _s| out.clone())]
+    fn gather_into(
+        out: FloatTensor<Self>,
+        t0: FloatTensor<Self>,
+        t1: FloatTensor<Self>,
+        t2: FloatTensor<Self>,
+        t3: FloatTensor<Self>,
+        t4: FloatTensor<Self>,
+        t5: FloatTensor<Self>,
+        slots: GatherSlots,
+    ) -> FloatTensor<Self>;
 }
 
 /// True where the kernels take these flat tensors: on a GPU, f32, all of one length.
@@ -220,6 +348,54 @@ impl OptimizerKernels for CubeBackend {
         );
         (p, m)
     }
+
+    fn gather_into(
+        out: CubeTensor,
+        t0: CubeTensor,
+        t1: CubeTensor,
+        t2: CubeTensor,
+        t3: CubeTensor,
+        t4: CubeTensor,
+        t5: CubeTensor,
+        slots: GatherSlots,
+    ) -> CubeTensor {
+        let inputs: Vec<CubeTensor> = [t0, t1, t2, t3, t4, t5]
+            .into_iter()
+            .map(into_contiguous)
+            .collect();
+        let longest = slots.0.iter().map(|s| s[2] as usize).max().unwrap_or(0);
+        let mut bound = vec![&out];
+        bound.extend(&inputs);
+        let table: Vec<u32> = slots.0.iter().flat_map(|s| [s[0], s[1], s[2], 0]).collect();
+        gather_shader().launch(grid(longest.div_ceil(256), SLOTS), &bound, uniform(&table));
+        out
+    }
+}
+
+/// The gather shader's template: its input bindings and the switch arms reading them.
+fn gather_shader() -> Shader {
+    let inputs: String = (0..SLOTS)
+        .map(|k| {
+            format!(
+                "@group(0) @binding({}) var<storage, read_write> in{k}: array<f32>;\n",
+                k + 1
+            )
+        })
+        .collect();
+    let cases: String = (0..SLOTS)
+        .map(|k| format!("case {k}u: {{ x = in{k}[i]; }}\n"))
+        .collect();
+    Shader {
+        name: "gather",
+        source: include_str!("../../../shaders/gather.wgsl"),
+        params: vec![
+            ("slots", (SLOTS as u32).into()),
+            ("inputs", inputs.as_str().into()),
+            ("cases", cases.as_str().into()),
+            ("uniform", (SLOTS as u32 + 1).into()),
+        ],
+        workgroup: 256,
+    }
 }
 
 // The optimizer works on tensors without autodiff; on an autodiff device the update passes
@@ -263,5 +439,27 @@ impl<B: OptimizerKernels, C: CheckpointStrategy> OptimizerKernels for Autodiff<B
             scalars,
         );
         (Self::from_inner(p), Self::from_inner(m))
+    }
+
+    fn gather_into(
+        out: FloatTensor<Self>,
+        t0: FloatTensor<Self>,
+        t1: FloatTensor<Self>,
+        t2: FloatTensor<Self>,
+        t3: FloatTensor<Self>,
+        t4: FloatTensor<Self>,
+        t5: FloatTensor<Self>,
+        slots: GatherSlots,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::gather_into(
+            Self::inner(out),
+            Self::inner(t0),
+            Self::inner(t1),
+            Self::inner(t2),
+            Self::inner(t3),
+            Self::inner(t4),
+            Self::inner(t5),
+            slots,
+        ))
     }
 }

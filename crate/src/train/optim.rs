@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::kernels::{self, Kernels, StepScalars};
@@ -73,6 +73,45 @@ struct Moments {
     v: Option<Tensor<1>>,
 }
 
+/// Trainable tensors of at most this many elements are updated as one flat group per learning
+/// rate on a GPU ([`Optimizer::step`]): copying a tensor this small costs less than a launch.
+pub const GROUPED_MAX_ELEMENTS: usize = 1 << 18;
+
+/// One trainable tensor in [`Optimizer::step`]: flat, without autodiff.
+pub struct Item {
+    /// The Hugging Face parameter name, which keys its state.
+    pub name: String,
+    pub param: Tensor<1>,
+    pub grad: Tensor<1>,
+    pub lr: f64,
+}
+
+/// Small tensors updated together (those sharing a learning rate): their moments in one flat
+/// buffer of `layout`.
+#[derive(Clone)]
+struct Group {
+    names: Vec<String>,
+    layout: kernels::FlatLayout,
+    moments: Moments,
+}
+
+impl Group {
+    /// Each member's moments, as views of the group's.
+    fn per_name(&self) -> Vec<(String, Moments)> {
+        let ms = self.layout.split(&self.moments.m);
+        let vs = self.moments.v.as_ref().map(|v| self.layout.split(v));
+        let names = self.names.iter().cloned();
+        names
+            .zip(ms)
+            .enumerate()
+            .map(|(k, (name, m))| {
+                let v = vs.as_ref().map(|vs| vs[k].clone());
+                (name, Moments { m, v })
+            })
+            .collect()
+    }
+}
+
 /// Optimizer state for a set of named parameters.
 #[derive(Clone)]
 pub struct Optimizer {
@@ -82,6 +121,7 @@ pub struct Optimizer {
     /// Which kernels run the update on a GPU.
     pub kernels: Kernels,
     state: BTreeMap<String, Moments>,
+    groups: Vec<Group>,
 }
 
 impl Optimizer {
@@ -92,6 +132,7 @@ impl Optimizer {
             steps: 0,
             kernels,
             state: BTreeMap::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -140,11 +181,160 @@ impl Optimizer {
     ) -> Tensor<D> {
         let shape = param.dims();
         let n: usize = shape.iter().product();
-        let g = grad.reshape([n]);
-        let p = param.reshape([n]);
+        let prev = self.state.remove(name);
+        let (p, moments) = self.update_flat(prev, param.reshape([n]), grad.reshape([n]), clip, lr);
+        self.state.insert(name.to_string(), moments);
+        p.reshape(shape)
+    }
+
+    /// One step over every trainable tensor (flat, without autodiff) with its gradient and
+    /// learning rate: the new values in order, and the global gradient norm before clipping.
+    /// With `clip`, gradients are first scaled by min(1, clip / (norm + 1e-6)) (PyTorch's
+    /// `clip_grad_norm_`), computed on the device.
+    ///
+    /// With [`Kernels::Tunelab`] on a GPU, the tensors of at most [`GROUPED_MAX_ELEMENTS`]
+    /// elements are updated together, one flat buffer per learning rate: a few copy launches and
+    /// one update, where one update each costs a launch per tensor (LoRA's hundreds of factors).
+    pub fn step(&mut self, items: Vec<Item>, clip: Option<f64>) -> (Vec<Tensor<1>>, Tensor<1>) {
+        self.begin_step();
+        let grouped = |it: &Item| {
+            self.kernels == Kernels::Tunelab
+                && kernels::on_gpu(&it.param.device())
+                && it.param.dtype() == DType::F32
+                && (1..=GROUPED_MAX_ELEMENTS).contains(&it.param.dims()[0])
+        };
+        // Members of each group, by learning rate (bit for bit), in the items' order.
+        let mut members: Vec<(f64, Vec<usize>)> = Vec::new();
+        let mut singles = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            if !grouped(it) {
+                singles.push(i);
+            } else if let Some(g) = members
+                .iter_mut()
+                .find(|g| g.0.to_bits() == it.lr.to_bits())
+            {
+                g.1.push(i);
+            } else {
+                members.push((it.lr, vec![i]));
+            }
+        }
+        self.regroup(&items, &members);
+        let flat_grads: Vec<Tensor<1>> = self
+            .groups
+            .iter()
+            .zip(&members)
+            .map(|(g, (_, idx))| {
+                let grads: Vec<_> = idx.iter().map(|&i| items[i].grad.clone()).collect();
+                kernels::gather(&grads, &g.layout)
+            })
+            .collect();
+        let norm = singles
+            .iter()
+            .map(|&i| &items[i].grad)
+            .chain(&flat_grads)
+            .map(|g| g.clone().square().sum())
+            .reduce(|a, b| a + b)
+            .expect("at least one trainable tensor")
+            .sqrt();
+        let coef = clip.map(|max| {
+            norm.clone()
+                .add_scalar(1e-6)
+                .recip()
+                .mul_scalar(max)
+                .clamp_max(1.0)
+        });
+        let mut out: Vec<Option<Tensor<1>>> = vec![None; items.len()];
+        for (k, ((lr, idx), g)) in members.iter().zip(flat_grads).enumerate() {
+            let params: Vec<_> = idx.iter().map(|&i| items[i].param.clone()).collect();
+            let flat = kernels::gather(&params, &self.groups[k].layout);
+            let prev = Some(self.groups[k].moments.clone());
+            let (p, moments) = self.update_flat(prev, flat, g, coef.as_ref(), *lr);
+            let group = &mut self.groups[k];
+            group.moments = moments;
+            for (&i, t) in idx.iter().zip(group.layout.split(&p)) {
+                out[i] = Some(t);
+            }
+        }
+        for i in singles {
+            let it = &items[i];
+            let prev = self.state.remove(&it.name);
+            let (p, moments) = self.update_flat(
+                prev,
+                it.param.clone(),
+                it.grad.clone(),
+                coef.as_ref(),
+                it.lr,
+            );
+            self.state.insert(it.name.clone(), moments);
+            out[i] = Some(p);
+        }
+        let out = out
+            .into_iter()
+            .map(|t| t.expect("every item updated"))
+            .collect();
+        (out, norm)
+    }
+
+    /// Make `self.groups` the groups of `items` that `members` lists, keeping the moments of
+    /// those already there: a group that differs (another membership, after a resume that put
+    /// every moment back per name) hands its moments back per name first, and a new group
+    /// gathers its members' moments (zero for those without).
+    fn regroup(&mut self, items: &[Item], members: &[(f64, Vec<usize>)]) {
+        // By names only: a schedule changes the learning rates at every step, not who shares one.
+        let wanted: Vec<Vec<String>> = members
+            .iter()
+            .map(|(_, m)| m.iter().map(|&i| items[i].name.clone()).collect())
+            .collect();
+        if self.groups.iter().map(|g| &g.names).eq(wanted.iter()) {
+            return;
+        }
+        for g in std::mem::take(&mut self.groups) {
+            self.state.extend(g.per_name());
+        }
+        let adam = self.config.kind == OptimizerKind::AdamW;
+        for (names, (_, idx)) in wanted.into_iter().zip(members) {
+            let layout =
+                kernels::FlatLayout::new(idx.iter().map(|&i| items[i].param.dims()[0]).collect());
+            let device = items[idx[0]].param.device();
+            let prev: Vec<Option<Moments>> = names.iter().map(|n| self.state.remove(n)).collect();
+            let flat = |pick: &dyn Fn(&Moments) -> Option<Tensor<1>>| {
+                if prev.iter().all(Option::is_none) {
+                    return Tensor::zeros([layout.total()], &device);
+                }
+                let parts: Vec<Tensor<1>> = prev
+                    .iter()
+                    .zip(layout.lens())
+                    .map(|(p, &n)| {
+                        p.as_ref()
+                            .and_then(pick)
+                            .unwrap_or_else(|| Tensor::zeros([n], &device))
+                    })
+                    .collect();
+                kernels::gather(&parts, &layout)
+            };
+            let m = flat(&|p| Some(p.m.clone()));
+            let v = adam.then(|| flat(&|p| p.v.clone()));
+            self.groups.push(Group {
+                names,
+                layout,
+                moments: Moments { m, v },
+            });
+        }
+    }
+
+    /// One update of flat `p` by gradient `g` from moments `prev` (zero when None): the new
+    /// value and moments.
+    fn update_flat(
+        &self,
+        prev: Option<Moments>,
+        p: Tensor<1>,
+        g: Tensor<1>,
+        clip: Option<&Tensor<1>>,
+        lr: f64,
+    ) -> (Tensor<1>, Moments) {
+        let n = p.dims()[0];
         let s = self.scalars(lr);
         let fused = self.kernels == Kernels::Tunelab;
-        let prev = self.state.get(name).cloned();
         let zeros = || Tensor::<1>::zeros([n], &g.device());
         let clipped = |g: Tensor<1>| match clip {
             Some(c) => g * c.clone(),
@@ -157,7 +347,7 @@ impl Optimizer {
                 p
             }
         };
-        let (p, moments) = match self.config.kind {
+        match self.config.kind {
             OptimizerKind::AdamW => {
                 let (m0, v0) = match prev {
                     Some(Moments { m, v: Some(v) }) => (m, v),
@@ -204,15 +394,17 @@ impl Optimizer {
                     }
                 }
             }
-        };
-        self.state.insert(name.to_string(), moments);
-        p.reshape(shape)
+        }
     }
 
     /// The state as named flat tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`), for checkpoints.
     pub async fn export(&self) -> Result<Vec<(String, Vec<f32>)>> {
+        let mut all = self.state.clone();
+        for g in &self.groups {
+            all.extend(g.per_name());
+        }
         let mut out = Vec::new();
-        for (name, s) in &self.state {
+        for (name, s) in &all {
             out.push((format!("exp_avg.{name}"), read_f32(s.m.clone()).await?));
             if let Some(v) = &s.v {
                 out.push((format!("exp_avg_sq.{name}"), read_f32(v.clone()).await?));
@@ -225,6 +417,7 @@ impl Optimizer {
     pub fn import(&mut self, steps: u64, tensors: Vec<(String, Vec<f32>)>, device: &Device) {
         self.steps = steps;
         self.state.clear();
+        self.groups.clear();
         let mut vs = BTreeMap::new();
         for (key, values) in tensors {
             let n = values.len();
@@ -245,7 +438,7 @@ impl Optimizer {
 
     /// Number of parameters with state (the trainable ones that received gradients).
     pub fn tracked(&self) -> usize {
-        self.state.len()
+        self.state.len() + self.groups.iter().map(|g| g.names.len()).sum::<usize>()
     }
 }
 

@@ -10,7 +10,7 @@ use web_time::Instant;
 
 use super::data::{Batch, Dataset, collate, epoch_order};
 use super::loss::summed_lm_loss;
-use super::optim::{Optimizer, OptimizerConfig};
+use super::optim::{Item, Optimizer, OptimizerConfig};
 use super::schedule::{Schedule, factor};
 use super::sink::CheckpointSink;
 use crate::error::{Error, Result};
@@ -371,51 +371,36 @@ impl Trainer {
     /// the mean loss and the pre-clip global gradient norm as device tensors (not read back).
     pub fn step(&mut self, micro: &[Batch], lr: f64) -> (Tensor<1>, Tensor<1>) {
         let (loss, mut grads) = self.gradients(micro);
-        let norm = grads
-            .values()
-            .map(|g| g.flat.clone().square().sum())
-            .reduce(|a, b| a + b)
-            .expect("at least one trainable tensor")
-            .sqrt();
-        // clip_grad_norm_: scale by min(1, max / (norm + 1e-6)), computed on the device.
-        let coef = self.config.clip.map(|max| {
-            norm.clone()
-                .add_scalar(1e-6)
-                .recip()
-                .mul_scalar(max)
-                .clamp_max(1.0)
-        });
         let plus = self.config.lora_plus_ratio.unwrap_or(1.0);
-        let optimizer = &mut self.optimizer;
-        optimizer.begin_step();
+        let mut items = Vec::new();
         self.model.for_each_trainable(&mut |name, p| {
             let Some(g) = grads.remove(name) else { return };
-            let g = g.flat;
+            let param = match p {
+                ParamMut::Vector(t) => t.val().inner(),
+                ParamMut::Matrix(t, _) => t.val().inner().reshape([-1]),
+            };
             let lr = if name.ends_with("lora_B.weight") {
                 lr * plus
             } else {
                 lr
             };
+            items.push(Item {
+                name: name.to_string(),
+                param,
+                grad: g.flat,
+                lr,
+            });
+        });
+        let names: Vec<String> = items.iter().map(|it| it.name.clone()).collect();
+        let (new, norm) = self.optimizer.step(items, self.config.clip);
+        let mut new: BTreeMap<String, Tensor<1>> = names.into_iter().zip(new).collect();
+        self.model.for_each_trainable(&mut |name, p| {
+            let Some(t) = new.remove(name) else { return };
             match p {
-                ParamMut::Vector(t) => {
-                    let new = optimizer.update(
-                        name,
-                        t.val().inner(),
-                        g.reshape(t.val().dims()),
-                        coef.as_ref(),
-                        lr,
-                    );
-                    *t = Param::from_tensor(on_device(new, &self.device));
-                }
-                ParamMut::Matrix(t, _) => {
-                    let new = optimizer.update(
-                        name,
-                        t.val().inner(),
-                        g.reshape(t.val().dims()),
-                        coef.as_ref(),
-                        lr,
-                    );
-                    *t = Param::from_tensor(on_device(new, &self.device));
+                ParamMut::Vector(p) => *p = Param::from_tensor(on_device(t, &self.device)),
+                ParamMut::Matrix(p, _) => {
+                    let t = t.reshape(p.val().dims());
+                    *p = Param::from_tensor(on_device(t, &self.device));
                 }
             }
         });
