@@ -353,6 +353,9 @@ fn chunked_cross_entropy_cases(gpu: &Device, matmul: &str) {
     }
 }
 
+/// An optimizer's state as it exports it: named flat tensors.
+type Exported = Vec<(String, Vec<f32>)>;
+
 /// Parameter, exported state (moments) after three steps of `config` over a tensor of `n`
 /// elements on `device` with `kernels`: weight decay, a clip scale below 1 on the second step.
 fn optimizer_steps(
@@ -360,7 +363,7 @@ fn optimizer_steps(
     x: &[TensorData; 4],
     device: &Device,
     kernels: Kernels,
-) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+) -> (Vec<f32>, Exported) {
     let mut opt = Optimizer::new(config.clone(), kernels);
     let mut p = Tensor::<2>::from_data(x[0].clone(), device);
     for (step, g) in x[1..].iter().enumerate() {
@@ -449,7 +452,7 @@ fn multi_tensor_steps(
     device: &Device,
     kernels: Kernels,
     resume_at: Option<usize>,
-) -> (Vec<Vec<f32>>, Vec<f32>, Vec<(String, Vec<f32>)>) {
+) -> (Vec<Vec<f32>>, Vec<f32>, Exported) {
     let seeded = |k: usize, step: usize, n: usize| {
         Tensor::<1>::from_data(TensorData::new(pattern(k, step, n), [n]), device)
     };

@@ -99,7 +99,7 @@ impl FlatLayout {
         self.offsets
             .iter()
             .zip(&self.lens)
-            .map(|(&o, &n)| flat.clone().slice([o..o + n]))
+            .map(|(&o, &n)| flat.clone().slice_dim(0, o..o + n))
             .collect()
     }
 
