@@ -5,11 +5,11 @@
 // shader can bind only so many tensors; WebGPU guarantees 8 storage buffers), each writing its
 // own segments of `out` and leaving the rest as it is.
 //
-// Template: slots (SLOTS), inputs (the SLOTS `in{i}` bindings 1.., declared read_write as every
-// binding here: the runtime suballocates tensors from shared buffers, and WebGPU forbids one
-// buffer bound read-only and read-write in a dispatch; an unused slot binds slot 0's tensor again
-// with a padded length of 0), cases (the switch arms reading `in{i}`),
-// uniform (the binding of p: SLOTS + 1). Grid: x over ceil(longest padded length / 256), y = slot.
+// Template: slots (SLOTS, 1 to 6), inputs (the SLOTS `in{i}` bindings 1.., declared read_write
+// as every binding here: the runtime suballocates tensors from shared buffers, and WebGPU forbids
+// one buffer bound read-only and read-write in a dispatch, or one range bound writable twice),
+// cases (the switch arms reading `in{i}`), uniform (the binding of p: SLOTS + 1).
+// Grid: x over ceil(longest padded length / 256), y = slot.
 
 struct Slot {
     // Where the segment starts in `out`, the tensor's length, the segment's length.

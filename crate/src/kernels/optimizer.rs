@@ -103,24 +103,28 @@ impl FlatLayout {
             .collect()
     }
 
-    /// The segments of `range` of the tensors as the gather shader's table: offset, length and
-    /// padded length per slot, unused slots empty.
+    /// The segments of `range` of the tensors (at most [`SLOTS`]) as the gather shader's table:
+    /// offset, length and padded length per slot.
     fn slots(&self, range: std::ops::Range<usize>) -> GatherSlots {
-        let mut slots = [[0u32; 3]; SLOTS];
-        for (slot, i) in slots.iter_mut().zip(range) {
+        let mut table = [[0u32; 3]; SLOTS];
+        let used = range.len();
+        for (slot, i) in table.iter_mut().zip(range) {
             *slot = [
                 self.offsets[i] as u32,
                 self.lens[i] as u32,
                 self.lens[i].next_multiple_of(SEGMENT_ALIGN) as u32,
             ];
         }
-        GatherSlots(slots)
+        GatherSlots { table, used }
     }
 }
 
-/// One gather launch's table (see `shaders/gather.wgsl`).
+/// One gather launch's table (see `shaders/gather.wgsl`): the first `used` slots copy.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct GatherSlots([[u32; 3]; SLOTS]);
+pub struct GatherSlots {
+    table: [[u32; 3]; SLOTS],
+    used: usize,
+}
 
 /// `tensors` (flat, one per segment of `layout`) copied into one new flat tensor of `layout`,
 /// the padding zero: [`SLOTS`] tensors a launch on a GPU in f32, burn's ops otherwise.
@@ -138,7 +142,8 @@ pub fn gather(tensors: &[Tensor<1>], layout: &FlatLayout) -> Tensor<1> {
     let mut out = Tensor::<1>::empty([layout.total], &device).into_dispatch();
     for start in (0..tensors.len()).step_by(SLOTS) {
         let end = (start + SLOTS).min(tensors.len());
-        // An unused slot binds the chunk's first tensor again, with nothing to copy.
+        // The operation always takes SLOTS tensors; past `used` they repeat the first and are
+        // not bound.
         let t: [_; SLOTS] = std::array::from_fn(|k| {
             tensors[if start + k < end { start + k } else { start }]
                 .clone()
@@ -183,8 +188,9 @@ pub trait OptimizerKernels: Backend {
         scalars: StepScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `out` (flat) with the segments `slots` names filled from `t0`…`t5`: the same buffer,
-    /// written in place (it is the gather's own, fresh one).
+    /// `out` (flat) with the segments `slots` names filled from `t0`…`t5` (the first
+    /// `slots.used` of them): the same buffer, written in place (it is the gather's own, fresh
+    /// one).
     #[allow(clippy::too_many_arguments)]
     #[fusion(meta = |out, _t0, _t1, _t2, _t3, _t4, _t5, _s| out.clone())]
     fn gather_into(
@@ -359,22 +365,26 @@ impl OptimizerKernels for CubeBackend {
         t5: CubeTensor,
         slots: GatherSlots,
     ) -> CubeTensor {
+        // Each tensor bound once: WebGPU (Dawn) refuses one buffer range bound writable twice.
         let inputs: Vec<CubeTensor> = [t0, t1, t2, t3, t4, t5]
             .into_iter()
+            .take(slots.used)
             .map(into_contiguous)
             .collect();
-        let longest = slots.0.iter().map(|s| s[2] as usize).max().unwrap_or(0);
+        let table = &slots.table[..slots.used];
+        let longest = table.iter().map(|s| s[2] as usize).max().unwrap_or(0);
         let mut bound = vec![&out];
         bound.extend(&inputs);
-        let table: Vec<u32> = slots.0.iter().flat_map(|s| [s[0], s[1], s[2], 0]).collect();
-        gather_shader().launch(grid(longest.div_ceil(256), SLOTS), &bound, uniform(&table));
+        let words: Vec<u32> = table.iter().flat_map(|s| [s[0], s[1], s[2], 0]).collect();
+        let count = grid(longest.div_ceil(256), slots.used);
+        gather_shader(slots.used).launch(count, &bound, uniform(&words));
         out
     }
 }
 
-/// The gather shader's template: its input bindings and the switch arms reading them.
-fn gather_shader() -> Shader {
-    let inputs: String = (0..SLOTS)
+/// The gather shader for `slots` tensors: its input bindings and the switch arms reading them.
+fn gather_shader(slots: usize) -> Shader {
+    let inputs: String = (0..slots)
         .map(|k| {
             format!(
                 "@group(0) @binding({}) var<storage, read_write> in{k}: array<f32>;\n",
@@ -382,17 +392,17 @@ fn gather_shader() -> Shader {
             )
         })
         .collect();
-    let cases: String = (0..SLOTS)
+    let cases: String = (0..slots)
         .map(|k| format!("case {k}u: {{ x = in{k}[i]; }}\n"))
         .collect();
     Shader {
         name: "gather",
         source: include_str!("../../../shaders/gather.wgsl"),
         params: vec![
-            ("slots", (SLOTS as u32).into()),
+            ("slots", (slots as u32).into()),
             ("inputs", inputs.as_str().into()),
             ("cases", cases.as_str().into()),
-            ("uniform", (SLOTS as u32 + 1).into()),
+            ("uniform", (slots as u32 + 1).into()),
         ],
         workgroup: 256,
     }
