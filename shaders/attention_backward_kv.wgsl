@@ -1,6 +1,7 @@
 // Attention backward, step 3: dk and dv. One invocation per key row of a key/value head streams
 // the query rows of every query head sharing it (GQA) through workgroup memory, recomputing
-// P = exp(q·kᵀ·scale + mask − max) / normaliser: dv = Σ P·dO, dk = Σ P·(dO·vᵀ − delta)·q·scale.
+// P = exp(q·kᵀ·scale + mask − max) / normaliser and dropout's factor Z:
+// dv = Σ P·Z·dO, dk = Σ P·(Z·dO·vᵀ − delta)·q·scale.
 // Each key row's sums stay in its own invocation, so no atomics are needed.
 //
 // After attention_common.wgsl and attention_backward_common.wgsl. dk/dv [B, KVH, S, D].
@@ -62,9 +63,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     dp += dot_[c * D4 + x] * vr[x];
                 }
                 let pr = exp(hsum(s) + mask[mask_base + (i0 + c) * p.s] - st[3u * c]) * st[3u * c + 1u];
-                let ds = pr * (hsum(dp) - st[3u * c + 2u]);
+                let z = drop_scale(bh, i0 + c, key);
+                let ds = pr * (z * hsum(dp) - st[3u * c + 2u]);
+                let pz = pr * z;
                 for (var x = 0u; x < D4; x++) {
-                    dvr[x] += pr * dot_[c * D4 + x];
+                    dvr[x] += pz * dot_[c * D4 + x];
                     dkr[x] += ds * qt[c * D4 + x];
                 }
             }

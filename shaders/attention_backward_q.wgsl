@@ -1,6 +1,7 @@
 // Attention backward, step 2: dq. One invocation per query row recomputes its probabilities
 // tile by tile from q, k and the row's softmax maximum and normaliser (no [T, S] matrix is kept
-// from the forward pass), then dS = P·(dO·vᵀ − delta) and dq = scale · dS·k.
+// from the forward pass), then dS = P·(Z·dO·vᵀ − delta) and dq = scale · dS·k (Z: dropout's
+// factor, redrawn; delta = dO·O holds with dropout too, O being the dropped output).
 //
 // After attention_common.wgsl and attention_backward_common.wgsl. dq [B, H, T, D].
 // Grid: (ceil(T / BR), B * H). Template: d, br, bc, bc_d4 (= bc * D4).
@@ -52,7 +53,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 dp += dor[x] * vt[c * D4 + x];
             }
             let pr = exp(hsum(s) + mask[mask_base + j0 + c] - mx) * inv_l;
-            let ds = pr * (hsum(dp) - delta);
+            let ds = pr * (drop_scale(bh, row, j0 + c) * hsum(dp) - delta);
             for (var x = 0u; x < D4; x++) {
                 acc[x] += ds * kt[c * D4 + x];
             }

@@ -12,7 +12,13 @@
 @group(0) @binding(3) var<storage, read_write> mask: array<f32>;
 
 // `causal`: every key after position s - t + i is masked for query i (see key_end).
-struct Params { t: u32, s: u32, heads: u32, kv_heads: u32, mask_batch: u32, scale: f32, causal: u32, pad0: u32 }
+// Dropout on the probabilities: `seed` picks the mask, a probability is dropped where its hash is
+// below `drop_threshold` (p · 2³², 0 without dropout) and the kept ones scaled by `inv_keep`
+// (1 / (1 − p)).
+struct Params {
+    t: u32, s: u32, heads: u32, kv_heads: u32, mask_batch: u32, scale: f32, causal: u32,
+    seed: u32, drop_threshold: u32, inv_keep: f32, pad0: u32, pad1: u32,
+}
 
 const D: u32 = {{ d }}u;
 const D4: u32 = (D + 3u) / 4u;
@@ -54,4 +60,23 @@ fn key_end(block: u32, br: u32) -> u32 {
 // The first query row that sees key `key` (0 without a causal mask).
 fn first_query(key: u32) -> u32 {
     return select(0u, key - min(key, p.s - p.t), p.causal != 0u);
+}
+
+// PCG's output permutation (Jarzynski & Olano, "Hash Functions for GPU Rendering", 2020).
+fn pcg(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// Dropout's factor for the probability of query row `row` of head `bh` (b · heads + h) at key
+// `key`: 0 where dropped, 1 / (1 − p) where kept, 1 without dropout. A hash of the element's
+// index and the seed, so the backward kernels redraw the forward pass's mask (kernels::attention's
+// `dropout_keeps` is the same function on the CPU).
+fn drop_scale(bh: u32, row: u32, key: u32) -> f32 {
+    if (p.drop_threshold == 0u) {
+        return 1.0;
+    }
+    let index = (bh * p.t + row) * p.s + key;
+    return select(0.0, p.inv_keep, pcg(pcg(index) ^ p.seed) >= p.drop_threshold);
 }

@@ -1,4 +1,4 @@
-// Attention forward, flash-attention style: softmax(q·kᵀ·scale + mask)·v without the
+// Attention forward, flash-attention style: dropout(softmax(q·kᵀ·scale + mask))·v without the
 // [batch, heads, q_len, kv_len] score matrix. One invocation per query row keeps its running
 // maximum, normaliser and output row; the workgroup streams key/value tiles of BC rows through
 // workgroup memory. Also writes each row's softmax maximum and normaliser (the backward kernels
@@ -66,9 +66,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         for (var c = 0u; c < n; c++) {
             let e = exp(sc[c] - mb);
+            // The normaliser sums every probability; the output only the kept ones.
             l += e;
+            let ez = e * drop_scale(bh, row, j0 + c);
             for (var x = 0u; x < D4; x++) {
-                acc[x] += e * vt[c * D4 + x];
+                acc[x] += ez * vt[c * D4 + x];
             }
         }
         m = mb;

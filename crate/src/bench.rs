@@ -127,6 +127,8 @@ pub struct BenchOptions {
     pub kernels: Kernels,
     /// Keep the frozen weight matrices in f16 ([`TrainConfig::frozen_f16`]).
     pub frozen_f16: bool,
+    /// Dropout on the attention probabilities ([`TrainConfig::attention_dropout`]).
+    pub attention_dropout: f64,
 }
 
 impl Default for BenchOptions {
@@ -140,6 +142,7 @@ impl Default for BenchOptions {
             checkpoint_activations: false,
             kernels: Kernels::Tunelab,
             frozen_f16: false,
+            attention_dropout: 0.0,
         }
     }
 }
@@ -213,6 +216,7 @@ pub struct BenchResult {
     pub kernels: Kernels,
     /// Frozen weight matrices kept in f16.
     pub frozen_f16: bool,
+    pub attention_dropout: f64,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub first_step_s: f64,
@@ -460,6 +464,7 @@ pub async fn run(
         checkpoint_activations: opts.checkpoint_activations,
         kernels: opts.kernels,
         frozen_f16: opts.frozen_f16,
+        attention_dropout: opts.attention_dropout,
         ..TrainConfig::new(method.method(), 1e-4)
     };
     let mut parameters = 0u64;
@@ -554,6 +559,7 @@ pub async fn run(
         checkpoint_activations: opts.checkpoint_activations,
         kernels: opts.kernels,
         frozen_f16: opts.frozen_f16,
+        attention_dropout: opts.attention_dropout,
         parameters,
         trainable_parameters: trainable,
         first_step_s,

@@ -603,7 +603,6 @@ impl Run {
             batch: config.batch_size,
             seq: seq_len,
             kernels: config.kernels,
-            attention_dropout: config.attention_dropout,
         };
         check_limits(session, &step, max_binding)?;
         let device = autodiff_device(session);

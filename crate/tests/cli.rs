@@ -272,9 +272,12 @@ fn bench_takes_a_config_for_random_weights_and_refuses_bad_settings() {
             "8",
             "--steps",
             "1",
+            "--attention-dropout",
+            "0.1",
         ],
     );
     assert_eq!(lines[0]["parameters"], 139584);
+    assert_eq!(lines[0]["attention_dropout"], 0.1);
     let (ok, _, err) = tunelab(&["bench", "small", "--seq", "100000", "--device", "cpu"]);
     assert!(
         !ok && err.contains("max_position_embeddings (2048)"),
@@ -284,6 +287,15 @@ fn bench_takes_a_config_for_random_weights_and_refuses_bad_settings() {
     assert!(!ok && err.contains("tiny"), "{err}");
     let (ok, _, err) = tunelab(&["bench", "small", "--methods", "qlora", "--device", "cpu"]);
     assert!(!ok && err.contains("full or lora<rank>"), "{err}");
+    let (ok, _, err) = tunelab(&[
+        "bench",
+        "small",
+        "--attention-dropout",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok && err.contains("--attention-dropout"), "{err}");
 }
 
 #[test]

@@ -242,6 +242,114 @@ fn fused_attention_matches_burn_ops_with_gradients() {
     }
 }
 
+/// Output and gradients of q, k, v of Σ dropout(attention)·w with dropout `p` and `seed`: the
+/// fused kernel on `device`, or (`fused` false) burn's ops with the mask [`dropout_keeps`] says
+/// the kernel draws.
+fn dropout_run(
+    case: &Case,
+    x: &Inputs,
+    device: &Device,
+    fused: bool,
+    causal: bool,
+    p: f64,
+    seed: u32,
+) -> [Vec<f32>; 4] {
+    let Case {
+        b, h, kvh, t, s, d, ..
+    } = *case;
+    let ad = device.clone().autodiff();
+    let t4 = |d: &TensorData| Tensor::<4>::from_data(d.clone(), &ad).require_grad();
+    let (q, k, v) = (t4(&x.q), t4(&x.k), t4(&x.v));
+    let mask = Tensor::<4>::from_data(x.mask.clone(), &ad);
+    let scale = 1.0 / (d as f64).sqrt();
+    let out = if fused {
+        kernels::fused_attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            mask,
+            scale,
+            causal,
+            Some((p, seed)),
+        )
+        .expect("the kernel takes this shape")
+    } else {
+        let expand = |x: Tensor<4>| {
+            x.unsqueeze_dim::<5>(2)
+                .expand([b, kvh, h / kvh, s, d])
+                .reshape([b, h, s, d])
+        };
+        let scores = q
+            .clone()
+            .mul_scalar(scale)
+            .matmul(expand(k.clone()).swap_dims(2, 3))
+            + mask;
+        let mut z = Vec::with_capacity(b * h * t * s);
+        for bh in 0..b * h {
+            for i in 0..t {
+                for j in 0..s {
+                    let kept = kernels::dropout_keeps(seed, p as f32, [bh, i, j], [t, s]);
+                    z.push(if kept { (1.0 / (1.0 - p)) as f32 } else { 0.0 });
+                }
+            }
+        }
+        let z = Tensor::<4>::from_data(TensorData::new(z, [b, h, t, s]), &ad);
+        (burn::tensor::activation::softmax(scores, 3) * z).matmul(expand(v.clone()))
+    };
+    let out = out.swap_dims(1, 2).reshape([b, t, h * d]);
+    let loss = (out.clone() * Tensor::<3>::from_data(x.w.clone(), &ad)).sum();
+    let grads = loss.backward();
+    let g = |t: &Tensor<4>| values(t.grad(&grads).expect("a gradient"));
+    [values(out), g(&q), g(&k), g(&v)]
+}
+
+#[test]
+fn fused_attention_draws_dropout_in_the_kernel_and_redraws_it_backward() {
+    let _exclusive = exclusive();
+    let Some(gpu) = gpu() else { return };
+    let p = 0.3;
+    // GQA with per-batch padding over several tiles, and a narrow head with more keys than
+    // queries; the causal path (later keys skipped) and the general one.
+    for (case, pad) in [
+        (&CASES[1], Pad::Right),
+        (&CASES[4], Pad::Left),
+        (&CASES[2], Pad::Right),
+    ] {
+        let x = case.inputs(pad);
+        let causal = pad == Pad::Right;
+        let seed = 0x9E37_79B9 ^ case.t as u32;
+        let want = dropout_run(case, &x, &Device::flex(), false, causal, p, seed);
+        poison(&gpu, case.b * case.h * case.t.max(case.s) * case.d * 2);
+        let got = dropout_run(case, &x, &gpu, true, causal, p, seed);
+        for (name, (g, w)) in ["output", "dq", "dk", "dv"]
+            .iter()
+            .zip(got.iter().zip(&want))
+        {
+            let e = rel_err(g, w);
+            assert!(
+                e <= REL_TOL,
+                "t{} d{} {pad:?}: {name} relative error {e:e}",
+                case.t,
+                case.d
+            );
+        }
+        // The mask did something, and another seed draws another one.
+        let without = dropout_run(case, &x, &gpu, true, causal, 0.0, seed);
+        assert!(rel_err(&got[0], &without[0]) > 1e-2);
+        let other = dropout_run(case, &x, &gpu, true, causal, p, seed + 1);
+        assert!(rel_err(&got[0], &other[0]) > 1e-2);
+    }
+    // The share dropped is p.
+    let n = 200_000;
+    let dropped = (0..n)
+        .filter(|&j| {
+            !kernels::dropout_keeps(7, p as f32, [j / 1000 % 8, j / 8000, j % 1000], [25, 1000])
+        })
+        .count();
+    let share = dropped as f64 / n as f64;
+    assert!((share - p).abs() < 0.01, "dropped {share}");
+}
+
 #[test]
 fn fused_attention_takes_gpu_tensors_only_and_falls_back_otherwise() {
     let _exclusive = exclusive();
@@ -253,19 +361,23 @@ fn fused_attention_takes_gpu_tensors_only_and_falls_back_otherwise() {
     };
     // The CPU backend keeps burn's ops.
     let (q, k, v, m) = on(&Device::flex());
-    assert!(kernels::fused_attention(q, k, v, m, 0.25, true).is_none());
+    assert!(kernels::fused_attention(q, k, v, m, 0.25, true, None).is_none());
     let Some(gpu) = gpu() else { return };
     let (q, k, v, m) = on(&gpu);
     assert!(
-        kernels::fused_attention(q.clone(), k.clone(), v.clone(), m.clone(), 0.25, true).is_some()
+        kernels::fused_attention(q.clone(), k.clone(), v.clone(), m.clone(), 0.25, true, None)
+            .is_some()
     );
     // A mask of the wrong length is not the kernel's shape: burn's ops take it (and report it).
     let short = m.clone().slice_dim(3, 0..case.s - 1);
-    assert!(kernels::fused_attention(q.clone(), k.clone(), v.clone(), short, 0.25, true).is_none());
+    assert!(
+        kernels::fused_attention(q.clone(), k.clone(), v.clone(), short, 0.25, true, None)
+            .is_none()
+    );
     // Query heads not a multiple of the key/value heads.
     let k3 = Tensor::cat(vec![k.clone(), k.clone().slice_dim(1, 0..1)], 1);
     let v3 = Tensor::cat(vec![v.clone(), v.slice_dim(1, 0..1)], 1);
-    assert!(kernels::fused_attention(q, k3, v3, m, 0.25, true).is_none());
+    assert!(kernels::fused_attention(q, k3, v3, m, 0.25, true, None).is_none());
 }
 
 /// Σ NLL and the gradients of hidden and head on `device`: the chunked kernel (`chunk` rows per

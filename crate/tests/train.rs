@@ -837,14 +837,13 @@ fn oversized_batches_are_refused_before_allocation() {
     use tunelab::train::StepShape;
     use tunelab::train::trainer::check_buffer_limit;
     let s = session("gpt2", Device::flex());
-    let step = |batch, seq, kernels, attention_dropout| StepShape {
+    let step = |batch, seq, kernels| StepShape {
         batch,
         seq,
         kernels,
-        attention_dropout,
     };
     // burn's ops: 64 × 128 × 512 × 4 B = 16 MiB of logits against a 8 MiB binding limit.
-    let e = check_buffer_limit(&s.config, &step(64, 128, Kernels::Burn, 0.0), 8 << 20)
+    let e = check_buffer_limit(&s.config, &step(64, 128, Kernels::Burn), 8 << 20)
         .unwrap_err()
         .to_string();
     assert!(
@@ -854,24 +853,25 @@ fn oversized_batches_are_refused_before_allocation() {
             && e.contains("`batch_size`"),
         "{e}"
     );
-    assert!(check_buffer_limit(&s.config, &step(1, 128, Kernels::Burn, 0.0), 8 << 20).is_ok());
+    assert!(check_buffer_limit(&s.config, &step(1, 128, Kernels::Burn), 8 << 20).is_ok());
     // At 1024 × 128 burn's logits (and scores) take 256 MiB; tunelab's kernels keep one 64 MiB
     // chunk of logits and a 64 MiB mask instead, so the largest buffer left is the MLP's
     // (1024 × 128 × 4·n_embd floats, 128 MiB), under a 160 MiB limit.
-    let e = check_buffer_limit(&s.config, &step(1024, 128, Kernels::Burn, 0.0), 160 << 20)
+    let e = check_buffer_limit(&s.config, &step(1024, 128, Kernels::Burn), 160 << 20)
         .unwrap_err()
         .to_string();
     assert!(e.contains("256.0 MiB logits buffer, 96.0 MiB over"), "{e}");
-    let fused = step(1024, 128, Kernels::Tunelab, 0.0);
+    let fused = step(1024, 128, Kernels::Tunelab);
     assert!(check_buffer_limit(&s.config, &fused, 160 << 20).is_ok());
     let largest = tunelab::train::trainer::largest_buffer(&s.config, &fused);
     assert_eq!(largest, (1024 * 128 * 256 * 4, "MLP activation"));
-    // Attention dropout runs burn's attention, whose scores come back.
+    // At 1,024 positions burn's attention scores are the largest buffer; the fused kernel (with
+    // attention dropout too, drawn in the kernel) keeps only the mask.
     let (_, what) =
-        tunelab::train::trainer::largest_buffer(&s.config, &step(64, 1024, Kernels::Tunelab, 0.1));
+        tunelab::train::trainer::largest_buffer(&s.config, &step(64, 1024, Kernels::Burn));
     assert_eq!(what, "attention-score");
     let (_, what) =
-        tunelab::train::trainer::largest_buffer(&s.config, &step(64, 1024, Kernels::Tunelab, 0.0));
+        tunelab::train::trainer::largest_buffer(&s.config, &step(64, 1024, Kernels::Tunelab));
     assert_eq!(what, "attention-mask");
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Memory per layer: the output and two floats per query row, instead of the scores, the
 //! probabilities and the exponentials burn's composed ops keep for backward (each `T × S` per
-//! head).
+//! head). Attention dropout is drawn in the kernels from a hash of each probability's index and
+//! a seed, so the backward pass redraws the mask instead of keeping it (`T × S` again).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -34,32 +35,29 @@ pub fn takes_heads(batch: usize, heads: usize, head_dim: usize) -> bool {
 /// calls.
 #[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait AttentionKernels: Backend {
-    /// `softmax(q·kᵀ·scale + mask)·v`, `[B, H, T, D]`. `causal`: the mask hides every key after
-    /// each query's position, so the kernels skip those keys (see [`fused_attention`]).
+    /// `dropout(softmax(q·kᵀ·scale + mask))·v`, `[B, H, T, D]` (see [`AttentionScalars`]).
     #[fusion(dtype = q, shape = q)]
     fn fused_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> FloatTensor<Self>;
 
     /// The output and each query row's softmax maximum and normaliser `[B, H, T, 2]`.
-    #[fusion(meta = |q, _k, _v, _mask, _scale, _causal| (q.clone(), stats_spec(q)))]
+    #[fusion(meta = |q, _k, _v, _mask, _s| (q.clone(), stats_spec(q)))]
     fn fused_attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// dq, dk, dv from the forward pass's inputs, output, statistics and the output's gradient.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |q, k, v, _mask, _o, _ml, _dout, _scale, _causal| (q.clone(), k.clone(), v.clone()))]
+    #[fusion(meta = |q, k, v, _mask, _o, _ml, _dout, _s| (q.clone(), k.clone(), v.clone()))]
     fn fused_attention_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -68,9 +66,55 @@ pub trait AttentionKernels: Backend {
         o: FloatTensor<Self>,
         ml: FloatTensor<Self>,
         dout: FloatTensor<Self>,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The scalars of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionScalars {
+    pub scale: f32,
+    /// The mask hides every key after each query's position, so the kernels skip those keys
+    /// (see [`fused_attention`]).
+    pub causal: bool,
+    /// Dropout on the probabilities: the probability of dropping one (0: none) and the seed of
+    /// the mask ([`dropout_keeps`]).
+    pub dropout: f32,
+    pub seed: u32,
+}
+
+impl AttentionScalars {
+    /// Hashes below this drop their probability: `p · 2³²`.
+    fn drop_threshold(&self) -> u32 {
+        (self.dropout as f64 * 4_294_967_296.0)
+            .round()
+            .min(u32::MAX as f64) as u32
+    }
+}
+
+/// PCG's output permutation (Jarzynski & Olano 2020), as `shaders/attention_common.wgsl`.
+fn pcg(v: u32) -> u32 {
+    let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+    (word >> 22) ^ word
+}
+
+/// Whether attention dropout with probability `p` and `seed` keeps the probability of query
+/// row `row` of head `bh` (`b · heads + h`) at key `key`, in a `[B, H, T, S]` problem: the mask
+/// the kernels draw (a hash of the element's index and the seed, so the backward pass redraws
+/// it), computed on the CPU.
+pub fn dropout_keeps(seed: u32, p: f32, [bh, row, key]: [usize; 3], [t, s]: [usize; 2]) -> bool {
+    let threshold = AttentionScalars {
+        scale: 1.0,
+        causal: false,
+        dropout: p,
+        seed,
+    }
+    .drop_threshold();
+    let index = ((bh as u32).wrapping_mul(t as u32).wrapping_add(row as u32))
+        .wrapping_mul(s as u32)
+        .wrapping_add(key as u32);
+    threshold == 0 || pcg(pcg(index) ^ seed) >= threshold
 }
 
 #[cfg(feature = "fusion")]
@@ -93,6 +137,9 @@ fn stats_spec(
 /// for every row with an unmasked key at or before its position (its skipped scores underflow
 /// to 0); a row whose keys are all masked (a padding position with nothing visible) averages
 /// the keys it reads instead of all `S` — an output nothing downstream of such a row uses.
+///
+/// `dropout`: the probability of dropping each attention probability and the seed of the mask
+/// ([`dropout_keeps`]); the kept ones are scaled by `1 / (1 − p)`, as inverted dropout does.
 pub fn fused_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -100,6 +147,7 @@ pub fn fused_attention(
     mask: Tensor<4>,
     scale: f64,
     causal: bool,
+    dropout: Option<(f64, u32)>,
 ) -> Option<Tensor<4>> {
     let ([b, h, t, d], [kb, kvh, s, kd], [mb, m1, mt, ms]) = (q.dims(), k.dims(), mask.dims());
     let fits = super::on_gpu(&q.device())
@@ -113,19 +161,26 @@ pub fn fused_attention(
         && (mb == 1 || mb == b)
         && (m1, mt, ms) == (1, t, s)
         && t > 0
-        && s > 0;
+        && s > 0
+        && dropout.is_none_or(|(p, _)| (0.0..1.0).contains(&p));
     if !fits {
         return None;
     }
+    let (dropout, seed) = dropout.unwrap_or((0.0, 0));
+    let scalars = AttentionScalars {
+        scale: scale as f32,
+        // The kernels count positions from S − T: more queries than keys is not causal here.
+        causal: causal && t <= s,
+        dropout: dropout as f32,
+        seed,
+    };
     Some(Tensor::from_dispatch(
         <Dispatch as AttentionKernels>::fused_attention(
             q.into_dispatch(),
             k.into_dispatch(),
             v.into_dispatch(),
             mask.into_dispatch(),
-            scale as f32,
-            // The kernels count positions from S − T: more queries than keys is not causal here.
-            causal && t <= s,
+            scalars,
         ),
     ))
 }
@@ -136,10 +191,9 @@ impl AttentionKernels for CubeBackend {
         k: CubeTensor,
         v: CubeTensor,
         mask: CubeTensor,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> CubeTensor {
-        forward(q, k, v, mask, scale, causal).0
+        forward(q, k, v, mask, scalars).0
     }
 
     fn fused_attention_forward(
@@ -147,10 +201,9 @@ impl AttentionKernels for CubeBackend {
         k: CubeTensor,
         v: CubeTensor,
         mask: CubeTensor,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> (CubeTensor, CubeTensor) {
-        forward(q, k, v, mask, scale, causal)
+        forward(q, k, v, mask, scalars)
     }
 
     fn fused_attention_backward(
@@ -161,10 +214,9 @@ impl AttentionKernels for CubeBackend {
         o: CubeTensor,
         ml: CubeTensor,
         dout: CubeTensor,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        backward(q, k, v, mask, o, ml, dout, scale, causal)
+        backward(q, k, v, mask, o, ml, dout, scalars)
     }
 }
 
@@ -174,16 +226,14 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct AttentionBackward;
 
         type State<B> = (
             [FloatTensor<B>; 6], // q, k, v, mask, output, softmax statistics
-            f32,
-            bool,
+            AttentionScalars,
         );
 
         impl<B: AttentionKernels> Backward<B, 3> for AttentionBackward {
@@ -197,9 +247,8 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
             ) {
                 let [node_q, node_k, node_v] = ops.parents;
                 let dout = grads.consume::<B>(&ops.node);
-                let ([q, k, v, mask, o, ml], scale, causal) = ops.state;
-                let (dq, dk, dv) =
-                    B::fused_attention_backward(q, k, v, mask, o, ml, dout, scale, causal);
+                let ([q, k, v, mask, o, ml], scalars) = ops.state;
+                let (dq, dk, dv) = B::fused_attention_backward(q, k, v, mask, o, ml, dout, scalars);
                 for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
                     if let Some(node) = node {
                         grads.register::<B>(node.id, grad);
@@ -223,14 +272,11 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
                     k.clone(),
                     v.clone(),
                     mask.clone(),
-                    scale,
-                    causal,
+                    scalars,
                 );
-                prep.finish(([q, k, v, mask, o.clone(), ml], scale, causal), o)
+                prep.finish(([q, k, v, mask, o.clone(), ml], scalars), o)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::fused_attention(q, k, v, mask, scale, causal))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q, k, v, mask, scalars)),
         }
     }
 
@@ -239,16 +285,14 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: FloatTensor<Self>,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (o, ml) = B::fused_attention_forward(
             Self::inner(q),
             Self::inner(k),
             Self::inner(v),
             Self::inner(mask),
-            scale,
-            causal,
+            scalars,
         );
         (Self::from_inner(o), Self::from_inner(ml))
     }
@@ -261,8 +305,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
         o: FloatTensor<Self>,
         ml: FloatTensor<Self>,
         dout: FloatTensor<Self>,
-        scale: f32,
-        causal: bool,
+        scalars: AttentionScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (dq, dk, dv) = B::fused_attention_backward(
             Self::inner(q),
@@ -272,8 +315,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B
             Self::inner(o),
             Self::inner(ml),
             Self::inner(dout),
-            scale,
-            causal,
+            scalars,
         );
         (
             Self::from_inner(dq),
@@ -309,16 +351,20 @@ impl Dims {
     }
 
     /// The `Params` uniform of the forward, dq and dk/dv shaders.
-    fn params(&self, scale: f32, causal: bool) -> Vec<u64> {
+    fn params(&self, s: &AttentionScalars) -> Vec<u64> {
         let u = |x: usize| x as u32;
+        let inv_keep = 1.0 / (1.0 - s.dropout);
         uniform(&[
             u(self.t),
             u(self.s),
             u(self.h),
             u(self.kvh),
             u(self.mask_batch),
-            scale.to_bits(),
-            causal as u32,
+            s.scale.to_bits(),
+            s.causal as u32,
+            s.seed,
+            s.drop_threshold(),
+            inv_keep.to_bits(),
         ])
     }
 
@@ -344,8 +390,7 @@ fn forward(
     k: CubeTensor,
     v: CubeTensor,
     mask: CubeTensor,
-    scale: f32,
-    causal: bool,
+    scalars: AttentionScalars,
 ) -> (CubeTensor, CubeTensor) {
     let [q, k, v, mask] = contiguous([q, k, v, mask]);
     let dims = Dims::of(&q, &k, &mask);
@@ -369,7 +414,7 @@ fn forward(
     .launch(
         grid(dims.t.div_ceil(br), dims.b * dims.h),
         &[&q, &k, &v, &mask, &o, &ml],
-        dims.params(scale, causal),
+        dims.params(&scalars),
     );
     (o, ml)
 }
@@ -383,8 +428,7 @@ fn backward(
     o: CubeTensor,
     ml: CubeTensor,
     dout: CubeTensor,
-    scale: f32,
-    causal: bool,
+    scalars: AttentionScalars,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let [q, k, v, mask] = contiguous([q, k, v, mask]);
     let [o, ml, dout] = [o, ml, dout].map(into_contiguous);
@@ -426,7 +470,7 @@ fn backward(
     .launch(
         grid(dims.t.div_ceil(br), dims.b * dims.h),
         &[&q, &k, &v, &mask, &dout, &stats, &dq],
-        dims.params(scale, causal),
+        dims.params(&scalars),
     );
 
     // Key rows per workgroup; query rows per tile: q and dO tiles of `br × d4` vec4s and three
@@ -454,7 +498,7 @@ fn backward(
     .launch(
         grid(dims.s.div_ceil(keys), dims.b * dims.kvh),
         &[&q, &k, &v, &mask, &dout, &stats, &dk, &dv],
-        dims.params(scale, causal),
+        dims.params(&scalars),
     );
     (dq, dk, dv)
 }

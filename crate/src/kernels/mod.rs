@@ -12,7 +12,7 @@ mod norm;
 mod optimizer;
 mod wgsl;
 
-pub use attention::{fused_attention, takes_heads};
+pub use attention::{dropout_keeps, fused_attention, takes_heads};
 pub use cross_entropy::{CHUNK_BYTES, chunked_nll, chunked_nll_rows};
 pub use matmul::{MatmulCalibration, calibrate, linear, lora_linear, matmul, use_tiled_matmul};
 pub use norm::rms_norm;
@@ -75,6 +75,24 @@ pub async fn prepare(
         }
     };
     on_event(&crate::event::Event::Notice { message });
+}
+
+/// The stream the fused attention kernel's dropout seeds come from: process-wide, as burn's
+/// random stream (which draws every other dropout mask) is, and seeded with it.
+static DROPOUT_SEEDS: std::sync::Mutex<crate::rng::SplitMix64> =
+    std::sync::Mutex::new(crate::rng::SplitMix64(0));
+
+/// Seed `device`'s random stream and the attention dropout seeds with `seed`: the trainer does at
+/// each step, so a resumed run draws the masks the uninterrupted one drew.
+pub fn seed(device: &burn::tensor::Device, seed: u64) {
+    device.seed(seed);
+    *DROPOUT_SEEDS.lock().unwrap_or_else(|e| e.into_inner()) = crate::rng::SplitMix64(seed);
+}
+
+/// The next seed of an attention dropout mask (see [`seed`]).
+pub fn next_dropout_seed() -> u32 {
+    let mut stream = DROPOUT_SEEDS.lock().unwrap_or_else(|e| e.into_inner());
+    (stream.next_u64() >> 32) as u32
 }
 
 /// Why weights cannot be kept in f16 on `device` (read as stored by the tiled matmul), or None

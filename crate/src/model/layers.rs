@@ -430,8 +430,9 @@ const MASKED: f32 = -1.0e9;
 /// `mask`: additive `[batch, 1, q_len, kv_len]` (see [`AttentionMask`]); `p_drop`: dropout on the attention
 /// probabilities while training. Returns `[batch, q_len, heads * head_dim]`.
 ///
-/// With [`Kernels::Tunelab`] on a GPU and no attention dropout, tunelab's fused kernel runs
-/// (no `[batch, heads, q_len, kv_len]` tensors); otherwise burn's ops.
+/// With [`Kernels::Tunelab`] on a GPU, tunelab's fused kernel runs (no
+/// `[batch, heads, q_len, kv_len]` tensors; dropout drawn in the kernel from
+/// [`crate::kernels::next_dropout_seed`]); otherwise burn's ops.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -442,7 +443,9 @@ pub fn attention(
     kernels: Kernels,
 ) -> Tensor<3> {
     let [b, h, t, d] = q.dims();
-    if kernels == Kernels::Tunelab && p_drop == 0.0 {
+    if kernels == Kernels::Tunelab {
+        // Dropout only while training, as `dropout`.
+        let training = p_drop > 0.0 && q.device().is_autodiff();
         let fused = crate::kernels::fused_attention(
             q.clone(),
             k.clone(),
@@ -450,6 +453,7 @@ pub fn attention(
             mask.additive.clone(),
             scale,
             mask.causal,
+            training.then(|| (p_drop, crate::kernels::next_dropout_seed())),
         );
         if let Some(out) = fused {
             return out.swap_dims(1, 2).reshape([b, t, h * d]);

@@ -261,7 +261,7 @@ impl Trainer {
                 if checkpointing { "with" } else { "without" }
             )));
         }
-        device.seed(config.seed);
+        crate::kernels::seed(&device, config.seed);
         match &config.method {
             Method::Lora(l) => match adapter {
                 Some(a) => {
@@ -497,7 +497,7 @@ impl Trainer {
             let lr = self.config.lr
                 * factor(self.config.schedule, step, total, self.config.warmup_steps);
             // Dropout masks depend only on (seed, step), so a resumed run draws the same ones.
-            self.device.seed(self.config.seed.wrapping_add(step as u64));
+            crate::kernels::seed(&self.device, self.config.seed.wrapping_add(step as u64));
             let batches = self.batches(data, step);
             let tokens: u64 = batches.iter().map(|b| b.tokens as u64).sum();
             // A device fault during the step (an allocation refused, the device lost) surfaces
@@ -724,14 +724,13 @@ pub struct StepShape {
     pub batch: usize,
     pub seq: usize,
     pub kernels: Kernels,
-    pub attention_dropout: f64,
 }
 
 /// The largest single buffer a training step allocates on a GPU (bytes) and what it holds, in
 /// f32. With burn's ops: the logits `[batch, seq, vocab]` or the attention scores
 /// `[batch, heads, seq, seq]`. With tunelab's kernels neither exists whole: the loss holds one
 /// chunk of logit rows ([`crate::kernels::chunked_nll`]; assuming the head carries no adapter)
-/// and fused attention (without attention dropout) no scores, only the additive mask
+/// and fused attention (attention dropout included) no scores, only the additive mask
 /// `[batch, 1, seq, seq]`; then the MLP's inner activations or the embedding table may be the
 /// largest.
 pub fn largest_buffer(config: &crate::hf::ModelConfig, step: &StepShape) -> (u64, &'static str) {
@@ -745,9 +744,7 @@ pub fn largest_buffer(config: &crate::hf::ModelConfig, step: &StepShape) -> (u64
         crate::hf::Architecture::Gpt2(c) => (c.n_head, c.n_embd / c.n_head, c.n_embd, c.n_inner),
     };
     let kernels = step.kernels == Kernels::Tunelab;
-    let fused_attention = kernels
-        && step.attention_dropout == 0.0
-        && crate::kernels::takes_heads(step.batch, heads, head_dim);
+    let fused_attention = kernels && crate::kernels::takes_heads(step.batch, heads, head_dim);
     // In u64: on wasm32 the products overflow usize at shapes a browser must refuse.
     let [batch, seq, heads, hidden, inner, vocab] = [
         step.batch,

@@ -438,7 +438,6 @@ pub async fn bench_ops(
         batch,
         seq,
         kernels: Kernels::Burn,
-        attention_dropout: 0.0,
     };
     crate::train::trainer::check_buffer_limit(&config, &step, max_binding as u64)
         .map_err(lib_err)?;

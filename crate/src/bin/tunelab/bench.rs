@@ -38,6 +38,9 @@ pub struct Args {
     /// Keep the frozen weight matrices (LoRA's base, frozen embeddings or head) in f16.
     #[arg(long)]
     frozen_f16: bool,
+    /// Dropout on the attention probabilities (drawn inside tunelab's attention kernel).
+    #[arg(long, default_value_t = 0.0)]
+    attention_dropout: f64,
     /// Instead of training, time each hot-path op alone (the tiled matmul, a linear layer
     /// trained and frozen with LoRA, attention, RMSNorm, LM head + loss, AdamW update) at the
     /// model's shape, forward and forward + backward, with tunelab's
@@ -63,6 +66,7 @@ pub fn run(a: Args, g: &Global) -> Result {
         checkpoint_activations: a.checkpoint_activations,
         kernels: a.kernels,
         frozen_f16: a.frozen_f16,
+        attention_dropout: a.attention_dropout,
     };
     if !json {
         eprintln!("device: {}", selected.label);
@@ -140,7 +144,6 @@ fn fits_adapter(
             batch: a.batch,
             seq: a.seq,
             kernels,
-            attention_dropout: 0.0,
         };
         tunelab::train::trainer::check_buffer_limit(
             config,

@@ -232,13 +232,11 @@ pub fn run(a: Args, g: &Global) -> Result {
             batch: r.config.batch_size,
             seq: spec.seq_len,
             kernels: r.config.kernels,
-            attention_dropout: r.config.attention_dropout,
         },
         None => tunelab::train::StepShape {
             batch: spec.batch_size,
             seq: spec.seq_len,
             kernels: spec.kernels,
-            attention_dropout: spec.attention_dropout,
         },
     };
     tunelab::run::check_limits(&session, &step, max_binding)?;
