@@ -1,7 +1,7 @@
 // Copies up to SLOTS flat f32 tensors into one flat buffer, each at its offset, zero-filling its
 // segment past its length up to its padded length: the layout of the multi-tensor optimizer,
 // whose segments start at multiples of the storage-offset alignment so that slicing the updated
-// buffer back into tensors gives views of it, not copies. Several launches fill one buffer (a
+// buffer back into tensors can give views of it, not copies. Several launches fill one buffer (a
 // shader can bind only so many tensors; WebGPU guarantees 8 storage buffers), each writing its
 // own segments of `out` and leaving the rest as it is.
 //

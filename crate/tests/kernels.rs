@@ -554,6 +554,11 @@ fn pattern(k: usize, step: usize, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Whether tensor `k` has no gradient at `step` (so the groups change, and change back).
+fn skipped(step: usize, k: usize) -> bool {
+    step == 3 && k == 4
+}
+
 /// Four steps of `config` over `sizes`-element tensors (two learning rates, as LoRA+ gives
 /// lora_B) with a clip that binds on some steps, through [`Optimizer::step`]; with `resume_at`,
 /// the state is exported and imported into a fresh optimizer there. The parameters, the norms
@@ -585,16 +590,24 @@ fn multi_tensor_steps(
         let items = params
             .iter()
             .enumerate()
+            .filter(|(k, _)| !skipped(step, *k))
             .map(|(k, p)| tunelab::train::optim::Item {
                 name: format!("t{k}"),
                 param: p.clone(),
                 grad: seeded(k, step, sizes[k]).mul_scalar(step as f32),
-                lr: if k % 3 == 1 { 0.02 } else { 0.01 } * step as f64,
+                // Two classes (as LoRA+'s), both at rate 0 on the first step (a warmup's start).
+                lr: if k % 3 == 1 { 0.02 } else { 0.01 } * (step - 1) as f64,
+                class: (k % 3 == 1) as usize,
             })
             .collect();
         let clip = [Some(50.0), Some(1.0), None, Some(0.5)][step - 1];
         let (new, norm) = opt.step(items, clip);
-        params = new;
+        let mut new = new.into_iter();
+        for (k, p) in params.iter_mut().enumerate() {
+            if !skipped(step, k) {
+                *p = new.next().expect("one new value per item");
+            }
+        }
         norms.push(values(norm)[0]);
     }
     let state = pollster::block_on(opt.export()).unwrap();
@@ -622,11 +635,25 @@ fn the_multi_tensor_update_matches_one_update_per_tensor() {
     for config in [OptimizerConfig::adamw(0.1), OptimizerConfig::lion(0.1)] {
         let (want, want_norms, want_state) =
             multi_tensor_steps(&config, &sizes, &Device::flex(), Kernels::Burn, None);
+        let mut uninterrupted = None;
         for resume_at in [None, Some(3)] {
             poison(&gpu, 1 << 20);
             let (got, norms, state) =
                 multi_tensor_steps(&config, &sizes, &gpu, Kernels::Tunelab, resume_at);
             let what = format!("{:?}, resumed at {resume_at:?}", config.kind);
+            // A resume continues as the run that never stopped, up to the order in which
+            // burn's GPU sum (the norm) adds its atomics.
+            match &uninterrupted {
+                None => uninterrupted = Some((got.clone(), state.clone())),
+                Some((params, moments)) => {
+                    let pairs = params.iter().zip(&got);
+                    let moments = moments.iter().map(|m| &m.1).zip(state.iter().map(|m| &m.1));
+                    for (a, b) in pairs.chain(moments) {
+                        let e = rel_err(b, a);
+                        assert!(e <= 1e-6, "{what}: {e:e} from the uninterrupted run");
+                    }
+                }
+            }
             for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                 let e = rel_err(g, w);
                 assert!(e <= REL_TOL, "{what}: tensor {k} relative error {e:e}");
@@ -638,6 +665,7 @@ fn the_multi_tensor_update_matches_one_update_per_tensor() {
                 let exact = sizes
                     .iter()
                     .enumerate()
+                    .filter(|(k, _)| !skipped(step, *k))
                     .flat_map(|(k, &n)| pattern(k, step, n))
                     .map(|g| (g as f64 * step as f64).powi(2))
                     .sum::<f64>()
@@ -651,9 +679,10 @@ fn the_multi_tensor_update_matches_one_update_per_tensor() {
             let names: Vec<_> = state.iter().map(|s| s.0.clone()).collect();
             let want_names: Vec<_> = want_state.iter().map(|s| s.0.clone()).collect();
             assert_eq!(names, want_names, "{what}");
+            // The reference's moments carry its clip coefficient, and so its norm's error.
             for ((name, g), (_, w)) in state.iter().zip(&want_state) {
                 let e = rel_err(g, w);
-                assert!(e <= REL_TOL, "{what}: {name} relative error {e:e}");
+                assert!(e <= 10.0 * REL_TOL, "{what}: {name} relative error {e:e}");
             }
         }
     }

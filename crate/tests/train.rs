@@ -994,3 +994,27 @@ fn init_writes_a_random_checkpoint_that_pretraining_improves() {
     let losses: Vec<f64> = step_losses(&stdout).into_iter().map(|x| x.1).collect();
     assert!(losses.last().unwrap() < &(losses[0] - 0.5), "{losses:?}");
 }
+
+#[test]
+fn optimizer_state_that_does_not_fit_the_model_is_refused_on_resume() {
+    let mut t = trainer("gpt2", config(Method::Lora(lora_cfg(4, &["all"])), 1e-2, 1)).unwrap();
+    let mut sink = MemorySink::default();
+    pollster::block_on(t.run(&text_data("gpt2", 16), None, &mut sink, &mut |_| {})).unwrap();
+    let files = pollster::block_on(t.checkpoint_files()).unwrap();
+    let state = files
+        .iter()
+        .find(|f| f.name == "trainer_state.json")
+        .expect("a trainer state");
+    let state = String::from_utf8(state.bytes.clone()).unwrap();
+    let moments = pollster::block_on(t.optimizer.export()).unwrap();
+    t.restore(&state, moments.clone()).unwrap();
+    // A moment one value short, and one of no parameter: named, before anything is imported.
+    let (key, mut short) = moments[0].clone();
+    short.pop();
+    let e = t.restore(&state, vec![(key.clone(), short)]).unwrap_err();
+    assert!(e.to_string().contains(&format!("`{key}` has")), "{e}");
+    let e = t
+        .restore(&state, vec![("exp_avg.nothing".into(), vec![0.0])])
+        .unwrap_err();
+    assert!(e.to_string().contains("exp_avg.nothing"), "{e}");
+}

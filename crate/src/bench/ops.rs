@@ -375,6 +375,7 @@ async fn adamw_op(
                 param: p.clone(),
                 grad: g.clone(),
                 lr: 1e-4,
+                class: 0,
             })
             .collect();
         params = opt.step(items, Some(1.0)).0;

@@ -162,7 +162,8 @@ pub fn fused_attention(
         && (m1, mt, ms) == (1, t, s)
         && t > 0
         && s > 0
-        && dropout.is_none_or(|(p, _)| (0.0..1.0).contains(&p));
+        // In f32, as the kernels take it: a p that rounds to 1 would scale by 1 / 0.
+        && dropout.is_none_or(|(p, _)| (0.0..1.0).contains(&(p as f32)));
     if !fits {
         return None;
     }

@@ -50,8 +50,9 @@ impl StepScalars {
 }
 
 /// Segments of a [`FlatLayout`] start at multiples of this many f32s: 256 bytes, the largest
-/// storage-buffer offset alignment WebGPU and Vulkan allow, so a slice of the flat buffer is a
-/// view of it on any adapter.
+/// storage-buffer offset alignment WebGPU and Vulkan allow, so a slice of the flat buffer can be a
+/// view of it on any adapter (burn's slice makes one when the slice also ends a multiple of the
+/// alignment before the buffer's end, i.e. for lengths that are multiples of 64).
 pub const SEGMENT_ALIGN: usize = 64;
 
 /// Tensors one gather launch copies: with the output, 7 storage buffers, within the 8 every
@@ -94,7 +95,8 @@ impl FlatLayout {
     }
 
     /// The tensors of `flat` (of this layout), in order: views of it where the device's offset
-    /// alignment allows (always, on WebGPU and Vulkan), copies otherwise.
+    /// alignment allows (lengths that are multiples of [`SEGMENT_ALIGN`], on WebGPU and Vulkan),
+    /// copies otherwise.
     pub fn split(&self, flat: &Tensor<1>) -> Vec<Tensor<1>> {
         self.offsets
             .iter()
@@ -126,10 +128,20 @@ pub struct GatherSlots {
     used: usize,
 }
 
-/// `tensors` (flat, one per segment of `layout`) copied into one new flat tensor of `layout`,
-/// the padding zero: [`SLOTS`] tensors a launch on a GPU in f32, burn's ops otherwise.
+/// `tensors` (flat, one per segment of `layout`, each of its length and at most 2²⁴ elements;
+/// distinct tensors) copied into one new flat tensor of `layout`, the padding zero: [`SLOTS`]
+/// tensors a launch on a GPU in f32, burn's ops otherwise.
 pub fn gather(tensors: &[Tensor<1>], layout: &FlatLayout) -> Tensor<1> {
-    assert_eq!(tensors.len(), layout.lens.len(), "one tensor per segment");
+    // The shader reads each tensor up to the length the layout gives it, unchecked.
+    assert!(
+        !tensors.is_empty()
+            && tensors.len() == layout.lens.len()
+            && tensors
+                .iter()
+                .zip(&layout.lens)
+                .all(|(t, &n)| t.dims()[0] == n && n <= 1 << 24),
+        "gather: one tensor of the layout's length (≤ 2²⁴) per segment"
+    );
     let device = tensors[0].device();
     let on_gpu = super::on_gpu(&device) && tensors.iter().all(|t| t.dtype() == DType::F32);
     if !on_gpu {

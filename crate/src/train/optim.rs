@@ -84,6 +84,10 @@ pub struct Item {
     pub param: Tensor<1>,
     pub grad: Tensor<1>,
     pub lr: f64,
+    /// Its learning-rate class (the trainer: 1 for LoRA+'s `lora_B`, 0 otherwise): small
+    /// tensors are updated together by class and rate, so two classes stay apart even at a step
+    /// where their rates coincide (0 at the start of a warmup).
+    pub class: usize,
 }
 
 /// Small tensors updated together (those sharing a learning rate): their moments in one flat
@@ -170,7 +174,9 @@ impl Optimizer {
     /// gradient first scaled by `clip` `[1]` (the global-norm clip scale) when given.
     ///
     /// With [`Kernels::Tunelab`] on a GPU one kernel does the whole update; otherwise burn's
-    /// elementwise ops do, in the same order and with the same f32 scalars.
+    /// elementwise ops do, in the same order and with the same f32 scalars. For a tensor on its
+    /// own: the state it keeps is apart from the groups [`Optimizer::step`] keeps, so use one or
+    /// the other for a name.
     pub fn update<const D: usize>(
         &mut self,
         name: &str,
@@ -203,16 +209,17 @@ impl Optimizer {
                 && it.param.dtype() == DType::F32
                 && (1..=GROUPED_MAX_ELEMENTS).contains(&it.param.dims()[0])
         };
-        // Members of each group, by learning rate (bit for bit), in the items' order.
+        // Members of each group, by class and learning rate (bit for bit), in the items' order.
         let mut members: Vec<(f64, Vec<usize>)> = Vec::new();
         let mut singles = Vec::new();
         for (i, it) in items.iter().enumerate() {
+            let same = |g: &&mut (f64, Vec<usize>)| {
+                let first = &items[g.1[0]];
+                first.class == it.class && first.lr.to_bits() == it.lr.to_bits()
+            };
             if !grouped(it) {
                 singles.push(i);
-            } else if let Some(g) = members
-                .iter_mut()
-                .find(|g| g.0.to_bits() == it.lr.to_bits())
-            {
+            } else if let Some(g) = members.iter_mut().find(same) {
                 g.1.push(i);
             } else {
                 members.push((it.lr, vec![i]));
@@ -280,7 +287,8 @@ impl Optimizer {
     /// every moment back per name) hands its moments back per name first, and a new group
     /// gathers its members' moments (zero for those without).
     fn regroup(&mut self, items: &[Item], members: &[(f64, Vec<usize>)]) {
-        // By names only: a schedule changes the learning rates at every step, not who shares one.
+        // By names only: a schedule changes the learning rates at every step, not who shares one
+        // (classes keep apart tensors whose rates coincide at a step).
         let wanted: Vec<Vec<String>> = members
             .iter()
             .map(|(_, m)| m.iter().map(|&i| items[i].name.clone()).collect())

@@ -379,16 +379,13 @@ impl Trainer {
                 ParamMut::Vector(t) => t.val().inner(),
                 ParamMut::Matrix(t, _) => t.val().inner().reshape([-1]),
             };
-            let lr = if name.ends_with("lora_B.weight") {
-                lr * plus
-            } else {
-                lr
-            };
+            let lora_b = name.ends_with("lora_B.weight");
             items.push(Item {
                 name: name.to_string(),
                 param,
                 grad: g.flat,
-                lr,
+                lr: if lora_b { lr * plus } else { lr },
+                class: lora_b as usize,
             });
         });
         let names: Vec<String> = items.iter().map(|it| it.name.clone()).collect();
@@ -668,6 +665,32 @@ impl Trainer {
                 "the checkpoint belongs to a different model (parameter names or shapes differ)"
                     .into(),
             ));
+        }
+        // Each moment belongs to a trainable tensor and has its length, checked before anything
+        // changes (a mismatch would otherwise stop the run at its first step).
+        let mut sizes = BTreeMap::new();
+        self.model.for_each_trainable(&mut |name, p| {
+            sizes.insert(name.to_string(), p.hf_shape().iter().product::<usize>());
+        });
+        let bad_state = |m: String| Error::setting("resume", format!("optimizer.safetensors: {m}"));
+        for (key, values) in &optimizer {
+            let name = key
+                .strip_prefix("exp_avg_sq.")
+                .or_else(|| key.strip_prefix("exp_avg."));
+            match name.and_then(|n| sizes.get(n)) {
+                Some(&n) if n == values.len() => {}
+                Some(&n) => {
+                    return Err(bad_state(format!(
+                        "`{key}` has {} values, its parameter {n}",
+                        values.len()
+                    )));
+                }
+                None => {
+                    return Err(bad_state(format!(
+                        "`{key}` is not the state of a trainable parameter"
+                    )));
+                }
+            }
         }
         self.progress =
             serde_json::from_value(v["progress"].clone()).map_err(|e| bad(e.to_string()))?;
