@@ -73,8 +73,9 @@ struct Moments {
     v: Option<Tensor<1>>,
 }
 
-/// Trainable tensors of at most this many elements are updated as one flat group per learning
-/// rate on a GPU ([`Optimizer::step`]): copying a tensor this small costs less than a launch.
+/// Trainable tensors of at most this many elements are updated as one flat group per learning-rate
+/// class and rate on a GPU ([`Optimizer::step`]): copying a tensor this small costs less than a
+/// launch.
 pub const GROUPED_MAX_ELEMENTS: usize = 1 << 18;
 
 /// One trainable tensor in [`Optimizer::step`]: flat, without autodiff.
@@ -199,8 +200,9 @@ impl Optimizer {
     /// `clip_grad_norm_`), computed on the device.
     ///
     /// With [`Kernels::Tunelab`] on a GPU, the tensors of at most [`GROUPED_MAX_ELEMENTS`]
-    /// elements are updated together, one flat buffer per learning rate: a few copy launches and
-    /// one update, where one update each costs a launch per tensor (LoRA's hundreds of factors).
+    /// elements are updated together, one flat buffer per learning-rate class and rate: a few copy
+    /// launches and one update, where one update each costs a launch per tensor (LoRA's hundreds
+    /// of factors).
     pub fn step(&mut self, items: Vec<Item>, clip: Option<f64>) -> (Vec<Tensor<1>>, Tensor<1>) {
         self.begin_step();
         let grouped = |it: &Item| {
