@@ -55,6 +55,11 @@ impl StepScalars {
 /// alignment before the buffer's end, i.e. for lengths that are multiples of 64).
 pub const SEGMENT_ALIGN: usize = 64;
 
+/// The length of a segment holding `n` elements: `n` rounded up to [`SEGMENT_ALIGN`].
+fn padded(n: usize) -> usize {
+    n.next_multiple_of(SEGMENT_ALIGN)
+}
+
 /// Tensors one gather launch copies: with the output, 7 storage buffers, within the 8 every
 /// WebGPU adapter offers (one spare, which Metal's runtimes take for buffer lengths).
 const SLOTS: usize = 6;
@@ -75,7 +80,7 @@ impl FlatLayout {
         let mut total = 0;
         for &n in &lens {
             offsets.push(total);
-            total += n.next_multiple_of(SEGMENT_ALIGN);
+            total += padded(n);
         }
         FlatLayout {
             lens,
@@ -114,7 +119,7 @@ impl FlatLayout {
             *slot = [
                 self.offsets[i] as u32,
                 self.lens[i] as u32,
-                self.lens[i].next_multiple_of(SEGMENT_ALIGN) as u32,
+                padded(self.lens[i]) as u32,
             ];
         }
         GatherSlots { table, used }
@@ -146,8 +151,7 @@ pub fn gather(tensors: &[Tensor<1>], layout: &FlatLayout) -> Tensor<1> {
     let on_gpu = super::on_gpu(&device) && tensors.iter().all(|t| t.dtype() == DType::F32);
     if !on_gpu {
         let padded = tensors.iter().zip(&layout.lens).map(|(t, &n)| {
-            let pad = n.next_multiple_of(SEGMENT_ALIGN) - n;
-            Tensor::cat(vec![t.clone(), Tensor::zeros([pad], &device)], 0)
+            Tensor::cat(vec![t.clone(), Tensor::zeros([padded(n) - n], &device)], 0)
         });
         return Tensor::cat(padded.collect(), 0);
     }

@@ -212,19 +212,19 @@ impl Optimizer {
                 && (1..=GROUPED_MAX_ELEMENTS).contains(&it.param.dims()[0])
         };
         // Members of each group, by class and learning rate (bit for bit), in the items' order.
-        let mut members: Vec<(f64, Vec<usize>)> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
         let mut singles = Vec::new();
         for (i, it) in items.iter().enumerate() {
-            let same = |g: &&mut (f64, Vec<usize>)| {
-                let first = &items[g.1[0]];
+            let same = |g: &&mut Vec<usize>| {
+                let first = &items[g[0]];
                 first.class == it.class && first.lr.to_bits() == it.lr.to_bits()
             };
             if !grouped(it) {
                 singles.push(i);
             } else if let Some(g) = members.iter_mut().find(same) {
-                g.1.push(i);
+                g.push(i);
             } else {
-                members.push((it.lr, vec![i]));
+                members.push(vec![i]);
             }
         }
         self.regroup(&items, &members);
@@ -232,7 +232,7 @@ impl Optimizer {
             .groups
             .iter()
             .zip(&members)
-            .map(|(g, (_, idx))| {
+            .map(|(g, idx)| {
                 let grads: Vec<_> = idx.iter().map(|&i| items[i].grad.clone()).collect();
                 kernels::gather(&grads, &g.layout)
             })
@@ -253,11 +253,13 @@ impl Optimizer {
                 .clamp_max(1.0)
         });
         let mut out: Vec<Option<Tensor<1>>> = vec![None; items.len()];
-        for (k, ((lr, idx), g)) in members.iter().zip(flat_grads).enumerate() {
+        for (k, (idx, g)) in members.iter().zip(flat_grads).enumerate() {
             let params: Vec<_> = idx.iter().map(|&i| items[i].param.clone()).collect();
             let flat = kernels::gather(&params, &self.groups[k].layout);
             let prev = Some(self.groups[k].moments.clone());
-            let (p, moments) = self.update_flat(prev, flat, g, coef.as_ref(), *lr);
+            // Every member has the group's rate.
+            let lr = items[idx[0]].lr;
+            let (p, moments) = self.update_flat(prev, flat, g, coef.as_ref(), lr);
             let group = &mut self.groups[k];
             group.moments = moments;
             for (&i, t) in idx.iter().zip(group.layout.split(&p)) {
@@ -288,12 +290,12 @@ impl Optimizer {
     /// those already there: a group that differs (another membership, after a resume that put
     /// every moment back per name) hands its moments back per name first, and a new group
     /// gathers its members' moments (zero for those without).
-    fn regroup(&mut self, items: &[Item], members: &[(f64, Vec<usize>)]) {
+    fn regroup(&mut self, items: &[Item], members: &[Vec<usize>]) {
         // By names only: a schedule changes the learning rates at every step, not who shares one
         // (classes keep apart tensors whose rates coincide at a step).
         let wanted: Vec<Vec<String>> = members
             .iter()
-            .map(|(_, m)| m.iter().map(|&i| items[i].name.clone()).collect())
+            .map(|m| m.iter().map(|&i| items[i].name.clone()).collect())
             .collect();
         if self.groups.iter().map(|g| &g.names).eq(wanted.iter()) {
             return;
@@ -302,7 +304,7 @@ impl Optimizer {
             self.state.extend(g.per_name());
         }
         let adam = self.config.kind == OptimizerKind::AdamW;
-        for (names, (_, idx)) in wanted.into_iter().zip(members) {
+        for (names, idx) in wanted.into_iter().zip(members) {
             let layout =
                 kernels::FlatLayout::new(idx.iter().map(|&i| items[i].param.dims()[0]).collect());
             let device = items[idx[0]].param.device();
