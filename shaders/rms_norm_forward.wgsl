@@ -1,8 +1,11 @@
 // RMSNorm forward (Llama's: y = x / sqrt(mean(x²) + eps) · weight, in the order of the composed
-// ops in model::layers) over the rows of x, keeping one float a row, the rms, for the backward
-// pass instead of the composed ops' full-size intermediates.
+// ops in model::layers) over the rows of its input, keeping one float a row, the rms, for the
+// backward pass instead of the composed ops' full-size intermediates.
 //
-// After row_reduce.wgsl. x/y [rows, H], weight [H], rms [rows]. Grid: folded over rows.
+// After row_reduce.wgsl and one input file, which declares the uniform `p` and how a row is read:
+// `load(i)` the first time (rms_norm_input.wgsl: x; add_rms_norm_input.wgsl: x + delta, also
+// stored as the residual stream h), `reload(i)` the second (by the same invocation).
+// x/y [rows, H], weight [H], rms [rows]. Grid: folded over rows.
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> weight: array<f32>;
@@ -10,7 +13,6 @@
 @group(0) @binding(3) var<storage, read_write> rms: array<f32>;
 
 struct Params { rows: u32, h: u32, eps: f32, pad0: u32 }
-@group(0) @binding(4) var<uniform> p: Params;
 
 @compute @workgroup_size({{ wg }})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -21,11 +23,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n: vec3<u
     let base = r * p.h;
     var s = 0.0;
     for (var j = li; j < p.h; j += WG) {
-        s += x[base + j] * x[base + j];
+        let v = load(base + j);
+        s += v * v;
     }
     let rr = sqrt(workgroup_sum(li, s) / f32(p.h) + p.eps);
     for (var j = li; j < p.h; j += WG) {
-        y[base + j] = (x[base + j] / rr) * weight[j];
+        y[base + j] = (reload(base + j) / rr) * weight[j];
     }
     if (li == 0u) {
         rms[r] = rr;

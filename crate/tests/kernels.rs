@@ -688,8 +688,15 @@ fn the_multi_tensor_update_matches_one_update_per_tensor() {
     }
 }
 
-/// Output and gradients of input and weight of Σ RMSNorm(x)·w on `device` with `kernels`.
-fn rms_norm_run(x: &[TensorData; 3], device: &Device, kernels: Kernels) -> [Vec<f32>; 3] {
+/// Output and gradients of Σ RMSNorm(x)·w on `device` with `kernels`: `[output, d x, d weight]`;
+/// with a residual `delta` (the fused add), the norm is over `x + delta`, the loss adds Σ h·w₂
+/// for the stream `h`, and `[h, d delta]` follow.
+fn rms_norm_run(
+    x: &[TensorData],
+    residual: bool,
+    device: &Device,
+    kernels: Kernels,
+) -> Vec<Vec<f32>> {
     let ad = device.clone().autodiff();
     let input = Tensor::<3>::from_data(x[0].clone(), &ad).require_grad();
     let norm = RmsNorm {
@@ -697,12 +704,22 @@ fn rms_norm_run(x: &[TensorData; 3], device: &Device, kernels: Kernels) -> [Vec<
         eps: 1e-5,
         path: "norm".into(),
     };
-    let out = norm.forward(input.clone(), kernels);
-    let loss = (out.clone() * Tensor::<3>::from_data(x[2].clone(), &ad)).sum();
+    let w = |i: usize| Tensor::<3>::from_data(x[i].clone(), &ad);
+    let delta = residual.then(|| w(3).require_grad());
+    let (h, out) = norm.add_forward(input.clone(), delta.clone(), kernels);
+    let mut loss = (out.clone() * w(2)).sum();
+    if residual {
+        loss = loss + (h.clone() * w(4)).sum();
+    }
     let grads = loss.backward();
     let dw = norm.weight.val().grad(&grads).expect("a weight gradient");
     let dx = input.grad(&grads).expect("an input gradient");
-    [values(out), values(dx), values(dw)]
+    let mut got = vec![values(out), values(dx), values(dw)];
+    if let Some(delta) = delta {
+        got.push(values(h));
+        got.push(values(delta.grad(&grads).expect("a residual gradient")));
+    }
+    got
 }
 
 #[test]
@@ -710,8 +727,9 @@ fn rms_norm_kernels_match_burn_ops_with_gradients() {
     let _exclusive = exclusive();
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
-    // A width over the workgroup and not a multiple of it, one under it, one row.
-    for dims in [[2, 3, 576], [1, 5, 7], [3, 1, 64]] {
+    // A width over the workgroup and not a multiple of it, one under it, one row; rows over the
+    // weight gradient's chunk of 128 (three chunks, the last partial) and over its 64 columns.
+    for dims in [[2, 3, 576], [1, 5, 7], [3, 1, 64], [2, 150, 70]] {
         let rand = |d: &[usize]| {
             Tensor::<1>::random(
                 [d.iter().product::<usize>()],
@@ -722,17 +740,25 @@ fn rms_norm_kernels_match_burn_ops_with_gradients() {
             .convert::<f32>()
         };
         let shaped = |t: TensorData| TensorData::new(t.try_to_vec::<f32>().unwrap(), dims);
-        let x = [shaped(rand(&dims)), rand(&dims[2..]), shaped(rand(&dims))];
-        let want = rms_norm_run(&x, &cpu, Kernels::Burn);
-        poison(&gpu, dims.iter().product::<usize>() * 4);
-        let got = rms_norm_run(&x, &gpu, Kernels::Tunelab);
-        for ((name, g), w) in ["output", "d input", "d weight"]
-            .iter()
-            .zip(&got)
-            .zip(&want)
-        {
-            let e = rel_err(g, w);
-            assert!(e <= REL_TOL, "{dims:?}: {name} relative error {e:e}");
+        let x: Vec<_> = (0..5)
+            .map(|i| match i {
+                1 => rand(&dims[2..]),
+                _ => shaped(rand(&dims)),
+            })
+            .collect();
+        for residual in [false, true] {
+            let want = rms_norm_run(&x, residual, &cpu, Kernels::Burn);
+            poison(&gpu, dims.iter().product::<usize>() * 4);
+            let got = rms_norm_run(&x, residual, &gpu, Kernels::Tunelab);
+            let names = ["output", "d input", "d weight", "stream", "d residual"];
+            for ((name, g), w) in names.iter().zip(&got).zip(&want) {
+                let e = rel_err(g, w);
+                assert!(
+                    e <= REL_TOL,
+                    "{dims:?} residual {residual}: {name} relative error {e:e}"
+                );
+            }
+            assert_eq!(got.len(), want.len());
         }
     }
 }

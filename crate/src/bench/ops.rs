@@ -295,6 +295,7 @@ async fn attention_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) ->
     .await
 }
 
+/// The decoder's residual add and the RMSNorm after it, as the model runs them.
 async fn rms_norm_op(
     s: &Shapes,
     eps: f64,
@@ -304,6 +305,7 @@ async fn rms_norm_op(
 ) -> Result<Timing> {
     let normal = Distribution::Normal(0.0, 1.0);
     let x = Tensor::<3>::random([s.batch, s.seq, s.hidden], normal, ad);
+    let delta = Tensor::<3>::random([s.batch, s.seq, s.hidden], normal, ad);
     let weight = Tensor::<1>::random([s.hidden], normal, ad);
     let dy = Tensor::<3>::random([s.batch, s.seq, s.hidden], normal, ad);
     let norm = |weight: Tensor<1>| RmsNorm {
@@ -314,12 +316,15 @@ async fn rms_norm_op(
     let plain = norm(weight.clone().inner());
     time_op(
         reps,
-        || vec![first(plain.forward(x.clone().inner(), kernels))],
+        || {
+            let (x, delta) = (x.clone().inner(), Some(delta.clone().inner()));
+            vec![first(plain.add_forward(x, delta, kernels).1)]
+        },
         || {
             let (x, norm) = (x.clone().require_grad(), norm(weight.clone()));
-            let grads = (norm.forward(x.clone(), kernels) * dy.clone())
-                .sum()
-                .backward();
+            let delta = Some(delta.clone());
+            let (_, y) = norm.add_forward(x.clone(), delta, kernels);
+            let grads = (y * dy.clone()).sum().backward();
             let dw = norm.weight.val().grad(&grads).expect("a weight gradient");
             vec![first(x.grad(&grads).expect("a gradient")), first(dw)]
         },
@@ -444,7 +449,8 @@ pub async fn run(
     let lora_flops = 2.0 * tokens * (LORA_RANK * (s.hidden + s.ff)) as f64;
     let attention_flops = 3.0 * 4.0 * (batch * s.heads * seq * seq * s.head_dim) as f64;
     let head_flops = 2.0 * 2.0 * tokens * (s.hidden * s.vocab) as f64;
-    let norm_bytes = 5.0 * 4.0 * tokens * s.hidden as f64;
+    // The residual add and norm: x and delta in, h and y out; h and dy in, dx out.
+    let norm_bytes = 7.0 * 4.0 * tokens * s.hidden as f64;
     // RMSNorm only where the model normalises with it.
     let ops: Vec<&str> = [
         "matmul",
@@ -500,7 +506,7 @@ pub async fn run(
                     let Some(eps) = s.rms_eps else { continue };
                     (
                         rms_norm_op(&s, eps, &ad, k, reps).await?,
-                        format!("[{batch}, {seq}, {}]", s.hidden),
+                        format!("[{batch}, {seq}, {}] + residual", s.hidden),
                         None,
                         Some(norm_bytes),
                     )

@@ -15,7 +15,7 @@ mod wgsl;
 pub use attention::{dropout_keeps, fused_attention, takes_heads};
 pub use cross_entropy::{CHUNK_BYTES, chunked_nll, chunked_nll_rows};
 pub use matmul::{MatmulCalibration, calibrate, linear, lora_linear, matmul, use_tiled_matmul};
-pub use norm::rms_norm;
+pub use norm::{add_rms_norm, rms_norm};
 pub use optimizer::{FlatLayout, SEGMENT_ALIGN, StepScalars, adamw_step, gather, lion_step};
 
 use std::str::FromStr;

@@ -257,6 +257,27 @@ impl RmsNorm {
         let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
         (x / rms) * self.weight.val().unsqueeze::<3>()
     }
+
+    /// The residual stream `h = x + delta` (`x` without `delta`) and the norm of `h`: with
+    /// tunelab's kernels the add is fused into the norm's launch.
+    pub fn add_forward(
+        &self,
+        x: Tensor<3>,
+        delta: Option<Tensor<3>>,
+        kernels: Kernels,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let Some(delta) = delta else {
+            return (x.clone(), self.forward(x, kernels));
+        };
+        if kernels == Kernels::Tunelab
+            && let Some(fused) =
+                crate::kernels::add_rms_norm(x.clone(), delta.clone(), self.weight.val(), self.eps)
+        {
+            return fused;
+        }
+        let h = x + delta;
+        (h.clone(), self.forward(h, kernels))
+    }
 }
 
 /// GPT-2's LayerNorm with affine weight and bias.

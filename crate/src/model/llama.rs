@@ -168,12 +168,15 @@ impl LlamaForCausalLm {
     ) -> Tensor<3> {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let mut x = self.embed_tokens.forward(ids);
+        // The last sublayer's output, added to the residual stream by the next norm's launch.
+        let mut delta = None;
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| (c, i));
             let mask = masks.for_layer(layer.sliding_window);
-            x = layer.forward(x, mask, &self.rope, start, slot, self.kernels);
+            let next = layer.forward(x, delta, mask, &self.rope, start, slot, self.kernels);
+            (x, delta) = (next.0, Some(next.1));
         }
-        self.norm.forward(x, self.kernels)
+        self.norm.add_forward(x, delta, self.kernels).1
     }
 
     /// The LM head: logits `[batch, seq, vocab]` from hidden states.
@@ -241,25 +244,31 @@ impl LlamaForCausalLm {
 }
 
 impl LlamaDecoderLayer {
+    /// The layer over the residual stream `x + delta` (the previous layer's MLP output, not yet
+    /// added: the add runs in this layer's first norm): the stream after attention and this
+    /// layer's MLP output, whose add is left to the next norm in turn.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: Tensor<3>,
+        delta: Option<Tensor<3>>,
         mask: AttentionMask,
         rope: &Rope,
         start: usize,
         cache: LayerCache,
         kernels: Kernels,
-    ) -> Tensor<3> {
-        let normed = self.input_layernorm.forward(x.clone(), kernels);
+    ) -> (Tensor<3>, Tensor<3>) {
+        let (x, normed) = self.input_layernorm.add_forward(x, delta, kernels);
         let attn = self
             .self_attn
             .forward(normed, mask, rope, start, cache, kernels);
-        let h = x + dropout(attn, self.residual_dropout);
-        let mlp = self.mlp.forward(
-            self.post_attention_layernorm.forward(h.clone(), kernels),
+        let (h, normed) = self.post_attention_layernorm.add_forward(
+            x,
+            Some(dropout(attn, self.residual_dropout)),
             kernels,
         );
-        h + dropout(mlp, self.residual_dropout)
+        let mlp = self.mlp.forward(normed, kernels);
+        (h, dropout(mlp, self.residual_dropout))
     }
 }
 
