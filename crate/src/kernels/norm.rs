@@ -233,45 +233,43 @@ fn forward(
     let [x, weight] = [x, weight].map(into_contiguous);
     let (rows, h) = (x.meta.shape()[0], x.meta.shape()[1]);
     let (y, rms) = (empty(&x, &[rows, h]), empty(&x, &[rows]));
-    let shader = |name, source| Shader {
+    // With delta, its input file binds delta and the sum after the four shared bindings.
+    let added = delta.map(|d| (into_contiguous(d), empty(&x, &[rows, h])));
+    let (name, source) = match added {
+        None => (
+            "rms_norm_forward",
+            concat!(
+                include_str!("../../../shaders/row_reduce.wgsl"),
+                include_str!("../../../shaders/rms_norm_forward.wgsl"),
+                include_str!("../../../shaders/rms_norm_input.wgsl")
+            ),
+        ),
+        Some(_) => (
+            "add_rms_norm_forward",
+            concat!(
+                include_str!("../../../shaders/row_reduce.wgsl"),
+                include_str!("../../../shaders/rms_norm_forward.wgsl"),
+                include_str!("../../../shaders/add_rms_norm_input.wgsl")
+            ),
+        ),
+    };
+    let mut bindings = vec![&x, &weight, &y, &rms];
+    if let Some((delta, sum)) = &added {
+        bindings.extend([delta, sum]);
+    }
+    Shader {
         name,
         source,
         params: vec![("wg", 64.into())],
         workgroup: 64,
-    };
-    let scalars = uniform(&[rows as u32, h as u32, eps.to_bits()]);
-    match delta {
-        None => {
-            shader(
-                "rms_norm_forward",
-                concat!(
-                    include_str!("../../../shaders/row_reduce.wgsl"),
-                    include_str!("../../../shaders/rms_norm_forward.wgsl"),
-                    include_str!("../../../shaders/rms_norm_input.wgsl")
-                ),
-            )
-            .launch(folded(rows), &[&x, &weight, &y, &rms], scalars);
-            (x, y, rms)
-        }
-        Some(delta) => {
-            let delta = into_contiguous(delta);
-            let sum = empty(&x, &[rows, h]);
-            shader(
-                "add_rms_norm_forward",
-                concat!(
-                    include_str!("../../../shaders/row_reduce.wgsl"),
-                    include_str!("../../../shaders/rms_norm_forward.wgsl"),
-                    include_str!("../../../shaders/add_rms_norm_input.wgsl")
-                ),
-            )
-            .launch(
-                folded(rows),
-                &[&x, &weight, &y, &rms, &delta, &sum],
-                scalars,
-            );
-            (sum, y, rms)
-        }
     }
+    .launch(
+        folded(rows),
+        &bindings,
+        uniform(&[rows as u32, h as u32, eps.to_bits()]),
+    );
+    let input = added.map_or(x, |(_, sum)| sum);
+    (input, y, rms)
 }
 
 /// RMSNorm's backward pass: the input's gradient (one launch) and the weight's (one or two),
