@@ -32,6 +32,12 @@ fn gpu() -> Option<Device> {
         .map(|(_, d)| d)
 }
 
+/// Where tunelab's kernels run: the CPU backend (their Rust versions) and the GPU when there is
+/// one (WGSL).
+fn kernel_devices() -> Vec<Device> {
+    std::iter::once(Device::flex()).chain(gpu()).collect()
+}
+
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
@@ -214,30 +220,31 @@ const CASES: &[Case] = &[
 #[test]
 fn fused_attention_matches_burn_ops_with_gradients() {
     let _exclusive = exclusive();
-    let Some(gpu) = gpu() else { return };
     for (case, pad) in CASES.iter().flat_map(|c| [(c, Pad::Left), (c, Pad::Right)]) {
         let x = case.inputs(pad);
         let want = run(case, &x, &Device::flex(), Kernels::Burn, false);
-        let floats = case.b * case.h * case.t.max(case.s) * case.d * 2;
-        poison(&gpu, floats);
-        let got = run(case, &x, &gpu, Kernels::Tunelab, pad == Pad::Right);
-        for (name, g, w) in ["output", "dq", "dk", "dv"]
-            .iter()
-            .zip(&got)
-            .zip(&want)
-            .map(|((n, g), w)| (n, g, w))
-        {
-            let e = rel_err(g, w);
-            assert!(
-                e <= REL_TOL,
-                "b{} h{} kvh{} t{} s{} d{} {pad:?}: {name} relative error {e:e}",
-                case.b,
-                case.h,
-                case.kvh,
-                case.t,
-                case.s,
-                case.d
-            );
+        for device in kernel_devices() {
+            let floats = case.b * case.h * case.t.max(case.s) * case.d * 2;
+            poison(&device, floats);
+            let got = run(case, &x, &device, Kernels::Tunelab, pad == Pad::Right);
+            for (name, g, w) in ["output", "dq", "dk", "dv"]
+                .iter()
+                .zip(&got)
+                .zip(&want)
+                .map(|((n, g), w)| (n, g, w))
+            {
+                let e = rel_err(g, w);
+                assert!(
+                    e <= REL_TOL,
+                    "{device:?} b{} h{} kvh{} t{} s{} d{} {pad:?}: {name} relative error {e:e}",
+                    case.b,
+                    case.h,
+                    case.kvh,
+                    case.t,
+                    case.s,
+                    case.d
+                );
+            }
         }
     }
 }
@@ -306,7 +313,13 @@ fn dropout_run(
 #[test]
 fn fused_attention_draws_dropout_in_the_kernel_and_redraws_it_backward() {
     let _exclusive = exclusive();
-    let Some(gpu) = gpu() else { return };
+    for gpu in kernel_devices() {
+        dropout_cases(&gpu);
+    }
+}
+
+/// [`fused_attention_draws_dropout_in_the_kernel_and_redraws_it_backward`] on one device.
+fn dropout_cases(gpu: &Device) {
     let p = 0.3;
     // GQA with per-batch padding over several tiles, and a narrow head with more keys than
     // queries; the causal path (later keys skipped) and the general one.
@@ -351,7 +364,7 @@ fn fused_attention_draws_dropout_in_the_kernel_and_redraws_it_backward() {
 }
 
 #[test]
-fn fused_attention_takes_gpu_tensors_only_and_falls_back_otherwise() {
+fn fused_attention_takes_its_shapes_and_falls_back_otherwise() {
     let _exclusive = exclusive();
     let case = &CASES[0];
     let x = case.inputs(Pad::Right);
@@ -359,11 +372,13 @@ fn fused_attention_takes_gpu_tensors_only_and_falls_back_otherwise() {
         let t4 = |d: &TensorData| Tensor::<4>::from_data(d.clone(), device);
         (t4(&x.q), t4(&x.k), t4(&x.v), t4(&x.mask))
     };
-    // The CPU backend keeps burn's ops.
-    let (q, k, v, m) = on(&Device::flex());
-    assert!(kernels::fused_attention(q, k, v, m, 0.25, true, None).is_none());
-    let Some(gpu) = gpu() else { return };
-    let (q, k, v, m) = on(&gpu);
+    for device in kernel_devices() {
+        takes_its_shapes(case, on(&device));
+    }
+}
+
+/// [`fused_attention_takes_its_shapes_and_falls_back_otherwise`] on one device's tensors.
+fn takes_its_shapes(case: &Case, (q, k, v, m): (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>)) {
     assert!(
         kernels::fused_attention(q.clone(), k.clone(), v.clone(), m.clone(), 0.25, true, None)
             .is_some()
@@ -393,7 +408,7 @@ fn lm_loss(
     let targets = Tensor::<1, Int>::from_data(x[2].clone(), &ad);
     let loss = match chunk {
         Some(rows) => kernels::chunked_nll_rows(hidden.clone(), head.clone(), targets, rows)
-            .expect("on a GPU"),
+            .expect("the kernels run on this device"),
         None => {
             // The trainer's reference path: logits, then log-sum-exp minus the target's logit.
             let ([n, _], [_, vocab]) = (hidden.dims(), head.dims());
@@ -426,10 +441,13 @@ fn under_each_matmul(gpu: &Device, mut f: impl FnMut(&str)) {
 #[test]
 fn chunked_cross_entropy_matches_burn_ops_with_gradients() {
     let _exclusive = exclusive();
+    chunked_cross_entropy_cases(&Device::flex(), "CPU");
     let Some(gpu) = gpu() else { return };
     under_each_matmul(&gpu, |matmul| chunked_cross_entropy_cases(&gpu, matmul));
 }
 
+/// The chunked loss on `gpu` (or the CPU) against burn's ops on the CPU; `matmul` names the
+/// matmul in use.
 fn chunked_cross_entropy_cases(gpu: &Device, matmul: &str) {
     let cpu = Device::flex();
     // Rows not a multiple of the chunk, a vocabulary not a multiple of the workgroup, ignored
@@ -725,7 +743,6 @@ fn rms_norm_run(
 #[test]
 fn rms_norm_kernels_match_burn_ops_with_gradients() {
     let _exclusive = exclusive();
-    let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     // A width over the workgroup and not a multiple of it, one under it, one row; rows over the
     // weight gradient's chunk of 128 (three chunks, the last partial) and over its 64 columns.
@@ -746,16 +763,19 @@ fn rms_norm_kernels_match_burn_ops_with_gradients() {
                 _ => shaped(rand(&dims)),
             })
             .collect();
-        for residual in [false, true] {
+        for (residual, device) in [false, true]
+            .into_iter()
+            .flat_map(|r| kernel_devices().into_iter().map(move |d| (r, d)))
+        {
             let want = rms_norm_run(&x, residual, &cpu, Kernels::Burn);
-            poison(&gpu, dims.iter().product::<usize>() * 4);
-            let got = rms_norm_run(&x, residual, &gpu, Kernels::Tunelab);
+            poison(&device, dims.iter().product::<usize>() * 4);
+            let got = rms_norm_run(&x, residual, &device, Kernels::Tunelab);
             let names = ["output", "d input", "d weight", "stream", "d residual"];
             for ((name, g), w) in names.iter().zip(&got).zip(&want) {
                 let e = rel_err(g, w);
                 assert!(
                     e <= REL_TOL,
-                    "{dims:?} residual {residual}: {name} relative error {e:e}"
+                    "{device:?} {dims:?} residual {residual}: {name} relative error {e:e}"
                 );
             }
             assert_eq!(got.len(), want.len());

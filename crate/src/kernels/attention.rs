@@ -33,7 +33,7 @@ pub fn takes_heads(batch: usize, heads: usize, head_dim: usize) -> bool {
 /// Attention as the backend extension: `fused_attention` is differentiable; `_forward` (output
 /// and softmax statistics) and `_backward` are the raw kernels the autodiff implementation
 /// calls.
-#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+#[backend_extension(Cube, Flex: cfg(feature = "native"), Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait AttentionKernels: Backend {
     /// `dropout(softmax(q·kᵀ·scale + mask))·v`, `[B, H, T, D]` (see [`AttentionScalars`]).
     #[fusion(dtype = q, shape = q)]
@@ -125,9 +125,9 @@ fn stats_spec(
     burn::backend::fusion::custom::TensorSpec::new([d[0], d[1], d[2], 2].into(), q.dtype)
 }
 
-/// Scaled dot-product attention through the WGSL kernels, or `None` when they do not apply here
-/// (not a GPU tensor, not f32, a head wider than [`MAX_HEAD_DIM`], or shapes they do not take):
-/// the caller then uses burn's ops.
+/// Scaled dot-product attention through the kernels (WGSL on a GPU, Rust on the CPU), or `None`
+/// when they do not apply here (not f32, a head wider than [`MAX_HEAD_DIM`], shapes they do not
+/// take; the CPU in the browser build): the caller then uses burn's ops.
 ///
 /// `q` `[B, H, T, D]`, `k`/`v` `[B, KVH, S, D]` (`H` a multiple of `KVH`), `mask` additive
 /// `[1 or B, 1, T, S]`. Returns `[B, H, T, D]`.
@@ -150,7 +150,7 @@ pub fn fused_attention(
     dropout: Option<(f64, u32)>,
 ) -> Option<Tensor<4>> {
     let ([b, h, t, d], [kb, kvh, s, kd], [mb, m1, mt, ms]) = (q.dims(), k.dims(), mask.dims());
-    let fits = super::on_gpu(&q.device())
+    let fits = super::has_kernels(&q.device())
         && q.dtype() == DType::F32
         && takes_heads(b, h, d)
         && kb == b

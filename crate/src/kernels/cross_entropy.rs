@@ -17,7 +17,7 @@ use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Int, Tensor};
 
-use super::matmul::{MatmulKernels, product};
+use super::matmul::product;
 use super::wgsl::{Shader, empty, folded, uniform};
 
 /// Logits per chunk: rows × vocabulary × 4 bytes stays under this (one row at least).
@@ -25,7 +25,7 @@ pub const CHUNK_BYTES: usize = 64 << 20;
 
 /// The chunked loss as a backend extension: `chunk_nll` is differentiable; `ce_forward` and
 /// `ce_backward` are the raw kernels over a chunk's logits.
-#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+#[backend_extension(Cube, Flex: cfg(feature = "native"), Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait CrossEntropyKernels: Backend {
     /// Σ over rows with a target of `−log softmax(h · w)[target]`, `[1]`. `targets` `[rows]`:
     /// token ids as floats, negative = ignored.
@@ -51,6 +51,11 @@ pub trait CrossEntropyKernels: Backend {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// `a · b` (`[M, K]`, `[K, N]`) with the matmul the loss's products take on this backend: on
+    /// a GPU the one [`super::calibrate`] chose, on the CPU burn's.
+    #[fusion(meta = |a, b| super::matmul::product_spec(a, b))]
+    fn ce_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 #[cfg(feature = "fusion")]
@@ -62,8 +67,8 @@ fn sum_spec(
 
 /// `Σ −log softmax(hidden · head)[target]` over the targets that are not ignored, computed in
 /// chunks of rows without keeping `[rows, vocab]` logits; or None where the kernels do not apply
-/// (not on a GPU, `hidden` not f32, `head` neither f32 nor f16, shapes that do not fit), and the
-/// caller computes the logits.
+/// (`hidden` not f32, `head` neither f32 nor f16 — f32 on the CPU —, shapes that do not fit; the
+/// CPU in the browser build), and the caller computes the logits.
 ///
 /// `hidden` `[rows, H]`, `head` `[H, V]`, `targets` `[rows]` (negative = ignored).
 pub fn chunked_nll(
@@ -83,9 +88,10 @@ pub fn chunked_nll_rows(
     per_chunk: usize,
 ) -> Option<Tensor<1>> {
     let ([rows, h], [hh, vocab], [tr]) = (hidden.dims(), head.dims(), targets.dims());
-    let fits = super::on_gpu(&hidden.device())
+    let device = hidden.device();
+    let fits = super::has_kernels(&device)
         && hidden.dtype() == DType::F32
-        && matches!(head.dtype(), DType::F32 | DType::F16)
+        && (head.dtype() == DType::F32 || head.dtype() == DType::F16 && super::on_gpu(&device))
         && h == hh
         && tr == rows
         && rows > 0
@@ -130,11 +136,13 @@ impl CrossEntropyKernels for CubeBackend {
     ) -> CubeTensor {
         ce_backward(logits, targets, lse, grad)
     }
+
+    fn ce_matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
+        product::<Self>(a, b)
+    }
 }
 
-impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropyKernels
-    for Autodiff<B, C>
-{
+impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Autodiff<B, C> {
     fn chunk_nll(
         h: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -143,7 +151,7 @@ impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropy
         #[derive(Debug)]
         struct ChunkBackward;
 
-        impl<B: CrossEntropyKernels + MatmulKernels> Backward<B, 2> for ChunkBackward {
+        impl<B: CrossEntropyKernels> Backward<B, 2> for ChunkBackward {
             /// h, w, targets, each row's log-sum-exp.
             type State = [FloatTensor<B>; 4];
 
@@ -157,14 +165,14 @@ impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropy
                 let grad = grads.consume::<B>(&ops.node);
                 let [h, w, targets, lse] = ops.state;
                 // The chunk's logits again, only for as long as this gradient takes.
-                let logits = product::<B>(h.clone(), w.clone());
+                let logits = B::ce_matmul(h.clone(), w.clone());
                 let dlogits = B::ce_backward(logits, targets, lse, grad);
                 if let Some(node) = node_w {
-                    let dw = product::<B>(B::float_transpose(h), dlogits.clone());
+                    let dw = B::ce_matmul(B::float_transpose(h), dlogits.clone());
                     grads.register::<B>(node.id, dw);
                 }
                 if let Some(node) = node_h {
-                    let dh = product::<B>(dlogits, B::float_transpose(w));
+                    let dh = B::ce_matmul(dlogits, B::float_transpose(w));
                     grads.register::<B>(node.id, dh);
                 }
             }
@@ -178,7 +186,7 @@ impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropy
         );
         match ChunkBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let logits = product::<B>(h.clone(), w.clone());
+                let logits = B::ce_matmul(h.clone(), w.clone());
                 let (lse, nll) = B::ce_forward(logits, targets.clone());
                 prep.finish([h, w, targets, lse], B::float_sum(nll))
             }
@@ -206,6 +214,10 @@ impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropy
             Self::inner(lse),
             Self::inner(grad),
         ))
+    }
+
+    fn ce_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::ce_matmul(Self::inner(a), Self::inner(b)))
     }
 }
 

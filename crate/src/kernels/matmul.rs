@@ -65,7 +65,7 @@ pub trait MatmulKernels: Backend {
 }
 
 #[cfg(feature = "fusion")]
-fn product_spec(
+pub(super) fn product_spec(
     a: &burn::backend::fusion::custom::TensorSpec,
     b: &burn::backend::fusion::custom::TensorSpec,
 ) -> burn::backend::fusion::custom::TensorSpec {

@@ -1,11 +1,15 @@
 //! tunelab's own WGSL compute shaders (the top-level `shaders/` folder), run on the wgpu backend
 //! natively and in the browser through burn's backend extensions, each with its backward pass
-//! wired into burn's autodiff. The CPU backend keeps burn's ops.
+//! wired into burn's autodiff. Natively the CPU backend runs Rust versions of attention, RMSNorm
+//! (+ residual add) and the chunked loss ([`cpu`]) through the same extensions; its matmul and
+//! optimizer stay burn's.
 //!
 //! [`Kernels`] chooses between them and burn's generic kernels (`--kernels`, the page's setting);
 //! a shape a kernel does not cover falls back to burn's ops.
 
 mod attention;
+#[cfg(feature = "native")]
+mod cpu;
 mod cross_entropy;
 mod matmul;
 mod norm;
@@ -114,4 +118,16 @@ pub fn on_gpu(device: &burn::tensor::Device) -> bool {
         device.clone().inner().as_dispatch(),
         burn::backend::DispatchDevice::Cube(_)
     )
+}
+
+/// True when attention, RMSNorm and the chunked loss kernels run on `device`: a GPU (WGSL) or,
+/// natively, the CPU backend (Rust, [`cpu`]).
+pub fn has_kernels(device: &burn::tensor::Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        burn::backend::DispatchDevice::Cube(_) => true,
+        #[cfg(feature = "native")]
+        burn::backend::DispatchDevice::Flex(_) => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
 }

@@ -20,7 +20,7 @@ use super::wgsl::{MAX_GROUPS, Shader, empty, folded, grid, uniform};
 
 /// RMSNorm as a backend extension: `rms_norm` and `add_rms_norm` are differentiable (in every
 /// tensor input); the others are the raw kernels.
-#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+#[backend_extension(Cube, Flex: cfg(feature = "native"), Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait NormKernels: Backend {
     /// `x / sqrt(mean(x²) + eps) · weight` over the rows of `x` `[rows, H]`.
     #[fusion(dtype = x, shape = x)]
@@ -86,10 +86,11 @@ fn cols_spec(
     burn::backend::fusion::custom::TensorSpec::new([h].into(), x.dtype)
 }
 
-/// True when the kernels take `x` `[B, T, H]` with `weight`: on a GPU, f32, a weight of H.
+/// True when the kernels take `x` `[B, T, H]` with `weight`: on a GPU or natively on the CPU,
+/// f32, a weight of H.
 fn fits(x: &Tensor<3>, weight: &Tensor<1>) -> bool {
     let [b, t, h] = x.dims();
-    super::on_gpu(&x.device())
+    super::has_kernels(&x.device())
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32
         && weight.dims() == [h]
@@ -97,8 +98,9 @@ fn fits(x: &Tensor<3>, weight: &Tensor<1>) -> bool {
         && h > 0
 }
 
-/// RMSNorm of `x` `[B, T, H]` over its last dimension through the WGSL kernels, or None where
-/// they do not apply (not on a GPU, not f32) and the caller uses burn's ops.
+/// RMSNorm of `x` `[B, T, H]` over its last dimension through the kernels (WGSL on a GPU, Rust
+/// on the CPU), or None where they do not apply (not f32; the CPU in the browser build) and the
+/// caller uses burn's ops.
 pub fn rms_norm(x: Tensor<3>, weight: Tensor<1>, eps: f64) -> Option<Tensor<3>> {
     if !fits(&x, &weight) {
         return None;

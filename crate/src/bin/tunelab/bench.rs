@@ -32,7 +32,8 @@ pub struct Args {
     /// Recompute memory-bound activations in the backward pass.
     #[arg(long)]
     checkpoint_activations: bool,
-    /// Kernels on a GPU: tunelab (its WGSL kernels where they apply) or burn (burn's only).
+    /// Kernels: tunelab (its WGSL kernels on a GPU, its Rust ones for attention, RMSNorm and the
+    /// loss on the CPU, where they apply) or burn (burn's only).
     #[arg(long, default_value = "tunelab")]
     kernels: tunelab::kernels::Kernels,
     /// Keep the frozen weight matrices (LoRA's base, frozen embeddings or head) in f16.
@@ -44,7 +45,7 @@ pub struct Args {
     /// Instead of training, time each hot-path op alone (the tiled matmul, a linear layer
     /// trained and frozen with LoRA, attention, RMSNorm, LM head + loss, AdamW update) at the
     /// model's shape, forward and forward + backward, with tunelab's
-    /// kernels and burn's side by side on a GPU (--steps timed calls each).
+    /// kernels and burn's side by side (--steps timed calls each).
     #[arg(long)]
     ops: bool,
 }
@@ -165,7 +166,7 @@ fn fits_adapter(
 fn run_ops(a: &Args, selected: &tunelab::device::Selected, json: bool) -> Result {
     use tunelab::kernels::Kernels;
     let device = &selected.device;
-    let kernels: &[Kernels] = if tunelab::kernels::on_gpu(device) {
+    let kernels: &[Kernels] = if tunelab::kernels::has_kernels(device) {
         &[Kernels::Tunelab, Kernels::Burn]
     } else {
         &[Kernels::Burn]

@@ -1,0 +1,495 @@
+//! The kernels on the CPU backend (burn's flex, native builds): RMSNorm with its residual add, the
+//! chunked cross-entropy and attention, as Rust loops over rows (attention: over heads) spread
+//! over the cores with rayon.
+//! burn's composed ops run each elementwise step as its own single-threaded pass with a fresh
+//! output (the CPU's matmuls are threaded, these passes were not: about a third of a step's time
+//! on the bench's `small` preset). The arithmetic is the WGSL kernels' (`shaders/`), row by row;
+//! the autodiff wiring is the one of [`super::norm`] and [`super::cross_entropy`].
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::{Shape, TensorData};
+use rayon::prelude::*;
+
+use super::attention::{AttentionKernels, AttentionScalars};
+use super::cross_entropy::CrossEntropyKernels;
+use super::norm::NormKernels;
+
+/// Rows a rayon task takes: enough work per task to pay for its scheduling at small widths.
+const ROWS_PER_TASK: usize = 16;
+
+/// `t` in row-major order (copied only when it is a strided view).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+/// The f32 values of a contiguous tensor (the public wrappers only pass f32 tensors).
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("the kernels' wrappers pass contiguous f32 tensors")
+}
+
+/// Rows and width of a `[rows, width]` tensor.
+fn dims2(t: &FlexTensor) -> (usize, usize) {
+    let shape = t.layout().shape();
+    (shape[0], shape[1])
+}
+
+/// A new f32 tensor of `shape` holding `data`.
+fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape.into()))
+}
+
+/// One row of RMSNorm: `y = (h / rms) · w` with `h = x (+ delta)` (stored in `sum` when given);
+/// returns the row's rms, `sqrt(mean(h²) + eps)`.
+fn norm_row(
+    x: &[f32],
+    added: Option<(&[f32], &mut [f32])>,
+    w: &[f32],
+    eps: f32,
+    y: &mut [f32],
+) -> f32 {
+    let input: &[f32] = match added {
+        Some((delta, sum)) => {
+            for ((s, a), b) in sum.iter_mut().zip(x).zip(delta) {
+                *s = a + b;
+            }
+            sum
+        }
+        None => x,
+    };
+    let squares: f32 = input.iter().map(|v| v * v).sum();
+    let rms = (squares / input.len() as f32 + eps).sqrt();
+    for ((y, v), w) in y.iter_mut().zip(input).zip(w) {
+        *y = (v / rms) * w;
+    }
+    rms
+}
+
+/// RMSNorm over the rows of `x` (or of `x + delta`): (input, output, rms per row), the input being
+/// `x` itself without `delta`.
+fn norm_forward(
+    x: FlexTensor,
+    delta: Option<FlexTensor>,
+    weight: FlexTensor,
+    eps: f32,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (x, weight) = (contiguous(x), contiguous(weight));
+    let delta = delta.map(contiguous);
+    let (rows, h) = dims2(&x);
+    let (xs, w) = (values(&x), values(&weight));
+    let mut y = vec![0f32; rows * h];
+    let mut rms = vec![0f32; rows];
+    let mut sum = delta.as_ref().map(|_| vec![0f32; rows * h]);
+    let block = ROWS_PER_TASK * h;
+    let mut sums = sum.as_mut().map(|s| s.chunks_mut(block));
+    let tasks: Vec<_> = y
+        .chunks_mut(block)
+        .zip(rms.chunks_mut(ROWS_PER_TASK))
+        .enumerate()
+        .map(|(i, (y, r))| (i, y, r, sums.as_mut().and_then(|s| s.next())))
+        .collect();
+    tasks.into_par_iter().for_each(|(i, y, r, mut sum)| {
+        for (k, (y, r)) in y.chunks_mut(h).zip(r.iter_mut()).enumerate() {
+            let row = (i * ROWS_PER_TASK + k) * h..(i * ROWS_PER_TASK + k + 1) * h;
+            let added = match (&delta, sum.as_deref_mut()) {
+                (Some(d), Some(s)) => Some((&values(d)[row.clone()], &mut s[k * h..(k + 1) * h])),
+                _ => None,
+            };
+            *r = norm_row(&xs[row], added, w, eps, y);
+        }
+    });
+    let y = tensor(y, [rows, h]);
+    let input = match sum {
+        Some(s) => tensor(s, [rows, h]),
+        None => x,
+    };
+    (input, y, tensor(rms, [rows]))
+}
+
+impl NormKernels for Flex {
+    fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f32) -> FlexTensor {
+        norm_forward(x, None, weight, eps).1
+    }
+
+    fn add_rms_norm(
+        x: FlexTensor,
+        delta: FlexTensor,
+        weight: FlexTensor,
+        eps: f32,
+    ) -> (FlexTensor, FlexTensor) {
+        let (h, y, _) = norm_forward(x, Some(delta), weight, eps);
+        (h, y)
+    }
+
+    fn rms_norm_forward(x: FlexTensor, weight: FlexTensor, eps: f32) -> (FlexTensor, FlexTensor) {
+        let (_, y, rms) = norm_forward(x, None, weight, eps);
+        (y, rms)
+    }
+
+    fn add_rms_norm_forward(
+        x: FlexTensor,
+        delta: FlexTensor,
+        weight: FlexTensor,
+        eps: f32,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        norm_forward(x, Some(delta), weight, eps)
+    }
+
+    fn rms_norm_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        rms: FlexTensor,
+        dy: FlexTensor,
+    ) -> FlexTensor {
+        let [x, weight, rms, dy] = [x, weight, rms, dy].map(contiguous);
+        let (rows, h) = dims2(&x);
+        let (xs, w, rs, dys) = (values(&x), values(&weight), values(&rms), values(&dy));
+        let mut dx = vec![0f32; rows * h];
+        dx.par_chunks_mut(h)
+            .zip(xs.par_chunks(h).zip(dys.par_chunks(h)).zip(rs))
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(dx, ((x, dy), &rr))| {
+                let s: f32 = w.iter().zip(dy).zip(x).map(|((w, d), x)| w * d * x).sum();
+                let c = s / (h as f32 * rr * rr * rr);
+                for (((dx, x), d), w) in dx.iter_mut().zip(x).zip(dy).zip(w) {
+                    *dx = (w * d) / rr - x * c;
+                }
+            });
+        tensor(dx, [rows, h])
+    }
+
+    fn rms_norm_weight_grad(x: FlexTensor, rms: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let [x, rms, dy] = [x, rms, dy].map(contiguous);
+        let (_, h) = dims2(&x);
+        let (xs, rs, dys) = (values(&x), values(&rms), values(&dy));
+        let block = ROWS_PER_TASK * h;
+        // Partial sums per block of rows, added in order: the same bits whatever the threads
+        // did (a resumed run must retrace the uninterrupted one).
+        let partials: Vec<Vec<f32>> = xs
+            .par_chunks(block)
+            .zip(dys.par_chunks(block))
+            .zip(rs.par_chunks(ROWS_PER_TASK))
+            .map(|((x, dy), r)| {
+                let mut acc = vec![0f32; h];
+                for ((x, dy), &rr) in x.chunks(h).zip(dy.chunks(h)).zip(r) {
+                    for ((a, x), d) in acc.iter_mut().zip(x).zip(dy) {
+                        *a += d * (x / rr);
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mut dw = vec![0f32; h];
+        for p in &partials {
+            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        tensor(dw, [h])
+    }
+}
+
+/// One row's log-sum-exp and NLL (0 for an ignored row: a negative target).
+fn ce_row(logits: &[f32], target: f32) -> (f32, f32) {
+    let max = logits.iter().fold(f32::MIN, |m, &l| m.max(l));
+    let total: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    let lse = max + total.ln();
+    let t = target as i64;
+    let nll = if t >= 0 && (t as usize) < logits.len() {
+        lse - logits[t as usize]
+    } else {
+        0.0
+    };
+    (lse, nll)
+}
+
+/// Each row's (log-sum-exp, NLL) of `[rows, vocab]` logits.
+fn ce_rows(logits: &FlexTensor, targets: &FlexTensor) -> Vec<(f32, f32)> {
+    let (_, vocab) = dims2(logits);
+    values(logits)
+        .par_chunks(vocab)
+        .zip(values(targets))
+        .map(|(row, &t)| ce_row(row, t))
+        .collect()
+}
+
+impl CrossEntropyKernels for Flex {
+    fn chunk_nll(h: FlexTensor, w: FlexTensor, targets: FlexTensor) -> FlexTensor {
+        let logits = contiguous(Self::float_matmul(h, w));
+        let total: f32 = ce_rows(&logits, &contiguous(targets))
+            .iter()
+            .map(|r| r.1)
+            .sum();
+        tensor(vec![total], [1])
+    }
+
+    fn ce_forward(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let (logits, targets) = (contiguous(logits), contiguous(targets));
+        let rows = ce_rows(&logits, &targets);
+        let n = rows.len();
+        let (lse, nll) = rows.into_iter().unzip();
+        (tensor(lse, [n]), tensor(nll, [n]))
+    }
+
+    fn ce_backward(
+        logits: FlexTensor,
+        targets: FlexTensor,
+        lse: FlexTensor,
+        grad: FlexTensor,
+    ) -> FlexTensor {
+        let [mut logits, targets, lse, grad] = [logits, targets, lse, grad].map(contiguous);
+        let (rows, vocab) = dims2(&logits);
+        let g = values(&grad)[0];
+        let (ts, ls) = (values(&targets), values(&lse));
+        // The logits are recomputed for this gradient alone: overwritten where nothing else holds
+        // them, copied otherwise.
+        let out: &mut [f32] = logits.storage_mut();
+        out[..rows * vocab]
+            .par_chunks_mut(vocab)
+            .zip(ts.par_iter().zip(ls))
+            .for_each(|(row, (&t, &lse))| {
+                let t = t as i64;
+                if t < 0 {
+                    row.fill(0.0);
+                    return;
+                }
+                for (j, l) in row.iter_mut().enumerate() {
+                    let mut d = (*l - lse).exp();
+                    if j as i64 == t {
+                        d -= 1.0;
+                    }
+                    *l = d * g;
+                }
+            });
+        logits
+    }
+
+    fn ce_matmul(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        Self::float_matmul(a, b)
+    }
+}
+
+/// `Σ a·b` in eight independent lanes (the compiler vectorises them; one running f32 sum would
+/// have to stay in order).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `y += a · x`.
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// One attention problem's shapes: q `[b, h, t, d]`, k/v `[b, kvh, s, d]`, the mask `[1 or b, 1,
+/// t, s]`.
+#[derive(Clone, Copy)]
+struct Heads {
+    h: usize,
+    t: usize,
+    d: usize,
+    kvh: usize,
+    s: usize,
+    mask_batch: usize,
+}
+
+impl Heads {
+    fn of(q: &FlexTensor, k: &FlexTensor, mask: &FlexTensor) -> Self {
+        let (qs, ks) = (q.layout().shape(), k.layout().shape());
+        Heads {
+            h: qs[1],
+            t: qs[2],
+            d: qs[3],
+            kvh: ks[1],
+            s: ks[2],
+            mask_batch: mask.layout().shape()[0],
+        }
+    }
+
+    /// Keys query row `i` reads: up to its position `s − t + i` when the mask is causal.
+    fn keys(&self, i: usize, sc: &AttentionScalars) -> usize {
+        if sc.causal {
+            (self.s - self.t + i + 1).min(self.s)
+        } else {
+            self.s
+        }
+    }
+
+    /// The additive mask's row for query `i` of batch `b`.
+    fn mask_row<'m>(&self, mask: &'m [f32], b: usize, i: usize) -> &'m [f32] {
+        let mb = if self.mask_batch == 1 { 0 } else { b };
+        &mask[(mb * self.t + i) * self.s..(mb * self.t + i + 1) * self.s]
+    }
+
+    /// The dropout factor of probability (head `bh`, row `i`, key `j`): 0 where dropped,
+    /// `1 / (1 − p)` where kept (1 without dropout), the mask of [`super::dropout_keeps`].
+    fn drop_scale(&self, sc: &AttentionScalars, bh: usize, i: usize, j: usize) -> f32 {
+        if sc.dropout == 0.0 {
+            1.0
+        } else if super::dropout_keeps(sc.seed, sc.dropout, [bh, i, j], [self.t, self.s]) {
+            1.0 / (1.0 - sc.dropout)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The forward pass: the output `[b, h, t, d]` and each query row's softmax maximum and
+/// normaliser `[b, h, t, 2]`, one (batch, head) a rayon task.
+fn attention_forward(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    mask: FlexTensor,
+    sc: AttentionScalars,
+) -> (FlexTensor, FlexTensor) {
+    let [q, k, v, mask] = [q, k, v, mask].map(contiguous);
+    let n = Heads::of(&q, &k, &mask);
+    let b = q.layout().shape()[0];
+    let (qs, ks, vs, ms) = (values(&q), values(&k), values(&v), values(&mask));
+    let (t, d, s) = (n.t, n.d, n.s);
+    let mut out = vec![0f32; b * n.h * t * d];
+    let mut ml = vec![0f32; b * n.h * t * 2];
+    out.par_chunks_mut(t * d)
+        .zip(ml.par_chunks_mut(t * 2))
+        .enumerate()
+        .for_each(|(bh, (out, ml))| {
+            let (bi, hi) = (bh / n.h, bh % n.h);
+            let kv = bi * n.kvh + hi / (n.h / n.kvh);
+            let (kh, vh) = (&ks[kv * s * d..][..s * d], &vs[kv * s * d..][..s * d]);
+            let mut scores = vec![0f32; s];
+            for i in 0..t {
+                let qi = &qs[(bh * t + i) * d..][..d];
+                let mrow = n.mask_row(ms, bi, i);
+                let keys = n.keys(i, &sc);
+                let mut max = f32::MIN;
+                for j in 0..keys {
+                    let x = dot(qi, &kh[j * d..][..d]) * sc.scale + mrow[j];
+                    scores[j] = x;
+                    max = max.max(x);
+                }
+                let mut l = 0.0;
+                let oi = &mut out[i * d..][..d];
+                for (j, x) in scores[..keys].iter().enumerate() {
+                    let e = (x - max).exp();
+                    l += e;
+                    let z = n.drop_scale(&sc, bh, i, j);
+                    if z != 0.0 {
+                        axpy(oi, e * z, &vh[j * d..][..d]);
+                    }
+                }
+                oi.iter_mut().for_each(|o| *o /= l);
+                ml[2 * i] = max;
+                ml[2 * i + 1] = l;
+            }
+        });
+    (tensor(out, [b, n.h, t, d]), tensor(ml, [b, n.h, t, 2]))
+}
+
+/// The backward pass: dq, dk, dv. One (batch, key/value head) a rayon task, covering the query
+/// heads that share it, so dk and dv are summed over them without atomics.
+#[allow(clippy::too_many_arguments)]
+fn attention_backward(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    mask: FlexTensor,
+    o: FlexTensor,
+    ml: FlexTensor,
+    dout: FlexTensor,
+    sc: AttentionScalars,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let [q, k, v, mask, o, ml, dout] = [q, k, v, mask, o, ml, dout].map(contiguous);
+    let n = Heads::of(&q, &k, &mask);
+    let b = q.layout().shape()[0];
+    let (qs, ks, vs, ms) = (values(&q), values(&k), values(&v), values(&mask));
+    let (os, mls, dos) = (values(&o), values(&ml), values(&dout));
+    let (t, d, s) = (n.t, n.d, n.s);
+    let group = n.h / n.kvh;
+    let mut dq = vec![0f32; b * n.h * t * d];
+    let mut dk = vec![0f32; b * n.kvh * s * d];
+    let mut dv = vec![0f32; b * n.kvh * s * d];
+    dq.par_chunks_mut(group * t * d)
+        .zip(dk.par_chunks_mut(s * d).zip(dv.par_chunks_mut(s * d)))
+        .enumerate()
+        .for_each(|(kv, (dq, (dk, dv)))| {
+            let bi = kv / n.kvh;
+            let (kh, vh) = (&ks[kv * s * d..][..s * d], &vs[kv * s * d..][..s * d]);
+            for g in 0..group {
+                let bh = bi * n.h + (kv % n.kvh) * group + g;
+                for i in 0..t {
+                    let row = (bh * t + i) * d;
+                    let (qi, oi, doi) = (&qs[row..][..d], &os[row..][..d], &dos[row..][..d]);
+                    let (max, l) = (mls[2 * (bh * t + i)], mls[2 * (bh * t + i) + 1]);
+                    let delta = dot(doi, oi);
+                    let mrow = n.mask_row(ms, bi, i);
+                    let dqi = &mut dq[(g * t + i) * d..][..d];
+                    for j in 0..n.keys(i, &sc) {
+                        let kj = &kh[j * d..][..d];
+                        let p = ((dot(qi, kj) * sc.scale + mrow[j]) - max).exp() / l;
+                        let z = n.drop_scale(&sc, bh, i, j);
+                        let ds = p * (z * dot(doi, &vh[j * d..][..d]) - delta) * sc.scale;
+                        axpy(dqi, ds, kj);
+                        axpy(&mut dk[j * d..][..d], ds, qi);
+                        if z != 0.0 {
+                            axpy(&mut dv[j * d..][..d], p * z, doi);
+                        }
+                    }
+                }
+            }
+        });
+    (
+        tensor(dq, [b, n.h, t, d]),
+        tensor(dk, [b, n.kvh, s, d]),
+        tensor(dv, [b, n.kvh, s, d]),
+    )
+}
+
+impl AttentionKernels for Flex {
+    fn fused_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        mask: FlexTensor,
+        scalars: AttentionScalars,
+    ) -> FlexTensor {
+        attention_forward(q, k, v, mask, scalars).0
+    }
+
+    fn fused_attention_forward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        mask: FlexTensor,
+        scalars: AttentionScalars,
+    ) -> (FlexTensor, FlexTensor) {
+        attention_forward(q, k, v, mask, scalars)
+    }
+
+    fn fused_attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        mask: FlexTensor,
+        o: FlexTensor,
+        ml: FlexTensor,
+        dout: FlexTensor,
+        scalars: AttentionScalars,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        attention_backward(q, k, v, mask, o, ml, dout, scalars)
+    }
+}
