@@ -313,13 +313,13 @@ fn dropout_run(
 #[test]
 fn fused_attention_draws_dropout_in_the_kernel_and_redraws_it_backward() {
     let _exclusive = exclusive();
-    for gpu in kernel_devices() {
-        dropout_cases(&gpu);
+    for device in kernel_devices() {
+        dropout_cases(&device);
     }
 }
 
 /// [`fused_attention_draws_dropout_in_the_kernel_and_redraws_it_backward`] on one device.
-fn dropout_cases(gpu: &Device) {
+fn dropout_cases(device: &Device) {
     let p = 0.3;
     // GQA with per-batch padding over several tiles, and a narrow head with more keys than
     // queries; the causal path (later keys skipped) and the general one.
@@ -332,8 +332,8 @@ fn dropout_cases(gpu: &Device) {
         let causal = pad == Pad::Right;
         let seed = 0x9E37_79B9 ^ case.t as u32;
         let want = dropout_run(case, &x, &Device::flex(), false, causal, p, seed);
-        poison(&gpu, case.b * case.h * case.t.max(case.s) * case.d * 2);
-        let got = dropout_run(case, &x, &gpu, true, causal, p, seed);
+        poison(device, case.b * case.h * case.t.max(case.s) * case.d * 2);
+        let got = dropout_run(case, &x, device, true, causal, p, seed);
         for (name, (g, w)) in ["output", "dq", "dk", "dv"]
             .iter()
             .zip(got.iter().zip(&want))
@@ -347,9 +347,9 @@ fn dropout_cases(gpu: &Device) {
             );
         }
         // The mask did something, and another seed draws another one.
-        let without = dropout_run(case, &x, &gpu, true, causal, 0.0, seed);
+        let without = dropout_run(case, &x, device, true, causal, 0.0, seed);
         assert!(rel_err(&got[0], &without[0]) > 1e-2);
-        let other = dropout_run(case, &x, &gpu, true, causal, p, seed + 1);
+        let other = dropout_run(case, &x, device, true, causal, p, seed + 1);
         assert!(rel_err(&got[0], &other[0]) > 1e-2);
     }
     // The share dropped is p.
