@@ -400,65 +400,6 @@ fn attention_forward(
     (tensor(out, [b, n.h, t, d]), tensor(ml, [b, n.h, t, 2]))
 }
 
-/// The backward pass: dq, dk, dv. One (batch, key/value head) a rayon task, covering the query
-/// heads that share it, so dk and dv are summed over them without atomics.
-#[allow(clippy::too_many_arguments)]
-fn attention_backward(
-    q: FlexTensor,
-    k: FlexTensor,
-    v: FlexTensor,
-    mask: FlexTensor,
-    o: FlexTensor,
-    ml: FlexTensor,
-    dout: FlexTensor,
-    sc: AttentionScalars,
-) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let [q, k, v, mask, o, ml, dout] = [q, k, v, mask, o, ml, dout].map(contiguous);
-    let n = Heads::of(&q, &k, &mask);
-    let b = q.layout().shape()[0];
-    let (qs, ks, vs, ms) = (values(&q), values(&k), values(&v), values(&mask));
-    let (os, mls, dos) = (values(&o), values(&ml), values(&dout));
-    let (t, d, s) = (n.t, n.d, n.s);
-    let group = n.h / n.kvh;
-    let mut dq = vec![0f32; b * n.h * t * d];
-    let mut dk = vec![0f32; b * n.kvh * s * d];
-    let mut dv = vec![0f32; b * n.kvh * s * d];
-    dq.par_chunks_mut(group * t * d)
-        .zip(dk.par_chunks_mut(s * d).zip(dv.par_chunks_mut(s * d)))
-        .enumerate()
-        .for_each(|(kv, (dq, (dk, dv)))| {
-            let bi = kv / n.kvh;
-            let (kh, vh) = (&ks[kv * s * d..][..s * d], &vs[kv * s * d..][..s * d]);
-            for g in 0..group {
-                let bh = bi * n.h + (kv % n.kvh) * group + g;
-                for i in 0..t {
-                    let row = (bh * t + i) * d;
-                    let (qi, oi, doi) = (&qs[row..][..d], &os[row..][..d], &dos[row..][..d]);
-                    let (max, l) = (mls[2 * (bh * t + i)], mls[2 * (bh * t + i) + 1]);
-                    let delta = dot(doi, oi);
-                    let mrow = n.mask_row(ms, bi, i);
-                    let dqi = &mut dq[(g * t + i) * d..][..d];
-                    for j in 0..n.keys(i, &sc) {
-                        let kj = &kh[j * d..][..d];
-                        let p = ((dot(qi, kj) * sc.scale + mrow[j]) - max).exp() / l;
-                        let z = n.drop_scale(&sc, bh, i, j);
-                        let ds = p * (z * dot(doi, &vh[j * d..][..d]) - delta) * sc.scale;
-                        axpy(dqi, ds, kj);
-                        axpy(&mut dk[j * d..][..d], ds, qi);
-                        if z != 0.0 {
-                            axpy(&mut dv[j * d..][..d], p * z, doi);
-                        }
-                    }
-                }
-            }
-        });
-    (
-        tensor(dq, [b, n.h, t, d]),
-        tensor(dk, [b, n.kvh, s, d]),
-        tensor(dv, [b, n.kvh, s, d]),
-    )
-}
-
 impl AttentionKernels for Flex {
     fn fused_attention(
         q: FlexTensor,
@@ -490,6 +431,51 @@ impl AttentionKernels for Flex {
         dout: FlexTensor,
         scalars: AttentionScalars,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        attention_backward(q, k, v, mask, o, ml, dout, scalars)
+        // One (batch, key/value head) a rayon task, covering the query heads that share it, so
+        // dk and dv are summed over them without atomics.
+        let [q, k, v, mask, o, ml, dout] = [q, k, v, mask, o, ml, dout].map(contiguous);
+        let n = Heads::of(&q, &k, &mask);
+        let b = q.layout().shape()[0];
+        let (qs, ks, vs, ms) = (values(&q), values(&k), values(&v), values(&mask));
+        let (os, mls, dos) = (values(&o), values(&ml), values(&dout));
+        let (t, d, s) = (n.t, n.d, n.s);
+        let group = n.h / n.kvh;
+        let mut dq = vec![0f32; b * n.h * t * d];
+        let mut dk = vec![0f32; b * n.kvh * s * d];
+        let mut dv = vec![0f32; b * n.kvh * s * d];
+        dq.par_chunks_mut(group * t * d)
+            .zip(dk.par_chunks_mut(s * d).zip(dv.par_chunks_mut(s * d)))
+            .enumerate()
+            .for_each(|(kv, (dq, (dk, dv)))| {
+                let bi = kv / n.kvh;
+                let (kh, vh) = (&ks[kv * s * d..][..s * d], &vs[kv * s * d..][..s * d]);
+                for g in 0..group {
+                    let bh = bi * n.h + (kv % n.kvh) * group + g;
+                    for i in 0..t {
+                        let row = (bh * t + i) * d;
+                        let (qi, oi, doi) = (&qs[row..][..d], &os[row..][..d], &dos[row..][..d]);
+                        let (max, l) = (mls[2 * (bh * t + i)], mls[2 * (bh * t + i) + 1]);
+                        let delta = dot(doi, oi);
+                        let mrow = n.mask_row(ms, bi, i);
+                        let dqi = &mut dq[(g * t + i) * d..][..d];
+                        for j in 0..n.keys(i, &scalars) {
+                            let kj = &kh[j * d..][..d];
+                            let p = ((dot(qi, kj) * scalars.scale + mrow[j]) - max).exp() / l;
+                            let z = n.drop_scale(&scalars, bh, i, j);
+                            let ds = p * (z * dot(doi, &vh[j * d..][..d]) - delta) * scalars.scale;
+                            axpy(dqi, ds, kj);
+                            axpy(&mut dk[j * d..][..d], ds, qi);
+                            if z != 0.0 {
+                                axpy(&mut dv[j * d..][..d], p * z, doi);
+                            }
+                        }
+                    }
+                }
+            });
+        (
+            tensor(dq, [b, n.h, t, d]),
+            tensor(dk, [b, n.kvh, s, d]),
+            tensor(dv, [b, n.kvh, s, d]),
+        )
     }
 }
