@@ -313,8 +313,9 @@ fn bench_ops_times_each_op_with_each_kernel_set() {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .collect::<Vec<_>>()
     };
-    // The CPU backend has burn's ops only; a GPU runs tunelab's kernels, then burn's.
-    let mut runs = vec![(ops("cpu"), vec!["burn"])];
+    // Both the CPU backend (attention, RMSNorm and the loss in Rust) and a GPU run tunelab's
+    // kernels, then burn's.
+    let mut runs = vec![(ops("cpu"), vec!["tunelab", "burn"])];
     if std::env::var("TUNELAB_REQUIRE_GPU").as_deref() == Ok("1") {
         runs.push((ops("gpu"), vec!["tunelab", "burn"]));
         // Attention scores no adapter binds (4 GiB) are refused up front, naming the flags.
