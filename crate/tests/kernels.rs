@@ -316,11 +316,24 @@ fn fused_attention_draws_dropout_in_the_kernel_and_redraws_it_backward() {
     for device in kernel_devices() {
         dropout_cases(&device);
     }
+    // The share dropped is p (the mask is the same function on every device).
+    let p = DROP_P;
+    let n = 200_000;
+    let dropped = (0..n)
+        .filter(|&j| {
+            !kernels::dropout_keeps(7, p as f32, [j / 1000 % 8, j / 8000, j % 1000], [25, 1000])
+        })
+        .count();
+    let share = dropped as f64 / n as f64;
+    assert!((share - p).abs() < 0.01, "dropped {share}");
 }
+
+/// The attention dropout probability the dropout tests draw with.
+const DROP_P: f64 = 0.3;
 
 /// [`fused_attention_draws_dropout_in_the_kernel_and_redraws_it_backward`] on one device.
 fn dropout_cases(device: &Device) {
-    let p = 0.3;
+    let p = DROP_P;
     // GQA with per-batch padding over several tiles, and a narrow head with more keys than
     // queries; the causal path (later keys skipped) and the general one.
     for (case, pad) in [
@@ -352,15 +365,6 @@ fn dropout_cases(device: &Device) {
         let other = dropout_run(case, &x, device, true, causal, p, seed + 1);
         assert!(rel_err(&got[0], &other[0]) > 1e-2);
     }
-    // The share dropped is p.
-    let n = 200_000;
-    let dropped = (0..n)
-        .filter(|&j| {
-            !kernels::dropout_keeps(7, p as f32, [j / 1000 % 8, j / 8000, j % 1000], [25, 1000])
-        })
-        .count();
-    let share = dropped as f64 / n as f64;
-    assert!((share - p).abs() < 0.01, "dropped {share}");
 }
 
 #[test]
