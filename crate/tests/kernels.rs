@@ -9,8 +9,10 @@ use std::sync::{Mutex, MutexGuard};
 use burn::module::Param;
 use burn::tensor::{DType, Device, Distribution, FloatDType, Int, Tensor, TensorData, f16};
 use common::devices;
+use tunelab::hf::RopeScaling;
 use tunelab::kernels::{self, Kernels};
-use tunelab::model::layers::{AttentionMask, Linear, Lora, RmsNorm, attention};
+use tunelab::model::layers::{AttentionMask, Linear, Lora, RmsNorm, attention, swiglu};
+use tunelab::model::rope::Rope;
 use tunelab::train::loss::{IGNORE, summed_cross_entropy};
 use tunelab::train::optim::{Optimizer, OptimizerConfig};
 
@@ -433,11 +435,15 @@ fn lm_loss(
     (values(loss)[0], g(&hidden), g(&head))
 }
 
-/// Run `f` with burn's matmul and then with the tiled kernel chosen for `gpu` (what
-/// `kernels::calibrate` decides). The caller holds [`exclusive`].
-fn under_each_matmul(gpu: &Device, mut f: impl FnMut(&str)) {
+/// Run `f` with burn's matmul and then with the tiled kernel chosen for `device` (what
+/// `kernels::calibrate` decides) on a GPU; once on the CPU, whose kernels always take tunelab's
+/// matmul. The caller holds [`exclusive`].
+fn under_each_matmul(device: &Device, mut f: impl FnMut(&str)) {
+    if !kernels::on_gpu(device) {
+        return f("the CPU's matmul");
+    }
     for (tiled, name) in [(false, "burn's matmul"), (true, "tiled matmul")] {
-        kernels::use_tiled_matmul(gpu, tiled);
+        kernels::use_tiled_matmul(device, tiled);
         f(name);
     }
 }
@@ -445,9 +451,11 @@ fn under_each_matmul(gpu: &Device, mut f: impl FnMut(&str)) {
 #[test]
 fn chunked_cross_entropy_matches_burn_ops_with_gradients() {
     let _exclusive = exclusive();
-    chunked_cross_entropy_cases(&Device::flex(), "CPU");
-    let Some(gpu) = gpu() else { return };
-    under_each_matmul(&gpu, |matmul| chunked_cross_entropy_cases(&gpu, matmul));
+    for device in kernel_devices() {
+        under_each_matmul(&device, |matmul| {
+            chunked_cross_entropy_cases(&device, matmul)
+        });
+    }
 }
 
 /// The chunked loss on `gpu` (or the CPU) against burn's ops on the CPU; `matmul` names the
@@ -787,6 +795,105 @@ fn rms_norm_kernels_match_burn_ops_with_gradients() {
     }
 }
 
+/// `silu(gate) · up` and the gradients of both inputs of Σ y · w on `device` with `kernels`.
+fn swiglu_run(x: &[TensorData; 3], device: &Device, kernels: Kernels) -> [Vec<f32>; 3] {
+    let ad = device.clone().autodiff();
+    let t = |d: &TensorData| Tensor::<3>::from_data(d.clone(), &ad);
+    let (gate, up) = (t(&x[0]).require_grad(), t(&x[1]).require_grad());
+    let y = swiglu(gate.clone(), up.clone(), kernels);
+    let grads = (y.clone() * t(&x[2])).sum().backward();
+    let g = |v: &Tensor<3>| values(v.grad(&grads).expect("a gradient"));
+    [values(y), g(&gate), g(&up)]
+}
+
+#[test]
+fn swiglu_kernel_matches_burn_ops_with_gradients() {
+    let _exclusive = exclusive();
+    let cpu = Device::flex();
+    // One element, sizes under and over a workgroup of 256 and over a rayon task of 4096, and
+    // gates far out on both sides of the sigmoid.
+    for (dims, spread) in [
+        ([1, 1, 1], 1.0),
+        ([2, 7, 13], 1.0),
+        ([3, 33, 70], 4.0),
+        ([2, 9, 700], 30.0),
+    ] {
+        let rand = || {
+            let n = dims.iter().product::<usize>();
+            let t = Tensor::<1>::random([n], Distribution::Normal(0.0, spread), &cpu);
+            TensorData::new(values(t), dims.to_vec())
+        };
+        let x = [rand(), rand(), rand()];
+        let want = swiglu_run(&x, &cpu, Kernels::Burn);
+        for device in kernel_devices() {
+            poison(&device, dims.iter().product::<usize>() * 4);
+            let got = swiglu_run(&x, &device, Kernels::Tunelab);
+            for ((name, g), w) in ["output", "d gate", "d up"].iter().zip(&got).zip(&want) {
+                let e = rel_err(g, w);
+                assert!(
+                    e <= REL_TOL,
+                    "{device:?} {dims:?}: {name} relative error {e:e}"
+                );
+            }
+        }
+    }
+}
+
+/// Rotated heads of `x` `[b, t, heads, head_dim]` from position `start` (tables for 16 positions,
+/// dynamic NTK past them) and the input's gradient of Σ y · w, on `device` with `kernels`.
+fn rope_run(x: &[TensorData; 2], start: usize, device: &Device, kernels: Kernels) -> [Vec<f32>; 2] {
+    let ad = device.clone().autodiff();
+    let d = x[0].shape().dims::<4>()[3];
+    let scaling = RopeScaling::Dynamic { factor: 2.0 };
+    let rope = Rope::new(d, 10_000.0, &scaling, 16, &ad);
+    let input = Tensor::<4>::from_data(x[0].clone(), &ad).require_grad();
+    let y = rope.apply(input.clone(), start, kernels);
+    let grads = (y.clone() * Tensor::<4>::from_data(x[1].clone(), &ad))
+        .sum()
+        .backward();
+    [
+        values(y),
+        values(input.grad(&grads).expect("an input gradient")),
+    ]
+}
+
+#[test]
+fn rope_kernel_matches_burn_ops_with_gradients() {
+    let _exclusive = exclusive();
+    let cpu = Device::flex();
+    // [b, t, heads, head_dim] and the first position: one position, odd sequences and head
+    // counts, a head size of 2 and of 128, and positions past the tables (dynamic NTK).
+    for (dims, start) in [
+        ([1, 1, 1, 2], 0),
+        ([2, 7, 3, 8], 3),
+        ([3, 5, 2, 128], 0),
+        ([1, 9, 5, 64], 12),
+    ] {
+        let rand = |dims: [usize; 4]| {
+            let t = Tensor::<1>::random(
+                [dims.iter().product::<usize>()],
+                Distribution::Normal(0.0, 1.0),
+                &cpu,
+            );
+            TensorData::new(values(t), dims.to_vec())
+        };
+        let [b, t, h, d] = dims;
+        let x = [rand(dims), rand([b, h, t, d])];
+        let want = rope_run(&x, start, &cpu, Kernels::Burn);
+        for device in kernel_devices() {
+            poison(&device, dims.iter().product::<usize>() * 4);
+            let got = rope_run(&x, start, &device, Kernels::Tunelab);
+            for ((name, g), w) in ["output", "d input"].iter().zip(&got).zip(&want) {
+                let e = rel_err(g, w);
+                assert!(
+                    e <= REL_TOL,
+                    "{device:?} {dims:?} from {start}: {name} relative error {e:e}"
+                );
+            }
+        }
+    }
+}
+
 /// `a · b` and the gradients of Σ (a · b) · w, with `a` `[m, k]` and `b` `[k, n]` given in
 /// storage order: transposed (`[k, m]`, `[n, k]`) where `stored_t` says, so the product reads a
 /// transposed view as the backward pass does. `b` frozen: it gets no gradient.
@@ -825,7 +932,6 @@ fn matmul_run(
 #[test]
 fn tiled_matmul_matches_burn_with_gradients() {
     let _exclusive = exclusive();
-    let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     let rand = |dims: [usize; 2]| {
         Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), &cpu)
@@ -849,16 +955,19 @@ fn tiled_matmul_matches_burn_with_gradients() {
                 rand(shape(k, n, stored_t[1])),
                 rand([m, n]),
             ];
-            for b_trains in [true, false] {
+            for (b_trains, device) in [true, false]
+                .into_iter()
+                .flat_map(|b| kernel_devices().into_iter().map(move |d| (b, d)))
+            {
                 let want = matmul_run(&x, stored_t, b_trains, &cpu, Kernels::Burn);
-                poison(&gpu, (m * k + k * n + m * n) * 2);
-                let got = matmul_run(&x, stored_t, b_trains, &gpu, Kernels::Tunelab);
+                poison(&device, (m * k + k * n + m * n) * 2);
+                let got = matmul_run(&x, stored_t, b_trains, &device, Kernels::Tunelab);
                 assert_eq!(got.len(), want.len());
                 for ((name, g), w) in ["c", "d a", "d b"].iter().zip(&got).zip(&want) {
                     let e = rel_err(g, w);
                     assert!(
                         e <= REL_TOL,
-                        "[{m}, {k}, {n}] stored transposed {stored_t:?}: {name} relative error {e:e}"
+                        "{device:?} [{m}, {k}, {n}] stored transposed {stored_t:?}: {name} relative error {e:e}"
                     );
                 }
             }
@@ -935,8 +1044,9 @@ fn linear_inputs([b, t, d_in, d_out, r]: [usize; 5]) -> [TensorData; 6] {
     ]
 }
 
-/// The LoRA linear layer on `gpu` against burn's on the CPU at odd shapes, under either matmul;
-/// its base stored in f16 if `base_f16` (the reference then uses the values f16 holds).
+/// The LoRA linear layer on `gpu` (or the CPU) against burn's on the CPU at odd shapes, under
+/// either matmul; its base stored in f16 if `base_f16` (the reference then uses the values f16
+/// holds).
 fn linear_layer_cases(gpu: &Device, base_f16: bool) {
     let cpu = Device::flex();
     // [batch, seq, in, out, rank]: odd sizes, and one over a 64-wide tile in every dimension.
@@ -968,33 +1078,45 @@ fn linear_layer_cases(gpu: &Device, base_f16: bool) {
 #[test]
 fn linear_layers_match_burn_under_either_matmul() {
     let _exclusive = exclusive();
-    let Some(gpu) = gpu() else { return };
-    linear_layer_cases(&gpu, false);
+    for device in kernel_devices() {
+        linear_layer_cases(&device, false);
+    }
 }
 
 #[test]
 fn the_fused_lora_linear_takes_the_same_dropout_masks() {
     let _exclusive = exclusive();
     // With dropout the adapter reads another tensor than the base (`xd`), and its input
-    // gradient flows back through the mask: the fused layer (tiled matmul) against the composed
-    // one (burn's matmul) on the same device, the same masks drawn.
-    let Some(gpu) = gpu() else { return };
+    // gradient flows back through the mask: the fused layer (tiled matmul; on the CPU, the
+    // kernels) against the composed one (burn's matmul; on the CPU, burn's ops) on the same
+    // device, the same masks drawn.
     let x = linear_inputs([3, 33, 70, 65, 16]);
-    let mut runs = Vec::new();
-    under_each_matmul(&gpu, |_| {
-        runs.push(linear_run(&x, &gpu, Kernels::Tunelab, false, 0.3));
-    });
     let without = linear_run(&x, &Device::flex(), Kernels::Burn, false, 0.0);
-    for ((name, composed), fused) in ["output", "d input", "d lora_A", "d lora_B"]
-        .iter()
-        .zip(&runs[0])
-        .zip(&runs[1])
-    {
-        let e = rel_err(fused, composed);
-        assert!(e <= REL_TOL, "dropout 0.3: {name} relative error {e:e}");
+    for device in kernel_devices() {
+        let mut runs = Vec::new();
+        if kernels::on_gpu(&device) {
+            under_each_matmul(&device, |_| {
+                runs.push(linear_run(&x, &device, Kernels::Tunelab, false, 0.3));
+            });
+        } else {
+            for k in [Kernels::Burn, Kernels::Tunelab] {
+                runs.push(linear_run(&x, &device, k, false, 0.3));
+            }
+        }
+        for ((name, composed), fused) in ["output", "d input", "d lora_A", "d lora_B"]
+            .iter()
+            .zip(&runs[0])
+            .zip(&runs[1])
+        {
+            let e = rel_err(fused, composed);
+            assert!(
+                e <= REL_TOL,
+                "{device:?} dropout 0.3: {name} relative error {e:e}"
+            );
+        }
+        // The masks did something: the output is not the one without dropout.
+        assert!(rel_err(&runs[1][0], &without[0]) > 1e-3);
     }
-    // The masks did something: the output is not the one without dropout.
-    assert!(rel_err(&runs[1][0], &without[0]) > 1e-3);
 }
 
 /// The GPU when it has f16 shaders; None (the test skipped, saying why) when it has none.

@@ -1,23 +1,30 @@
 //! The kernels on the CPU backend (burn's flex, native builds): RMSNorm with its residual add, the
-//! chunked cross-entropy and attention, as Rust loops over rows (attention: over heads) spread
-//! over the cores with rayon.
+//! chunked cross-entropy, attention, SwiGLU and RoPE, as Rust loops over rows (attention: over
+//! heads) spread over the cores with rayon; and the matmul, as the gemm crate called on strided
+//! operands.
 //! burn's composed ops run each elementwise step as its own single-threaded pass with a fresh
 //! output (the CPU's matmuls are threaded, these passes were not: about a third of a step's time
-//! on the bench's `small` preset). The arithmetic is the WGSL kernels' (`shaders/`), row by row;
-//! the autodiff wiring is the one of [`super::norm`] and [`super::cross_entropy`].
+//! on the bench's `small` preset), and its matmul zero-fills and copies each output before the
+//! product writes it. The arithmetic is the WGSL kernels' (`shaders/`), row by row; the autodiff
+//! wiring is the one of the GPU kernels (each kernel's module).
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
 use super::attention::{AttentionKernels, AttentionScalars};
 use super::cross_entropy::CrossEntropyKernels;
+use super::matmul::MatmulKernels;
 use super::norm::NormKernels;
+use super::rope::RopeKernels;
+use super::swiglu::SwigluKernels;
 
 /// Rows a rayon task takes: enough work per task to pay for its scheduling at small widths.
 const ROWS_PER_TASK: usize = 16;
+
+/// Elements a rayon task of an elementwise kernel takes.
+const ELEMENTS_PER_TASK: usize = 4096;
 
 /// `t` in row-major order (copied only when it is a strided view).
 fn contiguous(t: FlexTensor) -> FlexTensor {
@@ -215,7 +222,7 @@ fn ce_rows(logits: &FlexTensor, targets: &FlexTensor) -> Vec<(f32, f32)> {
 
 impl CrossEntropyKernels for Flex {
     fn chunk_nll(h: FlexTensor, w: FlexTensor, targets: FlexTensor) -> FlexTensor {
-        let logits = contiguous(Self::float_matmul(h, w));
+        let logits = product(&h, &w, None);
         let total: f32 = ce_rows(&logits, &contiguous(targets))
             .iter()
             .map(|r| r.1)
@@ -262,10 +269,6 @@ impl CrossEntropyKernels for Flex {
                 }
             });
         logits
-    }
-
-    fn ce_matmul(a: FlexTensor, b: FlexTensor) -> FlexTensor {
-        Self::float_matmul(a, b)
     }
 }
 
@@ -477,5 +480,201 @@ impl AttentionKernels for Flex {
             tensor(dk, [b, n.kvh, s, d]),
             tensor(dv, [b, n.kvh, s, d]),
         )
+    }
+}
+
+/// Products at least this large (m·n·k) run on all cores, as burn's CPU matmul does.
+const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+
+/// `dst ← (dst if accumulate) + scale · a · b` for f32 `a` `[m, k]` and `b` `[k, n]` of any
+/// strides (a transposed view is read in place) into the row-major `[m, n]` at `dst`.
+///
+/// # Safety
+/// `dst` is valid for `m · n` writes (and reads when `accumulate`), and no other reference to it
+/// is live.
+unsafe fn gemm_into(dst: *mut f32, a: &FlexTensor, b: &FlexTensor, accumulate: bool, scale: f32) {
+    let operand = |t: &FlexTensor| {
+        let (layout, data) = (t.layout(), t.storage::<f32>());
+        let (shape, strides) = (layout.shape(), layout.strides());
+        let start = data[layout.start_offset()..].as_ptr();
+        (shape[0], shape[1], start, strides[0], strides[1])
+    };
+    let (m, k, pa, a_rs, a_cs) = operand(a);
+    let (_, n, pb, b_rs, b_cs) = operand(b);
+    if k == 0 {
+        if !accumulate {
+            // SAFETY: the caller's contract.
+            unsafe { std::ptr::write_bytes(dst, 0, m * n) };
+        }
+        return;
+    }
+    let parallelism = match m * n * k >= PARALLEL_PRODUCT {
+        true => gemm::Parallelism::Rayon(0),
+        false => gemm::Parallelism::None,
+    };
+    // SAFETY: the operands' pointers and strides describe their own storage (a layout within its
+    // buffer); `dst`, the caller's contract. gemm computes dst = alpha·dst + beta·a·b, reading
+    // dst only when told to.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            accumulate,
+            pa,
+            a_cs,
+            a_rs,
+            pb,
+            b_cs,
+            b_rs,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `a · b (+ scale · u · v)` for 2-D f32 tensors of any strides, into an output written once
+/// (burn's CPU matmul zero-fills a byte buffer and copies it before the product writes it).
+fn product(
+    a: &FlexTensor,
+    b: &FlexTensor,
+    low_rank: Option<(&FlexTensor, &FlexTensor, f32)>,
+) -> FlexTensor {
+    let (m, n) = (a.layout().shape()[0], b.layout().shape()[1]);
+    let mut c = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: `c` has room for m·n floats, the first product writes every one (the second reads
+    // and adds to them), and only then is the length set.
+    unsafe {
+        gemm_into(c.as_mut_ptr(), a, b, false, 1.0);
+        if let Some((u, v, scale)) = low_rank {
+            gemm_into(c.as_mut_ptr(), u, v, true, scale);
+        }
+        c.set_len(m * n);
+    }
+    tensor(c, [m, n])
+}
+
+impl MatmulKernels for Flex {
+    fn tiled_matmul(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        product(&a, &b, None)
+    }
+
+    fn tiled_matmul_low_rank(
+        a: FlexTensor,
+        b: FlexTensor,
+        u: FlexTensor,
+        v: FlexTensor,
+        scale: f32,
+    ) -> FlexTensor {
+        product(&a, &b, Some((&u, &v, scale)))
+    }
+
+    fn lora_linear(
+        x: FlexTensor,
+        xd: FlexTensor,
+        w: FlexTensor,
+        a: FlexTensor,
+        b: FlexTensor,
+        scale: f32,
+    ) -> FlexTensor {
+        let h = product(&xd, &a, None);
+        product(&x, &w, Some((&h, &b, scale)))
+    }
+}
+
+/// `1 / (1 + e^-x)`, as the WGSL kernels compute it.
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl SwigluKernels for Flex {
+    fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        let [gate, up] = [gate, up].map(contiguous);
+        let (g, u) = (values(&gate), values(&up));
+        let mut y = vec![0f32; g.len()];
+        y.par_chunks_mut(ELEMENTS_PER_TASK)
+            .enumerate()
+            .for_each(|(c, y)| {
+                let at = c * ELEMENTS_PER_TASK;
+                for (y, (&g, &u)) in y.iter_mut().zip(g[at..].iter().zip(&u[at..])) {
+                    *y = g * sigmoid(g) * u;
+                }
+            });
+        tensor(y, [g.len()])
+    }
+
+    fn swiglu_backward(
+        gate: FlexTensor,
+        up: FlexTensor,
+        dy: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        let [gate, up, dy] = [gate, up, dy].map(contiguous);
+        let (g, u, d) = (values(&gate), values(&up), values(&dy));
+        let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+        dg.par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(du.par_chunks_mut(ELEMENTS_PER_TASK))
+            .enumerate()
+            .for_each(|(c, (dg, du))| {
+                let at = c * ELEMENTS_PER_TASK;
+                for (i, (dg, du)) in dg.iter_mut().zip(du).enumerate() {
+                    let (g, u, d) = (g[at + i], u[at + i], d[at + i]);
+                    let s = sigmoid(g);
+                    *dg = d * u * s * (1.0 + g * (1.0 - s));
+                    *du = d * g * s;
+                }
+            });
+        (tensor(dg, [g.len()]), tensor(du, [g.len()]))
+    }
+}
+
+/// [`RopeKernels`]' pass over `x` `[d0, d1, d2, d]` into `[d0, d2, d1, d]`: the rotation forward
+/// (`x` `[B, T, H, D]`), its transpose backward (`x` the gradient `[B, H, T, D]`), one output
+/// `[d1, d]` block (a head's positions forward, a position's heads backward) a rayon task.
+fn rope_pass(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, backward: bool) -> FlexTensor {
+    let [x, cos, sin] = [x, cos, sin].map(contiguous);
+    let s = x.layout().shape();
+    let (d0, d1, d2, d) = (s[0], s[1], s[2], s[3]);
+    let (xs, cs, ss) = (values(&x), values(&cos), values(&sin));
+    let half = d / 2;
+    let mut y = vec![0f32; d0 * d1 * d2 * d];
+    y.par_chunks_mut(d1 * d)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let (b, c) = (block / d2, block % d2);
+            for (r, out) in out.chunks_mut(d).enumerate() {
+                let src = &xs[((b * d1 + r) * d2 + c) * d..][..d];
+                // The table row is the position's: the output's row index forward, its block's back.
+                let pos = if backward { c } else { r };
+                let (cos, sin) = (&cs[pos * d..][..d], &ss[pos * d..][..d]);
+                let (lo, hi) = out.split_at_mut(half);
+                for j in 0..half {
+                    let (a, z) = (src[j], src[j + half]);
+                    if backward {
+                        lo[j] = a * cos[j] + z * sin[j + half];
+                        hi[j] = z * cos[j + half] - a * sin[j];
+                    } else {
+                        lo[j] = a * cos[j] - z * sin[j];
+                        hi[j] = z * cos[j + half] + a * sin[j + half];
+                    }
+                }
+            }
+        });
+    tensor(y, [d0, d2, d1, d])
+}
+
+impl RopeKernels for Flex {
+    fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor) -> FlexTensor {
+        rope_pass(x, cos, sin, false)
+    }
+
+    fn rope_backward(dy: FlexTensor, cos: FlexTensor, sin: FlexTensor) -> FlexTensor {
+        rope_pass(dy, cos, sin, true)
     }
 }

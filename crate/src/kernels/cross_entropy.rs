@@ -17,7 +17,7 @@ use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Int, Tensor};
 
-use super::matmul::product;
+use super::matmul::{MatmulKernels, product};
 use super::wgsl::{Shader, empty, folded, uniform};
 
 /// Logits per chunk: rows × vocabulary × 4 bytes stays under this (one row at least).
@@ -51,11 +51,6 @@ pub trait CrossEntropyKernels: Backend {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-
-    /// `a · b` (`[M, K]`, `[K, N]`) with the matmul the loss's products take on this backend: on
-    /// a GPU the one [`super::calibrate`] chose, on the CPU burn's.
-    #[fusion(meta = |a, b| super::matmul::product_spec(a, b))]
-    fn ce_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 #[cfg(feature = "fusion")]
@@ -136,13 +131,11 @@ impl CrossEntropyKernels for CubeBackend {
     ) -> CubeTensor {
         ce_backward(logits, targets, lse, grad)
     }
-
-    fn ce_matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
-        product::<Self>(a, b)
-    }
 }
 
-impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Autodiff<B, C> {
+impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropyKernels
+    for Autodiff<B, C>
+{
     fn chunk_nll(
         h: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -151,7 +144,7 @@ impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Auto
         #[derive(Debug)]
         struct ChunkBackward;
 
-        impl<B: CrossEntropyKernels> Backward<B, 2> for ChunkBackward {
+        impl<B: CrossEntropyKernels + MatmulKernels> Backward<B, 2> for ChunkBackward {
             /// h, w, targets, each row's log-sum-exp.
             type State = [FloatTensor<B>; 4];
 
@@ -165,14 +158,14 @@ impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Auto
                 let grad = grads.consume::<B>(&ops.node);
                 let [h, w, targets, lse] = ops.state;
                 // The chunk's logits again, only for as long as this gradient takes.
-                let logits = B::ce_matmul(h.clone(), w.clone());
+                let logits = product::<B>(h.clone(), w.clone());
                 let dlogits = B::ce_backward(logits, targets, lse, grad);
                 if let Some(node) = node_w {
-                    let dw = B::ce_matmul(B::float_transpose(h), dlogits.clone());
+                    let dw = product::<B>(B::float_transpose(h), dlogits.clone());
                     grads.register::<B>(node.id, dw);
                 }
                 if let Some(node) = node_h {
-                    let dh = B::ce_matmul(dlogits, B::float_transpose(w));
+                    let dh = product::<B>(dlogits, B::float_transpose(w));
                     grads.register::<B>(node.id, dh);
                 }
             }
@@ -186,7 +179,7 @@ impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Auto
         );
         match ChunkBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let logits = B::ce_matmul(h.clone(), w.clone());
+                let logits = product::<B>(h.clone(), w.clone());
                 let (lse, nll) = B::ce_forward(logits, targets.clone());
                 prep.finish([h, w, targets, lse], B::float_sum(nll))
             }
@@ -214,10 +207,6 @@ impl<B: CrossEntropyKernels, C: CheckpointStrategy> CrossEntropyKernels for Auto
             Self::inner(lse),
             Self::inner(grad),
         ))
-    }
-
-    fn ce_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::from_inner(B::ce_matmul(Self::inner(a), Self::inner(b)))
     }
 }
 

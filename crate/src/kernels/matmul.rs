@@ -35,7 +35,7 @@ const TILE: usize = 64;
 
 /// The matmul as a backend extension, differentiable in both operands; and LoRA's linear layer
 /// on it, the adapter's product added in the base product's epilogue.
-#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+#[backend_extension(Cube, Flex: cfg(feature = "native"), Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait MatmulKernels: Backend {
     /// `a · b` for `a` `[M, K]` and `b` `[K, N]`.
     #[fusion(meta = |a, b| product_spec(a, b))]
@@ -65,7 +65,7 @@ pub trait MatmulKernels: Backend {
 }
 
 #[cfg(feature = "fusion")]
-pub(super) fn product_spec(
+fn product_spec(
     a: &burn::backend::fusion::custom::TensorSpec,
     b: &burn::backend::fusion::custom::TensorSpec,
 ) -> burn::backend::fusion::custom::TensorSpec {
@@ -73,13 +73,14 @@ pub(super) fn product_spec(
     burn::backend::fusion::custom::TensorSpec::new([m, n].into(), a.dtype)
 }
 
-/// `a · b` through the WGSL kernel, or None where it does not apply (not on a GPU, `a` not f32,
-/// `b` neither f32 nor f16, shapes that do not chain) and the caller uses burn's matmul.
+/// `a · b` through the kernel (the WGSL one on a GPU; natively on the CPU, the gemm burn's CPU
+/// matmul uses, into an output written once), or None where it does not apply (`a` not f32, `b`
+/// neither f32 nor f16 — f32 on the CPU —, shapes that do not chain; the CPU in the browser
+/// build) and the caller uses burn's matmul.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Option<Tensor<2>> {
     let ([m, k], [kb, n]) = (a.dims(), b.dims());
-    let fits = super::on_gpu(&a.device())
+    let fits = weight_fits(&a.device(), b.dtype())
         && a.dtype() == DType::F32
-        && matches!(b.dtype(), DType::F32 | DType::F16)
         && k == kb
         && m.min(n).min(k) > 0
         && indexable(&[(m, k), (k, n), (m, n)]);
@@ -92,10 +93,10 @@ pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Option<Tensor<2>> {
 }
 
 /// `x · w` over the last dimension of `x` `[.., K]` for `w` `[K, N]` (a linear layer without
-/// bias), through [`matmul`]; None where it does not apply or the device does not take the tiled
+/// bias), through [`matmul`]; None where it does not apply or the device does not take the
 /// kernel for `w` ([`takes_tiled`]).
 pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Option<Tensor<D>> {
-    if !takes_tiled(&cube_key(&x.device())?, w.dtype()) {
+    if !takes_tiled(&device_key(&x.device())?, w.dtype()) {
         return None;
     }
     let mut dims = x.dims();
@@ -110,9 +111,9 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Option<Tensor<D>> {
 /// (`xd`: `x` after the adapter's dropout, None without it; `w` `[K, N]` frozen, f32 or f16;
 /// `a` `[K, r]`, `b` `[r, N]`) in two launches, the rank-r product and the base product with the
 /// adapter's added in its epilogue; the input's gradient in one more without dropout — where the
-/// tiled kernel is the matmul in use ([`calibrate`], or an f16 `w`). None where it does not apply
-/// (not on a GPU, not f32, a `w` that trains, shapes that do not chain) and the caller composes
-/// the products.
+/// tiled kernel is the matmul in use ([`calibrate`], or an f16 `w`; always on the CPU, natively).
+/// None where it does not apply (not f32, a `w` that trains, shapes that do not chain) and the
+/// caller composes the products.
 pub fn lora_linear<const D: usize>(
     x: Tensor<D>,
     xd: Option<Tensor<D>>,
@@ -121,14 +122,14 @@ pub fn lora_linear<const D: usize>(
     b: Tensor<2>,
     scale: f64,
 ) -> Option<Tensor<D>> {
-    if !takes_tiled(&cube_key(&x.device())?, w.dtype()) {
+    if !takes_tiled(&device_key(&x.device())?, w.dtype()) {
         return None;
     }
     let mut dims = x.dims();
     let k = dims[D - 1];
     let rows: usize = dims[..D - 1].iter().product();
     let ([kw, n], [ka, r], [rb, nb]) = (w.dims(), a.dims(), b.dims());
-    let fits = super::on_gpu(&x.device())
+    let fits = weight_fits(&x.device(), w.dtype())
         && [
             Some(x.dtype()),
             xd.as_ref().map(Tensor::dtype),
@@ -138,7 +139,6 @@ pub fn lora_linear<const D: usize>(
         .into_iter()
         .flatten()
         .all(|t| t == DType::F32)
-        && matches!(w.dtype(), DType::F32 | DType::F16)
         && !w.is_require_grad()
         && xd.as_ref().is_none_or(|t| t.dims() == dims)
         && (kw, ka, rb, nb) == (k, k, r, n)
@@ -166,12 +166,33 @@ pub fn lora_linear<const D: usize>(
 /// Per cubecl device (its Debug name): whether the tiled kernel was the faster in [`calibrate`].
 static TILED_FASTER: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
 
-/// Whether products with `weight` (of that dtype) on the cubecl device `key` take the tiled
-/// kernel: where [`calibrate`] found it the faster, and always for an f16 weight (burn's matmul
-/// would need an f32 copy of it, kept for the backward pass).
+/// Whether products with `weight` (of that dtype) on the device `key` take the kernel: on a GPU
+/// where [`calibrate`] found it the faster, and always for an f16 weight (burn's matmul would need
+/// an f32 copy of it, kept for the backward pass); on the CPU always (the same gemm as burn's
+/// matmul, without its zero-filled and copied output, and LoRA's two products in one buffer).
 fn takes_tiled(key: &str, weight: DType) -> bool {
+    #[cfg(feature = "native")]
+    if key == cpu_key() {
+        return weight == DType::F32;
+    }
     let faster = TILED_FASTER.lock().unwrap_or_else(|e| e.into_inner());
     weight == DType::F16 || faster.get(key).copied().unwrap_or(false)
+}
+
+/// The key of the CPU backend's device (the Debug name its tensors carry, as [`device_key`]).
+#[cfg(feature = "native")]
+fn cpu_key() -> String {
+    format!("{:?}", burn::backend::flex::FlexDevice)
+}
+
+/// Whether the kernel runs on `device` with a second operand of dtype `b`: f32 or f16 on a GPU,
+/// f32 on the CPU (natively).
+fn weight_fits(device: &Device, b: DType) -> bool {
+    match b {
+        DType::F32 => super::has_kernels(device),
+        DType::F16 => super::on_gpu(device),
+        _ => false,
+    }
 }
 
 /// Whether every `[rows, cols]` matrix of `sizes` has its element indices within u32 (the
@@ -192,8 +213,18 @@ fn cube_key(device: &Device) -> Option<String> {
     }
 }
 
+/// [`cube_key`], or natively the CPU backend's key; None on a device without the kernel.
+fn device_key(device: &Device) -> Option<String> {
+    #[cfg(feature = "native")]
+    if let burn::backend::DispatchDevice::Flex(d) = device.clone().inner().as_dispatch() {
+        return Some(format!("{d:?}"));
+    }
+    cube_key(device)
+}
+
 /// `a · b` on backend `B` with the matmul [`calibrate`] found faster on the tensors' device; an f16
-/// `b` (a frozen weight in half precision) always with the tiled kernel, which reads it as stored.
+/// `b` (a frozen weight in half precision) always with the tiled kernel, which reads it as stored;
+/// on the CPU always with the kernel ([`takes_tiled`]).
 pub(super) fn product<B: MatmulKernels>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
     if takes_tiled(&format!("{:?}", a.device()), b.dtype()) {
         B::tiled_matmul(a, b)
@@ -203,7 +234,8 @@ pub(super) fn product<B: MatmulKernels>(a: FloatTensor<B>, b: FloatTensor<B>) ->
 }
 
 /// Use the tiled kernel (`true`) or burn's matmul on `device` from now on, whatever [`calibrate`]
-/// measured (no effect off the GPU).
+/// measured (no effect off the GPU: on the CPU the kernel always runs, `--kernels burn` choosing
+/// burn's matmul there).
 pub fn use_tiled_matmul(device: &Device, tiled: bool) {
     if let Some(key) = cube_key(device) {
         let mut faster = TILED_FASTER.lock().unwrap_or_else(|e| e.into_inner());

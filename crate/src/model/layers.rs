@@ -332,6 +332,15 @@ pub fn activation(name: &str, x: Tensor<3>) -> Tensor<3> {
     }
 }
 
+/// Llama's gated activation `silu(gate) · up`: one fused kernel where `kernels` and the device
+/// allow ([`crate::kernels::swiglu`]), burn's ops otherwise.
+pub fn swiglu(gate: Tensor<3>, up: Tensor<3>, kernels: Kernels) -> Tensor<3> {
+    let fused = (kernels == Kernels::Tunelab)
+        .then(|| crate::kernels::swiglu(gate.clone(), up.clone()))
+        .flatten();
+    fused.unwrap_or_else(|| silu(gate) * up)
+}
+
 /// An additive attention mask `[batch, 1, q_len, kv_len]`.
 #[derive(Clone, Debug)]
 pub struct AttentionMask {

@@ -3,13 +3,12 @@
 //! (qwen3). Field names follow `modeling_llama.py` / `modeling_qwen3.py`.
 
 use burn::module::Module;
-use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor};
 
 use super::Visit;
 use super::layers::{
     AttentionMask, AttentionMasks, Embedding, KvCache, LayerCache, Linear, RmsNorm, attention,
-    dropout,
+    dropout, swiglu,
 };
 use super::rope::Rope;
 use super::weights::WeightStore;
@@ -291,12 +290,14 @@ impl LlamaAttention {
                 Some(norm) => norm.forward(y.reshape([b, t * n, hd]), kernels),
                 None => y,
             };
-            y.reshape([b, t, n, hd]).swap_dims(1, 2)
+            y.reshape([b, t, n, hd])
         };
+        // `[b, t, heads, hd]` → `[b, heads, t, hd]`, q and k rotated on the way.
         let q = heads(&self.q_proj, self.num_heads, self.q_norm.as_ref());
+        let q = rope.apply(q, start, kernels);
         let k = heads(&self.k_proj, self.num_key_value_heads, self.k_norm.as_ref());
-        let (q, k) = (rope.apply(q, start), rope.apply(k, start));
-        let v = heads(&self.v_proj, self.num_key_value_heads, None);
+        let k = rope.apply(k, start, kernels);
+        let v = heads(&self.v_proj, self.num_key_value_heads, None).swap_dims(1, 2);
         let (k, v) = match cache {
             Some((c, i)) => c.extend(i, k, v),
             None => (k, v),
@@ -309,9 +310,9 @@ impl LlamaAttention {
 
 impl LlamaMlp {
     fn forward(&self, x: Tensor<3>, kernels: Kernels) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone(), kernels));
-        self.down_proj
-            .forward(gate * self.up_proj.forward(x, kernels), kernels)
+        let gate = self.gate_proj.forward(x.clone(), kernels);
+        let up = self.up_proj.forward(x, kernels);
+        self.down_proj.forward(swiglu(gate, up, kernels), kernels)
     }
 }
 

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::hf::RopeScaling;
+use crate::kernels::Kernels;
 
 /// Rotary tables (`cos`, `sin`, each `[positions, head_dim]`, already multiplied by the
 /// scaling's attention factor), angles duplicated over both halves as in HF.
@@ -142,34 +143,47 @@ impl Rope {
         }
     }
 
-    /// Rotate `x` `[batch, heads, seq, head_dim]` whose first position is `start`.
-    pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
-        let [_, _, t, d] = x.dims();
-        let rows = self.cos.dims()[0];
-        let (cos, sin) = if start + t > rows && self.dynamic_factor > 0.0 {
-            // Past the trained length, dynamic NTK recomputes every frequency for this length.
-            let scaling = RopeScaling::Dynamic {
-                factor: self.dynamic_factor,
-            };
-            let (freqs, scale) = inv_freq(d, self.theta, &scaling, rows, start + t);
-            let (cos, sin) = tables(&freqs, scale, start..start + t);
-            let device = x.device();
-            (
-                Tensor::from_data(TensorData::new(cos, [t, d]), &device),
-                Tensor::from_data(TensorData::new(sin, [t, d]), &device),
-            )
-        } else {
-            (
-                self.cos.clone().slice([start..start + t, 0..d]),
-                self.sin.clone().slice([start..start + t, 0..d]),
-            )
-        };
+    /// Split a projection's output `x` `[batch, seq, heads, head_dim]`, whose first position is
+    /// `start`, into rotated heads `[batch, heads, seq, head_dim]`: in one pass with tunelab's
+    /// kernels where they apply ([`crate::kernels::rope`]), else with burn's ops.
+    pub fn apply(&self, x: Tensor<4>, start: usize, kernels: Kernels) -> Tensor<4> {
+        let [_, t, _, d] = x.dims();
+        let (cos, sin) = self.rows(start, t, d, &x.device());
+        let fused = (kernels == Kernels::Tunelab)
+            .then(|| crate::kernels::rope(x.clone(), cos.clone(), sin.clone()))
+            .flatten();
+        if let Some(y) = fused {
+            return y;
+        }
+        let x = x.swap_dims(1, 2);
         let (cos, sin) = (cos.unsqueeze::<4>(), sin.unsqueeze::<4>());
         let half = d / 2;
         let x1 = x.clone().slice_dim(3, 0..half);
         let x2 = x.clone().slice_dim(3, half..d);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         x * cos + rotated * sin
+    }
+
+    /// The `cos` and `sin` rows `[t, d]` of positions `start..start + t`.
+    fn rows(&self, start: usize, t: usize, d: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+        let rows = self.cos.dims()[0];
+        if start + t > rows && self.dynamic_factor > 0.0 {
+            // Past the trained length, dynamic NTK recomputes every frequency for this length.
+            let scaling = RopeScaling::Dynamic {
+                factor: self.dynamic_factor,
+            };
+            let (freqs, scale) = inv_freq(d, self.theta, &scaling, rows, start + t);
+            let (cos, sin) = tables(&freqs, scale, start..start + t);
+            (
+                Tensor::from_data(TensorData::new(cos, [t, d]), device),
+                Tensor::from_data(TensorData::new(sin, [t, d]), device),
+            )
+        } else {
+            (
+                self.cos.clone().slice([start..start + t, 0..d]),
+                self.sin.clone().slice([start..start + t, 0..d]),
+            )
+        }
     }
 }
 
