@@ -610,7 +610,7 @@ test("the engine times each hot-path op with tunelab's WGSL kernels and with bur
   const results = await page.evaluate(
     () => window.lab.request("benchOps", { preset: "small", batch: 1, seq: 8, reps: 1 }),
   ).catch((e) => assert.fail(`${e.message}\n${console.join("\n")}`));
-  const ops = ["matmul", "linear", "lora_linear", "attention", "rms_norm", "lm_head_loss", "adamw", "lora_adamw"];
+  const ops = ["matmul", "linear", "lora_linear", "attention", "rope", "rms_norm", "swiglu", "lm_head_loss", "adamw", "lora_adamw"];
   assert.deepEqual(results.map((r) => `${r.kernels} ${r.op}`), ["tunelab", "burn"].flatMap((k) => ops.map((o) => `${k} ${o}`)));
   for (const r of results) {
     assert.ok(r.train_ms > 0 && Number.isFinite(r.train_ms), JSON.stringify(r));

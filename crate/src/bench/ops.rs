@@ -1,6 +1,6 @@
 //! The per-op benchmark: each hot path of a training step — the tiled matmul kernel alone, a
 //! linear layer (trained, and frozen with a LoRA adapter) as the model runs it, causal attention,
-//! RMSNorm, the LM head with its loss, the optimizer step (gradient norm, clip, AdamW) over the
+//! RoPE with the split into heads, RMSNorm, SwiGLU, the LM head with its loss, the optimizer step (gradient norm, clip, AdamW) over the
 //! tensors full fine-tuning trains and over the factors rank-16 LoRA trains —
 //! timed alone at a model's shapes with tunelab's WGSL
 //! kernels and with burn's generic ones, so the kernels can be judged one by one on any device
@@ -8,7 +8,8 @@
 //!
 //! Each op runs on random inputs through the same functions the trainer calls
 //! ([`crate::kernels::matmul`] or burn's, [`Linear::forward`] — which uses the matmul
-//! [`crate::kernels::calibrate`] chose for the device —, [`attention`], [`RmsNorm::forward`], [`head_nll`],
+//! [`crate::kernels::calibrate`] chose for the device —, [`attention`], [`Rope::apply`],
+//! [`RmsNorm::forward`], [`swiglu`], [`head_nll`],
 //! [`Optimizer::step`]). A call is timed
 //! from launch to the readback of one element of each output (forward) or of each gradient
 //! (forward + backward), so it includes one device round trip; the first call (shader
@@ -19,7 +20,8 @@
 //! plus `2·tokens·16·(H + ff)` per product of the low-rank path, three of them), attention (`4·B·heads·T²·head_dim` forward over the full square, as
 //! [`super::train_flops`]; ×3 with backward) and the LM head (`2·tokens·H·V`; ×2 with the
 //! hidden states' gradient, the head frozen as in both bench methods); bytes for the
-//! memory-bound ops (RMSNorm: read x, write y; backward reads x and dy, writes dx; AdamW: read
+//! memory-bound ops (RMSNorm: read x, write y; backward reads x and dy, writes dx; RoPE and
+//! SwiGLU likewise, SwiGLU reading two inputs and writing two gradients; AdamW: read
 //! parameter, gradient and both moments, write parameter and moments).
 
 use web_time::Instant;
@@ -29,9 +31,11 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::event::{Event, Progress};
+use crate::hf::RopeScaling;
 use crate::hf::{Architecture, ModelConfig};
 use crate::kernels::Kernels;
-use crate::model::layers::{AttentionMasks, Linear, Lora, RmsNorm, attention};
+use crate::model::layers::{AttentionMasks, Linear, Lora, RmsNorm, attention, swiglu};
+use crate::model::rope::Rope;
 use crate::model::{CausalLm, read_f32};
 use crate::train::loss::head_nll;
 use crate::train::optim::{Item, Optimizer, OptimizerConfig};
@@ -42,7 +46,8 @@ pub struct OpResult {
     pub engine: String,
     pub device: String,
     pub model: String,
-    /// `matmul`, `linear`, `lora_linear`, `attention`, `rms_norm`, `lm_head_loss` or `adamw`.
+    /// `matmul`, `linear`, `lora_linear`, `attention`, `rope`, `rms_norm`, `swiglu`,
+    /// `lm_head_loss`, `adamw` or `lora_adamw`.
     pub op: String,
     /// The tensors' shapes, in words.
     pub shape: String,
@@ -295,6 +300,53 @@ async fn attention_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) ->
     .await
 }
 
+/// RoPE with the split into heads of the query projection's output `[B, T, heads, head_dim]`,
+/// as the model runs it.
+async fn rope_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Result<Timing> {
+    let (b, t, h, d) = (s.batch, s.seq, s.heads, s.head_dim);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<4>::random([b, t, h, d], normal, ad);
+    let dy = Tensor::<4>::random([b, h, t, d], normal, ad);
+    let rope = |device: &Device| Rope::new(d, 10_000.0, &RopeScaling::Default, t, device);
+    let (plain, trained) = (rope(&ad.clone().inner()), rope(ad));
+    time_op(
+        reps,
+        || vec![first(plain.apply(x.clone().inner(), 0, kernels))],
+        || {
+            let x = x.clone().require_grad();
+            let grads = (trained.apply(x.clone(), 0, kernels) * dy.clone())
+                .sum()
+                .backward();
+            vec![first(x.grad(&grads).expect("a gradient"))]
+        },
+    )
+    .await
+}
+
+/// Llama's gated MLP activation `silu(gate) · up` over `[B, T, ff]`, as the model runs it.
+async fn swiglu_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Result<Timing> {
+    let normal = Distribution::Normal(0.0, 1.0);
+    let [gate, up, dy] = [0; 3].map(|_| Tensor::<3>::random([s.batch, s.seq, s.ff], normal, ad));
+    time_op(
+        reps,
+        || {
+            let (gate, up) = (gate.clone().inner(), up.clone().inner());
+            vec![first(swiglu(gate, up, kernels))]
+        },
+        || {
+            let [gate, up] = [&gate, &up].map(|x| x.clone().require_grad());
+            let grads = (swiglu(gate.clone(), up.clone(), kernels) * dy.clone())
+                .sum()
+                .backward();
+            [gate, up]
+                .iter()
+                .map(|x| first(x.grad(&grads).expect("a gradient")))
+                .collect()
+        },
+    )
+    .await
+}
+
 /// The decoder's residual add and the RMSNorm after it, as the model runs them.
 async fn rms_norm_op(
     s: &Shapes,
@@ -451,19 +503,25 @@ pub async fn run(
     let head_flops = 2.0 * 2.0 * tokens * (s.hidden * s.vocab) as f64;
     // The residual add and norm: x and delta in, h and y out; h and dy in, dx out.
     let norm_bytes = 7.0 * 4.0 * tokens * s.hidden as f64;
-    // RMSNorm only where the model normalises with it.
+    // RoPE: x in, y out; dy in, dx out. SwiGLU: gate and up in, y out; gate, up, dy in, both
+    // gradients out.
+    let rope_bytes = 4.0 * 4.0 * tokens * (s.heads * s.head_dim) as f64;
+    let swiglu_bytes = 8.0 * 4.0 * tokens * s.ff as f64;
+    // RoPE, RMSNorm and SwiGLU only where the model is a Llama.
     let ops: Vec<&str> = [
         "matmul",
         "linear",
         "lora_linear",
         "attention",
+        "rope",
         "rms_norm",
+        "swiglu",
         "lm_head_loss",
         "adamw",
         "lora_adamw",
     ]
     .into_iter()
-    .filter(|&op| op != "rms_norm" || s.rms_eps.is_some())
+    .filter(|&op| !matches!(op, "rope" | "rms_norm" | "swiglu") || s.rms_eps.is_some())
     .collect();
     let total = (ops.len() * kernels.len()) as u64;
     let mut results = Vec::new();
@@ -501,6 +559,18 @@ pub async fn run(
                     ),
                     Some(attention_flops),
                     None,
+                ),
+                "rope" => (
+                    rope_op(&s, &ad, k, reps).await?,
+                    format!("[{batch}, {seq}, {}, {}] → heads", s.heads, s.head_dim),
+                    None,
+                    Some(rope_bytes),
+                ),
+                "swiglu" => (
+                    swiglu_op(&s, &ad, k, reps).await?,
+                    format!("[{batch}, {seq}, {}]", s.ff),
+                    None,
+                    Some(swiglu_bytes),
                 ),
                 "rms_norm" => {
                     let Some(eps) = s.rms_eps else { continue };

@@ -196,11 +196,13 @@ impl NormKernels for Flex {
     }
 }
 
-/// One row's log-sum-exp and NLL (0 for an ignored row: a negative target).
-fn ce_row(logits: &[f32], target: f32) -> (f32, f32) {
+/// One row's log-sum-exp and NLL (0 for an ignored row: a negative target); `scratch` holds a
+/// row.
+fn ce_row(logits: &[f32], target: f32, scratch: &mut Vec<f32>) -> (f32, f32) {
     let max = logits.iter().fold(f32::MIN, |m, &l| m.max(l));
-    let total: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
-    let lse = max + total.ln();
+    scratch.clear();
+    scratch.extend_from_slice(logits);
+    let lse = max + exp_shifted(scratch, max).ln();
     let t = target as i64;
     let nll = if t >= 0 && (t as usize) < logits.len() {
         lse - logits[t as usize]
@@ -216,7 +218,7 @@ fn ce_rows(logits: &FlexTensor, targets: &FlexTensor) -> Vec<(f32, f32)> {
     values(logits)
         .par_chunks(vocab)
         .zip(values(targets))
-        .map(|(row, &t)| ce_row(row, t))
+        .map_init(Vec::new, |scratch, (row, &t)| ce_row(row, t, scratch))
         .collect()
 }
 
@@ -260,16 +262,66 @@ impl CrossEntropyKernels for Flex {
                     row.fill(0.0);
                     return;
                 }
-                for (j, l) in row.iter_mut().enumerate() {
-                    let mut d = (*l - lse).exp();
-                    if j as i64 == t {
-                        d -= 1.0;
-                    }
-                    *l = d * g;
+                exp_shifted(row, lse);
+                if let Some(l) = row.get_mut(t as usize) {
+                    *l -= 1.0;
                 }
+                row.iter_mut().for_each(|l| *l *= g);
             });
         logits
     }
+}
+
+/// `e^x` within a few ulp (Cephes' expf: `2^n · e^r` with `|r| ≤ ln 2 / 2` and a degree-6
+/// polynomial), 0 below f32's smallest normal and +∞ above its largest. Branch-free, so loops over
+/// slices vectorise: glibc's `expf` is a call per element and was a tenth of a CPU step.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 in two parts, the first exact in a few bits, so n · LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer without a call.
+    const ROUND: f32 = 12_582_912.0;
+    let c = x.clamp(-87.0, 88.0);
+    let n = (c * LOG2E + ROUND) - ROUND;
+    let r = c - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let scaled = e * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // Past the clamp: 0 (and NaN stays NaN), +∞.
+    if x < -87.0 {
+        0.0
+    } else if x > 88.0 {
+        f32::INFINITY
+    } else if x.is_nan() {
+        x
+    } else {
+        scaled
+    }
+}
+
+/// `xs[j] ← e^(xs[j] − shift)`, returning their sum (in eight lanes, as [`dot`]).
+fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = xs.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *x = exp(*x - shift);
+            *l += *x;
+        }
+    }
+    let mut tail = 0.0;
+    for x in chunks.into_remainder() {
+        *x = exp(*x - shift);
+        tail += *x;
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `Σ a·b` in eight independent lanes (the compiler vectorises them; one running f32 sum would
@@ -385,11 +437,9 @@ fn attention_forward(
                     scores[j] = x;
                     max = max.max(x);
                 }
-                let mut l = 0.0;
+                let l = exp_shifted(&mut scores[..keys], max);
                 let oi = &mut out[i * d..][..d];
-                for (j, x) in scores[..keys].iter().enumerate() {
-                    let e = (x - max).exp();
-                    l += e;
+                for (j, &e) in scores[..keys].iter().enumerate() {
                     let z = n.drop_scale(&sc, bh, i, j);
                     if z != 0.0 {
                         axpy(oi, e * z, &vh[j * d..][..d]);
@@ -452,6 +502,7 @@ impl AttentionKernels for Flex {
             .for_each(|(kv, (dq, (dk, dv)))| {
                 let bi = kv / n.kvh;
                 let (kh, vh) = (&ks[kv * s * d..][..s * d], &vs[kv * s * d..][..s * d]);
+                let mut probs = vec![0f32; s];
                 for g in 0..group {
                     let bh = bi * n.h + (kv % n.kvh) * group + g;
                     for i in 0..t {
@@ -461,9 +512,16 @@ impl AttentionKernels for Flex {
                         let delta = dot(doi, oi);
                         let mrow = n.mask_row(ms, bi, i);
                         let dqi = &mut dq[(g * t + i) * d..][..d];
-                        for j in 0..n.keys(i, &scalars) {
+                        // The row's probabilities again: its scores, then their exponentials in
+                        // one vectorised pass.
+                        let keys = n.keys(i, &scalars);
+                        for (j, p) in probs[..keys].iter_mut().enumerate() {
+                            *p = dot(qi, &kh[j * d..][..d]) * scalars.scale + mrow[j];
+                        }
+                        exp_shifted(&mut probs[..keys], max);
+                        for (j, &e) in probs[..keys].iter().enumerate() {
                             let kj = &kh[j * d..][..d];
-                            let p = ((dot(qi, kj) * scalars.scale + mrow[j]) - max).exp() / l;
+                            let p = e / l;
                             let z = n.drop_scale(&scalars, bh, i, j);
                             let ds = p * (z * dot(doi, &vh[j * d..][..d]) - delta) * scalars.scale;
                             axpy(dqi, ds, kj);
@@ -487,7 +545,7 @@ impl AttentionKernels for Flex {
 const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 
 /// `dst ← (dst if accumulate) + scale · a · b` for f32 `a` `[m, k]` and `b` `[k, n]` of any
-/// strides (a transposed view is read in place) into the row-major `[m, n]` at `dst`.
+/// strides into the row-major `[m, n]` at `dst`.
 ///
 /// # Safety
 /// `dst` is valid for `m · n` writes (and reads when `accumulate`), and no other reference to it
@@ -540,8 +598,14 @@ unsafe fn gemm_into(dst: *mut f32, a: &FlexTensor, b: &FlexTensor, accumulate: b
     }
 }
 
-/// `a · b (+ scale · u · v)` for 2-D f32 tensors of any strides, into an output written once
-/// (burn's CPU matmul zero-fills a byte buffer and copies it before the product writes it).
+/// `a · b (+ scale · u · v)` for 2-D f32 tensors of any strides (a transposed view is read in
+/// place), into an output written once (burn's CPU matmul zero-fills a byte buffer and copies it
+/// before the product writes it).
+///
+/// gemm picks its micro-kernels by the operands' layouts, and they sum in different orders: the
+/// same values stored transposed can give other bits. Parameters therefore keep one layout
+/// whatever their history (adapters loaded from a checkpoint are stored as freshly initialised
+/// ones are, `model::lora`), or a resumed run drifts from its uninterrupted twin.
 fn product(
     a: &FlexTensor,
     b: &FlexTensor,
@@ -591,7 +655,7 @@ impl MatmulKernels for Flex {
 
 /// `1 / (1 + e^-x)`, as the WGSL kernels compute it.
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
 }
 
 impl SwigluKernels for Flex {

@@ -391,8 +391,14 @@ pub fn from_peft(
             )));
             return;
         }
-        let at = Tensor::<2>::from_data(burn::tensor::TensorData::new(a.1.clone(), [rank, d_in]), device).transpose();
-        let bt = Tensor::<2>::from_data(burn::tensor::TensorData::new(b.1.clone(), [d_out, rank]), device).transpose();
+        // Stored row-major as `attach` creates them (not as transposed views): the CPU's gemm
+        // sums in another order for another layout, and a resumed run must compute what the
+        // uninterrupted one did.
+        let matrix = |(_, v): &PeftTensor, rows: usize, cols: usize| {
+            let data = (0..rows * cols).map(|i| v[(i % rows) * cols + i / rows]).collect::<Vec<f32>>();
+            Tensor::<2>::from_data(burn::tensor::TensorData::new(data, [cols, rows]), device)
+        };
+        let (at, bt) = (matrix(a, rank, d_in), matrix(b, d_out, rank));
         lin.lora = Some(Lora {
             a: Param::from_tensor(at),
             b: Param::from_tensor(bt),
