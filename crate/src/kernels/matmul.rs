@@ -10,7 +10,9 @@
 //! tiled kernel is 3–5× faster than burn's in Chromium's SwiftShader but slower on lavapipe, and
 //! GPUs differ again. [`calibrate`] times both once per device and [`product`] / [`linear`] use
 //! the faster; a device never calibrated keeps burn's. An f16 weight always takes the tiled
-//! kernel (burn's would need an f32 copy of it).
+//! kernel (burn's would need an f32 copy of it). On the CPU (native builds) the extension's
+//! kernel is the gemm crate called on the operands' strides (`kernels::cpu`), always used: it is
+//! burn's CPU matmul without the output's zero-fill and copy, with LoRA's products in one buffer.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
