@@ -74,7 +74,9 @@ export function serve(root) {
     if (toDrop.has(path) && !dropped.has(path)) {
       // Half the body, then the connection dies, as on a flaky network.
       dropped.add(path);
-      res.write(body.subarray(0, body.length >> 1), () => setTimeout(() => res.socket?.destroy(), 50));
+      // The pause lets a loaded machine's page read the first half before the cut, so the resume
+      // continues from a byte past 0 (as the tests check) rather than starting over.
+      res.write(body.subarray(0, body.length >> 1), () => setTimeout(() => res.socket?.destroy(), 500));
       return;
     }
     res.end(body);

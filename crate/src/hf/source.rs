@@ -271,7 +271,10 @@ impl<R: Reopen> Resuming<R> {
             .open_at(self.received)
             .await
             .map_err(|e| fail(format!("{why}; resuming failed: {e}")))?;
-        if response.status != 206 {
+        // Nothing received yet: the request went without a Range (`open_at(0)`), and the whole
+        // file (200) is the resumed download (a connection that died before its first chunk).
+        let whole = self.received == 0 && response.status == 200;
+        if response.status != 206 && !whole {
             return Err(fail(format!(
                 "{why}; the server answered HTTP {} to a Range request, so it cannot resume",
                 response.status
