@@ -1,7 +1,7 @@
 //! The kernels on the CPU backend (burn's flex, native builds): RMSNorm with its residual add, the
-//! chunked cross-entropy, attention, SwiGLU and RoPE, as Rust loops over rows (attention: over
-//! heads) spread over the cores with rayon; and the matmul, as the gemm crate called on strided
-//! operands.
+//! chunked cross-entropy, attention, SwiGLU and RoPE, as Rust loops over rows or elements
+//! (attention: over heads, its products in blocks through gemm) spread over the cores with rayon;
+//! and the matmul, as the gemm crate called on strided operands.
 //! burn's composed ops run each elementwise step as its own single-threaded pass with a fresh
 //! output (the CPU's matmuls are threaded, these passes were not: about a third of a step's time
 //! on the bench's `small` preset), and its matmul zero-fills and copies each output before the
@@ -343,13 +343,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `y += a · x`.
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
 /// One attention problem's shapes: q `[b, h, t, d]`, k/v `[b, kvh, s, d]`, the mask `[1 or b, 1,
 /// t, s]`.
 #[derive(Clone, Copy)]
@@ -403,8 +396,40 @@ impl Heads {
     }
 }
 
+/// Query rows one block of the CPU attention takes: its scores `[rows, keys]` are one gemm
+/// product (the micro-kernels' speed instead of one dot per key) and stay in the cache; the
+/// causal keys no row of the block reads are skipped.
+const ATTENTION_ROWS: usize = 64;
+
+/// The query rows of a head as blocks `(first row, rows, keys)` of [`ATTENTION_ROWS`], each with
+/// the keys its last (widest) row reads.
+fn attention_blocks(
+    n: Heads,
+    sc: &AttentionScalars,
+) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    (0..n.t).step_by(ATTENTION_ROWS).map(move |i0| {
+        let rows = ATTENTION_ROWS.min(n.t - i0);
+        (i0, rows, n.keys(i0 + rows - 1, sc))
+    })
+}
+
+/// Row `i`'s scores (`scale · q·k`, from the gemm) into its unnormalised probabilities
+/// `e^(x + mask − max)` over its `live` keys and zeros past them; `max` is the row's largest
+/// masked score when given (the backward pass's, from the forward), else found here. Returns
+/// the max and the sum of the exponentials.
+fn softmax_row(row: &mut [f32], mask: &[f32], live: usize, max: Option<f32>) -> (f32, f32) {
+    for (x, m) in row[..live].iter_mut().zip(mask) {
+        *x += m;
+    }
+    let max = max.unwrap_or_else(|| row[..live].iter().fold(f32::MIN, |a, &x| a.max(x)));
+    let l = exp_shifted(&mut row[..live], max);
+    row[live..].fill(0.0);
+    (max, l)
+}
+
 /// The forward pass: the output `[b, h, t, d]` and each query row's softmax maximum and
-/// normaliser `[b, h, t, 2]`, one (batch, head) a rayon task.
+/// normaliser `[b, h, t, 2]`, one (batch, head) a rayon task, in blocks of query rows:
+/// `P = softmax(scale · Q·Kᵀ + mask)`, `O = P·V / l`.
 fn attention_forward(
     q: FlexTensor,
     k: FlexTensor,
@@ -426,28 +451,36 @@ fn attention_forward(
             let (bi, hi) = (bh / n.h, bh % n.h);
             let kv = bi * n.kvh + hi / (n.h / n.kvh);
             let (kh, vh) = (&ks[kv * s * d..][..s * d], &vs[kv * s * d..][..s * d]);
-            let mut scores = vec![0f32; s];
-            for i in 0..t {
-                let qi = &qs[(bh * t + i) * d..][..d];
-                let mrow = n.mask_row(ms, bi, i);
-                let keys = n.keys(i, &sc);
-                let mut max = f32::MIN;
-                for j in 0..keys {
-                    let x = dot(qi, &kh[j * d..][..d]) * sc.scale + mrow[j];
-                    scores[j] = x;
-                    max = max.max(x);
-                }
-                let l = exp_shifted(&mut scores[..keys], max);
-                let oi = &mut out[i * d..][..d];
-                for (j, &e) in scores[..keys].iter().enumerate() {
-                    let z = n.drop_scale(&sc, bh, i, j);
-                    if z != 0.0 {
-                        axpy(oi, e * z, &vh[j * d..][..d]);
+            let mut scores = vec![0f32; ATTENTION_ROWS * s];
+            for (i0, rows, keys) in attention_blocks(n, &sc) {
+                let p = &mut scores[..rows * keys];
+                let q_blk = View::rows(&qs[(bh * t + i0) * d..], rows, d);
+                gemm_slice(p, keys, q_blk, View::rows(kh, keys, d).t(), false, sc.scale);
+                for (r, row) in p.chunks_exact_mut(keys).enumerate() {
+                    let i = i0 + r;
+                    let live = n.keys(i, &sc);
+                    let (max, l) = softmax_row(row, n.mask_row(ms, bi, i), live, None);
+                    if sc.dropout != 0.0 {
+                        for (j, x) in row[..live].iter_mut().enumerate() {
+                            *x *= n.drop_scale(&sc, bh, i, j);
+                        }
                     }
+                    ml[2 * i] = max;
+                    ml[2 * i + 1] = l;
                 }
-                oi.iter_mut().for_each(|o| *o /= l);
-                ml[2 * i] = max;
-                ml[2 * i + 1] = l;
+                let o = &mut out[i0 * d..][..rows * d];
+                gemm_slice(
+                    o,
+                    d,
+                    View::rows(p, rows, keys),
+                    View::rows(vh, keys, d),
+                    false,
+                    1.0,
+                );
+                for (r, o) in o.chunks_exact_mut(d).enumerate() {
+                    let l = ml[2 * (i0 + r) + 1];
+                    o.iter_mut().for_each(|o| *o /= l);
+                }
             }
         });
     (tensor(out, [b, n.h, t, d]), tensor(ml, [b, n.h, t, 2]))
@@ -485,7 +518,10 @@ impl AttentionKernels for Flex {
         scalars: AttentionScalars,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         // One (batch, key/value head) a rayon task, covering the query heads that share it, so
-        // dk and dv are summed over them without atomics.
+        // dk and dv are summed over them without atomics. Per block of query rows, as forward:
+        // P again from the saved max and normaliser, dP = dO·Vᵀ, dS = P ⊙ (dP − Σ dO⊙O) · scale,
+        // then dV += Pᵀ·dO, dQ = dS·K, dK += dSᵀ·Q.
+        let sc = scalars;
         let [q, k, v, mask, o, ml, dout] = [q, k, v, mask, o, ml, dout].map(contiguous);
         let n = Heads::of(&q, &k, &mask);
         let b = q.layout().shape()[0];
@@ -502,34 +538,40 @@ impl AttentionKernels for Flex {
             .for_each(|(kv, (dq, (dk, dv)))| {
                 let bi = kv / n.kvh;
                 let (kh, vh) = (&ks[kv * s * d..][..s * d], &vs[kv * s * d..][..s * d]);
-                let mut probs = vec![0f32; s];
+                let mut probs = vec![0f32; ATTENTION_ROWS * s];
+                let mut dprobs = vec![0f32; ATTENTION_ROWS * s];
                 for g in 0..group {
                     let bh = bi * n.h + (kv % n.kvh) * group + g;
-                    for i in 0..t {
-                        let row = (bh * t + i) * d;
-                        let (qi, oi, doi) = (&qs[row..][..d], &os[row..][..d], &dos[row..][..d]);
-                        let (max, l) = (mls[2 * (bh * t + i)], mls[2 * (bh * t + i) + 1]);
-                        let delta = dot(doi, oi);
-                        let mrow = n.mask_row(ms, bi, i);
-                        let dqi = &mut dq[(g * t + i) * d..][..d];
-                        // The row's probabilities again: its scores, then their exponentials in
-                        // one vectorised pass.
-                        let keys = n.keys(i, &scalars);
-                        for (j, p) in probs[..keys].iter_mut().enumerate() {
-                            *p = dot(qi, &kh[j * d..][..d]) * scalars.scale + mrow[j];
-                        }
-                        exp_shifted(&mut probs[..keys], max);
-                        for (j, &e) in probs[..keys].iter().enumerate() {
-                            let kj = &kh[j * d..][..d];
-                            let p = e / l;
-                            let z = n.drop_scale(&scalars, bh, i, j);
-                            let ds = p * (z * dot(doi, &vh[j * d..][..d]) - delta) * scalars.scale;
-                            axpy(dqi, ds, kj);
-                            axpy(&mut dk[j * d..][..d], ds, qi);
-                            if z != 0.0 {
-                                axpy(&mut dv[j * d..][..d], p * z, doi);
+                    for (i0, rows, keys) in attention_blocks(n, &sc) {
+                        let (p, dp) = (&mut probs[..rows * keys], &mut dprobs[..rows * keys]);
+                        let q_blk = View::rows(&qs[(bh * t + i0) * d..], rows, d);
+                        let do_blk = View::rows(&dos[(bh * t + i0) * d..], rows, d);
+                        let (k_blk, v_blk) = (View::rows(kh, keys, d), View::rows(vh, keys, d));
+                        gemm_slice(p, keys, q_blk, k_blk.t(), false, sc.scale);
+                        gemm_slice(dp, keys, do_blk, v_blk.t(), false, 1.0);
+                        let pairs = p.chunks_exact_mut(keys).zip(dp.chunks_exact_mut(keys));
+                        for (r, (p, dp)) in pairs.enumerate() {
+                            let i = i0 + r;
+                            let at = bh * t + i;
+                            let delta = dot(&dos[at * d..][..d], &os[at * d..][..d]);
+                            let (max, l) = (mls[2 * at], mls[2 * at + 1]);
+                            let live = n.keys(i, &sc);
+                            softmax_row(p, n.mask_row(ms, bi, i), live, Some(max));
+                            // p becomes the dropped-out probability dV needs, dp the scores'
+                            // gradient dS.
+                            for (j, (p, dp)) in p[..live].iter_mut().zip(&mut *dp).enumerate() {
+                                let prob = *p / l;
+                                let z = n.drop_scale(&sc, bh, i, j);
+                                *dp = prob * (z * *dp - delta) * sc.scale;
+                                *p = prob * z;
                             }
+                            dp[live..].fill(0.0);
                         }
+                        let (p, dp) = (View::rows(p, rows, keys), View::rows(dp, rows, keys));
+                        let dq_blk = &mut dq[(g * t + i0) * d..][..rows * d];
+                        gemm_slice(&mut dv[..keys * d], d, p.t(), do_blk, true, 1.0);
+                        gemm_slice(dq_blk, d, dp, k_blk, false, 1.0);
+                        gemm_slice(&mut dk[..keys * d], d, dp.t(), q_blk, true, 1.0);
                     }
                 }
             });
@@ -541,38 +583,111 @@ impl AttentionKernels for Flex {
     }
 }
 
+/// A matrix in a slice, element `(r, c)` at `r · rs + c · cs`: a row-major block or its
+/// transpose, read in place by [`gemm_slice`].
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// The row-major `[rows, cols]` matrix at the start of `data`.
+    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        View {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose, in place.
+    fn t(self) -> Self {
+        View {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// The operand as gemm takes it, after checking that every element lies in the slice.
+    fn operand(&self) -> Operand {
+        let last = (self.rows.max(1) - 1) * self.rs + (self.cols.max(1) - 1) * self.cs;
+        assert!(last < self.data.len(), "a gemm operand past its slice");
+        Operand {
+            ptr: self.data.as_ptr(),
+            rs: self.rs as isize,
+            cs: self.cs as isize,
+        }
+    }
+}
+
+/// `dst` (row-major, rows `dst_rs` apart) `← (dst if accumulate) + scale · a · b` on the calling
+/// thread (for products inside a rayon task).
+fn gemm_slice(dst: &mut [f32], dst_rs: usize, a: View, b: View, accumulate: bool, scale: f32) {
+    assert!(
+        a.cols == b.rows && a.cols > 0,
+        "gemm operands that do not chain"
+    );
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    assert!(
+        m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(),
+        "a gemm output past its slice"
+    );
+    // SAFETY: the operands and the output were checked to lie in their slices; `dst` is borrowed
+    // mutably, so nothing else reads it.
+    unsafe {
+        gemm_raw(
+            [m, n, k],
+            dst.as_mut_ptr(),
+            dst_rs,
+            accumulate,
+            [a.operand(), b.operand()],
+            scale,
+            false,
+        )
+    };
+}
+
 /// Products at least this large (m·n·k) run on all cores, as burn's CPU matmul does.
 const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 
-/// `dst ← (dst if accumulate) + scale · a · b` for f32 `a` `[m, k]` and `b` `[k, n]` of any
-/// strides into the row-major `[m, n]` at `dst`.
+/// A gemm operand: its first element and its row and column strides, in elements.
+struct Operand {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// `dst ← (dst if accumulate) + scale · a · b`, `a` `[m, k]`, `b` `[k, n]` (`k > 0`), `dst`
+/// row-major with rows `dst_rs` apart; on all cores when `parallel` and the product is large.
 ///
 /// # Safety
-/// `dst` is valid for `m · n` writes (and reads when `accumulate`), and no other reference to it
-/// is live.
-unsafe fn gemm_into(dst: *mut f32, a: &FlexTensor, b: &FlexTensor, accumulate: bool, scale: f32) {
-    let operand = |t: &FlexTensor| {
-        let (layout, data) = (t.layout(), t.storage::<f32>());
-        let (shape, strides) = (layout.shape(), layout.strides());
-        let start = data[layout.start_offset()..].as_ptr();
-        (shape[0], shape[1], start, strides[0], strides[1])
-    };
-    let (m, k, pa, a_rs, a_cs) = operand(a);
-    let (_, n, pb, b_rs, b_cs) = operand(b);
-    if k == 0 {
-        if !accumulate {
-            // SAFETY: the caller's contract.
-            unsafe { std::ptr::write_bytes(dst, 0, m * n) };
-        }
-        return;
-    }
-    let parallelism = match m * n * k >= PARALLEL_PRODUCT {
+/// The operands describe `[m, k]` and `[k, n]` matrices of readable memory; `dst` is valid for
+/// writes (and reads when `accumulate`) of its `m` rows of `n`, and no other reference to it is
+/// live.
+unsafe fn gemm_raw(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    [a, b]: [Operand; 2],
+    scale: f32,
+    parallel: bool,
+) {
+    let parallelism = match parallel && m * n * k >= PARALLEL_PRODUCT {
         true => gemm::Parallelism::Rayon(0),
         false => gemm::Parallelism::None,
     };
-    // SAFETY: the operands' pointers and strides describe their own storage (a layout within its
-    // buffer); `dst`, the caller's contract. gemm computes dst = alpha·dst + beta·a·b, reading
-    // dst only when told to.
+    // SAFETY: the caller's contract. gemm computes dst = alpha·dst + beta·a·b, reading dst only
+    // when told to.
     unsafe {
         gemm::gemm(
             m,
@@ -580,14 +695,14 @@ unsafe fn gemm_into(dst: *mut f32, a: &FlexTensor, b: &FlexTensor, accumulate: b
             k,
             dst,
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
-            pa,
-            a_cs,
-            a_rs,
-            pb,
-            b_cs,
-            b_rs,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
             1.0,
             scale,
             false,
@@ -596,6 +711,34 @@ unsafe fn gemm_into(dst: *mut f32, a: &FlexTensor, b: &FlexTensor, accumulate: b
             parallelism,
         );
     }
+}
+
+/// `dst ← (dst if accumulate) + scale · a · b` for f32 `a` `[m, k]` and `b` `[k, n]` of any
+/// strides into the row-major `[m, n]` at `dst`, on all cores when large.
+///
+/// # Safety
+/// `dst` is valid for `m · n` writes (and reads when `accumulate`), and no other reference to it
+/// is live.
+unsafe fn gemm_into(dst: *mut f32, a: &FlexTensor, b: &FlexTensor, accumulate: bool, scale: f32) {
+    let operand = |t: &FlexTensor| {
+        let (layout, data) = (t.layout(), t.storage::<f32>());
+        let (shape, strides) = (layout.shape(), layout.strides());
+        let ptr = data[layout.start_offset()..].as_ptr();
+        let (rs, cs) = (strides[0], strides[1]);
+        ((shape[0], shape[1]), Operand { ptr, rs, cs })
+    };
+    let ((m, k), a) = operand(a);
+    let ((_, n), b) = operand(b);
+    if k == 0 {
+        if !accumulate {
+            // SAFETY: the caller's contract.
+            unsafe { std::ptr::write_bytes(dst, 0, m * n) };
+        }
+        return;
+    }
+    // SAFETY: the operands' pointers and strides describe their own storage (a layout within its
+    // buffer); `dst`, the caller's contract.
+    unsafe { gemm_raw([m, n, k], dst, n, accumulate, [a, b], scale, true) };
 }
 
 /// `a · b (+ scale · u · v)` for 2-D f32 tensors of any strides (a transposed view is read in
@@ -653,6 +796,44 @@ impl MatmulKernels for Flex {
     }
 }
 
+/// `f` applied element by element to `inputs` (all of one length): `f(inputs at i)` gives the
+/// outputs at `i`, in chunks of [`ELEMENTS_PER_TASK`] spread over the cores.
+fn elementwise<const I: usize, const O: usize>(
+    inputs: [&[f32]; I],
+    f: impl Fn([f32; I]) -> [f32; O] + Sync,
+) -> [Vec<f32>; O] {
+    let n = inputs[0].len();
+    let mut outs: [Vec<f32>; O] = std::array::from_fn(|_| vec![0f32; n]);
+    let mut chunks: Vec<[&mut [f32]; O]> = Vec::with_capacity(n.div_ceil(ELEMENTS_PER_TASK));
+    let mut rest: [&mut [f32]; O] = outs.each_mut().map(|v| v.as_mut_slice());
+    while !rest[0].is_empty() {
+        let take = ELEMENTS_PER_TASK.min(rest[0].len());
+        let mut heads = Vec::with_capacity(O);
+        rest = rest.map(|r| {
+            let (head, tail) = r.split_at_mut(take);
+            heads.push(head);
+            tail
+        });
+        chunks.push(heads.try_into().unwrap_or_else(|_| unreachable!()));
+    }
+    chunks
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(c, mut outs)| {
+            let len = outs[0].len();
+            // Every slice exactly `len` long, so the loop's indexing needs no bounds checks.
+            let ins = inputs.map(|x| &x[c * ELEMENTS_PER_TASK..][..len]);
+            let mut outs = outs.each_mut().map(|o| &mut o[..len]);
+            for i in 0..len {
+                let y = f(ins.map(|x| x[i]));
+                for (o, y) in outs.iter_mut().zip(y) {
+                    o[i] = y;
+                }
+            }
+        });
+    outs
+}
+
 /// `1 / (1 + e^-x)`, as the WGSL kernels compute it.
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
@@ -661,17 +842,8 @@ fn sigmoid(x: f32) -> f32 {
 impl SwigluKernels for Flex {
     fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
         let [gate, up] = [gate, up].map(contiguous);
-        let (g, u) = (values(&gate), values(&up));
-        let mut y = vec![0f32; g.len()];
-        y.par_chunks_mut(ELEMENTS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, y)| {
-                let at = c * ELEMENTS_PER_TASK;
-                for (y, (&g, &u)) in y.iter_mut().zip(g[at..].iter().zip(&u[at..])) {
-                    *y = g * sigmoid(g) * u;
-                }
-            });
-        tensor(y, [g.len()])
+        let [y] = elementwise([&gate, &up].map(values), |[g, u]| [g * sigmoid(g) * u]);
+        tensor(y, gate.layout().shape().clone())
     }
 
     fn swiglu_backward(
@@ -680,21 +852,12 @@ impl SwigluKernels for Flex {
         dy: FlexTensor,
     ) -> (FlexTensor, FlexTensor) {
         let [gate, up, dy] = [gate, up, dy].map(contiguous);
-        let (g, u, d) = (values(&gate), values(&up), values(&dy));
-        let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
-        dg.par_chunks_mut(ELEMENTS_PER_TASK)
-            .zip(du.par_chunks_mut(ELEMENTS_PER_TASK))
-            .enumerate()
-            .for_each(|(c, (dg, du))| {
-                let at = c * ELEMENTS_PER_TASK;
-                for (i, (dg, du)) in dg.iter_mut().zip(du).enumerate() {
-                    let (g, u, d) = (g[at + i], u[at + i], d[at + i]);
-                    let s = sigmoid(g);
-                    *dg = d * u * s * (1.0 + g * (1.0 - s));
-                    *du = d * g * s;
-                }
-            });
-        (tensor(dg, [g.len()]), tensor(du, [g.len()]))
+        let [dg, du] = elementwise([&gate, &up, &dy].map(values), |[g, u, d]| {
+            let s = sigmoid(g);
+            [d * u * s * (1.0 + g * (1.0 - s)), d * g * s]
+        });
+        let shape = gate.layout().shape().clone();
+        (tensor(dg, shape.clone()), tensor(du, shape))
     }
 }
 

@@ -32,8 +32,8 @@ pub struct Args {
     /// Recompute memory-bound activations in the backward pass.
     #[arg(long)]
     checkpoint_activations: bool,
-    /// Kernels: tunelab (its WGSL kernels on a GPU, its Rust ones for attention, RMSNorm and the
-    /// loss on the CPU, where they apply) or burn (burn's only).
+    /// Kernels: tunelab (its WGSL kernels on a GPU, its Rust ones on the CPU — all but the
+    /// optimizer's — where they apply) or burn (burn's only).
     #[arg(long, default_value = "tunelab")]
     kernels: tunelab::kernels::Kernels,
     /// Keep the frozen weight matrices (LoRA's base, frozen embeddings or head) in f16.

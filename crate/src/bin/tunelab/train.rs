@@ -145,8 +145,8 @@ struct SpecFlags {
     /// memory, more time (see `tunelab bench --checkpoint-activations`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     checkpoint_activations: Option<bool>,
-    /// Kernels: tunelab (its WGSL kernels on a GPU, its Rust ones for attention, RMSNorm and the
-    /// loss on the CPU, where they apply; the default) or burn.
+    /// Kernels: tunelab (its WGSL kernels on a GPU, its Rust ones on the CPU — all but the
+    /// optimizer's — where they apply; the default) or burn.
     #[arg(long)]
     kernels: Option<tunelab::kernels::Kernels>,
     /// Keep the frozen weight matrices (LoRA's base, frozen embeddings or head) in f16 with f32
