@@ -521,19 +521,21 @@ fn optimizer_steps(
 #[test]
 fn optimizer_kernels_match_burn_ops() {
     let _exclusive = exclusive();
-    let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
-    // Several workgroups and a partial one; a length that is a multiple of 4 (read as vec4s)
-    // and one that is not.
-    for dims in [[37, 29], [36, 29]] {
+    // Several workgroups (and CPU tasks) and a partial one; a length that is a multiple of 4
+    // (read as vec4s) and one that is not.
+    for (dims, device) in [[37, 229], [36, 229]]
+        .into_iter()
+        .flat_map(|d| kernel_devices().into_iter().map(move |k| (d, k)))
+    {
         let x: [TensorData; 4] = std::array::from_fn(|_| {
             Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), &cpu).into_data()
         });
         for config in [OptimizerConfig::adamw(0.1), OptimizerConfig::lion(0.1)] {
             let (want_p, want_state) = optimizer_steps(&config, &x, &cpu, Kernels::Burn);
-            poison(&gpu, dims[0] * dims[1] * 4);
-            let (got_p, got_state) = optimizer_steps(&config, &x, &gpu, Kernels::Tunelab);
-            let what = format!("{:?} {dims:?}", config.kind);
+            poison(&device, dims[0] * dims[1] * 4);
+            let (got_p, got_state) = optimizer_steps(&config, &x, &device, Kernels::Tunelab);
+            let what = format!("{device:?} {:?} {dims:?}", config.kind);
             let e = rel_err(&got_p, &want_p);
             assert!(e <= REL_TOL, "{what}: parameter relative error {e:e}");
             assert_eq!(got_state.len(), want_state.len());
@@ -647,7 +649,7 @@ fn multi_tensor_steps(
 #[test]
 fn the_multi_tensor_update_matches_one_update_per_tensor() {
     let _exclusive = exclusive();
-    let Some(gpu) = gpu() else { return };
+    // On the CPU every tensor takes its own update (in place): the same results and resume.
     // Small tensors (grouped: more than one gather launch of them, odd lengths) and one over
     // the group limit (its own update).
     let sizes = [
@@ -662,15 +664,19 @@ fn the_multi_tensor_update_matches_one_update_per_tensor() {
         250,
         tunelab::train::optim::GROUPED_MAX_ELEMENTS + 3,
     ];
-    for config in [OptimizerConfig::adamw(0.1), OptimizerConfig::lion(0.1)] {
+    let configs = [OptimizerConfig::adamw(0.1), OptimizerConfig::lion(0.1)];
+    for (config, device) in configs
+        .iter()
+        .flat_map(|c| kernel_devices().into_iter().map(move |d| (c, d)))
+    {
         let (want, want_norms, want_state) =
-            multi_tensor_steps(&config, &sizes, &Device::flex(), Kernels::Burn, None);
+            multi_tensor_steps(config, &sizes, &Device::flex(), Kernels::Burn, None);
         let mut uninterrupted = None;
         for resume_at in [None, Some(3)] {
-            poison(&gpu, 1 << 20);
+            poison(&device, 1 << 20);
             let (got, norms, state) =
-                multi_tensor_steps(&config, &sizes, &gpu, Kernels::Tunelab, resume_at);
-            let what = format!("{:?}, resumed at {resume_at:?}", config.kind);
+                multi_tensor_steps(config, &sizes, &device, Kernels::Tunelab, resume_at);
+            let what = format!("{device:?} {:?}, resumed at {resume_at:?}", config.kind);
             // A resume continues as the run that never stopped, up to the order in which
             // burn's GPU sum (the norm) adds its atomics.
             match &uninterrupted {

@@ -1,7 +1,7 @@
 //! The kernels on the CPU backend (burn's flex, native builds): RMSNorm with its residual add, the
-//! chunked cross-entropy, attention, SwiGLU and RoPE, as Rust loops over rows or elements
-//! (attention: over heads, its products in blocks through gemm) spread over the cores with rayon;
-//! and the matmul, as the gemm crate called on strided operands.
+//! chunked cross-entropy, attention, SwiGLU, RoPE and the AdamW / Lion updates, as Rust loops over
+//! rows or elements (attention: over heads, its products in blocks through gemm) spread over the
+//! cores with rayon; and the matmul, as the gemm crate called on strided operands.
 //! burn's composed ops run each elementwise step as its own single-threaded pass with a fresh
 //! output (the CPU's matmuls are threaded, these passes were not: about a third of a step's time
 //! on the bench's `small` preset), and its matmul zero-fills and copies each output before the
@@ -17,6 +17,7 @@ use super::attention::{AttentionKernels, AttentionScalars};
 use super::cross_entropy::CrossEntropyKernels;
 use super::matmul::MatmulKernels;
 use super::norm::NormKernels;
+use super::optimizer::{OptimizerKernels, StepScalars};
 use super::rope::RopeKernels;
 use super::swiglu::SwigluKernels;
 
@@ -903,5 +904,89 @@ impl RopeKernels for Flex {
 
     fn rope_backward(dy: FlexTensor, cos: FlexTensor, sin: FlexTensor) -> FlexTensor {
         rope_pass(dy, cos, sin, true)
+    }
+}
+
+/// `t` (made contiguous) as the buffer an update writes over: its own where nothing else holds
+/// it, a copy otherwise.
+fn writable(t: FlexTensor) -> FlexTensor {
+    let mut t = contiguous(t);
+    t.storage_mut::<f32>();
+    t
+}
+
+/// The values of a contiguous f32 tensor to write (see [`writable`]).
+fn values_mut(t: &mut FlexTensor) -> &mut [f32] {
+    let (start, end) = t
+        .layout()
+        .contiguous_offsets()
+        .expect("the kernels' wrappers pass contiguous tensors");
+    &mut t.storage_mut::<f32>()[start..end]
+}
+
+/// The optimizer updates in place, where burn's composed ops are about fifteen passes over each
+/// tensor (some single-threaded). Over 100 M parameters they are memory-bound, so one pass that
+/// reads the gradient once and writes each moment over itself is what pays.
+impl OptimizerKernels for Flex {
+    fn adamw_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        m: FlexTensor,
+        v: FlexTensor,
+        clip: FlexTensor,
+        s: StepScalars,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let c = values(&contiguous(clip))[0];
+        let grad = contiguous(grad);
+        let [mut param, mut m, mut v] = [param, m, v].map(writable);
+        let (ps, ms, vs) = (
+            values_mut(&mut param),
+            values_mut(&mut m),
+            values_mut(&mut v),
+        );
+        let chunks = ps
+            .par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(ms.par_chunks_mut(ELEMENTS_PER_TASK));
+        chunks
+            .zip(vs.par_chunks_mut(ELEMENTS_PER_TASK))
+            .zip(values(&grad).par_chunks(ELEMENTS_PER_TASK))
+            .for_each(|(((ps, ms), vs), gs)| {
+                // `shaders/adamw.wgsl`'s arithmetic, which is burn's composed ops' order.
+                for (((p, m), v), &g) in ps.iter_mut().zip(ms).zip(vs).zip(gs) {
+                    let g = g * c;
+                    *m = *m * s.beta1 + g * s.one_minus_beta1;
+                    *v = *v * s.beta2 + (g * g) * s.one_minus_beta2;
+                    let denom = v.sqrt() / s.sqrt_bias2 + s.eps;
+                    *p = *p * s.decay - (*m / denom) * s.step_size;
+                }
+            });
+        (param, m, v)
+    }
+
+    fn lion_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        m: FlexTensor,
+        clip: FlexTensor,
+        s: StepScalars,
+    ) -> (FlexTensor, FlexTensor) {
+        let c = values(&contiguous(clip))[0];
+        let grad = contiguous(grad);
+        let [mut param, mut m] = [param, m].map(writable);
+        let (ps, ms) = (values_mut(&mut param), values_mut(&mut m));
+        ps.par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(ms.par_chunks_mut(ELEMENTS_PER_TASK))
+            .zip(values(&grad).par_chunks(ELEMENTS_PER_TASK))
+            .for_each(|((ps, ms), gs)| {
+                for ((p, m), &g) in ps.iter_mut().zip(ms).zip(gs) {
+                    let g = g * c;
+                    let x = *m * s.beta1 + g * s.one_minus_beta1;
+                    // sign(x), 0 at 0 as burn's and WGSL's (f32::signum gives ±1 there).
+                    let update = ((x > 0.0) as i32 - (x < 0.0) as i32) as f32;
+                    *p = *p * s.decay - update * s.step_size;
+                    *m = *m * s.beta2 + g * s.one_minus_beta2;
+                }
+            });
+        (param, m)
     }
 }

@@ -1,7 +1,7 @@
 //! tunelab's own WGSL compute shaders (the top-level `shaders/` folder), run on the wgpu backend
 //! natively and in the browser through burn's backend extensions, each with its backward pass
 //! wired into burn's autodiff. Natively the CPU backend runs Rust versions of them ([`cpu`])
-//! through the same extensions, all but the optimizer, which stays burn's there.
+//! through the same extensions (all but the optimizer's gather, which only saves launches).
 //!
 //! [`Kernels`] chooses between them and burn's generic kernels (`--kernels`, the page's setting);
 //! a shape a kernel does not cover falls back to burn's ops.
@@ -21,7 +21,9 @@ pub use attention::{dropout_keeps, fused_attention, takes_heads};
 pub use cross_entropy::{CHUNK_BYTES, chunked_nll, chunked_nll_rows};
 pub use matmul::{MatmulCalibration, calibrate, linear, lora_linear, matmul, use_tiled_matmul};
 pub use norm::{add_rms_norm, rms_norm};
-pub use optimizer::{FlatLayout, SEGMENT_ALIGN, StepScalars, adamw_step, gather, lion_step};
+pub use optimizer::{
+    FlatLayout, SEGMENT_ALIGN, StepScalars, adamw_step, gather, lion_step, takes_step,
+};
 pub use rope::rope;
 pub use swiglu::swiglu;
 

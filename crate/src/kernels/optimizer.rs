@@ -4,7 +4,8 @@
 //! browser, which runs without fusion). Many small tensors (LoRA's factors, norm weights) are
 //! first copied into one flat buffer ([`gather`], `shaders/gather.wgsl`, several tensors a launch)
 //! so that one update covers them all, and [`FlatLayout::split`] gives them back as views of the
-//! result.
+//! result. On the CPU (native) the update is the same arithmetic as one pass over the cores,
+//! written over the moments' own buffers (`cpu`), each tensor on its own.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -166,7 +167,7 @@ pub fn gather(tensors: &[Tensor<1>], layout: &FlatLayout) -> Tensor<1> {
                 .into_dispatch()
         });
         let [t0, t1, t2, t3, t4, t5] = t;
-        out = <Dispatch as OptimizerKernels>::gather_into(
+        out = <Dispatch as GatherKernels>::gather_into(
             out,
             t0,
             t1,
@@ -181,7 +182,7 @@ pub fn gather(tensors: &[Tensor<1>], layout: &FlatLayout) -> Tensor<1> {
 }
 
 /// The updates as a backend extension (no gradients flow through them).
-#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+#[backend_extension(Cube, Flex: cfg(feature = "native"), Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait OptimizerKernels: Backend {
     /// AdamW: the new parameter, first and second moments, each `[n]`.
     #[fusion(meta = |param, _grad, m, v, _clip, _s| (param.clone(), m.clone(), v.clone()))]
@@ -203,7 +204,12 @@ pub trait OptimizerKernels: Backend {
         clip: FloatTensor<Self>,
         scalars: StepScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
 
+/// The gather as a backend extension (GPU only: on the CPU each tensor is updated on its own,
+/// there being no launches to save).
+#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+pub trait GatherKernels: Backend {
     /// `out` (flat) with the segments `slots` names filled from `t0`…`t5` (the first
     /// `slots.used` of them): the same buffer, written in place (it is the gather's own, fresh
     /// one).
@@ -221,10 +227,11 @@ pub trait OptimizerKernels: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// True where the kernels take these flat tensors: on a GPU, f32, all of one length.
-fn fits(tensors: &[&Tensor<1>]) -> bool {
+/// True where [`adamw_step`] and [`lion_step`] take these flat tensors (parameter, gradient,
+/// moments): on a GPU or, natively, the CPU backend; f32, all of one length.
+pub fn takes_step(tensors: &[&Tensor<1>]) -> bool {
     let n = tensors[0].dims()[0];
-    super::on_gpu(&tensors[0].device())
+    super::has_kernels(&tensors[0].device())
         && n > 0
         && tensors
             .iter()
@@ -237,18 +244,20 @@ fn clip_or_one(clip: Option<Tensor<1>>, like: &Tensor<1>) -> Tensor<1> {
 }
 
 /// One AdamW step over flat `param`, `grad` (scaled by `clip` `[1]` when given) and moments
-/// `m`, `v`: the new `(param, m, v)`, or None where the kernel does not apply (not on a GPU, not
-/// f32) and the caller uses burn's ops.
+/// `m`, `v`, where [`takes_step`] says the kernel applies: the new `(param, m, v)`. On the CPU
+/// the update is written over the inputs' buffers where nothing else holds them (the moments the
+/// optimizer hands over), so pass them by value, not as clones.
 pub fn adamw_step(
     param: Tensor<1>,
     grad: Tensor<1>,
     [m, v]: [Tensor<1>; 2],
     clip: Option<Tensor<1>>,
     scalars: StepScalars,
-) -> Option<(Tensor<1>, Tensor<1>, Tensor<1>)> {
-    if !fits(&[&param, &grad, &m, &v]) {
-        return None;
-    }
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    assert!(
+        takes_step(&[&param, &grad, &m, &v]),
+        "adamw_step: tensors the kernel does not take"
+    );
     let clip = clip_or_one(clip, &param);
     let (p, m, v) = <Dispatch as OptimizerKernels>::adamw_step(
         param.into_dispatch(),
@@ -258,24 +267,25 @@ pub fn adamw_step(
         clip.into_dispatch(),
         scalars,
     );
-    Some((
+    (
         Tensor::from_dispatch(p),
         Tensor::from_dispatch(m),
         Tensor::from_dispatch(v),
-    ))
+    )
 }
 
-/// One Lion step (see [`adamw_step`]): the new `(param, m)`, or None.
+/// One Lion step (see [`adamw_step`]): the new `(param, m)`.
 pub fn lion_step(
     param: Tensor<1>,
     grad: Tensor<1>,
     m: Tensor<1>,
     clip: Option<Tensor<1>>,
     scalars: StepScalars,
-) -> Option<(Tensor<1>, Tensor<1>)> {
-    if !fits(&[&param, &grad, &m]) {
-        return None;
-    }
+) -> (Tensor<1>, Tensor<1>) {
+    assert!(
+        takes_step(&[&param, &grad, &m]),
+        "lion_step: tensors the kernel does not take"
+    );
     let clip = clip_or_one(clip, &param);
     let (p, m) = <Dispatch as OptimizerKernels>::lion_step(
         param.into_dispatch(),
@@ -284,7 +294,7 @@ pub fn lion_step(
         clip.into_dispatch(),
         scalars,
     );
-    Some((Tensor::from_dispatch(p), Tensor::from_dispatch(m)))
+    (Tensor::from_dispatch(p), Tensor::from_dispatch(m))
 }
 
 /// An optimizer shader's two versions, named and with their source: `optimizer_common.wgsl`
@@ -370,7 +380,9 @@ impl OptimizerKernels for CubeBackend {
         );
         (p, m)
     }
+}
 
+impl GatherKernels for CubeBackend {
     fn gather_into(
         out: CubeTensor,
         t0: CubeTensor,
@@ -466,7 +478,9 @@ impl<B: OptimizerKernels, C: CheckpointStrategy> OptimizerKernels for Autodiff<B
         );
         (Self::from_inner(p), Self::from_inner(m))
     }
+}
 
+impl<B: GatherKernels, C: CheckpointStrategy> GatherKernels for Autodiff<B, C> {
     fn gather_into(
         out: FloatTensor<Self>,
         t0: FloatTensor<Self>,

@@ -174,8 +174,8 @@ impl Optimizer {
     /// The updated value of parameter `name` given its gradient (both without autodiff), the
     /// gradient first scaled by `clip` `[1]` (the global-norm clip scale) when given.
     ///
-    /// With [`Kernels::Tunelab`] on a GPU one kernel does the whole update; otherwise burn's
-    /// elementwise ops do, in the same order and with the same f32 scalars. For a tensor on its
+    /// With [`Kernels::Tunelab`] on a GPU or the native CPU backend one kernel does the whole
+    /// update; otherwise burn's elementwise ops do, in the same order and with the same f32 scalars. For a tensor on its
     /// own: the state it keeps is apart from the groups [`Optimizer::step`] keeps, so use one or
     /// the other for a name.
     pub fn update<const D: usize>(
@@ -365,45 +365,32 @@ impl Optimizer {
                     Some(Moments { m, v: Some(v) }) => (m, v),
                     _ => (zeros(), zeros()),
                 };
-                let kernel = fused
-                    .then(|| {
-                        kernels::adamw_step(
-                            p.clone(),
-                            g.clone(),
-                            [m0.clone(), v0.clone()],
-                            clip.cloned(),
-                            s,
-                        )
-                    })
-                    .flatten();
-                match kernel {
-                    Some((p, m, v)) => (p, Moments { m, v: Some(v) }),
-                    None => {
-                        let g = clipped(g);
-                        let m = m0.mul_scalar(s.beta1) + g.clone().mul_scalar(s.one_minus_beta1);
-                        let v = v0.mul_scalar(s.beta2) + g.square().mul_scalar(s.one_minus_beta2);
-                        let denom = v.clone().sqrt().div_scalar(s.sqrt_bias2).add_scalar(s.eps);
-                        let p = decayed(p) - (m.clone() / denom).mul_scalar(s.step_size);
-                        (p, Moments { m, v: Some(v) })
-                    }
+                // The moments go to the kernel by value: on the CPU it overwrites them in place.
+                if fused && kernels::takes_step(&[&p, &g, &m0, &v0]) {
+                    let (p, m, v) = kernels::adamw_step(p, g, [m0, v0], clip.cloned(), s);
+                    (p, Moments { m, v: Some(v) })
+                } else {
+                    let g = clipped(g);
+                    let m = m0.mul_scalar(s.beta1) + g.clone().mul_scalar(s.one_minus_beta1);
+                    let v = v0.mul_scalar(s.beta2) + g.square().mul_scalar(s.one_minus_beta2);
+                    let denom = v.clone().sqrt().div_scalar(s.sqrt_bias2).add_scalar(s.eps);
+                    let p = decayed(p) - (m.clone() / denom).mul_scalar(s.step_size);
+                    (p, Moments { m, v: Some(v) })
                 }
             }
             OptimizerKind::Lion => {
                 let m0 = prev.map(|s| s.m).unwrap_or_else(zeros);
-                let kernel = fused
-                    .then(|| kernels::lion_step(p.clone(), g.clone(), m0.clone(), clip.cloned(), s))
-                    .flatten();
-                match kernel {
-                    Some((p, m)) => (p, Moments { m, v: None }),
-                    None => {
-                        let g = clipped(g);
-                        let update = (m0.clone().mul_scalar(s.beta1)
-                            + g.clone().mul_scalar(s.one_minus_beta1))
-                        .sign();
-                        let p = decayed(p) - update.mul_scalar(s.step_size);
-                        let m = m0.mul_scalar(s.beta2) + g.mul_scalar(s.one_minus_beta2);
-                        (p, Moments { m, v: None })
-                    }
+                if fused && kernels::takes_step(&[&p, &g, &m0]) {
+                    let (p, m) = kernels::lion_step(p, g, m0, clip.cloned(), s);
+                    (p, Moments { m, v: None })
+                } else {
+                    let g = clipped(g);
+                    let update = (m0.clone().mul_scalar(s.beta1)
+                        + g.clone().mul_scalar(s.one_minus_beta1))
+                    .sign();
+                    let p = decayed(p) - update.mul_scalar(s.step_size);
+                    let m = m0.mul_scalar(s.beta2) + g.mul_scalar(s.one_minus_beta2);
+                    (p, Moments { m, v: None })
                 }
             }
         }
