@@ -237,15 +237,24 @@ async fn matmul_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Re
         }
         .unwrap_or_else(|| x.matmul(w))
     };
+    two_input_op(reps, [x, w], dy, product).await
+}
+
+/// `op` of two inputs, both trained: forward alone, and forward + backward of `Σ op(a, b) · dy`
+/// (both gradients).
+async fn two_input_op<const D: usize>(
+    reps: usize,
+    [a, b]: [Tensor<D>; 2],
+    dy: Tensor<D>,
+    op: impl Fn(Tensor<D>, Tensor<D>) -> Tensor<D>,
+) -> Result<Timing> {
     time_op(
         reps,
-        || vec![first(product(x.clone().inner(), w.clone().inner()))],
+        || vec![first(op(a.clone().inner(), b.clone().inner()))],
         || {
-            let [x, w] = [&x, &w].map(|t| t.clone().require_grad());
-            let grads = (product(x.clone(), w.clone()) * dy.clone())
-                .sum()
-                .backward();
-            [x, w]
+            let [a, b] = [&a, &b].map(|t| t.clone().require_grad());
+            let grads = (op(a.clone(), b.clone()) * dy.clone()).sum().backward();
+            [a, b]
                 .iter()
                 .map(|t| first(t.grad(&grads).expect("a gradient")))
                 .collect()
@@ -327,24 +336,7 @@ async fn rope_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Resu
 async fn swiglu_op(s: &Shapes, ad: &Device, kernels: Kernels, reps: usize) -> Result<Timing> {
     let normal = Distribution::Normal(0.0, 1.0);
     let [gate, up, dy] = [0; 3].map(|_| Tensor::<3>::random([s.batch, s.seq, s.ff], normal, ad));
-    time_op(
-        reps,
-        || {
-            let (gate, up) = (gate.clone().inner(), up.clone().inner());
-            vec![first(swiglu(gate, up, kernels))]
-        },
-        || {
-            let [gate, up] = [&gate, &up].map(|x| x.clone().require_grad());
-            let grads = (swiglu(gate.clone(), up.clone(), kernels) * dy.clone())
-                .sum()
-                .backward();
-            [gate, up]
-                .iter()
-                .map(|x| first(x.grad(&grads).expect("a gradient")))
-                .collect()
-        },
-    )
-    .await
+    two_input_op(reps, [gate, up], dy, |gate, up| swiglu(gate, up, kernels)).await
 }
 
 /// The decoder's residual add and the RMSNorm after it, as the model runs them.
