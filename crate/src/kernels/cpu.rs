@@ -38,6 +38,23 @@ fn values(t: &FlexTensor) -> &[f32] {
         .expect("the kernels' wrappers pass contiguous f32 tensors")
 }
 
+/// `t` (made contiguous) as a buffer a kernel writes its result over: its own where nothing
+/// else holds it, a copy otherwise.
+fn writable(t: FlexTensor) -> FlexTensor {
+    let mut t = contiguous(t);
+    t.storage_mut::<f32>();
+    t
+}
+
+/// The values of a contiguous f32 tensor to write (see [`writable`]).
+fn values_mut(t: &mut FlexTensor) -> &mut [f32] {
+    let (start, end) = t
+        .layout()
+        .contiguous_offsets()
+        .expect("the kernels' wrappers pass contiguous tensors");
+    &mut t.storage_mut::<f32>()[start..end]
+}
+
 /// Rows and width of a `[rows, width]` tensor.
 fn dims2(t: &FlexTensor) -> (usize, usize) {
     let shape = t.layout().shape();
@@ -197,36 +214,32 @@ impl NormKernels for Flex {
     }
 }
 
-/// One row's log-sum-exp and NLL (0 for an ignored row: a negative target); `scratch` holds a
-/// row.
-fn ce_row(logits: &[f32], target: f32, scratch: &mut Vec<f32>) -> (f32, f32) {
+/// One row's log-sum-exp and NLL (0 for an ignored row: a negative target), the row left
+/// overwritten by its exponentials.
+fn ce_row(logits: &mut [f32], target: f32) -> (f32, f32) {
     let max = logits.iter().fold(f32::MIN, |m, &l| m.max(l));
-    scratch.clear();
-    scratch.extend_from_slice(logits);
-    let lse = max + exp_shifted(scratch, max).ln();
     let t = target as i64;
-    let nll = if t >= 0 && (t as usize) < logits.len() {
-        lse - logits[t as usize]
-    } else {
-        0.0
-    };
-    (lse, nll)
+    let picked = (t >= 0 && (t as usize) < logits.len()).then(|| logits[t as usize]);
+    let lse = max + exp_shifted(logits, max).ln();
+    (lse, picked.map_or(0.0, |l| lse - l))
 }
 
-/// Each row's (log-sum-exp, NLL) of `[rows, vocab]` logits.
-fn ce_rows(logits: &FlexTensor, targets: &FlexTensor) -> Vec<(f32, f32)> {
-    let (_, vocab) = dims2(logits);
-    values(logits)
-        .par_chunks(vocab)
+/// Each row's (log-sum-exp, NLL) of `[rows, vocab]` logits, taken over their own buffer where
+/// nothing else holds them (the chunk's fresh logits; a copy otherwise).
+fn ce_rows(logits: FlexTensor, targets: &FlexTensor) -> Vec<(f32, f32)> {
+    let mut logits = writable(logits);
+    let (_, vocab) = dims2(&logits);
+    values_mut(&mut logits)
+        .par_chunks_mut(vocab)
         .zip(values(targets))
-        .map_init(Vec::new, |scratch, (row, &t)| ce_row(row, t, scratch))
+        .map(|(row, &t)| ce_row(row, t))
         .collect()
 }
 
 impl CrossEntropyKernels for Flex {
     fn chunk_nll(h: FlexTensor, w: FlexTensor, targets: FlexTensor) -> FlexTensor {
         let logits = product(&h, &w, None);
-        let total: f32 = ce_rows(&logits, &contiguous(targets))
+        let total: f32 = ce_rows(logits, &contiguous(targets))
             .iter()
             .map(|r| r.1)
             .sum();
@@ -234,8 +247,7 @@ impl CrossEntropyKernels for Flex {
     }
 
     fn ce_forward(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {
-        let (logits, targets) = (contiguous(logits), contiguous(targets));
-        let rows = ce_rows(&logits, &targets);
+        let rows = ce_rows(logits, &contiguous(targets));
         let n = rows.len();
         let (lse, nll) = rows.into_iter().unzip();
         (tensor(lse, [n]), tensor(nll, [n]))
@@ -247,14 +259,14 @@ impl CrossEntropyKernels for Flex {
         lse: FlexTensor,
         grad: FlexTensor,
     ) -> FlexTensor {
-        let [mut logits, targets, lse, grad] = [logits, targets, lse, grad].map(contiguous);
-        let (rows, vocab) = dims2(&logits);
-        let g = values(&grad)[0];
-        let (ts, ls) = (values(&targets), values(&lse));
+        let [targets, lse, grad] = [targets, lse, grad].map(contiguous);
         // The logits are recomputed for this gradient alone: overwritten where nothing else holds
         // them, copied otherwise.
-        let out: &mut [f32] = logits.storage_mut();
-        out[..rows * vocab]
+        let mut logits = writable(logits);
+        let (_, vocab) = dims2(&logits);
+        let g = values(&grad)[0];
+        let (ts, ls) = (values(&targets), values(&lse));
+        values_mut(&mut logits)
             .par_chunks_mut(vocab)
             .zip(ts.par_iter().zip(ls))
             .for_each(|(row, (&t, &lse))| {
@@ -905,23 +917,6 @@ impl RopeKernels for Flex {
     fn rope_backward(dy: FlexTensor, cos: FlexTensor, sin: FlexTensor) -> FlexTensor {
         rope_pass(dy, cos, sin, true)
     }
-}
-
-/// `t` (made contiguous) as the buffer an update writes over: its own where nothing else holds
-/// it, a copy otherwise.
-fn writable(t: FlexTensor) -> FlexTensor {
-    let mut t = contiguous(t);
-    t.storage_mut::<f32>();
-    t
-}
-
-/// The values of a contiguous f32 tensor to write (see [`writable`]).
-fn values_mut(t: &mut FlexTensor) -> &mut [f32] {
-    let (start, end) = t
-        .layout()
-        .contiguous_offsets()
-        .expect("the kernels' wrappers pass contiguous tensors");
-    &mut t.storage_mut::<f32>()[start..end]
 }
 
 /// The optimizer updates in place, where burn's composed ops are about fifteen passes over each

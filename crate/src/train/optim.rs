@@ -175,9 +175,9 @@ impl Optimizer {
     /// gradient first scaled by `clip` `[1]` (the global-norm clip scale) when given.
     ///
     /// With [`Kernels::Tunelab`] on a GPU or the native CPU backend one kernel does the whole
-    /// update; otherwise burn's elementwise ops do, in the same order and with the same f32 scalars. For a tensor on its
-    /// own: the state it keeps is apart from the groups [`Optimizer::step`] keeps, so use one or
-    /// the other for a name.
+    /// update; otherwise burn's elementwise ops do, in the same order and with the same f32
+    /// scalars. For a tensor on its own: the state it keeps is apart from the groups
+    /// [`Optimizer::step`] keeps, so use one or the other for a name.
     pub fn update<const D: usize>(
         &mut self,
         name: &str,
