@@ -1,5 +1,5 @@
-// Cross-entropy forward over one chunk of logit rows: per row its log-sum-exp (kept for the
-// backward pass, one float a row) and its negative log-likelihood of the target (0 for ignored
+// Cross-entropy forward over one chunk of logit rows: per row its log-sum-exp (for the
+// gradient kernel, one float a row) and its negative log-likelihood of the target (0 for ignored
 // rows, target < 0). One workgroup per row reduces the vocabulary.
 //
 // After row_reduce.wgsl. logits [rows, V], targets [rows] (token ids as floats, exact below

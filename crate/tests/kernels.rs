@@ -401,16 +401,18 @@ fn takes_its_shapes(case: &Case, (q, k, v, m): (Tensor<4>, Tensor<4>, Tensor<4>,
     assert!(kernels::fused_attention(q, k3, v3, m, 0.25, true, None).is_none());
 }
 
-/// Σ NLL and the gradients of hidden and head on `device`: the chunked kernel (`chunk` rows per
-/// chunk) or, with None, burn's ops on the logits.
+/// Σ NLL and the gradients of hidden and head (empty where the head is frozen) of `2.5 · Σ NLL`
+/// (an upstream gradient other than 1) on `device`: the chunked kernel (`chunk` rows per chunk)
+/// or, with None, burn's ops on the logits.
 fn lm_loss(
     x: &[TensorData; 3],
     device: &Device,
     chunk: Option<usize>,
+    head_trains: bool,
 ) -> (f32, Vec<f32>, Vec<f32>) {
     let ad = device.clone().autodiff();
     let hidden = Tensor::<2>::from_data(x[0].clone(), &ad).require_grad();
-    let head = Tensor::<2>::from_data(x[1].clone(), &ad).require_grad();
+    let head = Tensor::<2>::from_data(x[1].clone(), &ad).set_require_grad(head_trains);
     let targets = Tensor::<1, Int>::from_data(x[2].clone(), &ad);
     let loss = match chunk {
         Some(rows) => kernels::chunked_nll_rows(hidden.clone(), head.clone(), targets, rows)
@@ -430,8 +432,8 @@ fn lm_loss(
             summed_cross_entropy(logits, labels)
         }
     };
-    let grads = loss.clone().backward();
-    let g = |t: &Tensor<2>| values(t.grad(&grads).expect("a gradient"));
+    let grads = (loss.clone() * 2.5).backward();
+    let g = |t: &Tensor<2>| t.grad(&grads).map(values).unwrap_or_default();
     (values(loss)[0], g(&hidden), g(&head))
 }
 
@@ -480,17 +482,27 @@ fn chunked_cross_entropy_cases(gpu: &Device, matmul: &str) {
             Tensor::<2>::random([hidden, vocab], Distribution::Normal(0.0, 0.5), &cpu).into_data(),
             TensorData::new(ids, [rows]),
         ];
-        let (want_loss, want_dh, want_dw) = lm_loss(&x, &cpu, None);
-        poison(gpu, rows * vocab * 2);
-        let (loss, dh, dw) = lm_loss(&x, gpu, Some(chunk));
-        let shape = format!("{matmul}: rows {rows} hidden {hidden} vocab {vocab} chunk {chunk}");
-        assert!(
-            ((loss - want_loss) / want_loss).abs() <= REL_TOL,
-            "{shape}: loss {loss} vs {want_loss}"
-        );
-        for (name, got, want) in [("d hidden", &dh, &want_dh), ("d head", &dw, &want_dw)] {
-            let e = rel_err(got, want);
-            assert!(e <= REL_TOL, "{shape}: {name} relative error {e:e}");
+        for head_trains in [true, false] {
+            let (want_loss, want_dh, want_dw) = lm_loss(&x, &cpu, None, head_trains);
+            poison(gpu, rows * vocab * 2);
+            let (loss, dh, dw) = lm_loss(&x, gpu, Some(chunk), head_trains);
+            let shape = format!(
+                "{matmul}: rows {rows} hidden {hidden} vocab {vocab} chunk {chunk}, head trains: \
+                 {head_trains}"
+            );
+            assert!(
+                ((loss - want_loss) / want_loss).abs() <= REL_TOL,
+                "{shape}: loss {loss} vs {want_loss}"
+            );
+            assert_eq!(
+                dw.is_empty(),
+                !head_trains,
+                "{shape}: a head gradient where it trains"
+            );
+            for (name, got, want) in [("d hidden", &dh, &want_dh), ("d head", &dw, &want_dw)] {
+                let e = rel_err(got, want);
+                assert!(e <= REL_TOL, "{shape}: {name} relative error {e:e}");
+            }
         }
     }
 }

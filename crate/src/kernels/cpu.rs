@@ -14,7 +14,7 @@ use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
 use super::attention::{AttentionKernels, AttentionScalars};
-use super::cross_entropy::CrossEntropyKernels;
+use super::cross_entropy::{CrossEntropyKernels, summed_nll_forward};
 use super::matmul::MatmulKernels;
 use super::norm::NormKernels;
 use super::optimizer::{OptimizerKernels, StepScalars};
@@ -214,74 +214,61 @@ impl NormKernels for Flex {
     }
 }
 
-/// One row's log-sum-exp and NLL (0 for an ignored row: a negative target), the row left
-/// overwritten by its exponentials.
+/// One row's NLL (0 for an ignored row: a negative target) and `Σ e^(l − max)`, the row left
+/// overwritten by those exponentials.
 fn ce_row(logits: &mut [f32], target: f32) -> (f32, f32) {
     let max = logits.iter().fold(f32::MIN, |m, &l| m.max(l));
     let t = target as i64;
     let picked = (t >= 0 && (t as usize) < logits.len()).then(|| logits[t as usize]);
-    let lse = max + exp_shifted(logits, max).ln();
-    (lse, picked.map_or(0.0, |l| lse - l))
+    let sum = exp_shifted(logits, max);
+    (picked.map_or(0.0, |l| max + sum.ln() - l), sum)
 }
 
-/// Each row's (log-sum-exp, NLL) of `[rows, vocab]` logits, taken over their own buffer where
-/// nothing else holds them (the chunk's fresh logits; a copy otherwise).
-fn ce_rows(logits: FlexTensor, targets: &FlexTensor) -> Vec<(f32, f32)> {
-    let mut logits = writable(logits);
+/// A chunk's `[rows, vocab]` logits (overwritten where nothing else holds them: the chunk's fresh
+/// logits; a copy otherwise) and each row's NLL; with `grad`, each row becomes its gradient
+/// `softmax − onehot` (zeros for an ignored row).
+fn ce_rows(logits: FlexTensor, targets: FlexTensor, grad: bool) -> (FlexTensor, Vec<f32>) {
+    let (mut logits, targets) = (writable(logits), contiguous(targets));
     let (_, vocab) = dims2(&logits);
-    values_mut(&mut logits)
+    let nll = values_mut(&mut logits)
         .par_chunks_mut(vocab)
-        .zip(values(targets))
-        .map(|(row, &t)| ce_row(row, t))
-        .collect()
+        .zip(values(&targets))
+        .map(|(row, &t)| {
+            if grad && t < 0.0 {
+                row.fill(0.0);
+                return 0.0;
+            }
+            let (nll, sum) = ce_row(row, t);
+            if grad {
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|e| *e *= inv);
+                if let Some(e) = row.get_mut(t as usize) {
+                    *e -= 1.0;
+                }
+            }
+            nll
+        })
+        .collect();
+    (logits, nll)
 }
 
 impl CrossEntropyKernels for Flex {
-    fn chunk_nll(h: FlexTensor, w: FlexTensor, targets: FlexTensor) -> FlexTensor {
-        let logits = product(&h, &w, None);
-        let total: f32 = ce_rows(logits, &contiguous(targets))
-            .iter()
-            .map(|r| r.1)
-            .sum();
-        tensor(vec![total], [1])
-    }
-
-    fn ce_forward(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {
-        let rows = ce_rows(logits, &contiguous(targets));
-        let n = rows.len();
-        let (lse, nll) = rows.into_iter().unzip();
-        (tensor(lse, [n]), tensor(nll, [n]))
-    }
-
-    fn ce_backward(
-        logits: FlexTensor,
+    fn summed_nll(
+        h: FlexTensor,
+        w: FlexTensor,
         targets: FlexTensor,
-        lse: FlexTensor,
-        grad: FlexTensor,
+        per_chunk: usize,
     ) -> FlexTensor {
-        let [targets, lse, grad] = [targets, lse, grad].map(contiguous);
-        // The logits are recomputed for this gradient alone: overwritten where nothing else holds
-        // them, copied otherwise.
-        let mut logits = writable(logits);
-        let (_, vocab) = dims2(&logits);
-        let g = values(&grad)[0];
-        let (ts, ls) = (values(&targets), values(&lse));
-        values_mut(&mut logits)
-            .par_chunks_mut(vocab)
-            .zip(ts.par_iter().zip(ls))
-            .for_each(|(row, (&t, &lse))| {
-                let t = t as i64;
-                if t < 0 {
-                    row.fill(0.0);
-                    return;
-                }
-                exp_shifted(row, lse);
-                if let Some(l) = row.get_mut(t as usize) {
-                    *l -= 1.0;
-                }
-                row.iter_mut().for_each(|l| *l *= g);
-            });
-        logits
+        summed_nll_forward::<Self>(h, w, targets, per_chunk)
+    }
+
+    fn ce_loss(logits: FlexTensor, targets: FlexTensor) -> FlexTensor {
+        tensor(vec![ce_rows(logits, targets, false).1.iter().sum()], [1])
+    }
+
+    fn ce_loss_grad(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let (grad, nll) = ce_rows(logits, targets, true);
+        (tensor(vec![nll.iter().sum()], [1]), grad)
     }
 }
 

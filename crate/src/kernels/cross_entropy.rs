@@ -1,10 +1,14 @@
 //! Cross-entropy fused with the LM head, in chunks of rows: each chunk's logits
-//! (`hidden · W`, with the matmul [`super::calibrate`] chose) exist only while that chunk's loss is taken
-//! (`shaders/cross_entropy_forward.wgsl`: log-sum-exp and NLL per row) and again, recomputed,
-//! while its gradient is (`shaders/cross_entropy_backward.wgsl`: softmax − one-hot). Between the
-//! two passes only one float per row is kept, not the `[tokens, vocab]` logits and exponentials
-//! that burn's composed ops keep for backward (at a 49k vocabulary the largest activations of a
-//! step). The head's weight gradient is computed only when the head is trained.
+//! (`hidden · W`, with the matmul [`super::calibrate`] chose) exist only while that chunk is
+//! processed (`shaders/cross_entropy_forward.wgsl`: log-sum-exp and NLL per row), so no
+//! `[tokens, vocab]` logits or exponentials are kept for backward as burn's composed ops keep them
+//! (at a 49k vocabulary the largest activations of a step). When the loss is differentiated, each
+//! chunk's gradient is taken in the forward pass while its logits exist
+//! (`shaders/cross_entropy_backward.wgsl`: softmax − one-hot) and carried through the head at
+//! once: `dh = dlogits · Wᵀ` for the chunk's rows and `dW += hᵀ · dlogits`, the latter only when the
+//! head trains. The loss is a sum, so its upstream gradient is one number and the backward pass
+//! only scales these by it — no logits recomputed (a third of the head's products, which burn's
+//! composed ops do not pay either), and neither the hidden states nor the logits kept.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -14,8 +18,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
-use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
-use burn::tensor::{DType, Int, Tensor};
+use burn::backend::{AutodiffBackend, Backend, Dispatch, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Int, Slice, Tensor};
+use std::ops::Range;
 
 use super::matmul::{MatmulKernels, product};
 use super::wgsl::{Shader, empty, folded, uniform};
@@ -23,41 +28,38 @@ use super::wgsl::{Shader, empty, folded, uniform};
 /// Logits per chunk: rows × vocabulary × 4 bytes stays under this (one row at least).
 pub const CHUNK_BYTES: usize = 64 << 20;
 
-/// The chunked loss as a backend extension: `chunk_nll` is differentiable; `ce_forward` and
-/// `ce_backward` are the raw kernels over a chunk's logits.
+/// The chunked loss as a backend extension: `summed_nll` is differentiable; `ce_loss` and
+/// `ce_loss_grad` are the raw kernels over a chunk's logits.
 #[backend_extension(Cube, Flex: cfg(feature = "native"), Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait CrossEntropyKernels: Backend {
-    /// Σ over rows with a target of `−log softmax(h · w)[target]`, `[1]`. `targets` `[rows]`:
-    /// token ids as floats, negative = ignored.
-    #[fusion(meta = |h, _w, _targets| sum_spec(h))]
-    fn chunk_nll(
+    /// Σ over rows with a target of `−log softmax(h · w)[target]`, `[1]`, `per_chunk` rows of
+    /// logits at a time. `targets` `[rows]`: token ids as floats, negative = ignored.
+    #[fusion(meta = |h, _w, _targets, _per_chunk| sum_spec(h))]
+    fn summed_nll(
         h: FloatTensor<Self>,
         w: FloatTensor<Self>,
         targets: FloatTensor<Self>,
+        per_chunk: usize,
     ) -> FloatTensor<Self>;
 
-    /// Each row's log-sum-exp and NLL `[rows]` from its logits.
-    #[fusion(meta = |_logits, targets| (targets.clone(), targets.clone()))]
-    fn ce_forward(
+    /// A chunk's Σ NLL `[1]` from its logits.
+    #[fusion(meta = |logits, _targets| sum_spec(logits))]
+    fn ce_loss(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// A chunk's Σ NLL `[1]` and the logits' gradient for it, `softmax − onehot` (zero on
+    /// ignored rows); the logits' own buffer may be written over.
+    #[fusion(meta = |logits, _targets| (sum_spec(logits), logits.clone()))]
+    fn ce_loss_grad(
         logits: FloatTensor<Self>,
         targets: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// The logits' gradient `(softmax − onehot) · grad` (zero on ignored rows).
-    #[fusion(dtype = logits, shape = logits)]
-    fn ce_backward(
-        logits: FloatTensor<Self>,
-        targets: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
 }
 
 #[cfg(feature = "fusion")]
 fn sum_spec(
-    h: &burn::backend::fusion::custom::TensorSpec,
+    t: &burn::backend::fusion::custom::TensorSpec,
 ) -> burn::backend::fusion::custom::TensorSpec {
-    burn::backend::fusion::custom::TensorSpec::new([1].into(), h.dtype)
+    burn::backend::fusion::custom::TensorSpec::new([1].into(), t.dtype)
 }
 
 /// `Σ −log softmax(hidden · head)[target]` over the targets that are not ignored, computed in
@@ -94,59 +96,87 @@ pub fn chunked_nll_rows(
         && vocab < 1 << 24
         && vocab > 0
         && per_chunk > 0;
-    if !fits {
-        return None;
-    }
-    let targets = targets.float();
-    let parts: Vec<Tensor<1>> = (0..rows)
+    fits.then(|| {
+        Tensor::from_dispatch(<Dispatch as CrossEntropyKernels>::summed_nll(
+            hidden.into_dispatch(),
+            head.into_dispatch(),
+            targets.float().into_dispatch(),
+            per_chunk,
+        ))
+    })
+}
+
+/// The row ranges of `rows` rows in chunks of `per_chunk`.
+fn chunks(rows: usize, per_chunk: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..rows)
         .step_by(per_chunk)
-        .map(|start| {
-            let end = (start + per_chunk).min(rows);
-            Tensor::from_dispatch(<Dispatch as CrossEntropyKernels>::chunk_nll(
-                hidden.clone().slice_dim(0, start..end).into_dispatch(),
-                head.clone().into_dispatch(),
-                targets.clone().slice_dim(0, start..end).into_dispatch(),
-            ))
-        })
+        .map(move |start| start..(start + per_chunk).min(rows))
+}
+
+/// Rows `range` of `t` (a view where the backend has them).
+fn rows_of<B: Backend>(t: &FloatTensor<B>, range: Range<usize>) -> FloatTensor<B> {
+    let shape = t.shape();
+    let slices: Vec<Slice> = std::iter::once(Slice::from(range))
+        .chain(shape.iter().skip(1).map(|&d| Slice::from(0..d)))
         .collect();
-    Some(Tensor::cat(parts, 0).sum())
+    B::float_slice(t.clone(), &slices)
+}
+
+/// The loss alone ([`CrossEntropyKernels::summed_nll`] on a backend's own tensors): chunk by
+/// chunk, logits, then their Σ NLL.
+pub(super) fn summed_nll_forward<B: CrossEntropyKernels + MatmulKernels>(
+    h: FloatTensor<B>,
+    w: FloatTensor<B>,
+    targets: FloatTensor<B>,
+    per_chunk: usize,
+) -> FloatTensor<B> {
+    chunks(h.shape()[0], per_chunk)
+        .map(|r| {
+            B::ce_loss(
+                product::<B>(rows_of::<B>(&h, r.clone()), w.clone()),
+                rows_of::<B>(&targets, r),
+            )
+        })
+        .reduce(B::float_add)
+        .expect("the wrapper passes rows")
 }
 
 impl CrossEntropyKernels for CubeBackend {
-    fn chunk_nll(h: CubeTensor, w: CubeTensor, targets: CubeTensor) -> CubeTensor {
-        let logits = product::<Self>(h, w);
-        let (_, nll) = ce_forward(logits, targets);
-        Self::float_sum(nll)
-    }
-
-    fn ce_forward(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTensor) {
-        ce_forward(logits, targets)
-    }
-
-    fn ce_backward(
-        logits: CubeTensor,
+    fn summed_nll(
+        h: CubeTensor,
+        w: CubeTensor,
         targets: CubeTensor,
-        lse: CubeTensor,
-        grad: CubeTensor,
+        per_chunk: usize,
     ) -> CubeTensor {
-        ce_backward(logits, targets, lse, grad)
+        summed_nll_forward::<Self>(h, w, targets, per_chunk)
+    }
+
+    fn ce_loss(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
+        Self::float_sum(ce_forward(logits, targets).1)
+    }
+
+    fn ce_loss_grad(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTensor) {
+        let (lse, nll) = ce_forward(logits.clone(), targets.clone());
+        (Self::float_sum(nll), ce_backward(logits, targets, lse))
     }
 }
 
 impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropyKernels
     for Autodiff<B, C>
 {
-    fn chunk_nll(
+    fn summed_nll(
         h: FloatTensor<Self>,
         w: FloatTensor<Self>,
         targets: FloatTensor<Self>,
+        per_chunk: usize,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
-        struct ChunkBackward;
+        struct NllBackward;
 
-        impl<B: CrossEntropyKernels + MatmulKernels> Backward<B, 2> for ChunkBackward {
-            /// h, w, targets, each row's log-sum-exp.
-            type State = [FloatTensor<B>; 4];
+        impl<B: Backend> Backward<B, 2> for NllBackward {
+            /// The gradients of h and w for an upstream gradient of 1, each where its parent
+            /// needs it (taken in the forward pass, while each chunk's logits existed).
+            type State = [Option<FloatTensor<B>>; 2];
 
             fn backward(
                 self,
@@ -154,59 +184,67 @@ impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropy
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
-                let [node_h, node_w] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let [h, w, targets, lse] = ops.state;
-                // The chunk's logits again, only for as long as this gradient takes.
-                let logits = product::<B>(h.clone(), w.clone());
-                let dlogits = B::ce_backward(logits, targets, lse, grad);
-                if let Some(node) = node_w {
-                    let dw = product::<B>(B::float_transpose(h), dlogits.clone());
-                    grads.register::<B>(node.id, dw);
-                }
-                if let Some(node) = node_h {
-                    let dh = product::<B>(dlogits, B::float_transpose(w));
-                    grads.register::<B>(node.id, dh);
+                let g = B::float_reshape(grad, [1, 1].into());
+                for (node, unit) in ops.parents.into_iter().zip(ops.state) {
+                    if let (Some(node), Some(unit)) = (node, unit) {
+                        grads.register::<B>(node.id, B::float_mul(unit, g.clone()));
+                    }
                 }
             }
         }
 
+        let (h_tracked, w_tracked) = (h.is_tracked(), w.is_tracked());
         let nodes = [h.node(), w.node()];
         let (h, w, targets) = (
             h.into_primitive(),
             w.into_primitive(),
             targets.into_primitive(),
         );
-        match ChunkBackward.prepare::<C>(nodes).compute_bound().stateful() {
+        match NllBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let logits = product::<B>(h.clone(), w.clone());
-                let (lse, nll) = B::ce_forward(logits, targets.clone());
-                prep.finish([h, w, targets, lse], B::float_sum(nll))
+                let (mut loss, mut dh, mut dw) = (None, Vec::new(), None);
+                for r in chunks(h.shape()[0], per_chunk) {
+                    let hc = rows_of::<B>(&h, r.clone());
+                    let logits = product::<B>(hc.clone(), w.clone());
+                    let (nll, dlogits) = B::ce_loss_grad(logits, rows_of::<B>(&targets, r));
+                    loss = Some(add::<B>(loss, nll));
+                    if w_tracked {
+                        let part = product::<B>(B::float_transpose(hc), dlogits.clone());
+                        dw = Some(add::<B>(dw, part));
+                    }
+                    if h_tracked {
+                        dh.push(product::<B>(dlogits, B::float_transpose(w.clone())));
+                    }
+                }
+                let dh = (!dh.is_empty()).then(|| match dh.len() {
+                    1 => dh.remove(0),
+                    _ => B::float_cat(dh, 0),
+                });
+                prep.finish([dh, dw], loss.expect("the wrapper passes rows"))
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::chunk_nll(h, w, targets)),
+            OpsKind::UnTracked(prep) => prep.finish(B::summed_nll(h, w, targets, per_chunk)),
         }
     }
 
-    fn ce_forward(
+    fn ce_loss(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::ce_loss(Self::inner(logits), Self::inner(targets)))
+    }
+
+    fn ce_loss_grad(
         logits: FloatTensor<Self>,
         targets: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (lse, nll) = B::ce_forward(Self::inner(logits), Self::inner(targets));
-        (Self::from_inner(lse), Self::from_inner(nll))
+        let (nll, grad) = B::ce_loss_grad(Self::inner(logits), Self::inner(targets));
+        (Self::from_inner(nll), Self::from_inner(grad))
     }
+}
 
-    fn ce_backward(
-        logits: FloatTensor<Self>,
-        targets: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        Self::from_inner(B::ce_backward(
-            Self::inner(logits),
-            Self::inner(targets),
-            Self::inner(lse),
-            Self::inner(grad),
-        ))
+/// `acc + t` (`t` where there is no `acc` yet).
+fn add<B: Backend>(acc: Option<FloatTensor<B>>, t: FloatTensor<B>) -> FloatTensor<B> {
+    match acc {
+        Some(acc) => B::float_add(acc, t),
+        None => t,
     }
 }
 
@@ -231,13 +269,8 @@ fn ce_forward(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTenso
     (lse, nll)
 }
 
-fn ce_backward(
-    logits: CubeTensor,
-    targets: CubeTensor,
-    lse: CubeTensor,
-    grad: CubeTensor,
-) -> CubeTensor {
-    let [logits, targets, lse, grad] = [logits, targets, lse, grad].map(into_contiguous);
+fn ce_backward(logits: CubeTensor, targets: CubeTensor, lse: CubeTensor) -> CubeTensor {
+    let [logits, targets, lse] = [logits, targets, lse].map(into_contiguous);
     let (rows, vocab) = (logits.meta.shape()[0], logits.meta.shape()[1]);
     let out = empty(&logits, &[rows, vocab]);
     Shader {
@@ -248,7 +281,7 @@ fn ce_backward(
     }
     .launch(
         folded((rows * vocab).div_ceil(256)),
-        &[&logits, &targets, &lse, &grad, &out],
+        &[&logits, &targets, &lse, &out],
         uniform(&[rows as u32, vocab as u32]),
     );
     out
