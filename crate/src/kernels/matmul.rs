@@ -493,10 +493,10 @@ impl<B: MatmulKernels, C: CheckpointStrategy> MatmulKernels for Autodiff<B, C> {
         struct LoraBackward;
 
         impl<B: MatmulKernels> Backward<B, 4> for LoraBackward {
-            /// xd, w, a, b, h = xd · a, the scale (`x` itself is not needed: `w` gets no
-            /// gradient).
+            /// xd (through the checkpointer, so activation checkpointing may recompute it), w,
+            /// a, b, h = xd · a, the scale (`x` itself is not needed: `w` gets no gradient).
             type State = (
-                FloatTensor<B>,
+                NodeId,
                 FloatTensor<B>,
                 FloatTensor<B>,
                 FloatTensor<B>,
@@ -508,11 +508,12 @@ impl<B: MatmulKernels, C: CheckpointStrategy> MatmulKernels for Autodiff<B, C> {
                 self,
                 ops: Ops<Self::State, 4>,
                 grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
+                checkpointer: &mut Checkpointer,
             ) {
                 let [node_x, node_xd, node_a, node_b] = ops.parents;
                 let g = grads.consume::<B>(&ops.node);
                 let (xd, w, a, b, h, scale) = ops.state;
+                let xd = checkpointer.retrieve_node_output::<FloatTensor<B>>(xd);
                 let t = B::float_transpose;
                 if let Some(node) = node_b {
                     let db = B::tiled_matmul(t(h), g.clone());
@@ -549,20 +550,33 @@ impl<B: MatmulKernels, C: CheckpointStrategy> MatmulKernels for Autodiff<B, C> {
 
         // `w` is frozen (the caller checks): not a parent.
         let nodes = [x.node(), xd.node(), a.node(), b.node()];
-        let (x, xd, w, a, b) = (
-            x.into_primitive(),
-            xd.into_primitive(),
-            w.into_primitive(),
-            a.into_primitive(),
-            b.into_primitive(),
-        );
         match LoraBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let h = B::tiled_matmul(xd.clone(), a.clone());
-                let y = B::tiled_matmul_low_rank(x.clone(), w.clone(), h.clone(), b.clone(), scale);
-                prep.finish((xd, w, a, b, h, scale), y)
+            OpsKind::Tracked(mut prep) => {
+                let xd_id = prep.checkpoint(&xd);
+                let (xd, w, a, b) = (
+                    xd.into_primitive(),
+                    w.into_primitive(),
+                    a.into_primitive(),
+                    b.into_primitive(),
+                );
+                let h = B::tiled_matmul(xd, a.clone());
+                let y = B::tiled_matmul_low_rank(
+                    x.into_primitive(),
+                    w.clone(),
+                    h.clone(),
+                    b.clone(),
+                    scale,
+                );
+                prep.finish((xd_id, w, a, b, h, scale), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::lora_linear(x, xd, w, a, b, scale)),
+            OpsKind::UnTracked(prep) => prep.finish(B::lora_linear(
+                x.into_primitive(),
+                xd.into_primitive(),
+                w.into_primitive(),
+                a.into_primitive(),
+                b.into_primitive(),
+                scale,
+            )),
         }
     }
 }

@@ -3,17 +3,21 @@
 //! where burn's composed ops take a sigmoid, two products and their backward passes, each a pass
 //! over the `[tokens, intermediate]` tensors (the MLP's widest), single-threaded on the CPU. The
 //! backward pass keeps only `gate` and `up` (the composed ops also keep the sigmoid and the
-//! product) and gives both gradients in one pass.
+//! product) and gives both gradients in one pass. The op is memory-bound for activation
+//! checkpointing: with it on, its output is recomputed in the backward pass, not kept.
 
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
+use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Tensor};
+use std::marker::PhantomData;
 
 use super::wgsl::{Shader, empty, folded, uniform};
 
@@ -105,13 +109,20 @@ impl SwigluKernels for CubeBackend {
 struct SwigluBackward;
 
 impl<B: SwigluKernels> Backward<B, 2> for SwigluBackward {
-    /// `gate` and `up`.
-    type State = (FloatTensor<B>, FloatTensor<B>);
+    /// `gate` and `up`, through the checkpointer.
+    type State = (NodeId, NodeId);
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
         let [node_gate, node_up] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (gate, up) = ops.state;
+        let gate = checkpointer.retrieve_node_output::<FloatTensor<B>>(gate);
+        let up = checkpointer.retrieve_node_output::<FloatTensor<B>>(up);
         let (dgate, dup) = B::swiglu_backward(gate, up, dy);
         if let Some(node) = node_gate {
             grads.register::<B>(node.id, dgate);
@@ -122,20 +133,47 @@ impl<B: SwigluKernels> Backward<B, 2> for SwigluBackward {
     }
 }
 
+/// SwiGLU's output computed again from `gate` and `up` where activation checkpointing did not
+/// keep it: it is memory-bound (one elementwise pass), and with `--checkpoint-activations` its
+/// `[tokens, intermediate]` output — the down projection's input, the widest activation of a
+/// layer — is recomputed in the backward pass instead of held.
+#[derive(Debug)]
+struct RetroSwiglu<B> {
+    gate: NodeId,
+    up: NodeId,
+    backend: PhantomData<B>,
+}
+
+impl<B: SwigluKernels> RetroForward for RetroSwiglu<B> {
+    fn forward(&self, states: &mut BackwardStates, out: NodeId) {
+        let gate = states.get_state::<FloatTensor<B>>(&self.gate);
+        let up = states.get_state::<FloatTensor<B>>(&self.up);
+        states.save(out, B::swiglu(gate, up));
+    }
+}
+
 impl<B: SwigluKernels, C: CheckpointStrategy> SwigluKernels for Autodiff<B, C> {
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        let nodes = [gate.node(), up.node()];
-        let (gate, up) = (gate.into_primitive(), up.into_primitive());
+        let retro = RetroSwiglu::<B> {
+            gate: gate.id(),
+            up: up.id(),
+            backend: PhantomData,
+        };
         match SwigluBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
+            .prepare::<C>([gate.node(), up.node()])
+            .memory_bound()
+            .retro_forward(retro)
+            .parents([&gate, &up])
             .stateful()
         {
-            OpsKind::Tracked(prep) => {
-                let y = B::swiglu(gate.clone(), up.clone());
-                prep.finish((gate, up), y)
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&gate), prep.checkpoint(&up));
+                let y = B::swiglu(gate.into_primitive(), up.into_primitive());
+                prep.finish(state, y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::swiglu(gate, up)),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::swiglu(gate.into_primitive(), up.into_primitive()))
+            }
         }
     }
 
