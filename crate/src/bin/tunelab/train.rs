@@ -142,7 +142,9 @@ struct SpecFlags {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     chat_template: Option<bool>,
     /// Recompute memory-bound activations in the backward pass instead of keeping them: less
-    /// memory, more time (see `tunelab bench --checkpoint-activations`).
+    /// memory, more time with `--kernels burn`; with tunelab's kernels (which keep only what
+    /// their backward passes read) it holds more than without it (README, Performance; measure
+    /// with `tunelab bench --checkpoint-activations`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     checkpoint_activations: Option<bool>,
     /// Kernels: tunelab (its WGSL kernels on a GPU, its Rust ones on the CPU — all but the
