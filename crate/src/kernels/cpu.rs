@@ -234,8 +234,11 @@ fn ce_rows(logits: FlexTensor, targets: FlexTensor, grad: bool) -> (FlexTensor, 
         .par_chunks_mut(vocab)
         .zip(values(&targets))
         .map(|(row, &t)| {
-            if grad && t < 0.0 {
-                row.fill(0.0);
+            if t < 0.0 {
+                // Ignored: no loss, and a zero gradient where one is asked for.
+                if grad {
+                    row.fill(0.0);
+                }
                 return 0.0;
             }
             let (nll, sum) = ce_row(row, t);

@@ -217,7 +217,7 @@ impl<B: CrossEntropyKernels + MatmulKernels, C: CheckpointStrategy> CrossEntropy
                         dh.push(product::<B>(dlogits, B::float_transpose(w.clone())));
                     }
                 }
-                let dh = (!dh.is_empty()).then(|| match dh.len() {
+                let dh = h_tracked.then(|| match dh.len() {
                     1 => dh.remove(0),
                     _ => B::float_cat(dh, 0),
                 });
